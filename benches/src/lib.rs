@@ -1,0 +1,1 @@
+//! Shared pieces of the goop benchmarks: workload generators and reporting helpers.

@@ -1,0 +1,2 @@
+//! Placeholder; replaced by the SDK echo executor.
+fn main() {}

@@ -1,0 +1,2 @@
+//! The goop peer: the libp2p node, the MQ bus between peers, groups (host-relayed channels with
+//! membership) and the type handlers that build on them.

@@ -1,0 +1,6 @@
+//! The `goop` program: the command line, the HTTP API, and the wiring of a peer's parts.
+
+pub mod cli;
+mod logging;
+
+pub use cli::run;

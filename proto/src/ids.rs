@@ -1,0 +1,221 @@
+//! Newtype ids. Each one validates on parse, so a value of the type is always well formed.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a string is not a valid id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// A job id must be exactly 16 lowercase hexadecimal characters.
+    #[error("invalid job id {0:?}: expected 16 lowercase hex characters")]
+    JobId(String),
+    /// A group id must be non-empty, at most 128 bytes, and free of `:` and control characters.
+    #[error(
+        "invalid group id {0:?}: expected 1 to 128 characters without ':' or control characters"
+    )]
+    GroupId(String),
+    /// A peer id must be non-empty, at most 128 bytes, and free of `:`, whitespace and controls.
+    #[error("invalid peer id {0:?}: expected 1 to 128 characters without ':' or whitespace")]
+    PeerId(String),
+}
+
+/// A job id: 64 bits, written as 16 lowercase hexadecimal characters.
+///
+/// Kept as a `u64` so the dispatcher's indexes stay small and hash fast.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(u64);
+
+impl JobId {
+    /// The id whose hex form is `value` written as 16 digits.
+    pub const fn from_u64(value: u64) -> Self {
+        Self(value)
+    }
+
+    /// The id as a number.
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JobId({self})")
+    }
+}
+
+impl FromStr for JobId {
+    type Err = IdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let well_formed = s.len() == 16
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !well_formed {
+            return Err(IdError::JobId(s.to_owned()));
+        }
+        u64::from_str_radix(s, 16)
+            .map(Self)
+            .map_err(|_| IdError::JobId(s.to_owned()))
+    }
+}
+
+impl Serialize for JobId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for JobId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Defines a validated string id with `Display`, `FromStr` and serde as a plain string.
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident, $err:ident, $valid:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Box<str>);
+
+        impl $name {
+            /// The id as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), &*self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = IdError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let valid: fn(&str) -> bool = $valid;
+                if valid(s) { Ok(Self(s.into())) } else { Err(IdError::$err(s.to_owned())) }
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A group id: chosen by the group's creator; it never contains `:` because topics are
+    /// split on it (`group:<id>:<type>`).
+    GroupId,
+    GroupId,
+    |s| !s.is_empty() && s.len() <= 128 && !s.chars().any(|c| c == ':' || c.is_control())
+);
+
+string_id!(
+    /// A peer id in its text form (a libp2p peer id, base58). `proto` does not depend on libp2p,
+    /// so only the shape is checked here; the network layer checks the rest.
+    PeerId,
+    PeerId,
+    |s| {
+        !s.is_empty()
+            && s.len() <= 128
+            && !s.chars().any(|c| c == ':' || c.is_whitespace() || c.is_control())
+    }
+);
+
+/// The number of an attempt at a job: 1 for the first assignment, +1 for every reassignment.
+///
+/// Progress, output and results carry it so the host can ignore reports about attempts that
+/// are no longer current. `Attempt(0)` is what a Goop² peer sends (it has no attempts).
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Attempt(pub u32);
+
+impl Attempt {
+    /// The attempt after this one.
+    #[must_use]
+    pub const fn next(self) -> Self {
+        Self(self.0.saturating_add(1))
+    }
+}
+
+impl fmt::Display for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_id_round_trips_through_hex_and_json() {
+        let id: JobId = "00ff00ff00ff00ff".parse().unwrap();
+        assert_eq!(id.as_u64(), 0x00ff_00ff_00ff_00ff);
+        assert_eq!(id.to_string(), "00ff00ff00ff00ff");
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, "\"00ff00ff00ff00ff\"");
+        assert_eq!(serde_json::from_str::<JobId>(&json).unwrap(), id);
+    }
+
+    #[test]
+    fn job_id_rejects_wrong_shapes() {
+        for bad in [
+            "",
+            "abc",
+            "00FF00FF00FF00FF",
+            "00ff00ff00ff00ff0",
+            "00ff00ff00ff00fg",
+            "+0ff00ff00ff00ff",
+        ] {
+            assert_eq!(
+                bad.parse::<JobId>(),
+                Err(IdError::JobId(bad.to_owned())),
+                "{bad}"
+            );
+        }
+        assert!(serde_json::from_str::<JobId>("\"xyz\"").is_err());
+        assert!(serde_json::from_str::<JobId>("12").is_err());
+    }
+
+    #[test]
+    fn group_and_peer_ids_refuse_colons() {
+        assert!("a:b".parse::<GroupId>().is_err());
+        assert!("".parse::<GroupId>().is_err());
+        assert_eq!("9f3a".parse::<GroupId>().unwrap().as_str(), "9f3a");
+        assert!("12D3KooW:x".parse::<PeerId>().is_err());
+        assert!("12D3 KooW".parse::<PeerId>().is_err());
+        let peer: PeerId = serde_json::from_str("\"12D3KooWabc\"").unwrap();
+        assert_eq!(peer.to_string(), "12D3KooWabc");
+    }
+}
