@@ -1,13 +1,17 @@
 //! Wire types shared by every goop crate: ids, job records, the cluster and group messages, the
 //! MQ envelope and the executor protocol lines, with their JSON encodings.
 //!
-//! This crate does no I/O. Field names follow Goop² so that existing executors and HTTP clients
-//! keep working; payloads and results are carried as raw JSON so numbers pass through untouched.
+//! This crate does no I/O and reads no clock. Field names follow Goop² so that existing
+//! executors and HTTP clients keep working; payloads and results are carried as raw JSON text so
+//! numbers pass through untouched.
 
 #![deny(missing_docs)]
 
+pub mod cluster;
 mod ids;
 mod job;
+mod time;
 
 pub use ids::{Attempt, GroupId, IdError, JobId, PeerId};
 pub use job::{JobMode, JobStatus};
+pub use time::{Timestamp, TimestampError};
