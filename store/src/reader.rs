@@ -1,0 +1,362 @@
+//! Reads: a job with its attempts, filtered pages, counters, and the restore of a host's queue.
+//!
+//! A `Reader` is its own SQLite connection; WAL lets it read beside the writer. Its calls block,
+//! so async callers run them in `spawn_blocking`.
+
+use std::path::Path;
+
+use proto::cluster::{AttemptOutcome, AttemptRecord, Job, JobState, QueueStats};
+use proto::{Attempt, GroupId, JobId, JobMode, JobStatus, PeerId, Timestamp};
+use rusqlite::{Connection, OptionalExtension, Row};
+use serde_json::value::RawValue;
+
+use crate::error::{Context, StoreError};
+use crate::schema;
+use crate::writer::Synchronous;
+
+/// A stored job: its state and its place in submission order.
+#[derive(Debug, Clone)]
+pub struct StoredJob {
+    /// Submission order across the whole store (also the pagination cursor).
+    pub seq: u64,
+    /// The group it belongs to.
+    pub group: GroupId,
+    /// Its state.
+    pub state: JobState,
+}
+
+/// Which jobs a list wants.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this group's jobs.
+    pub group: Option<GroupId>,
+    /// Only jobs in this status.
+    pub status: Option<JobStatus>,
+    /// Only jobs of this type.
+    pub job_type: Option<String>,
+    /// Only jobs carrying this label.
+    pub label: Option<String>,
+    /// Jobs after this cursor (a `seq` from an earlier page).
+    pub cursor: Option<u64>,
+    /// At most this many (clamped to 1..=1000).
+    pub limit: usize,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct JobPage {
+    /// The jobs, in submission order.
+    pub jobs: Vec<StoredJob>,
+    /// The cursor of the next page, when there may be one.
+    pub next_cursor: Option<u64>,
+}
+
+/// A read connection to the job store.
+pub struct Reader {
+    conn: Connection,
+}
+
+const COLUMNS: &str = "seq, id, group_id, type, mode, payload, priority, timeout_s, max_retry,
+    labels, not_before, after, status, worker_id, attempt, retries, losses, result, error,
+    progress, progress_msg, created_at, started_at, done_at, elapsed_ms";
+
+impl Reader {
+    pub(crate) fn open(path: &Path, sync: Synchronous) -> Result<Self, StoreError> {
+        Ok(Self {
+            conn: schema::open(path, sync)?,
+        })
+    }
+
+    /// One job with its attempt history, if it exists.
+    pub fn get(&self, id: JobId) -> Result<Option<StoredJob>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM cluster_jobs WHERE id = ?1");
+        let row = self
+            .conn
+            .prepare_cached(&sql)
+            .context("preparing a job lookup")?
+            .query_row([sql_id(id)], |row| Ok(read_row(row)))
+            .optional()
+            .context("looking up a job")?;
+        let Some(job) = row else { return Ok(None) };
+        let mut job = job?;
+        job.state.attempts = self.attempts(id)?;
+        Ok(Some(job))
+    }
+
+    /// A job's attempts, oldest first.
+    pub fn attempts(&self, id: JobId) -> Result<Vec<AttemptRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT attempt, worker_id, started_at, ended_at, outcome, error
+                 FROM cluster_attempts WHERE job_id = ?1 ORDER BY attempt",
+            )
+            .context("preparing an attempts query")?;
+        let rows = stmt
+            .query_map([sql_id(id)], |row| {
+                Ok((
+                    row.get::<_, u32>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, Option<i64>>(3)?,
+                    row.get::<_, Option<String>>(4)?,
+                    row.get::<_, Option<String>>(5)?,
+                ))
+            })
+            .context("reading attempts")?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (attempt, worker, started, ended, outcome, error) =
+                row.context("reading an attempt")?;
+            out.push(AttemptRecord {
+                attempt: Attempt(attempt),
+                worker_id: worker.parse().map_err(|e| corrupt(id, e))?,
+                started_at: Timestamp::from_unix_ms(started),
+                ended_at: ended.map(Timestamp::from_unix_ms),
+                outcome: outcome
+                    .map(|o| parse_outcome(&o).ok_or_else(|| corrupt(id, o)))
+                    .transpose()?,
+                error,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A page of jobs matching `filter`, in submission order.
+    pub fn list(&self, filter: &ListFilter) -> Result<JobPage, StoreError> {
+        let limit = filter.limit.clamp(1, 1000);
+        let mut sql = format!("SELECT {COLUMNS} FROM cluster_jobs WHERE seq > ?1");
+        let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(
+            i64::try_from(filter.cursor.unwrap_or(0)).unwrap_or(i64::MAX),
+        )];
+        if let Some(group) = &filter.group {
+            args.push(Box::new(group.as_str().to_owned()));
+            sql.push_str(&format!(" AND group_id = ?{}", args.len()));
+        }
+        if let Some(status) = filter.status {
+            args.push(Box::new(status.as_str()));
+            sql.push_str(&format!(" AND status = ?{}", args.len()));
+        }
+        if let Some(job_type) = &filter.job_type {
+            args.push(Box::new(job_type.clone()));
+            sql.push_str(&format!(" AND type = ?{}", args.len()));
+        }
+        if let Some(label) = &filter.label {
+            args.push(Box::new(label.clone()));
+            sql.push_str(&format!(
+                " AND labels IS NOT NULL AND EXISTS (SELECT 1 FROM json_each(labels) WHERE value = ?{})",
+                args.len()
+            ));
+        }
+        sql.push_str(&format!(" ORDER BY seq LIMIT {}", limit + 1));
+        let mut stmt = self
+            .conn
+            .prepare_cached(&sql)
+            .context("preparing a job list")?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), |row| {
+                Ok(read_row(row))
+            })
+            .context("listing jobs")?;
+        let mut jobs = Vec::with_capacity(limit);
+        for row in rows {
+            jobs.push(row.context("reading a job")??);
+        }
+        let next_cursor = if jobs.len() > limit {
+            jobs.truncate(limit);
+            jobs.last().map(|j| j.seq)
+        } else {
+            None
+        };
+        Ok(JobPage { jobs, next_cursor })
+    }
+
+    /// The group's jobs that are not terminal, in submission order: what a restarting host
+    /// puts back into its dispatcher.
+    pub fn load_active(&self, group: &GroupId) -> Result<Vec<StoredJob>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM cluster_jobs
+             WHERE group_id = ?1 AND status IN ('pending', 'assigned', 'running') ORDER BY seq"
+        );
+        let mut stmt = self
+            .conn
+            .prepare_cached(&sql)
+            .context("preparing the restore query")?;
+        let rows = stmt
+            .query_map([group.as_str()], |row| Ok(read_row(row)))
+            .context("restoring jobs")?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.context("reading a job")??);
+        }
+        Ok(out)
+    }
+
+    /// The status of each of `ids` that exists.
+    pub fn statuses(&self, ids: &[JobId]) -> Result<Vec<(JobId, JobStatus)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT status FROM cluster_jobs WHERE id = ?1")
+            .context("preparing a status lookup")?;
+        let mut out = Vec::new();
+        for id in ids {
+            let status: Option<String> = stmt
+                .query_row([sql_id(*id)], |r| r.get(0))
+                .optional()
+                .context("reading a status")?;
+            if let Some(status) = status {
+                out.push((
+                    *id,
+                    parse_status(&status).ok_or_else(|| corrupt(*id, status))?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Job counters of a group (`workers` is left 0: the store does not know workers).
+    pub fn stats(&self, group: &GroupId) -> Result<QueueStats, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT status, COUNT(*) FROM cluster_jobs WHERE group_id = ?1 GROUP BY status",
+            )
+            .context("preparing stats")?;
+        let rows = stmt
+            .query_map([group.as_str()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .context("counting jobs")?;
+        let mut stats = QueueStats::default();
+        for row in rows {
+            let (status, count) = row.context("reading a count")?;
+            let count = u64::try_from(count).unwrap_or(0);
+            match parse_status(&status) {
+                Some(JobStatus::Pending) => stats.pending += count,
+                Some(JobStatus::Assigned) => {
+                    stats.pending += count;
+                    stats.assigned += count;
+                }
+                Some(JobStatus::Running) => stats.running += count,
+                Some(JobStatus::Completed) => stats.completed += count,
+                Some(JobStatus::Failed) => stats.failed += count,
+                Some(JobStatus::Cancelled) => stats.cancelled += count,
+                None => {}
+            }
+        }
+        Ok(stats)
+    }
+}
+
+fn read_row(row: &Row<'_>) -> Result<StoredJob, StoreError> {
+    let raw_id: i64 = row.get(1).context("reading a job id")?;
+    let id = job_id(raw_id);
+    let get_err = |e: rusqlite::Error| corrupt(id, e);
+    let text =
+        |index: usize| -> Result<Option<String>, StoreError> { row.get(index).map_err(get_err) };
+    let raw = |index: usize| -> Result<Option<Box<RawValue>>, StoreError> {
+        text(index)?
+            .map(|s| RawValue::from_string(s).map_err(|e| corrupt(id, e)))
+            .transpose()
+    };
+    let ms = |index: usize| -> Result<Option<Timestamp>, StoreError> {
+        Ok(row
+            .get::<_, Option<i64>>(index)
+            .map_err(get_err)?
+            .map(Timestamp::from_unix_ms))
+    };
+    let seq: i64 = row.get(0).map_err(get_err)?;
+    let group: String = row.get(2).map_err(get_err)?;
+    let mode: String = row.get(4).map_err(get_err)?;
+    let status: String = row.get(12).map_err(get_err)?;
+    let labels = text(9)?
+        .map(|s| serde_json::from_str(&s).map_err(|e| corrupt(id, e)))
+        .transpose()?;
+    let after = text(11)?
+        .map(|s| serde_json::from_str(&s).map_err(|e| corrupt(id, e)))
+        .transpose()?;
+    let timeout: i64 = row.get(7).map_err(get_err)?;
+    let elapsed: Option<i64> = row.get(24).map_err(get_err)?;
+    let job = Job {
+        id,
+        job_type: row.get(3).map_err(get_err)?,
+        mode: if mode == "continuous" {
+            JobMode::Continuous
+        } else {
+            JobMode::Oneshot
+        },
+        payload: raw(5)?,
+        priority: row.get(6).map_err(get_err)?,
+        timeout_s: u64::try_from(timeout).unwrap_or(0),
+        max_retry: row.get(8).map_err(get_err)?,
+        labels: labels.unwrap_or_default(),
+        not_before: ms(10)?,
+        after: after.unwrap_or_default(),
+    };
+    let worker: Option<String> = text(13)?;
+    let state = JobState {
+        job,
+        status: parse_status(&status).ok_or_else(|| corrupt(id, &status))?,
+        worker_id: worker
+            .map(|w| w.parse::<PeerId>().map_err(|e| corrupt(id, e)))
+            .transpose()?,
+        result: raw(17)?,
+        error: text(18)?,
+        progress: row.get(19).map_err(get_err)?,
+        progress_msg: text(20)?,
+        retries: row.get(15).map_err(get_err)?,
+        created_at: ms(21)?.unwrap_or_default(),
+        started_at: ms(22)?,
+        done_at: ms(23)?,
+        elapsed_ms: elapsed.and_then(|e| u64::try_from(e).ok()),
+        attempt: Attempt(row.get(14).map_err(get_err)?),
+        losses: row.get(16).map_err(get_err)?,
+        attempts: Vec::new(),
+    };
+    Ok(StoredJob {
+        seq: u64::try_from(seq).unwrap_or(0),
+        group: group.parse().map_err(|e| corrupt(id, e))?,
+        state,
+    })
+}
+
+fn corrupt(id: JobId, reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        job: id.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Job ids are stored as SQLite integers: the id's 64 bits, read as signed.
+pub(crate) fn sql_id(id: JobId) -> i64 {
+    i64::from_ne_bytes(id.as_u64().to_ne_bytes())
+}
+
+pub(crate) fn job_id(raw: i64) -> JobId {
+    JobId::from_u64(u64::from_ne_bytes(raw.to_ne_bytes()))
+}
+
+pub(crate) fn mode_str(mode: JobMode) -> &'static str {
+    match mode {
+        JobMode::Oneshot => "oneshot",
+        JobMode::Continuous => "continuous",
+    }
+}
+
+fn parse_status(s: &str) -> Option<JobStatus> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+}
+
+pub(crate) fn outcome_str(outcome: AttemptOutcome) -> &'static str {
+    match outcome {
+        AttemptOutcome::Completed => "completed",
+        AttemptOutcome::Failed => "failed",
+        AttemptOutcome::TimedOut => "timed_out",
+        AttemptOutcome::Cancelled => "cancelled",
+        AttemptOutcome::Lost => "lost",
+    }
+}
+
+fn parse_outcome(s: &str) -> Option<AttemptOutcome> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+}

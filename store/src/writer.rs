@@ -1,0 +1,464 @@
+//! The writer: one thread that owns the write connection and commits in groups.
+//!
+//! Everything queued while a transaction commits goes into the next one, so a busy host gets
+//! large transactions and a quiet one low latency, without a timer. Progress updates of one job
+//! within a transaction are coalesced: only the last is written.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use proto::cluster::{AttemptRecord, Job, JobState};
+use proto::{GroupId, JobId, JobStatus, Timestamp};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Context, StoreError};
+use crate::reader::{self, Reader};
+use crate::schema;
+
+/// How hard SQLite syncs to disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// `synchronous=NORMAL` in WAL mode: a commit survives the process being killed; a power
+    /// loss or OS crash may lose the last transactions (never corrupts the file).
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: a commit also survives a power loss, at the cost of an fsync each.
+    Full,
+}
+
+/// Store settings.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Durability of commits.
+    pub synchronous: Synchronous,
+    /// Commands that may wait for the writer before senders are slowed down.
+    pub queue: usize,
+    /// The most commands one transaction takes.
+    pub max_batch: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Normal,
+            queue: 65_536,
+            max_batch: 16_384,
+        }
+    }
+}
+
+/// A job to insert.
+#[derive(Debug)]
+pub struct NewJob {
+    /// The cluster group it belongs to.
+    pub group: GroupId,
+    /// The job as submitted.
+    pub job: Job,
+    /// When it was accepted.
+    pub created_at: Timestamp,
+    /// A client's key: submitting the same key to the same group again returns the first job.
+    pub idempotency_key: Option<String>,
+}
+
+/// What became of one submitted job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// Stored as a new job.
+    Created(JobId),
+    /// Its idempotency key was seen before: this is the job stored then.
+    Existing(JobId),
+}
+
+impl Submitted {
+    /// The job's id, new or existing.
+    pub fn id(self) -> JobId {
+        match self {
+            Self::Created(id) | Self::Existing(id) => id,
+        }
+    }
+}
+
+/// A change to stored jobs.
+#[derive(Debug)]
+pub enum Write {
+    /// The job's mutable state (status, worker, attempt, counters, result, error, progress,
+    /// times). Its attempt history is written with [`Write::Attempt`].
+    State(Box<JobState>),
+    /// A progress report; coalesced with others of the same job in one transaction.
+    Progress {
+        /// The job.
+        id: JobId,
+        /// Percent done.
+        percent: f64,
+        /// What is happening.
+        message: Option<String>,
+    },
+    /// An attempt started or ended.
+    Attempt {
+        /// The job.
+        job: JobId,
+        /// The attempt as it stands.
+        record: AttemptRecord,
+    },
+    /// Remove one job and its attempts.
+    Delete(JobId),
+    /// Remove every job of a group.
+    ClearGroup(GroupId),
+}
+
+enum Command {
+    Submit(
+        Vec<NewJob>,
+        oneshot::Sender<Result<Vec<Submitted>, StoreError>>,
+    ),
+    Write(Write),
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// The handle to a job store. Dropping it lets the writer commit what is queued and stop.
+pub struct JobStore {
+    path: PathBuf,
+    synchronous: Synchronous,
+    commands: Option<mpsc::Sender<Command>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl JobStore {
+    /// Opens (or creates) the store in the database file at `path` and starts its writer.
+    pub fn open(path: &Path, config: StoreConfig) -> Result<Self, StoreError> {
+        let mut conn = schema::open(path, config.synchronous)?;
+        schema::migrate(&mut conn)?;
+        let (commands, receiver) = mpsc::channel(config.queue.max(1));
+        let max_batch = config.max_batch.max(1);
+        let thread = std::thread::Builder::new()
+            .name("goop-job-store".to_owned())
+            .spawn(move || writer_loop(conn, receiver, max_batch))
+            .map_err(|e| StoreError::Corrupt {
+                job: String::new(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            path: path.to_owned(),
+            synchronous: config.synchronous,
+            commands: Some(commands),
+            thread: Some(thread),
+        })
+    }
+
+    /// A new read connection to the same database.
+    pub fn reader(&self) -> Result<Reader, StoreError> {
+        Reader::open(&self.path, self.synchronous)
+    }
+
+    fn sender(&self) -> Result<&mpsc::Sender<Command>, StoreError> {
+        self.commands.as_ref().ok_or(StoreError::Closed)
+    }
+
+    /// Stores new jobs in one transaction and returns once it is committed. All or none: if any
+    /// job cannot be stored, none is.
+    pub async fn submit(&self, jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender()?
+            .send(Command::Submit(jobs, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues a change; it is committed with the next group. Waits only when the queue is full.
+    pub async fn write(&self, write: Write) -> Result<(), StoreError> {
+        self.sender()?
+            .send(Command::Write(write))
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Returns once everything queued before it is committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender()?
+            .send(Command::Flush(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+impl Drop for JobStore {
+    fn drop(&mut self) {
+        self.commands = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn writer_loop(mut conn: Connection, mut commands: mpsc::Receiver<Command>, max_batch: usize) {
+    let mut batch = Vec::new();
+    while let Some(first) = commands.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match commands.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        commit(&mut conn, &mut batch);
+    }
+    tracing::debug!("job store writer stopped");
+}
+
+/// Replies owed once the transaction is settled.
+enum Reply {
+    Submit(
+        oneshot::Sender<Result<Vec<Submitted>, StoreError>>,
+        Result<Vec<Submitted>, StoreError>,
+    ),
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+}
+
+fn commit(conn: &mut Connection, batch: &mut Vec<Command>) {
+    let size = batch.len();
+    let mut replies = Vec::new();
+    let outcome = (|| -> Result<(), StoreError> {
+        let tx = conn.transaction().context("starting a transaction")?;
+        apply(&tx, batch, &mut replies)?;
+        tx.commit().context("committing")
+    })();
+    batch.clear();
+    match outcome {
+        Ok(()) => {
+            tracing::trace!(commands = size, "job store committed");
+            for reply in replies {
+                match reply {
+                    Reply::Submit(to, result) => {
+                        let _ = to.send(result);
+                    }
+                    Reply::Flush(to) => {
+                        let _ = to.send(Ok(()));
+                    }
+                }
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, commands = size, "job store transaction failed; its writes are lost");
+            let message = error.to_string();
+            for reply in replies {
+                let failed = || StoreError::Corrupt {
+                    job: String::new(),
+                    reason: message.clone(),
+                };
+                match reply {
+                    Reply::Submit(to, _) => {
+                        let _ = to.send(Err(failed()));
+                    }
+                    Reply::Flush(to) => {
+                        let _ = to.send(Err(failed()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn apply(
+    tx: &Transaction<'_>,
+    batch: &mut Vec<Command>,
+    replies: &mut Vec<Reply>,
+) -> Result<(), StoreError> {
+    // Progress is written last, and only when no later full state of the same job supersedes it.
+    let mut progress: HashMap<JobId, (usize, f64, Option<String>)> = HashMap::new();
+    let mut last_state: HashMap<JobId, usize> = HashMap::new();
+    for (index, command) in batch.drain(..).enumerate() {
+        match command {
+            Command::Submit(jobs, reply) => {
+                let result = submit_all(tx, jobs);
+                replies.push(Reply::Submit(reply, result));
+            }
+            Command::Flush(reply) => replies.push(Reply::Flush(reply)),
+            Command::Write(Write::Progress {
+                id,
+                percent,
+                message,
+            }) => {
+                progress.insert(id, (index, percent, message));
+            }
+            Command::Write(Write::State(state)) => {
+                last_state.insert(state.job.id, index);
+                write_state(tx, &state)?;
+            }
+            Command::Write(Write::Attempt { job, record }) => write_attempt(tx, job, &record)?,
+            Command::Write(Write::Delete(id)) => {
+                let id = reader::sql_id(id);
+                tx.execute("DELETE FROM cluster_attempts WHERE job_id = ?1", [id])
+                    .context("deleting attempts")?;
+                tx.execute("DELETE FROM cluster_jobs WHERE id = ?1", [id])
+                    .context("deleting a job")?;
+            }
+            Command::Write(Write::ClearGroup(group)) => {
+                tx.execute(
+                    "DELETE FROM cluster_attempts WHERE job_id IN
+                        (SELECT id FROM cluster_jobs WHERE group_id = ?1)",
+                    [group.as_str()],
+                )
+                .context("clearing attempts")?;
+                tx.execute(
+                    "DELETE FROM cluster_jobs WHERE group_id = ?1",
+                    [group.as_str()],
+                )
+                .context("clearing jobs")?;
+            }
+        }
+    }
+    let mut update = tx
+        .prepare_cached("UPDATE cluster_jobs SET progress = ?2, progress_msg = ?3 WHERE id = ?1")
+        .context("preparing a progress update")?;
+    for (id, (index, percent, message)) in progress {
+        if last_state.get(&id).is_some_and(|state| *state > index) {
+            continue;
+        }
+        update
+            .execute(params![reader::sql_id(id), percent, message])
+            .context("writing progress")?;
+    }
+    Ok(())
+}
+
+/// Inserts one submit's jobs inside a savepoint, so a failing submit leaves the rest of the
+/// group commit intact.
+fn submit_all(tx: &Transaction<'_>, jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError> {
+    tx.execute_batch("SAVEPOINT submit")
+        .context("starting a submit")?;
+    let result = (|| {
+        let mut out = Vec::with_capacity(jobs.len());
+        for new in jobs {
+            out.push(insert_job(tx, new)?);
+        }
+        Ok(out)
+    })();
+    let end = if result.is_ok() {
+        "RELEASE submit"
+    } else {
+        "ROLLBACK TO submit; RELEASE submit"
+    };
+    tx.execute_batch(end).context("ending a submit")?;
+    result
+}
+
+fn insert_job(tx: &Transaction<'_>, new: NewJob) -> Result<Submitted, StoreError> {
+    if let Some(key) = &new.idempotency_key {
+        let existing: Option<i64> = tx
+            .prepare_cached(
+                "SELECT id FROM cluster_jobs WHERE group_id = ?1 AND idempotency_key = ?2",
+            )
+            .context("preparing an idempotency lookup")?
+            .query_row(params![new.group.as_str(), key], |row| row.get(0))
+            .optional()
+            .context("looking up an idempotency key")?;
+        if let Some(id) = existing {
+            return Ok(Submitted::Existing(reader::job_id(id)));
+        }
+    }
+    let job = &new.job;
+    let labels = (!job.labels.is_empty()).then(|| to_json(&job.labels));
+    let after = (!job.after.is_empty()).then(|| to_json(&job.after));
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO cluster_jobs (id, group_id, type, mode, payload, priority, timeout_s,
+                max_retry, labels, not_before, after, idempotency_key, status, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'pending', ?13)",
+        )
+        .context("preparing a job insert")?
+        .execute(params![
+            reader::sql_id(job.id),
+            new.group.as_str(),
+            job.job_type,
+            reader::mode_str(job.mode),
+            job.payload.as_ref().map(|p| p.get()),
+            job.priority,
+            i64::try_from(job.timeout_s).unwrap_or(i64::MAX),
+            job.max_retry,
+            labels,
+            job.not_before.map(Timestamp::as_unix_ms),
+            after,
+            new.idempotency_key,
+            new.created_at.as_unix_ms(),
+        ]);
+    match inserted {
+        Ok(_) => Ok(Submitted::Created(job.id)),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Err(StoreError::Duplicate(job.id.to_string()))
+        }
+        Err(source) => Err(StoreError::Sqlite {
+            context: "inserting a job",
+            source,
+        }),
+    }
+}
+
+fn write_state(tx: &Transaction<'_>, state: &JobState) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE cluster_jobs SET status = ?2, worker_id = ?3, attempt = ?4, retries = ?5,
+            losses = ?6, result = ?7, error = ?8, progress = ?9, progress_msg = ?10,
+            started_at = ?11, done_at = ?12, elapsed_ms = ?13
+         WHERE id = ?1",
+    )
+    .context("preparing a state update")?
+    .execute(params![
+        reader::sql_id(state.job.id),
+        status_str(state.status),
+        state.worker_id.as_ref().map(|w| w.as_str()),
+        state.attempt.0,
+        state.retries,
+        state.losses,
+        state.result.as_ref().map(|r| r.get()),
+        state.error,
+        state.progress,
+        state.progress_msg,
+        state.started_at.map(Timestamp::as_unix_ms),
+        state.done_at.map(Timestamp::as_unix_ms),
+        state
+            .elapsed_ms
+            .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+    ])
+    .context("writing job state")?;
+    Ok(())
+}
+
+fn write_attempt(
+    tx: &Transaction<'_>,
+    job: JobId,
+    record: &AttemptRecord,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO cluster_attempts (job_id, attempt, worker_id, started_at, ended_at, outcome, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (job_id, attempt) DO UPDATE SET worker_id = excluded.worker_id,
+            started_at = excluded.started_at, ended_at = excluded.ended_at,
+            outcome = excluded.outcome, error = excluded.error",
+    )
+    .context("preparing an attempt write")?
+    .execute(params![
+        reader::sql_id(job),
+        record.attempt.0,
+        record.worker_id.as_str(),
+        record.started_at.as_unix_ms(),
+        record.ended_at.map(Timestamp::as_unix_ms),
+        record.outcome.map(reader::outcome_str),
+        record.error,
+    ])
+    .context("writing an attempt")?;
+    Ok(())
+}
+
+pub(crate) fn status_str(status: JobStatus) -> &'static str {
+    status.as_str()
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
+}

@@ -1,0 +1,358 @@
+//! The job store against a real SQLite file.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use proto::cluster::{AttemptOutcome, AttemptRecord, Job, JobState};
+use proto::{Attempt, GroupId, JobId, JobMode, JobStatus, Timestamp};
+use serde_json::value::RawValue;
+use store::{JobStore, ListFilter, NewJob, StoreConfig, StoreError, Submitted, Write};
+
+/// A fresh database path under the system temp dir, removed when dropped.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "goop-store-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.0.join("goop.db")
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn group() -> GroupId {
+    "g1".parse().unwrap()
+}
+
+fn job(id: u64, job_type: &str, priority: i32) -> Job {
+    Job {
+        id: JobId::from_u64(id),
+        job_type: job_type.to_owned(),
+        mode: JobMode::Oneshot,
+        payload: Some(RawValue::from_string(format!(r#"{{"n":{id}}}"#)).unwrap()),
+        priority,
+        timeout_s: 0,
+        max_retry: 0,
+        labels: Vec::new(),
+        not_before: None,
+        after: Vec::new(),
+    }
+}
+
+fn new_job(job: Job) -> NewJob {
+    NewJob {
+        group: group(),
+        job,
+        created_at: Timestamp::from_unix_ms(1_000),
+        idempotency_key: None,
+    }
+}
+
+fn state_of(store: &JobStore, id: u64) -> JobState {
+    store
+        .reader()
+        .unwrap()
+        .get(JobId::from_u64(id))
+        .unwrap()
+        .expect("job exists")
+        .state
+}
+
+#[tokio::test]
+async fn submitted_jobs_round_trip_with_exact_numbers() {
+    let db = TempDb::new();
+    let store = JobStore::open(&db.path(), StoreConfig::default()).unwrap();
+    let payload = r#"{"a":9007199254740993,"b":12345678901234567890,"c":99999999999999999999999}"#;
+    let mut full = job(u64::MAX, "calculate", -7);
+    full.payload = Some(RawValue::from_string(payload.to_owned()).unwrap());
+    full.mode = JobMode::Continuous;
+    full.timeout_s = 30;
+    full.max_retry = 2;
+    full.labels = vec!["nightly".into(), "gpu".into()];
+    full.not_before = Some(Timestamp::from_unix_ms(5_000));
+    full.after = vec![JobId::from_u64(1)];
+    let submitted = store.submit(vec![new_job(full)]).await.unwrap();
+    assert_eq!(submitted, [Submitted::Created(JobId::from_u64(u64::MAX))]);
+
+    let state = state_of(&store, u64::MAX);
+    assert_eq!(state.job.payload.unwrap().get(), payload);
+    assert_eq!(state.job.mode, JobMode::Continuous);
+    assert_eq!(
+        (state.job.priority, state.job.timeout_s, state.job.max_retry),
+        (-7, 30, 2)
+    );
+    assert_eq!(state.job.labels, ["nightly", "gpu"]);
+    assert_eq!(state.job.not_before, Some(Timestamp::from_unix_ms(5_000)));
+    assert_eq!(state.job.after, [JobId::from_u64(1)]);
+    assert_eq!(state.status, JobStatus::Pending);
+    assert_eq!(state.created_at, Timestamp::from_unix_ms(1_000));
+}
+
+#[tokio::test]
+async fn idempotency_keys_return_the_first_job() {
+    let db = TempDb::new();
+    let store = JobStore::open(&db.path(), StoreConfig::default()).unwrap();
+    let mut first = new_job(job(1, "t", 0));
+    first.idempotency_key = Some("order-17".into());
+    let mut again = new_job(job(2, "t", 0));
+    again.idempotency_key = Some("order-17".into());
+    assert_eq!(
+        store.submit(vec![first]).await.unwrap(),
+        [Submitted::Created(JobId::from_u64(1))]
+    );
+    assert_eq!(
+        store.submit(vec![again]).await.unwrap(),
+        [Submitted::Existing(JobId::from_u64(1))]
+    );
+    assert!(
+        store
+            .reader()
+            .unwrap()
+            .get(JobId::from_u64(2))
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_failing_submit_stores_none_of_its_jobs_and_spares_the_others() {
+    let db = TempDb::new();
+    let store = JobStore::open(&db.path(), StoreConfig::default()).unwrap();
+    store.submit(vec![new_job(job(1, "t", 0))]).await.unwrap();
+    let (bad, good) = tokio::join!(
+        store.submit(vec![new_job(job(2, "t", 0)), new_job(job(1, "t", 0))]),
+        store.submit(vec![new_job(job(3, "t", 0))]),
+    );
+    assert!(
+        matches!(bad, Err(StoreError::Duplicate(ref id)) if id == "0000000000000001"),
+        "{bad:?}"
+    );
+    assert_eq!(good.unwrap(), [Submitted::Created(JobId::from_u64(3))]);
+    let reader = store.reader().unwrap();
+    assert!(reader.get(JobId::from_u64(2)).unwrap().is_none());
+    assert!(reader.get(JobId::from_u64(3)).unwrap().is_some());
+}
+
+#[tokio::test]
+async fn state_attempts_and_coalesced_progress_are_written() {
+    let db = TempDb::new();
+    let store = JobStore::open(&db.path(), StoreConfig::default()).unwrap();
+    store
+        .submit(vec![new_job(job(1, "t", 0)), new_job(job(2, "t", 0))])
+        .await
+        .unwrap();
+    let mut state = state_of(&store, 1);
+    state.status = JobStatus::Running;
+    state.worker_id = Some("peerA".parse().unwrap());
+    state.attempt = Attempt(1);
+    state.started_at = Some(Timestamp::from_unix_ms(2_000));
+    let record = AttemptRecord {
+        attempt: Attempt(1),
+        worker_id: "peerA".parse().unwrap(),
+        started_at: Timestamp::from_unix_ms(2_000),
+        ended_at: None,
+        outcome: None,
+        error: None,
+    };
+    store
+        .write(Write::State(Box::new(state.clone())))
+        .await
+        .unwrap();
+    store
+        .write(Write::Attempt {
+            job: JobId::from_u64(1),
+            record: record.clone(),
+        })
+        .await
+        .unwrap();
+    for pct in [10.0, 20.0, 42.5] {
+        store
+            .write(Write::Progress {
+                id: JobId::from_u64(1),
+                percent: pct,
+                message: Some(format!("at {pct}")),
+            })
+            .await
+            .unwrap();
+    }
+    // A progress report followed by a full state: the state is newer and wins.
+    store
+        .write(Write::Progress {
+            id: JobId::from_u64(2),
+            percent: 99.0,
+            message: None,
+        })
+        .await
+        .unwrap();
+    let mut second = state_of(&store, 2);
+    second.progress = 5.0;
+    store.write(Write::State(Box::new(second))).await.unwrap();
+    store.flush().await.unwrap();
+
+    let got = store
+        .reader()
+        .unwrap()
+        .get(JobId::from_u64(1))
+        .unwrap()
+        .unwrap()
+        .state;
+    assert_eq!(got.status, JobStatus::Running);
+    assert_eq!(got.worker_id.unwrap().as_str(), "peerA");
+    assert_eq!(
+        (got.progress, got.progress_msg.as_deref()),
+        (42.5, Some("at 42.5"))
+    );
+    assert_eq!(got.attempts, std::slice::from_ref(&record));
+    assert_eq!(state_of(&store, 2).progress, 5.0);
+
+    let ended = AttemptRecord {
+        ended_at: Some(Timestamp::from_unix_ms(3_000)),
+        outcome: Some(AttemptOutcome::TimedOut),
+        error: Some("timed out after 1s".into()),
+        ..record
+    };
+    store
+        .write(Write::Attempt {
+            job: JobId::from_u64(1),
+            record: ended.clone(),
+        })
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(state_of(&store, 1).attempts, [ended]);
+}
+
+#[tokio::test]
+async fn lists_page_and_filter_in_submission_order() {
+    let db = TempDb::new();
+    let store = JobStore::open(&db.path(), StoreConfig::default()).unwrap();
+    let jobs = (1..=25).map(|i| {
+        let mut j = job(i, if i % 2 == 0 { "even" } else { "odd" }, 0);
+        if i % 5 == 0 {
+            j.labels = vec!["fives".into()];
+        }
+        new_job(j)
+    });
+    store.submit(jobs.collect()).await.unwrap();
+    let mut done = state_of(&store, 4);
+    done.status = JobStatus::Failed;
+    store.write(Write::State(Box::new(done))).await.unwrap();
+    store.flush().await.unwrap();
+    let reader = store.reader().unwrap();
+
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = reader
+            .list(&ListFilter {
+                group: Some(group()),
+                cursor,
+                limit: 10,
+                ..ListFilter::default()
+            })
+            .unwrap();
+        seen.extend(page.jobs.iter().map(|j| j.state.job.id.as_u64()));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (1..=25).collect::<Vec<_>>());
+
+    let evens = reader
+        .list(&ListFilter {
+            job_type: Some("even".into()),
+            limit: 100,
+            ..ListFilter::default()
+        })
+        .unwrap();
+    assert_eq!(evens.jobs.len(), 12);
+    let fives = reader
+        .list(&ListFilter {
+            label: Some("fives".into()),
+            limit: 100,
+            ..ListFilter::default()
+        })
+        .unwrap();
+    assert_eq!(
+        fives
+            .jobs
+            .iter()
+            .map(|j| j.state.job.id.as_u64())
+            .collect::<Vec<_>>(),
+        [5, 10, 15, 20, 25]
+    );
+    let failed = reader
+        .list(&ListFilter {
+            status: Some(JobStatus::Failed),
+            limit: 100,
+            ..ListFilter::default()
+        })
+        .unwrap();
+    assert_eq!(
+        failed
+            .jobs
+            .iter()
+            .map(|j| j.state.job.id.as_u64())
+            .collect::<Vec<_>>(),
+        [4]
+    );
+
+    let stats = reader.stats(&group()).unwrap();
+    assert_eq!((stats.pending, stats.failed), (24, 1));
+    let active = reader.load_active(&group()).unwrap();
+    assert_eq!(active.len(), 24);
+    assert!(active.windows(2).all(|w| w[0].seq < w[1].seq));
+}
+
+#[tokio::test]
+async fn committed_submits_survive_a_reopen() {
+    let db = TempDb::new();
+    {
+        let store = JobStore::open(&db.path(), StoreConfig::default()).unwrap();
+        store
+            .submit((1..=100).map(|i| new_job(job(i, "t", 0))).collect())
+            .await
+            .unwrap();
+        // Dropped without a flush: the submit was answered only after its commit.
+    }
+    let store = JobStore::open(&db.path(), StoreConfig::default()).unwrap();
+    assert_eq!(
+        store.reader().unwrap().load_active(&group()).unwrap().len(),
+        100
+    );
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_version_is_refused() {
+    let db = TempDb::new();
+    drop(JobStore::open(&db.path(), StoreConfig::default()).unwrap());
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    conn.execute(
+        "UPDATE schema_versions SET version = 99 WHERE component = 'cluster_jobs'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let err = JobStore::open(&db.path(), StoreConfig::default())
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found: 99, .. }),
+        "{err}"
+    );
+}
