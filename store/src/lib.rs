@@ -13,4 +13,4 @@ mod writer;
 
 pub use error::StoreError;
 pub use reader::{JobPage, ListFilter, Reader, StoredJob};
-pub use writer::{JobStore, NewJob, StoreConfig, Submitted, Synchronous, Write};
+pub use writer::{JobStore, NewJob, StateRow, StoreConfig, Submitted, Synchronous, Write};

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use proto::cluster::{AttemptRecord, Job, JobState};
-use proto::{GroupId, JobId, JobStatus, Timestamp};
+use proto::{Attempt, GroupId, JobId, JobStatus, PeerId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Context, StoreError};
@@ -80,12 +81,60 @@ impl Submitted {
     }
 }
 
+/// The mutable part of a stored job: what changes after submit.
+#[derive(Debug, Clone)]
+pub struct StateRow {
+    /// The job.
+    pub id: JobId,
+    /// Its status.
+    pub status: JobStatus,
+    /// The current or last worker.
+    pub worker_id: Option<PeerId>,
+    /// The current attempt.
+    pub attempt: Attempt,
+    /// Failures counted against `max_retry`.
+    pub retries: u32,
+    /// Worker losses counted against the crash limit.
+    pub losses: u32,
+    /// The result of a completed job.
+    pub result: Option<Box<RawValue>>,
+    /// The last error.
+    pub error: Option<String>,
+    /// The last progress, when this change carries one.
+    pub progress: Option<(f64, Option<String>)>,
+    /// When the current attempt was assigned.
+    pub started_at: Option<Timestamp>,
+    /// When it reached a terminal status.
+    pub done_at: Option<Timestamp>,
+    /// `done_at − started_at` of a finished job.
+    pub elapsed_ms: Option<u64>,
+}
+
+impl StateRow {
+    /// The mutable part of `state`, progress included.
+    pub fn of(state: &JobState) -> Self {
+        Self {
+            id: state.job.id,
+            status: state.status,
+            worker_id: state.worker_id.clone(),
+            attempt: state.attempt,
+            retries: state.retries,
+            losses: state.losses,
+            result: state.result.clone(),
+            error: state.error.clone(),
+            progress: Some((state.progress, state.progress_msg.clone())),
+            started_at: state.started_at,
+            done_at: state.done_at,
+            elapsed_ms: state.elapsed_ms,
+        }
+    }
+}
+
 /// A change to stored jobs.
 #[derive(Debug)]
 pub enum Write {
-    /// The job's mutable state (status, worker, attempt, counters, result, error, progress,
-    /// times). Its attempt history is written with [`Write::Attempt`].
-    State(Box<JobState>),
+    /// The job's mutable state. Its attempt history is written with [`Write::Attempt`].
+    State(Box<StateRow>),
     /// A progress report; coalesced with others of the same job in one transaction.
     Progress {
         /// The job.
@@ -286,7 +335,9 @@ fn apply(
                 progress.insert(id, (index, percent, message));
             }
             Command::Write(Write::State(state)) => {
-                last_state.insert(state.job.id, index);
+                if state.progress.is_some() {
+                    last_state.insert(state.id, index);
+                }
                 write_state(tx, &state)?;
             }
             Command::Write(Write::Attempt { job, record }) => write_attempt(tx, job, &record)?,
@@ -400,16 +451,23 @@ fn insert_job(tx: &Transaction<'_>, new: NewJob) -> Result<Submitted, StoreError
     }
 }
 
-fn write_state(tx: &Transaction<'_>, state: &JobState) -> Result<(), StoreError> {
+fn write_state(tx: &Transaction<'_>, state: &StateRow) -> Result<(), StoreError> {
+    // Without progress in the change, the stored progress is kept (COALESCE on a NULL flag).
+    let (has_progress, progress, progress_msg) = match &state.progress {
+        Some((pct, msg)) => (true, *pct, msg.clone()),
+        None => (false, 0.0, None),
+    };
     tx.prepare_cached(
         "UPDATE cluster_jobs SET status = ?2, worker_id = ?3, attempt = ?4, retries = ?5,
-            losses = ?6, result = ?7, error = ?8, progress = ?9, progress_msg = ?10,
+            losses = ?6, result = ?7, error = ?8,
+            progress = CASE WHEN ?14 THEN ?9 ELSE progress END,
+            progress_msg = CASE WHEN ?14 THEN ?10 ELSE progress_msg END,
             started_at = ?11, done_at = ?12, elapsed_ms = ?13
          WHERE id = ?1",
     )
     .context("preparing a state update")?
     .execute(params![
-        reader::sql_id(state.job.id),
+        reader::sql_id(state.id),
         status_str(state.status),
         state.worker_id.as_ref().map(|w| w.as_str()),
         state.attempt.0,
@@ -417,13 +475,14 @@ fn write_state(tx: &Transaction<'_>, state: &JobState) -> Result<(), StoreError>
         state.losses,
         state.result.as_ref().map(|r| r.get()),
         state.error,
-        state.progress,
-        state.progress_msg,
+        progress,
+        progress_msg,
         state.started_at.map(Timestamp::as_unix_ms),
         state.done_at.map(Timestamp::as_unix_ms),
         state
             .elapsed_ms
             .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+        has_progress,
     ])
     .context("writing job state")?;
     Ok(())

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use proto::cluster::{AttemptOutcome, AttemptRecord, Job, JobState};
 use proto::{Attempt, GroupId, JobId, JobMode, JobStatus, Timestamp};
 use serde_json::value::RawValue;
-use store::{JobStore, ListFilter, NewJob, StoreConfig, StoreError, Submitted, Write};
+use store::{JobStore, ListFilter, NewJob, StateRow, StoreConfig, StoreError, Submitted, Write};
 
 /// A fresh database path under the system temp dir, removed when dropped.
 struct TempDb(PathBuf);
@@ -169,7 +169,7 @@ async fn state_attempts_and_coalesced_progress_are_written() {
         error: None,
     };
     store
-        .write(Write::State(Box::new(state.clone())))
+        .write(Write::State(Box::new(StateRow::of(&state))))
         .await
         .unwrap();
     store
@@ -200,7 +200,10 @@ async fn state_attempts_and_coalesced_progress_are_written() {
         .unwrap();
     let mut second = state_of(&store, 2);
     second.progress = 5.0;
-    store.write(Write::State(Box::new(second))).await.unwrap();
+    store
+        .write(Write::State(Box::new(StateRow::of(&second))))
+        .await
+        .unwrap();
     store.flush().await.unwrap();
 
     let got = store
@@ -250,7 +253,10 @@ async fn lists_page_and_filter_in_submission_order() {
     store.submit(jobs.collect()).await.unwrap();
     let mut done = state_of(&store, 4);
     done.status = JobStatus::Failed;
-    store.write(Write::State(Box::new(done))).await.unwrap();
+    store
+        .write(Write::State(Box::new(StateRow::of(&done))))
+        .await
+        .unwrap();
     store.flush().await.unwrap();
     let reader = store.reader().unwrap();
 
