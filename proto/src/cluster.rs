@@ -8,12 +8,15 @@
 
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
+use std::sync::Arc;
+
 use serde_json::value::RawValue;
 
 use crate::{Attempt, GroupId, JobId, JobMode, JobStatus, PeerId, Timestamp};
 
-/// Raw JSON text, carried without being parsed: payloads, results, output data.
-pub type Json = Box<RawValue>;
+/// Raw JSON text, carried without being parsed: payloads, results, output data. Shared, so a
+/// payload held for retries is not copied for every attempt.
+pub type Json = Arc<RawValue>;
 
 /// The most messages one batch may carry; a larger batch is refused whole.
 pub const MAX_BATCH: usize = 4096;

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use proto::cluster::{AttemptOutcome, AttemptRecord, Job, JobState, QueueStats};
+use proto::cluster::{AttemptOutcome, AttemptRecord, Job, JobState, Json, QueueStats};
 use proto::{Attempt, GroupId, JobId, JobMode, JobStatus, PeerId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row};
 use serde_json::value::RawValue;
@@ -254,9 +254,13 @@ fn read_row(row: &Row<'_>) -> Result<StoredJob, StoreError> {
     let get_err = |e: rusqlite::Error| corrupt(id, e);
     let text =
         |index: usize| -> Result<Option<String>, StoreError> { row.get(index).map_err(get_err) };
-    let raw = |index: usize| -> Result<Option<Box<RawValue>>, StoreError> {
+    let raw = |index: usize| -> Result<Option<Json>, StoreError> {
         text(index)?
-            .map(|s| RawValue::from_string(s).map_err(|e| corrupt(id, e)))
+            .map(|s| {
+                RawValue::from_string(s)
+                    .map(Json::from)
+                    .map_err(|e| corrupt(id, e))
+            })
             .transpose()
     };
     let ms = |index: usize| -> Result<Option<Timestamp>, StoreError> {

@@ -8,10 +8,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
-use proto::cluster::{AttemptRecord, Job, JobState};
+use proto::cluster::{AttemptRecord, Job, JobState, Json};
 use proto::{Attempt, GroupId, JobId, JobStatus, PeerId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Context, StoreError};
@@ -97,7 +96,7 @@ pub struct StateRow {
     /// Worker losses counted against the crash limit.
     pub losses: u32,
     /// The result of a completed job.
-    pub result: Option<Box<RawValue>>,
+    pub result: Option<Json>,
     /// The last error.
     pub error: Option<String>,
     /// The last progress, when this change carries one.

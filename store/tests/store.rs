@@ -43,7 +43,11 @@ fn job(id: u64, job_type: &str, priority: i32) -> Job {
         id: JobId::from_u64(id),
         job_type: job_type.to_owned(),
         mode: JobMode::Oneshot,
-        payload: Some(RawValue::from_string(format!(r#"{{"n":{id}}}"#)).unwrap()),
+        payload: Some(
+            RawValue::from_string(format!(r#"{{"n":{id}}}"#))
+                .unwrap()
+                .into(),
+        ),
         priority,
         timeout_s: 0,
         max_retry: 0,
@@ -78,7 +82,7 @@ async fn submitted_jobs_round_trip_with_exact_numbers() {
     let store = JobStore::open(&db.path(), StoreConfig::default()).unwrap();
     let payload = r#"{"a":9007199254740993,"b":12345678901234567890,"c":99999999999999999999999}"#;
     let mut full = job(u64::MAX, "calculate", -7);
-    full.payload = Some(RawValue::from_string(payload.to_owned()).unwrap());
+    full.payload = Some(RawValue::from_string(payload.to_owned()).unwrap().into());
     full.mode = JobMode::Continuous;
     full.timeout_s = 30;
     full.max_retry = 2;
