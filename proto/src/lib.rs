@@ -7,6 +7,7 @@
 
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod cluster;
 mod ids;
 mod job;

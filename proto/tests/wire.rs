@@ -276,3 +276,67 @@ fn topics_split_on_the_group_id() {
     assert!(parse_cluster_topic("cluster:9f3a").is_none());
     assert!(parse_cluster_topic("group:9f3a:msg").is_none());
 }
+
+mod api {
+    use proto::api::{ClusterEvent, SubmitBatch, SubmitJob};
+    use proto::{JobMode, JobStatus};
+
+    #[test]
+    fn batch_submit_is_strict_about_fields_and_numbers() {
+        let ok: SubmitBatch = serde_json::from_str(
+            r#"{"jobs":[{"type":"calculate","payload":{"n":12345678901234567890},"priority":3,
+                "mode":"continuous","labels":["a"],"after":["0000000000000001"],"idempotency_key":"k1"}]}"#,
+        )
+        .unwrap();
+        let job = &ok.jobs[0];
+        assert_eq!(
+            job.payload.as_ref().unwrap().get(),
+            r#"{"n":12345678901234567890}"#
+        );
+        assert_eq!((job.mode, job.priority), (JobMode::Continuous, 3));
+
+        for bad in [
+            r#"{"jobs":[{"type":"t","priorty":3}]}"#,
+            r#"{"jobs":[{"type":"t","timeout_s":-1}]}"#,
+            r#"{"jobs":[{"type":"t","priority":"high"}]}"#,
+            r#"{"jobs":[{"type":"t","mode":"sometimes"}]}"#,
+            r#"{"jobs":[{"type":"t","after":["nope"]}]}"#,
+            r#"{"jobs":[{"payload":{}}]}"#,
+            r#"{"jobs":[], "extra":1}"#,
+        ] {
+            assert!(serde_json::from_str::<SubmitBatch>(bad).is_err(), "{bad}");
+        }
+        let round = serde_json::to_string(&SubmitJob::new("t")).unwrap();
+        assert_eq!(
+            round,
+            r#"{"type":"t","mode":"oneshot","priority":0,"timeout_s":0,"max_retry":0}"#
+        );
+    }
+
+    #[test]
+    fn events_round_trip_through_their_names() {
+        let data = r#"{"job_id":"00000000000000ff","status":"completed","attempt":2,"retries":1,"type":"t"}"#;
+        let event = ClusterEvent::decode("job", data).unwrap();
+        assert_eq!(event.name(), "job");
+        let ClusterEvent::Job(job) = &event else {
+            panic!("not a job event")
+        };
+        assert_eq!(job.status, JobStatus::Completed);
+        let again =
+            ClusterEvent::decode(event.name(), &serde_json::to_string(&event).unwrap()).unwrap();
+        assert_eq!(again.name(), "job");
+
+        let output = ClusterEvent::decode(
+            "output",
+            r#"{"job_id":"00000000000000ff","attempt":1,"data":{"big":99999999999999999999999}}"#,
+        )
+        .unwrap();
+        assert!(
+            serde_json::to_string(&output)
+                .unwrap()
+                .contains("99999999999999999999999")
+        );
+        let lagged = ClusterEvent::decode("lagged", r#"{"missed":7}"#).unwrap();
+        assert!(matches!(lagged, ClusterEvent::Lagged { missed: 7 }));
+    }
+}
