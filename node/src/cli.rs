@@ -19,6 +19,24 @@ pub struct Cli {
 pub enum Command {
     /// Print the version of this build.
     Version,
+    /// Submit, list, show, cancel, retry and watch jobs on a cluster host.
+    Job {
+        /// Where the host's API is.
+        #[command(flatten)]
+        api: crate::cmd_job::ApiArgs,
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::cmd_job::JobCommand,
+    },
+    /// Create a cluster on a node and look at it.
+    Cluster {
+        /// Where the node's API is.
+        #[command(flatten)]
+        api: crate::cmd_job::ApiArgs,
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::cmd_job::ClusterCommand,
+    },
 }
 
 /// Runs the parsed command line and returns the process exit status.
@@ -29,5 +47,7 @@ pub fn run(cli: Cli) -> ExitCode {
             println!("goop {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Job { api, command } => crate::cmd_job::run_job(&api, command),
+        Command::Cluster { api, command } => crate::cmd_job::run_cluster(&api, command),
     }
 }
