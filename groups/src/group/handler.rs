@@ -44,7 +44,8 @@ pub trait TypeHandler: Send + Sync + 'static {
     }
 
     /// A group was created (or restored at startup). An error on creation closes it again
-    /// and is returned to whoever created it.
+    /// (`on_close` follows, for cleanup) and is returned to whoever created it; on restore it
+    /// is logged and the group stays.
     fn on_create(&self, info: &CreateInfo<'_>) -> Result<(), String> {
         let _ = info;
         Ok(())
