@@ -457,7 +457,7 @@ pub enum RelayForm {
     /// The payload alone (what a member sends, and what a Goop² host relays).
     Bare,
     /// `{"type","group","from","payload"}` (what a goop host relays to a member that asked for
-    /// [`FEATURE_AUTHOR`]).
+    /// [`FEATURE_AUTHOR`]); anything else is read as bare.
     Authored,
 }
 
@@ -549,19 +549,25 @@ impl GroupMessage {
                     payload: payload.to_owned(),
                 }),
                 RelayForm::Authored => {
-                    let env: Envelope = serde_json::from_str(payload.get()).map_err(bad)?;
-                    if env.kind != kind.as_str() || env.group != topic.group.as_str() {
-                        return Err(GroupWireError::Mismatch {
-                            kind,
-                            group: topic.group.clone(),
-                            found_kind: env.kind,
-                            found_group: env.group,
-                        });
+                    // A host that lost track of this member's features (it restarted) relays
+                    // bare; only the host can send here, so reading a non-envelope as bare
+                    // gives no one a way to forge an author.
+                    match serde_json::from_str::<Envelope>(payload.get()) {
+                        Ok(env)
+                            if env.kind == kind.as_str()
+                                && env.group == topic.group.as_str()
+                                && env.from.is_some() =>
+                        {
+                            Ok(Relay {
+                                from: env.from,
+                                payload: env.payload.unwrap_or_else(null_raw),
+                            })
+                        }
+                        _ => Ok(Relay {
+                            from: None,
+                            payload: payload.to_owned(),
+                        }),
                     }
-                    Ok(Relay {
-                        from: env.from,
-                        payload: env.payload.unwrap_or_else(null_raw),
-                    })
                 }
             }
         };

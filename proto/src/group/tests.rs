@@ -291,6 +291,14 @@ fn our_additions_round_trip() {
     };
     assert_eq!(relay.from, Some(peer("12D3KooWB")));
     assert_eq!(relay.payload.get(), payload);
+
+    // A bare relay read where an authored one was expected stays bare, untouched.
+    let topic = GroupTopic::parse("group:g1:msg").unwrap();
+    let bare = GroupMessage::decode(&topic, &raw(payload), RelayForm::Authored).unwrap();
+    let GroupMessage::Msg(relay) = bare else {
+        panic!("{bare:?}")
+    };
+    assert_eq!((relay.from, relay.payload.get()), (None, payload));
 }
 
 #[test]
