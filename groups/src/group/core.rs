@@ -26,7 +26,7 @@ use serde_json::value::RawValue;
 use super::config::GroupConfig;
 use super::error::GroupError;
 use super::handler::HandlerRegistry;
-use super::store::{GroupRecord, MemberRecord, StoreOp, StoreSnapshot};
+use super::store::{GroupRecord, MemberRecord, StoreOp, StoreSnapshot, SubscriptionRecord};
 
 mod host;
 mod member;
@@ -523,6 +523,55 @@ impl GroupCore {
                 },
             );
         }
+    }
+
+    /// What the store should hold now: non-volatile hosted groups with their members (lost
+    /// ones as absent, so their roles survive) and invitations, and non-volatile
+    /// subscriptions. Written whole after a failed write.
+    pub fn store_snapshot(&self) -> StoreSnapshot {
+        let mut snapshot = StoreSnapshot::default();
+        for hosted in self.hosted.values().filter(|h| !h.volatile) {
+            let id = &hosted.record.id;
+            snapshot.groups.push(hosted.record.clone());
+            for (peer, m) in &hosted.members {
+                snapshot.members.push((
+                    id.clone(),
+                    MemberRecord {
+                        peer: peer.clone(),
+                        role: m.role.clone(),
+                        joined_at: m.joined_at,
+                        present: true,
+                    },
+                ));
+            }
+            for (peer, role) in &hosted.remembered {
+                snapshot.members.push((
+                    id.clone(),
+                    MemberRecord {
+                        peer: peer.clone(),
+                        role: role.clone(),
+                        joined_at: 0,
+                        present: false,
+                    },
+                ));
+            }
+            for peer in &hosted.invited {
+                snapshot.invites.push((id.clone(), peer.clone()));
+            }
+        }
+        for (group, joined) in self.joined.iter().filter(|(_, j)| !j.volatile) {
+            snapshot.subscriptions.push(SubscriptionRecord {
+                host: joined.host.clone(),
+                group: group.clone(),
+                group_name: joined.name.clone(),
+                group_type: joined.group_type.clone(),
+                group_context: joined.group_context.clone(),
+                max_members: joined.max_members,
+                role: joined.role.clone(),
+                subscribed_at: joined.subscribed_at,
+            });
+        }
+        snapshot
     }
 
     /// Feeds one input.

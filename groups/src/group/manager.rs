@@ -380,7 +380,10 @@ impl<T: GroupTransport> Manager<T> {
                     incoming = None;
                 }
                 Event::Sent(sent) => self.sent(sent).await,
-                Event::Tick => self.input(Input::Tick).await,
+                Event::Tick => {
+                    self.input(Input::Tick).await;
+                    self.resync_store().await;
+                }
                 Event::SenderDone => {}
             }
         }
@@ -397,6 +400,25 @@ impl<T: GroupTransport> Manager<T> {
         let outputs = self.core.handle(now, input);
         if let Err(error) = self.carry_out(outputs, false).await {
             tracing::error!(%error, "cannot carry out group outputs");
+        }
+    }
+
+    /// After a failed write the tables lag behind memory: write the whole state back (memory
+    /// is the truth; a command whose write failed was answered with the error).
+    async fn resync_store(&mut self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        if !store.take_failed() {
+            return;
+        }
+        let snapshot = self.core.store_snapshot();
+        match store
+            .apply(vec![StoreOp::ReplaceAll(Box::new(snapshot))])
+            .await
+        {
+            Ok(()) => tracing::info!("group store caught up after a failed write"),
+            Err(error) => tracing::warn!(%error, "group store still failing; will retry"),
         }
     }
 

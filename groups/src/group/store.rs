@@ -7,6 +7,8 @@
 //! components (the job store) share the database file and its `user_version`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use proto::{Admission, GroupId, PeerId};
@@ -194,6 +196,8 @@ pub enum StoreOp {
         /// The group.
         group: GroupId,
     },
+    /// Replace every row with this state (after a failed write, memory is written back whole).
+    ReplaceAll(Box<StoreSnapshot>),
 }
 
 /// Everything the store holds, read at startup.
@@ -220,6 +224,8 @@ enum Request {
 /// The group tables, served by a thread of their own.
 pub struct GroupStore {
     requests: Option<mpsc::Sender<Request>>,
+    /// Set by the store thread when a write failed, so the owner can write its state back.
+    failed: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     path: PathBuf,
 }
@@ -243,6 +249,8 @@ impl GroupStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&conn)?;
         let (requests, mut rx) = mpsc::channel::<Request>(64);
+        let failed = Arc::new(AtomicBool::new(false));
+        let failed_flag = Arc::clone(&failed);
         let thread = std::thread::Builder::new()
             .name("group-store".to_owned())
             .spawn(move || {
@@ -253,6 +261,7 @@ impl GroupStore {
                             let result = apply(&mut conn, &ops);
                             if let Err(error) = &result {
                                 tracing::error!(%error, ops = ops.len(), "group store write failed");
+                                failed_flag.store(true, Ordering::SeqCst);
                             }
                             if let Some(reply) = reply {
                                 let _ = reply.send(result);
@@ -267,6 +276,7 @@ impl GroupStore {
             .map_err(|e| StoreError::Thread(e.to_string()))?;
         Ok(Self {
             requests: Some(requests),
+            failed,
             thread: Some(thread),
             path: path.to_owned(),
         })
@@ -298,6 +308,12 @@ impl GroupStore {
             .send(Request::Apply(ops, None))
             .await
             .map_err(|_| StoreError::Closed)
+    }
+
+    /// Whether a write failed since the last call (and clears the flag): the tables may
+    /// lag behind memory until a [`StoreOp::ReplaceAll`] succeeds.
+    pub fn take_failed(&self) -> bool {
+        self.failed.swap(false, Ordering::SeqCst)
     }
 
     /// Finishes the queued writes and stops the store thread.
@@ -344,6 +360,12 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 
 fn apply(conn: &mut Connection, ops: &[StoreOp]) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
+    write(&tx, ops)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn write(tx: &rusqlite::Transaction<'_>, ops: &[StoreOp]) -> Result<(), StoreError> {
     for op in ops {
         match op {
             StoreOp::PutGroup(g) => {
@@ -446,9 +468,38 @@ fn apply(conn: &mut Connection, ops: &[StoreOp]) -> Result<(), StoreError> {
                     [host.as_str(), group.as_str()],
                 )?;
             }
+            StoreOp::ReplaceAll(snapshot) => {
+                tx.execute_batch(
+                    "DELETE FROM _group_members; DELETE FROM _group_invites;
+                     DELETE FROM _groups; DELETE FROM _group_subscriptions;",
+                )?;
+                let mut ops: Vec<StoreOp> = Vec::new();
+                ops.extend(snapshot.groups.iter().cloned().map(StoreOp::PutGroup));
+                ops.extend(
+                    snapshot
+                        .members
+                        .iter()
+                        .cloned()
+                        .map(|(group, member)| StoreOp::PutMember { group, member }),
+                );
+                ops.extend(snapshot.invites.iter().cloned().map(|(group, peer)| {
+                    StoreOp::PutInvite {
+                        group,
+                        peer,
+                        invited_at: 0,
+                    }
+                }));
+                ops.extend(
+                    snapshot
+                        .subscriptions
+                        .iter()
+                        .cloned()
+                        .map(StoreOp::PutSubscription),
+                );
+                write(tx, &ops)?;
+            }
         }
     }
-    tx.commit()?;
     Ok(())
 }
 
@@ -667,6 +718,14 @@ mod tests {
         assert_eq!(snapshot.members, vec![(g.clone(), m)]);
         assert_eq!(snapshot.invites, vec![(g.clone(), member)]);
         assert_eq!(snapshot.subscriptions, vec![sub.clone()]);
+
+        // Replacing everything with what was loaded changes nothing.
+        store
+            .apply(vec![StoreOp::ReplaceAll(Box::new(snapshot.clone()))])
+            .await
+            .unwrap();
+        assert_eq!(store.load().await.unwrap(), snapshot);
+        assert!(!store.take_failed());
 
         store
             .apply(vec![

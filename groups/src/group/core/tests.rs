@@ -702,6 +702,74 @@ fn rfc3339_matches_known_dates() {
     assert_eq!(host::rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
 }
 
+/// The tables as the store would hold them after `ops`, normalised for comparison with
+/// [`GroupCore::store_snapshot`] (lost members' join times and invitation times are not kept
+/// in memory).
+fn replay(ops: &[StoreOp]) -> StoreSnapshot {
+    let mut groups = BTreeMap::new();
+    let mut members = BTreeMap::new();
+    let mut invites = BTreeSet::new();
+    let mut subs = BTreeMap::new();
+    for op in ops {
+        match op.clone() {
+            StoreOp::PutGroup(g) => {
+                groups.insert(g.id.clone(), g);
+            }
+            StoreOp::DeleteGroup(id) => {
+                groups.remove(&id);
+                members.retain(|(g, _), _| g != &id);
+                invites.retain(|(g, _)| g != &id);
+            }
+            StoreOp::PutMember { group, mut member } => {
+                if !member.present {
+                    member.joined_at = 0;
+                }
+                members.insert((group, member.peer.clone()), member);
+            }
+            StoreOp::DeleteMember { group, peer } => {
+                members.remove(&(group, peer));
+            }
+            StoreOp::PutInvite { group, peer, .. } => {
+                invites.insert((group, peer));
+            }
+            StoreOp::DeleteInvite { group, peer } => {
+                invites.remove(&(group, peer));
+            }
+            StoreOp::PutSubscription(sub) => {
+                subs.insert((sub.host.clone(), sub.group.clone()), sub);
+            }
+            StoreOp::DeleteSubscription { host, group } => {
+                subs.remove(&(host, group));
+            }
+            StoreOp::ReplaceAll(_) => panic!("the core never replaces all"),
+        }
+    }
+    StoreSnapshot {
+        groups: groups.into_values().collect(),
+        members: members.into_iter().map(|((g, _), m)| (g, m)).collect(),
+        invites: invites.into_iter().collect(),
+        subscriptions: subs.into_values().collect(),
+    }
+}
+
+/// The same normalisation and order for a core's own view.
+fn normalised(mut snapshot: StoreSnapshot) -> StoreSnapshot {
+    snapshot.groups.sort_by(|a, b| a.id.cmp(&b.id));
+    for (_, m) in &mut snapshot.members {
+        if !m.present {
+            m.joined_at = 0;
+        }
+    }
+    snapshot
+        .members
+        .sort_by(|a, b| (&a.0, &a.1.peer).cmp(&(&b.0, &b.1.peer)));
+    snapshot.invites.sort();
+    snapshot
+        .subscriptions
+        .sort_by(|a, b| (&a.host, &a.group).cmp(&(&b.host, &b.group)));
+    snapshot
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Join(usize),
@@ -710,6 +778,7 @@ enum Op {
     Send(usize),
     Mute(usize),
     Unmute(usize),
+    SetRole(usize, bool),
     Tick(u64),
 }
 
@@ -721,6 +790,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..5usize).prop_map(Op::Send),
         1 => (0..5usize).prop_map(Op::Mute),
         1 => (0..5usize).prop_map(Op::Unmute),
+        1 => (0..5usize, any::<bool>()).prop_map(|(i, e)| Op::SetRole(i, e)),
         2 => (1..20_000u64).prop_map(Op::Tick),
     ]
 }
@@ -758,10 +828,19 @@ proptest! {
                 }
                 Op::Mute(i) => { sim.muted.insert(peer(PEERS[i])); }
                 Op::Unmute(i) => { sim.muted.remove(&peer(PEERS[i])); }
+                Op::SetRole(i, editor) => {
+                    let role = if editor { "editor" } else { "viewer" };
+                    let _ = sim.with("H", |c, now| c.set_role(now, &g, &peer(PEERS[i]), role));
+                }
                 Op::Tick(ms) => sim.tick(ms),
             }
             let count = sim.member_ids("H", &g).len();
             prop_assert!(max == 0 || count <= max as usize, "{count} members, limit {max}");
+        }
+        // What each peer wrote, replayed, is what it holds in memory: no change goes unstored.
+        for (who, core) in &sim.cores {
+            let written = sim.writes.get(who).map(|ops| replay(ops)).unwrap_or_default();
+            prop_assert_eq!(written, normalised(core.store_snapshot()), "store of {}", who);
         }
         // Every msg event carries the author named in the payload, and none is seen twice.
         let mut seen = BTreeSet::new();
