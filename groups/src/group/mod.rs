@@ -4,15 +4,16 @@
 //! `group:<gid>:<type>`; the host admits them, relays their `msg` and `state` to the other
 //! members with the original author, and tells everyone when the membership or the settings
 //! change. This module holds:
-//! - [`core`]: the membership state machine, host and member side, driven by
+//! - `core`: the membership state machine, host and member side, driven by
 //!   `handle(now, input)` and commands, whose outputs (sends, store writes, local events, hook
 //!   calls) the shell carries out. It does no I/O and reads no clock.
-//! - [`store`]: the SQLite tables for hosted groups, members, invitations and subscriptions,
+//! - `store`: the SQLite tables for hosted groups, members, invitations and subscriptions,
 //!   on a thread of their own.
-//! - [`handler`]: the [`TypeHandler`] trait of group types and their registry.
-//! - [`transport`]: the small interface the groups need from the MQ bus, and an in-memory
-//!   implementation for tests.
-//! - [`manager`]: the async shell and the [`GroupHandle`] the HTTP layer calls.
+//! - `config`, `error`: settings and errors.
+//! - `handler`: the [`TypeHandler`] trait of group types and their registry.
+//! - `transport`: the small interface the groups need from the MQ bus.
+//! - `manager`: the async shell and the [`GroupHandle`] the HTTP layer calls.
+//! - `memory`: an in-memory [`GroupTransport`] joining several managers, for tests.
 
 mod config;
 mod core;

@@ -173,7 +173,12 @@ impl Sim {
                 payload: wire.payload.clone(),
             };
             let to = wire.to.clone();
-            let outputs = self.cores.get_mut(&to).unwrap().handle(now, input);
+            let Some(core) = self.cores.get_mut(&to) else {
+                // A peer outside the simulation (a Goop² peer played by hand): keep the wire.
+                self.delivered.push(wire);
+                continue;
+            };
+            let outputs = core.handle(now, input);
             self.delivered.push(wire);
             self.absorb(&to, outputs);
         }
@@ -553,6 +558,84 @@ fn a_late_welcome_does_not_leave_a_ghost() {
     let last = sim.delivered.last().unwrap();
     assert_eq!(last.from, peer("A"));
     assert_eq!(last.topic, format!("group:{g}:leave"));
+}
+
+#[test]
+fn goop2_members_get_bare_relays_and_ours_get_the_author() {
+    let mut sim = Sim::new(&["H", "A"], HandlerRegistry::new());
+    let g = sim.create("H", spec("g"));
+    sim.join("A", "H", &g).unwrap();
+    // A Goop² member joins without asking for the author feature.
+    sim.inject(
+        "Go",
+        "H",
+        &GroupMessage::Join(proto::JoinOptions::default()),
+        &g,
+    );
+    let welcome = sim
+        .delivered
+        .iter()
+        .rev()
+        .find(|w| w.to == peer("Go"))
+        .unwrap();
+    assert!(welcome.topic.ends_with(":welcome"));
+    assert!(!welcome.payload.get().contains("features"));
+    sim.with("A", |c, now| {
+        c.send_to_group(now, &g, raw_json(r#"{"x":1}"#), false)
+    })
+    .unwrap();
+    let relay = sim
+        .delivered
+        .iter()
+        .rev()
+        .find(|w| w.to == peer("Go"))
+        .unwrap();
+    assert_eq!(relay.payload.get(), r#"{"x":1}"#);
+    sim.inject(
+        "Go",
+        "H",
+        &GroupMessage::Msg(Relay {
+            from: None,
+            payload: raw_json("2"),
+        }),
+        &g,
+    );
+    let at_a = sim.events_of("A", GroupEventKind::Msg);
+    assert_eq!(at_a.last().unwrap().from, Some(peer("Go")));
+}
+
+#[test]
+fn joining_a_volatile_group_leaves_the_other_of_its_type() {
+    let mut registry = HandlerRegistry::new();
+    registry.register("cluster", Arc::new(NoHost));
+    let mut sim = Sim::new(&["H1", "H2", "W"], registry);
+    let c1 = sim.create(
+        "H1",
+        GroupSpec {
+            group_type: "cluster".to_owned(),
+            ..spec("c1")
+        },
+    );
+    let c2 = sim.create(
+        "H2",
+        GroupSpec {
+            group_type: "cluster".to_owned(),
+            ..spec("c2")
+        },
+    );
+    sim.join("W", "H1", &c1).unwrap();
+    sim.join("W", "H2", &c2).unwrap();
+    let subs: Vec<GroupId> = sim
+        .core("W")
+        .subscriptions()
+        .into_iter()
+        .map(|s| s.group)
+        .collect();
+    assert_eq!(subs, vec![c2.clone()]);
+    assert!(sim.member_ids("H1", &c1).is_empty());
+    assert_eq!(sim.member_ids("H2", &c2), vec![peer("W")]);
+    // Volatile subscriptions are not stored.
+    assert!(sim.writes.get(&peer("W")).is_none_or(Vec::is_empty));
 }
 
 #[test]
