@@ -44,6 +44,7 @@ enum Command {
     Leave(GroupId, Reply<()>),
     Discover(PeerId, Option<u32>, Reply<Vec<GroupRow>>),
     Hosted(oneshot::Sender<Vec<HostedGroup>>),
+    OpenRows(u32, u32, oneshot::Sender<Vec<GroupRow>>),
     Subscriptions(oneshot::Sender<Vec<Subscription>>),
     Members(GroupId, Reply<Vec<MemberInfo>>),
     IsMember(GroupId, PeerId, oneshot::Sender<bool>),
@@ -182,6 +183,16 @@ impl GroupHandle {
     /// `GET /api/groups`: hosted groups, newest first.
     pub async fn hosted_groups(&self) -> Result<Vec<HostedGroup>, GroupError> {
         self.call(Command::Hosted).await
+    }
+
+    /// This peer's open groups as Goop² `_groups` rows (for answering a Goop² peer's
+    /// `_groups` query without SQL).
+    pub async fn open_group_rows(
+        &self,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<GroupRow>, GroupError> {
+        self.call(|tx| Command::OpenRows(limit, offset, tx)).await
     }
 
     /// `GET /api/groups/subscriptions`: joined groups, newest first.
@@ -535,6 +546,9 @@ impl<T: GroupTransport> Manager<T> {
             }
             Command::Hosted(reply) => {
                 let _ = reply.send(self.core.hosted_groups());
+            }
+            Command::OpenRows(limit, offset, reply) => {
+                let _ = reply.send(self.core.open_group_rows(limit, offset));
             }
             Command::Subscriptions(reply) => {
                 let _ = reply.send(self.core.subscriptions());

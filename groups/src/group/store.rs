@@ -282,6 +282,13 @@ impl GroupStore {
         })
     }
 
+    /// [`GroupStore::open`] on the blocking pool.
+    pub async fn open_async(path: PathBuf) -> Result<Self, StoreError> {
+        tokio::task::spawn_blocking(move || Self::open(&path))
+            .await
+            .map_err(|e| StoreError::Thread(e.to_string()))?
+    }
+
     /// Reads every table.
     pub async fn load(&self) -> Result<StoreSnapshot, StoreError> {
         let (tx, rx) = oneshot::channel();

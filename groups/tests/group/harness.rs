@@ -62,15 +62,7 @@ impl Peer {
     ) -> Self {
         let id = peer(name);
         let store = match db {
-            Some(path) => {
-                let path = path.to_owned();
-                Some(
-                    tokio::task::spawn_blocking(move || GroupStore::open(&path))
-                        .await
-                        .unwrap()
-                        .unwrap(),
-                )
-            }
+            Some(path) => Some(GroupStore::open_async(path.to_owned()).await.unwrap()),
             None => None,
         };
         let (transport, incoming) = net.attach(id.clone(), 4096);

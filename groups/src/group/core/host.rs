@@ -626,9 +626,25 @@ impl GroupCore {
             .limit
             .unwrap_or(self.config.discover_limit)
             .min(self.config.discover_limit);
-        let offset = usize::try_from(request.offset.unwrap_or(0)).unwrap_or(usize::MAX);
-        let data: Vec<GroupRow> = self
-            .hosted_groups()
+        let data = self.open_group_rows(limit, request.offset.unwrap_or(0));
+        let reply = DiscoverReply {
+            request_id: request.request_id,
+            ok: true,
+            data,
+        };
+        self.outputs.push(Output::Send {
+            to: from,
+            topic: DISCOVER_REPLY_TOPIC.to_owned(),
+            payload: raw(&reply),
+            token: None,
+        });
+    }
+
+    /// This peer's open groups as `_groups` rows, newest first: the discovery answer, and
+    /// what a Goop² peer's `{"op":"query","table":"_groups"}` should get back.
+    pub fn open_group_rows(&self, limit: u32, offset: u32) -> Vec<GroupRow> {
+        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        self.hosted_groups()
             .into_iter()
             .filter(|g| g.admission == Admission::Open)
             .skip(offset)
@@ -648,18 +664,7 @@ impl GroupCore {
                 default_role: g.default_role,
                 admission: Some(g.admission),
             })
-            .collect();
-        let reply = DiscoverReply {
-            request_id: request.request_id,
-            ok: true,
-            data,
-        };
-        self.outputs.push(Output::Send {
-            to: from,
-            topic: DISCOVER_REPLY_TOPIC.to_owned(),
-            payload: raw(&reply),
-            token: None,
-        });
+            .collect()
     }
 
     // ---- helpers ----
