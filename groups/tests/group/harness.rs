@@ -29,8 +29,8 @@ pub(crate) fn raw(json: &str) -> Box<RawValue> {
 pub(crate) fn config() -> GroupConfig {
     GroupConfig {
         ping_interval: Duration::from_millis(100),
-        member_timeout: Duration::from_millis(500),
-        host_timeout: Duration::from_millis(500),
+        member_timeout: Duration::from_millis(1500),
+        host_timeout: Duration::from_millis(1500),
         join_timeout: Duration::from_secs(2),
         discover_timeout: Duration::from_secs(2),
         rejoin_backoff_min: Duration::from_millis(50),
