@@ -9,9 +9,10 @@ pub struct GroupConfig {
     pub ping_interval: Duration,
     /// A member the host has heard nothing from (no pong, no message) for this long is dropped.
     pub member_timeout: Duration,
-    /// A member that has heard nothing from its host (no ping, no message) for this long
-    /// considers it lost and rejoins. Above Goop²'s 60 s ping period so a Goop² host is not
-    /// taken for lost.
+    /// A member that has heard nothing from a Goop² host (no ping, no message) for this long
+    /// considers it lost and rejoins; above Goop²'s 60 s ping period. A goop host (one that
+    /// grants features in its welcome) pings every `ping_interval`, so `member_timeout` bounds
+    /// it instead: liveness has the same bound both ways.
     pub host_timeout: Duration,
     /// How long a join waits for `welcome` or `error`.
     pub join_timeout: Duration,
@@ -23,6 +24,8 @@ pub struct GroupConfig {
     pub rejoin_backoff_max: Duration,
     /// How many non-volatile groups one peer may host.
     pub max_hosted_groups: usize,
+    /// The most members a group without a limit of its own admits.
+    pub member_cap: u32,
     /// How many received invitations are kept (the oldest go first).
     pub max_received_invites: usize,
     /// The most rows a discovery answer carries.
@@ -50,6 +53,7 @@ impl Default for GroupConfig {
             rejoin_backoff_min: Duration::from_secs(1),
             rejoin_backoff_max: Duration::from_secs(60),
             max_hosted_groups: 50,
+            member_cap: 10_000,
             max_received_invites: 64,
             discover_limit: 100,
             tick_interval: Duration::from_millis(250),

@@ -312,6 +312,10 @@ struct Member {
     last_heard: u64,
     /// Relays to it carry the author (it asked for [`FEATURE_AUTHOR`]).
     authored: bool,
+    /// It has shown itself alive since it (re)joined. A member restored from the store is
+    /// not, until it says something: only then do the handler's `on_join` and the `join`
+    /// event fire, so a type handler never counts a member that did not come back.
+    confirmed: bool,
 }
 
 /// A group this peer hosts.
@@ -481,6 +485,7 @@ impl GroupCore {
                             joined_at: m.joined_at,
                             last_heard: now,
                             authored: false,
+                            confirmed: false,
                         },
                     );
                 } else {
@@ -495,6 +500,14 @@ impl GroupCore {
                 max_members: r.max_members,
                 restored: true,
             }));
+            if r.host_joined_at.is_some() {
+                self.outputs.push(Output::Hook(HookCall::Join {
+                    group_type: r.group_type.clone(),
+                    group: r.id.clone(),
+                    peer: self.me.clone(),
+                    is_host: true,
+                }));
+            }
             tracing::info!(group = %r.id, members = hosted.members.len(), "restored hosted group");
             self.hosted.insert(r.id.clone(), hosted);
         }

@@ -377,10 +377,25 @@ impl GroupCore {
         let Some(hosted) = self.hosted.get_mut(&group) else {
             return;
         };
+        let mut confirmed_now = false;
         if let Some(member) = hosted.members.get_mut(&from) {
             member.last_heard = now;
+            confirmed_now = !member.confirmed;
+            member.confirmed = true;
         }
         let is_member = hosted.members.contains_key(&from);
+        if confirmed_now {
+            // A member restored from the store came back.
+            let group_type = hosted.record.group_type.clone();
+            tracing::info!(%group, peer = %from, "restored member is back");
+            self.event(&group_type, GroupEventKind::Join, &group, Some(&from), None);
+            self.hook(HookCall::Join {
+                group_type,
+                group: group.clone(),
+                peer: from.clone(),
+                is_host: false,
+            });
+        }
         match message {
             GroupMessage::Join(options) => self.admit(now, from, &group, &options),
             GroupMessage::Leave => {
@@ -421,7 +436,8 @@ impl GroupCore {
                 tracing::info!(%group, peer = %from, "join refused: not invited");
                 return self.send_error(&from, group, ErrorCode::NotInvited);
             }
-            if hosted.is_full() {
+            let capped = hosted.record.max_members == 0 && hosted.count() >= self.config.member_cap;
+            if hosted.is_full() || capped {
                 tracing::info!(%group, peer = %from, "join refused: full");
                 return self.send_error(&from, group, ErrorCode::Full);
             }
@@ -438,6 +454,7 @@ impl GroupCore {
             joined_at: wall(now),
             last_heard: now,
             authored,
+            confirmed: true,
         });
         member.last_heard = now;
         member.authored = authored;
@@ -576,13 +593,15 @@ impl GroupCore {
             Some(peer),
             Some(raw(&serde_json::json!({ "reason": reason.as_str() }))),
         );
-        self.hook(HookCall::Leave {
-            group_type,
-            group: group.clone(),
-            peer: peer.clone(),
-            is_host: false,
-            reason,
-        });
+        if member.confirmed {
+            self.hook(HookCall::Leave {
+                group_type,
+                group: group.clone(),
+                peer: peer.clone(),
+                is_host: false,
+                reason,
+            });
+        }
     }
 
     pub(super) fn host_tick(&mut self, now: u64) {

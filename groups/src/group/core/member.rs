@@ -488,10 +488,17 @@ impl GroupCore {
     }
 
     pub(super) fn member_tick(&mut self, now: u64) {
-        let timeout = ms(self.config.host_timeout);
+        let goop2_timeout = ms(self.config.host_timeout);
+        let goop_timeout = ms(self.config.member_timeout);
         let mut silent = Vec::new();
         let mut due = Vec::new();
         for (group, joined) in &self.joined {
+            // A host that granted features is a goop host and pings every ping interval.
+            let timeout = if joined.authored {
+                goop_timeout
+            } else {
+                goop2_timeout
+            };
             match joined.link {
                 Link::Up { last_heard } if now.saturating_sub(last_heard) > timeout => {
                     silent.push(group.clone());

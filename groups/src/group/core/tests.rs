@@ -684,8 +684,16 @@ fn hosts_take_back_members_after_a_restore() {
     let registry = Arc::new(HandlerRegistry::new());
     let mut restarted = GroupCore::new(peer("H"), config(), registry);
     restarted.restore(sim.now, snapshot);
+    let outputs = restarted.take_outputs();
     sim.cores.insert(peer("H"), restarted);
+    sim.hooks.clear();
+    sim.absorb(&peer("H"), outputs);
     assert_eq!(sim.member_ids("H", &g), vec![peer("A")]);
+    // The handler hears of the restored group, not yet of a member that may not come back.
+    assert!(matches!(
+        &sim.hooks[..],
+        [(_, HookCall::Create { restored: true, .. })]
+    ));
     // The restarted host pings; A rejoins to refresh and keeps its role.
     sim.offline.insert(peer("H"));
     let now = sim.now;
@@ -700,6 +708,12 @@ fn hosts_take_back_members_after_a_restore() {
     let sub = sim.core("A").subscription(&g).unwrap();
     assert!(sub.connected);
     assert_eq!(sub.role, "editor");
+    let joins = sim
+        .hooks
+        .iter()
+        .filter(|(_, h)| matches!(h, HookCall::Join { peer: p, .. } if p == &peer("A")))
+        .count();
+    assert_eq!(joins, 1, "on_join once the restored member is back");
 }
 
 struct NoHost;
