@@ -484,7 +484,7 @@ impl GroupCore {
                             role: m.role,
                             joined_at: m.joined_at,
                             last_heard: now,
-                            authored: false,
+                            authored: m.authored,
                             confirmed: false,
                         },
                     );
@@ -554,6 +554,7 @@ impl GroupCore {
                         role: m.role.clone(),
                         joined_at: m.joined_at,
                         present: true,
+                        authored: m.authored,
                     },
                 ));
             }
@@ -565,6 +566,7 @@ impl GroupCore {
                         role: role.clone(),
                         joined_at: 0,
                         present: false,
+                        authored: false,
                     },
                 ));
             }

@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS _group_members (
     role TEXT NOT NULL DEFAULT 'viewer',
     joined_at INTEGER NOT NULL DEFAULT 0,
     present INTEGER NOT NULL DEFAULT 1,
+    authored INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (group_id, peer_id)
 );
 CREATE TABLE IF NOT EXISTS _group_invites (
@@ -127,6 +128,9 @@ pub struct MemberRecord {
     pub joined_at: i64,
     /// Whether it is a member now.
     pub present: bool,
+    /// Whether relays to it carry their author (it asked for the `author` feature), so a
+    /// restarted host keeps relaying to it in the form it reads.
+    pub authored: bool,
 }
 
 /// A subscription of this peer to a remote group.
@@ -418,14 +422,16 @@ fn write(tx: &rusqlite::Transaction<'_>, ops: &[StoreOp]) -> Result<(), StoreErr
             }
             StoreOp::PutMember { group, member } => {
                 tx.execute(
-                    "INSERT OR REPLACE INTO _group_members (group_id, peer_id, role, joined_at, present)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR REPLACE INTO _group_members
+                        (group_id, peer_id, role, joined_at, present, authored)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![
                         group.as_str(),
                         member.peer.as_str(),
                         member.role,
                         member.joined_at,
                         member.present,
+                        member.authored,
                     ],
                 )?;
             }
@@ -579,7 +585,7 @@ fn load(conn: &Connection) -> Result<StoreSnapshot, StoreError> {
         });
     }
     let mut stmt = conn.prepare(
-        "SELECT group_id, peer_id, role, joined_at, present FROM _group_members
+        "SELECT group_id, peer_id, role, joined_at, present, authored FROM _group_members
          ORDER BY group_id, joined_at, peer_id",
     )?;
     let rows = stmt.query_map([], |row| {
@@ -589,10 +595,11 @@ fn load(conn: &Connection) -> Result<StoreSnapshot, StoreError> {
             row.get::<_, String>(2)?,
             row.get::<_, i64>(3)?,
             row.get::<_, bool>(4)?,
+            row.get::<_, bool>(5)?,
         ))
     })?;
     for row in rows {
-        let (group, peer, role, joined_at, present) = row?;
+        let (group, peer, role, joined_at, present, authored) = row?;
         snapshot.members.push((
             parse("_group_members", &group)?,
             MemberRecord {
@@ -600,6 +607,7 @@ fn load(conn: &Connection) -> Result<StoreSnapshot, StoreError> {
                 role,
                 joined_at,
                 present,
+                authored,
             },
         ));
     }
@@ -689,6 +697,7 @@ mod tests {
             role: "editor".to_owned(),
             joined_at: 7,
             present: false,
+            authored: true,
         };
         let sub = SubscriptionRecord {
             host: host.clone(),

@@ -292,6 +292,7 @@ impl GroupCore {
             role: member.role.clone(),
             joined_at: member.joined_at,
             present: true,
+            authored: member.authored,
         };
         if !hosted.volatile {
             self.persist(StoreOp::PutMember {
@@ -463,6 +464,7 @@ impl GroupCore {
             role: role.clone(),
             joined_at: member.joined_at,
             present: true,
+            authored,
         };
         let volatile = hosted.volatile;
         let r = &hosted.record;
@@ -575,6 +577,7 @@ impl GroupCore {
                         role: member.role,
                         joined_at: member.joined_at,
                         present: false,
+                        authored: false,
                     },
                 }
             } else {

@@ -198,6 +198,33 @@ impl Sim {
         self.run();
     }
 
+    /// Restarts a peer from what its store holds; its peers see it go and come back.
+    fn restart(&mut self, p: &str) {
+        let id = peer(p);
+        let snapshot = self.cores[&id].store_snapshot();
+        self.writes.insert(
+            id.clone(),
+            vec![StoreOp::ReplaceAll(Box::new(snapshot.clone()))],
+        );
+        let mut core = GroupCore::new(id.clone(), config(), Arc::new(HandlerRegistry::new()));
+        core.restore(self.now, snapshot);
+        let outputs = core.take_outputs();
+        self.cores.insert(id.clone(), core);
+        self.absorb(&id, outputs);
+        let now = self.now;
+        let others: Vec<PeerId> = self.cores.keys().filter(|o| **o != id).cloned().collect();
+        for other in others {
+            for input in [
+                Input::PeerDisconnected(id.clone()),
+                Input::PeerConnected(id.clone()),
+            ] {
+                let outputs = self.cores.get_mut(&other).unwrap().handle(now, input);
+                self.absorb(&other, outputs);
+            }
+        }
+        self.run();
+    }
+
     /// Delivers a message as if `from` sent it.
     fn inject(&mut self, from: &str, to: &str, message: &GroupMessage, group: &GroupId) {
         let (topic, payload) = message.encode(group).unwrap();
@@ -838,7 +865,26 @@ fn replay(ops: &[StoreOp]) -> StoreSnapshot {
             StoreOp::DeleteSubscription { host, group } => {
                 subs.remove(&(host, group));
             }
-            StoreOp::ReplaceAll(_) => panic!("the core never replaces all"),
+            StoreOp::ReplaceAll(snapshot) => {
+                // A restart in the simulation: the tables start again from what was loaded.
+                let snapshot = normalised(*snapshot);
+                groups = snapshot
+                    .groups
+                    .into_iter()
+                    .map(|g| (g.id.clone(), g))
+                    .collect();
+                members = snapshot
+                    .members
+                    .into_iter()
+                    .map(|(g, m)| ((g, m.peer.clone()), m))
+                    .collect();
+                invites = snapshot.invites.into_iter().collect();
+                subs = snapshot
+                    .subscriptions
+                    .into_iter()
+                    .map(|s| ((s.host.clone(), s.group.clone()), s))
+                    .collect();
+            }
         }
     }
     StoreSnapshot {
@@ -876,6 +922,7 @@ enum Op {
     Mute(usize),
     Unmute(usize),
     SetRole(usize, bool),
+    RestartHost,
     Tick(u64),
 }
 
@@ -888,6 +935,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..5usize).prop_map(Op::Mute),
         1 => (0..5usize).prop_map(Op::Unmute),
         1 => (0..5usize, any::<bool>()).prop_map(|(i, e)| Op::SetRole(i, e)),
+        1 => Just(Op::RestartHost),
         2 => (1..20_000u64).prop_map(Op::Tick),
     ]
 }
@@ -895,7 +943,7 @@ fn op() -> impl Strategy<Value = Op> {
 const PEERS: [&str; 5] = ["P0", "P1", "P2", "P3", "P4"];
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// Whatever peers do: the member count never exceeds the limit; every relayed message
     /// reaches only peers that were members when it was relayed, and carries its true
@@ -929,6 +977,7 @@ proptest! {
                     let role = if editor { "editor" } else { "viewer" };
                     let _ = sim.with("H", |c, now| c.set_role(now, &g, &peer(PEERS[i]), role));
                 }
+                Op::RestartHost => sim.restart("H"),
                 Op::Tick(ms) => sim.tick(ms),
             }
             let count = sim.member_ids("H", &g).len();
