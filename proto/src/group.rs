@@ -292,6 +292,9 @@ pub struct Welcome {
     /// Features the host grants this joiner, among those it asked for (an addition).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
+    /// The group's epoch (an addition; see [`PingBody::epoch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// `members` (bare): the member list after a change.
@@ -300,6 +303,19 @@ pub struct Members {
     /// Every member, the host first when it has joined.
     #[serde(default, deserialize_with = "null_as_default")]
     pub members: Vec<MemberInfo>,
+    /// The group's epoch after this change (an addition; see [`PingBody::epoch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+}
+
+/// `ping` options (the optional envelope payload; a Goop² host sends none).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct PingBody {
+    /// The group's epoch: it changes whenever the members, roles or settings change, and
+    /// `welcome`, `members` and `meta` carry it. A member whose last epoch differs missed an
+    /// update and rejoins to get the current state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// `meta` (bare): the group's settings after a change.
@@ -323,6 +339,9 @@ pub struct Meta {
     /// Who may join (an addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admission: Option<Admission>,
+    /// The group's epoch after this change (an addition; see [`PingBody::epoch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// Why a host closes a member's connection to a group.
@@ -477,7 +496,7 @@ pub enum GroupMessage {
     /// See [`GroupMsgKind::State`].
     State(Relay),
     /// See [`GroupMsgKind::Ping`].
-    Ping,
+    Ping(PingBody),
     /// See [`GroupMsgKind::Pong`].
     Pong,
     /// See [`GroupMsgKind::Leave`].
@@ -512,7 +531,7 @@ impl GroupMessage {
             Self::Msg(_) => GroupMsgKind::Msg,
             Self::Meta(_) => GroupMsgKind::Meta,
             Self::State(_) => GroupMsgKind::State,
-            Self::Ping => GroupMsgKind::Ping,
+            Self::Ping(_) => GroupMsgKind::Ping,
             Self::Pong => GroupMsgKind::Pong,
             Self::Leave => GroupMsgKind::Leave,
             Self::Close(_) => GroupMsgKind::Close,
@@ -582,10 +601,7 @@ impl GroupMessage {
                 envelope()?;
                 Self::Leave
             }
-            GroupMsgKind::Ping => {
-                envelope()?;
-                Self::Ping
-            }
+            GroupMsgKind::Ping => Self::Ping(body(envelope()?).map_err(bad)?),
             GroupMsgKind::Pong => {
                 envelope()?;
                 Self::Pong
@@ -633,7 +649,14 @@ impl GroupMessage {
                     .map_err(bad)?;
                 envelope(None, body)
             }
-            Self::Leave | Self::Ping | Self::Pong => envelope(None, None),
+            Self::Leave | Self::Pong => envelope(None, None),
+            Self::Ping(body) => {
+                let body = (body != &PingBody::default())
+                    .then(|| to_raw(body))
+                    .transpose()
+                    .map_err(bad)?;
+                envelope(None, body)
+            }
             Self::Close(body) => {
                 // A plain close goes out exactly as Goop² writes it.
                 let body = (body.reason != CloseReason::Closed)

@@ -328,6 +328,9 @@ struct Hosted {
     remembered: BTreeMap<PeerId, String>,
     invited: BTreeSet<PeerId>,
     next_ping: u64,
+    /// Changes with every change of members, roles or settings; starts at a random value so
+    /// a restarted host never repeats the epoch its members last saw.
+    epoch: u64,
 }
 
 impl Hosted {
@@ -364,6 +367,8 @@ struct Joined {
     authored: bool,
     link: Link,
     subscribed_at: i64,
+    /// The host's epoch as last heard (see `proto::PingBody`).
+    epoch: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -468,7 +473,9 @@ impl GroupCore {
                 tracing::warn!(group = %record.id, owner = %record.owner, "stored group owned by another peer; taking it over");
                 record.owner = self.me.clone();
             }
+            let epoch = self.random();
             let mut hosted = Hosted {
+                epoch,
                 volatile: false,
                 members: BTreeMap::new(),
                 remembered: BTreeMap::new(),
@@ -533,6 +540,7 @@ impl GroupCore {
                         next_try: now,
                     },
                     subscribed_at: s.subscribed_at,
+                    epoch: None,
                 },
             );
         }
@@ -964,5 +972,6 @@ fn default_role(role: &str) -> String {
 fn members_payload(members: &[MemberInfo]) -> Box<RawValue> {
     raw(&Members {
         members: members.to_vec(),
+        epoch: None,
     })
 }

@@ -302,7 +302,10 @@ async fn forged_control_messages_from_a_non_host_are_dropped() {
         .send(
             &a.id,
             &g,
-            &GroupMessage::Members(Members { members: vec![] }),
+            &GroupMessage::Members(Members {
+                members: vec![],
+                epoch: None,
+            }),
         )
         .await;
     forger

@@ -62,7 +62,7 @@ fn goop2_envelope_messages_decode() {
     ));
     assert!(matches!(
         decode("group:g1:ping", r#"{"type":"ping","group":"g1"}"#),
-        GroupMessage::Ping
+        GroupMessage::Ping(PingBody { epoch: None })
     ));
     assert!(matches!(
         decode("group:g1:pong", r#"{"type":"pong","group":"g1"}"#),
@@ -252,6 +252,14 @@ fn our_additions_round_trip() {
         );
         assert!(matches!(error, GroupMessage::Error(b) if b.code == code));
     }
+    let ping = round(
+        GroupMessage::Ping(PingBody { epoch: Some(42) }),
+        RelayForm::Bare,
+    );
+    assert!(matches!(
+        ping,
+        GroupMessage::Ping(PingBody { epoch: Some(42) })
+    ));
     let set_role = round(
         GroupMessage::SetRole(SetRole {
             peer_id: peer("12D3KooWB"),
@@ -268,6 +276,7 @@ fn our_additions_round_trip() {
             roles: vec!["viewer".to_owned(), "editor".to_owned()],
             default_role: Some("viewer".to_owned()),
             admission: Some(Admission::Invite),
+            epoch: Some(3),
         }),
         RelayForm::Bare,
     );

@@ -4,7 +4,7 @@
 use proto::{
     Admission, CloseBody, CloseReason, DISCOVER_REPLY_TOPIC, DiscoverReply, DiscoverRequest,
     ErrorCode, FEATURE_AUTHOR, GroupEventKind, GroupId, GroupMessage, GroupRow, INVITE_TOPIC,
-    Invite, JoinOptions, Members, Meta, PeerId, Relay, SetRole, Welcome,
+    Invite, JoinOptions, Members, Meta, PeerId, PingBody, Relay, SetRole, Welcome,
 };
 use serde_json::value::RawValue;
 
@@ -85,6 +85,7 @@ impl GroupCore {
             restored: false,
         });
         tracing::info!(group = %id, group_type = %record.group_type, volatile, "created group");
+        let epoch = self.random();
         self.hosted.insert(
             id.clone(),
             Hosted {
@@ -94,6 +95,7 @@ impl GroupCore {
                 remembered: Default::default(),
                 invited: Default::default(),
                 next_ping: now.saturating_add(ms(self.config.ping_interval)),
+                epoch,
             },
         );
         Ok(id)
@@ -467,15 +469,29 @@ impl GroupCore {
             authored,
         };
         let volatile = hosted.volatile;
+        let group_type = hosted.record.group_type.clone();
+        if !volatile {
+            self.persist(StoreOp::PutMember {
+                group: group.clone(),
+                member: record,
+            });
+        }
+        if existing {
+            tracing::debug!(%group, peer = %from, "member rejoined");
+        } else {
+            tracing::info!(%group, peer = %from, "member joined");
+            // First, so the welcome carries the epoch of the list that includes the joiner.
+            self.broadcast_members(group, Some(&from), None);
+        }
+        let hosted = &self.hosted[group];
         let r = &hosted.record;
-        let group_type = r.group_type.clone();
-        let mut welcome = Welcome {
+        let welcome = Welcome {
             group_name: r.name.clone(),
             group_type: r.group_type.clone(),
             group_context: r.group_context.clone(),
             max_members: r.max_members,
             volatile,
-            members: Vec::new(),
+            members: self.member_list(hosted),
             state: None,
             role: Some(role),
             roles: r.roles.clone(),
@@ -486,22 +502,12 @@ impl GroupCore {
             } else {
                 Vec::new()
             },
+            epoch: Some(hosted.epoch),
         };
-        let hosted = &self.hosted[group];
-        welcome.members = self.member_list(hosted);
-        if !volatile {
-            self.persist(StoreOp::PutMember {
-                group: group.clone(),
-                member: record,
-            });
-        }
         self.send(&from, group, &GroupMessage::Welcome(Box::new(welcome)));
         if existing {
-            tracing::debug!(%group, peer = %from, "member rejoined");
             return;
         }
-        tracing::info!(%group, peer = %from, "member joined");
-        self.broadcast_members(group, Some(&from), None);
         self.event(&group_type, GroupEventKind::Join, group, Some(&from), None);
         self.hook(HookCall::Join {
             group_type,
@@ -620,16 +626,23 @@ impl GroupCore {
             }
             if now >= hosted.next_ping {
                 hosted.next_ping = now.saturating_add(interval);
-                pings.extend(hosted.members.keys().map(|p| (group.clone(), p.clone())));
+                let epoch = hosted.epoch;
+                pings.extend(
+                    hosted
+                        .members
+                        .keys()
+                        .map(|p| (group.clone(), p.clone(), epoch)),
+                );
             }
         }
         for (group, peer) in lost {
             tracing::info!(%group, %peer, "member silent too long");
             self.remove_member(now, &group, &peer, LeaveReason::Lost);
         }
-        for (group, peer) in pings {
+        for (group, peer, epoch) in pings {
             if self.is_member(&group, &peer) {
-                self.send(&peer, &group, &GroupMessage::Ping);
+                let ping = GroupMessage::Ping(PingBody { epoch: Some(epoch) });
+                self.send(&peer, &group, &ping);
             }
         }
     }
@@ -713,9 +726,12 @@ impl GroupCore {
         except: Option<&PeerId>,
         about: Option<&PeerId>,
     ) {
-        let Some(hosted) = self.hosted.get(group) else {
+        let Some(hosted) = self.hosted.get_mut(group) else {
             return;
         };
+        hosted.epoch = hosted.epoch.wrapping_add(1);
+        let epoch = hosted.epoch;
+        let hosted = &self.hosted[group];
         let members = self.member_list(hosted);
         let group_type = hosted.record.group_type.clone();
         let recipients: Vec<PeerId> = hosted
@@ -726,6 +742,7 @@ impl GroupCore {
             .collect();
         let message = GroupMessage::Members(Members {
             members: members.clone(),
+            epoch: Some(epoch),
         });
         for peer in recipients {
             self.send(&peer, group, &message);
@@ -740,9 +757,10 @@ impl GroupCore {
     }
 
     fn broadcast_meta(&mut self, group: &GroupId) {
-        let Some(hosted) = self.hosted.get(group) else {
+        let Some(hosted) = self.hosted.get_mut(group) else {
             return;
         };
+        hosted.epoch = hosted.epoch.wrapping_add(1);
         let r = &hosted.record;
         let meta = Meta {
             group_name: r.name.clone(),
@@ -751,6 +769,7 @@ impl GroupCore {
             roles: r.roles.clone(),
             default_role: Some(r.default_role.clone()),
             admission: Some(r.admission),
+            epoch: Some(hosted.epoch),
         };
         let group_type = r.group_type.clone();
         let recipients: Vec<PeerId> = hosted.members.keys().cloned().collect();

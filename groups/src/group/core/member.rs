@@ -212,6 +212,17 @@ impl GroupCore {
             GroupMessage::Welcome(welcome) => self.apply_welcome(now, &from, &group, *welcome),
             GroupMessage::Members(members) => {
                 joined.members.clone_from(&members.members);
+                if members.epoch.is_some() {
+                    joined.epoch = members.epoch;
+                }
+                // The list also says this peer's role (a missed `set-role` is repaired here).
+                let mine = members.members.iter().find(|m| m.peer_id == self.me);
+                if let Some(mine) = mine
+                    && mine.role != joined.role
+                {
+                    joined.role.clone_from(&mine.role);
+                    self.save_subscription(&group);
+                }
                 self.event(
                     &group_type,
                     GroupEventKind::Members,
@@ -225,6 +236,9 @@ impl GroupCore {
                     joined.name.clone_from(&meta.group_name);
                 }
                 joined.max_members = meta.max_members;
+                if meta.epoch.is_some() {
+                    joined.epoch = meta.epoch;
+                }
                 self.save_subscription(&group);
                 self.event(
                     &group_type,
@@ -254,13 +268,19 @@ impl GroupCore {
                     Some(relay.payload),
                 );
             }
-            GroupMessage::Ping => {
+            GroupMessage::Ping(ping) => {
                 let down = matches!(joined.link, Link::Down { .. });
+                let stale = ping.epoch.is_some() && ping.epoch != joined.epoch;
                 self.send(&from, &group, &GroupMessage::Pong);
                 if down {
                     // The host is back and still counts this peer as a member: rejoin now to
                     // get the current members and settings.
                     self.send_rejoin(now, &group);
+                } else if stale {
+                    // An update was missed: a join (a no-op for a member) brings a welcome
+                    // with the current state.
+                    tracing::debug!(%group, host = %from, "missed an update; refreshing");
+                    self.send(&from, &group, &join_message());
                 }
             }
             GroupMessage::Close(body) => {
@@ -315,7 +335,7 @@ impl GroupCore {
                 tracing::info!(%group, peer = %from, kind = %message.kind(), "message for an unknown group; answering unknown_group");
                 self.send_error(&from, group, ErrorCode::UnknownGroup);
             }
-            GroupMessage::Ping | GroupMessage::Welcome(_) => {
+            GroupMessage::Ping(_) | GroupMessage::Welcome(_) => {
                 // The sender counts this peer as a member (a late welcome after a timed-out
                 // join, a leave that never arrived): say leave so it is not kept as a ghost.
                 tracing::info!(%group, peer = %from, kind = %message.kind(), "not a member; answering leave");
@@ -370,6 +390,7 @@ impl GroupCore {
             .unwrap_or_else(|| "member".to_owned());
         let payload = raw(&welcome);
         let authored = welcome.features.iter().any(|f| f == FEATURE_AUTHOR);
+        let epoch = welcome.epoch;
         let group_type = welcome.group_type.clone();
         self.joined.insert(
             group.clone(),
@@ -385,6 +406,7 @@ impl GroupCore {
                 authored,
                 link: Link::Up { last_heard: now },
                 subscribed_at,
+                epoch,
             },
         );
         self.save_subscription(group);

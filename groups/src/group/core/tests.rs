@@ -470,7 +470,10 @@ fn control_messages_from_anyone_but_the_host_are_dropped() {
     sim.inject(
         "M",
         "A",
-        &GroupMessage::Members(proto::Members { members: vec![] }),
+        &GroupMessage::Members(proto::Members {
+            members: vec![],
+            epoch: None,
+        }),
         &g,
     );
     sim.inject(
@@ -923,6 +926,8 @@ enum Op {
     Unmute(usize),
     SetRole(usize, bool),
     RestartHost,
+    RestartPeer(usize),
+    Invite(usize),
     Tick(u64),
 }
 
@@ -936,6 +941,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..5usize).prop_map(Op::Unmute),
         1 => (0..5usize, any::<bool>()).prop_map(|(i, e)| Op::SetRole(i, e)),
         1 => Just(Op::RestartHost),
+        1 => (0..5usize).prop_map(Op::RestartPeer),
+        1 => (0..5usize).prop_map(Op::Invite),
         2 => (1..20_000u64).prop_map(Op::Tick),
     ]
 }
@@ -949,11 +956,16 @@ proptest! {
     /// reaches only peers that were members when it was relayed, and carries its true
     /// author; nobody receives a message twice.
     #[test]
-    fn membership_invariants(max in 0u32..4, ops in proptest::collection::vec(op(), 1..60)) {
+    fn membership_invariants(
+        max in 0u32..4,
+        invite_only in any::<bool>(),
+        ops in proptest::collection::vec(op(), 1..60),
+    ) {
         let mut names = vec!["H"];
         names.extend(PEERS);
         let mut sim = Sim::new(&names, HandlerRegistry::new());
-        let g = sim.create("H", GroupSpec { max_members: max, ..spec("g") });
+        let admission = if invite_only { Admission::Invite } else { Admission::Open };
+        let g = sim.create("H", GroupSpec { max_members: max, admission, ..spec("g") });
         let mut sent = 0u64;
         for op in ops {
             match op {
@@ -978,10 +990,38 @@ proptest! {
                     let _ = sim.with("H", |c, now| c.set_role(now, &g, &peer(PEERS[i]), role));
                 }
                 Op::RestartHost => sim.restart("H"),
+                Op::RestartPeer(i) => sim.restart(PEERS[i]),
+                Op::Invite(i) => {
+                    let _ = sim.with("H", |c, now| c.invite(now, &g, &peer(PEERS[i])));
+                }
                 Op::Tick(ms) => sim.tick(ms),
             }
             let count = sim.member_ids("H", &g).len();
             prop_assert!(max == 0 || count <= max as usize, "{count} members, limit {max}");
+            if invite_only {
+                let hosted = sim.core("H").hosted_group(&g).unwrap();
+                for m in &hosted.members {
+                    prop_assert!(hosted.invited.contains(&m.peer_id), "uninvited member");
+                }
+            }
+        }
+        // Once the network heals and time passes, both sides agree on who is a member and with
+        // which role: no ghosts, no zombies.
+        sim.muted.clear();
+        for _ in 0..30 {
+            sim.tick(5_000);
+        }
+        let host_view: BTreeMap<PeerId, String> = sim
+            .core("H")
+            .members(&g)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.peer_id, m.role))
+            .collect();
+        for p in PEERS {
+            let sub = sim.core(p).subscription(&g);
+            let member_view = sub.filter(|s| s.connected).map(|s| s.role);
+            prop_assert_eq!(host_view.get(&peer(p)).cloned(), member_view, "views of {}", p);
         }
         // What each peer wrote, replayed, is what it holds in memory: no change goes unstored.
         for (who, core) in &sim.cores {
