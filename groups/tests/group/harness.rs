@@ -139,6 +139,11 @@ impl RawPeer {
         self.transport.send(to, &topic, payload).await.unwrap();
     }
 
+    /// Sends a JSON literal as it would come from a Goop² peer.
+    pub(crate) async fn send_raw(&self, to: &PeerId, topic: &str, json: &str) {
+        self.transport.send(to, topic, raw(json)).await.unwrap();
+    }
+
     /// The next message received whose topic ends with `suffix`.
     pub(crate) async fn next_message(&mut self, suffix: &str) -> (PeerId, String, Box<RawValue>) {
         tokio::time::timeout(DEADLINE, async {

@@ -433,3 +433,73 @@ async fn discovery_lists_the_open_groups_of_a_peer() {
     let local = host.handle.open_group_rows(10, 0).await.unwrap();
     assert_eq!(local, rows);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_works_with_a_goop2_host() {
+    let net = MemoryNetwork::new();
+    let mut go_host = RawPeer::attach(&net, "GoHost");
+    let mut a = Peer::start(&net, "A").await;
+    let g: GroupId = "9f3a1c2b4d5e6f70".parse().unwrap();
+    let host_id = go_host.id.clone();
+    let join = tokio::spawn({
+        let handle = a.handle.clone();
+        let g = g.clone();
+        async move { handle.join(host_id, g).await }
+    });
+    let (from, topic, payload) = go_host.next_message(":join").await;
+    assert_eq!(from, a.id);
+    assert_eq!(topic, format!("group:{g}:join"));
+    assert!(
+        payload
+            .get()
+            .starts_with(r#"{"type":"join","group":"9f3a1c2b4d5e6f70""#)
+    );
+    // Exactly what a Goop² host writes: bare welcome, no role, no features, no epoch.
+    go_host
+        .send_raw(
+            &a.id,
+            &topic.replace(":join", ":welcome"),
+            &format!(
+                r#"{{"group_name":"Chess","group_type":"chat","max_members":0,"volatile":false,
+                   "members":[{{"peer_id":"{}","role":"owner","joined_at":0}},
+                              {{"peer_id":"{}","role":"viewer","joined_at":1741435200000}}]}}"#,
+                go_host.id, a.id
+            ),
+        )
+        .await;
+    let joined = join.await.unwrap().unwrap();
+    assert_eq!(joined.role, "viewer");
+    assert_eq!(joined.group_type, "chat");
+
+    // A bare relay reads as from the host (Goop² does not carry the author).
+    go_host
+        .send_raw(
+            &a.id,
+            &format!("group:{g}:msg"),
+            r#"{"text":"hi","n":1.50}"#,
+        )
+        .await;
+    let event = a.next_event(|e| e.kind == GroupEventKind::Msg).await;
+    assert_eq!(event.from, Some(go_host.id.clone()));
+    assert_eq!(event.payload.unwrap().get(), r#"{"text":"hi","n":1.50}"#);
+
+    // Its ping gets a pong; its close ends the membership.
+    go_host
+        .send_raw(
+            &a.id,
+            &format!("group:{g}:ping"),
+            &format!(r#"{{"type":"ping","group":"{g}"}}"#),
+        )
+        .await;
+    let (_, _, pong) = go_host.next_message(":pong").await;
+    assert_eq!(pong.get(), format!(r#"{{"type":"pong","group":"{g}"}}"#));
+    go_host
+        .send_raw(
+            &a.id,
+            &format!("group:{g}:close"),
+            &format!(r#"{{"type":"close","group":"{g}"}}"#),
+        )
+        .await;
+    a.next_event(|e| e.kind == GroupEventKind::Close).await;
+    assert!(a.handle.subscriptions().await.unwrap().is_empty());
+}
