@@ -4,6 +4,6 @@
 pub mod group;
 
 pub use group::{
-    GroupConfig, GroupError, GroupHandle, GroupSpec, GroupStore, GroupTransport, HandlerRegistry,
-    MetaUpdate, TransportError, TransportEvent, TypeHandler, spawn_group_manager,
+    GroupConfig, GroupError, GroupHandle, GroupManagerParts, GroupSpec, GroupStore, GroupTransport,
+    HandlerRegistry, MetaUpdate, TransportError, TransportEvent, TypeHandler, spawn_group_manager,
 };

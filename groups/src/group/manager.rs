@@ -216,23 +216,66 @@ impl GroupHandle {
     }
 }
 
-/// Starts the group manager: restores what `store` holds (when given; without a store nothing
-/// persists), then runs in a task of `tracker` until `cancel` fires. `incoming` carries the
-/// transport's messages on the `group` topics and its connection events.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the wiring hands over every part at once"
-)]
+/// Everything the group manager is built from.
+pub struct GroupManagerParts<T> {
+    /// This peer.
+    pub me: PeerId,
+    /// Settings.
+    pub config: GroupConfig,
+    /// The group types.
+    pub registry: HandlerRegistry,
+    /// Sends group messages.
+    pub transport: T,
+    /// The transport's messages on the `group` topics and its connection events.
+    pub incoming: mpsc::Receiver<TransportEvent>,
+    /// The group tables; without a store nothing persists.
+    pub store: Option<GroupStore>,
+    /// Groups to create before any message is handled, when they do not exist yet: a volatile
+    /// group whose id outlives the process (a cluster's, kept by the job store) is back before
+    /// its members rejoin, so they are not told it is unknown.
+    pub startup_groups: Vec<GroupSpec>,
+}
+
+impl<T> std::fmt::Debug for GroupManagerParts<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupManagerParts")
+            .field("me", &self.me)
+            .field("startup_groups", &self.startup_groups.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> GroupManagerParts<T> {
+    /// Parts with the default settings, no handlers, no store and no startup groups.
+    pub fn new(me: PeerId, transport: T, incoming: mpsc::Receiver<TransportEvent>) -> Self {
+        Self {
+            me,
+            config: GroupConfig::default(),
+            registry: HandlerRegistry::new(),
+            transport,
+            incoming,
+            store: None,
+            startup_groups: Vec::new(),
+        }
+    }
+}
+
+/// Starts the group manager: restores what the store holds, creates the startup groups, then
+/// runs in a task of `tracker` until `cancel` fires.
 pub async fn spawn_group_manager<T: GroupTransport>(
-    me: PeerId,
-    config: GroupConfig,
-    registry: HandlerRegistry,
-    transport: T,
-    incoming: mpsc::Receiver<TransportEvent>,
-    store: Option<GroupStore>,
+    parts: GroupManagerParts<T>,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> Result<GroupHandle, GroupError> {
+    let GroupManagerParts {
+        me,
+        config,
+        registry,
+        transport,
+        incoming,
+        store,
+        startup_groups,
+    } = parts;
     let registry = Arc::new(registry);
     let clock = Clock::new();
     let mut core = GroupCore::new(me.clone(), config.clone(), Arc::clone(&registry));
@@ -263,6 +306,28 @@ pub async fn spawn_group_manager<T: GroupTransport>(
     // handler has logged why.
     let outputs = manager.core.take_outputs();
     manager.carry_out(outputs, true).await?;
+    for spec in startup_groups {
+        let exists = spec
+            .id
+            .as_ref()
+            .is_some_and(|id| manager.core.hosted_group(id).is_some());
+        if exists {
+            continue;
+        }
+        let now = manager.clock.now();
+        let name = spec.name.clone();
+        match manager.core.create(now, spec) {
+            Ok(group) => {
+                let outputs = manager.core.take_outputs();
+                let refusals = manager.carry_out(outputs, true).await?;
+                if refusals.iter().any(|(g, _, _)| g == &group) {
+                    let _ = manager.core.close(now, &group);
+                    manager.flush(true).await?;
+                }
+            }
+            Err(error) => tracing::warn!(%name, %error, "cannot create a startup group"),
+        }
+    }
     tracker.spawn(manager.run(commands, incoming, results));
     Ok(GroupHandle {
         commands: commands_tx,

@@ -31,7 +31,7 @@ pub use self::core::{
 };
 pub use self::error::GroupError;
 pub use self::handler::{CreateInfo, HandlerRegistry, TypeHandler};
-pub use self::manager::{GroupHandle, spawn_group_manager};
+pub use self::manager::{GroupHandle, GroupManagerParts, spawn_group_manager};
 pub use self::memory::{MemoryNetwork, MemoryTransport};
 pub use self::store::{
     GroupRecord, GroupStore, MemberRecord, StoreError, StoreOp, StoreSnapshot, SubscriptionRecord,

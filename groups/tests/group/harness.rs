@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use groups::group::{
-    GroupConfig, GroupHandle, GroupStore, GroupTransport, HandlerRegistry, MemoryNetwork,
-    MemoryTransport, TransportEvent, spawn_group_manager,
+    GroupConfig, GroupHandle, GroupManagerParts, GroupSpec, GroupStore, GroupTransport,
+    HandlerRegistry, MemoryNetwork, MemoryTransport, TransportEvent, spawn_group_manager,
 };
 use proto::{GroupEvent, GroupId, GroupMessage, PeerId};
 use serde_json::value::RawValue;
@@ -60,6 +60,16 @@ impl Peer {
         registry: HandlerRegistry,
         db: Option<&Path>,
     ) -> Self {
+        Self::start_full(net, name, registry, db, Vec::new()).await
+    }
+
+    pub(crate) async fn start_full(
+        net: &MemoryNetwork,
+        name: &str,
+        registry: HandlerRegistry,
+        db: Option<&Path>,
+        startup_groups: Vec<GroupSpec>,
+    ) -> Self {
         let id = peer(name);
         let store = match db {
             Some(path) => Some(GroupStore::open_async(path.to_owned()).await.unwrap()),
@@ -69,12 +79,13 @@ impl Peer {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let handle = spawn_group_manager(
-            id.clone(),
-            config(),
-            registry,
-            transport,
-            incoming,
-            store,
+            GroupManagerParts {
+                config: config(),
+                registry,
+                store,
+                startup_groups,
+                ..GroupManagerParts::new(id.clone(), transport, incoming)
+            },
             &tracker,
             cancel.clone(),
         )

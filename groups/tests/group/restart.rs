@@ -112,3 +112,45 @@ async fn a_restarted_member_rejoins_its_groups() {
     assert_eq!(member_ids(&host.handle, &g).await, vec![a_id]);
     let _ = std::fs::remove_dir_all(db.parent().unwrap());
 }
+
+struct Volatile;
+impl groups::group::TypeHandler for Volatile {
+    fn volatile(&self) -> bool {
+        true
+    }
+    fn host_can_join(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volatile_group_given_at_startup_keeps_its_members_across_a_restart() {
+    let net = MemoryNetwork::new();
+    let registry = || {
+        let mut registry = HandlerRegistry::new();
+        registry.register("cluster", std::sync::Arc::new(Volatile));
+        registry
+    };
+    let spec = GroupSpec {
+        id: Some("c0ffee00c0ffee00".parse().unwrap()),
+        name: "cluster".to_owned(),
+        group_type: "cluster".to_owned(),
+        ..GroupSpec::default()
+    };
+    let host = Peer::start_full(&net, "Host", registry(), None, vec![spec.clone()]).await;
+    let g = spec.id.clone().unwrap();
+    let worker = Peer::start_with(&net, "W", registry(), None).await;
+    worker
+        .handle
+        .join(host.id.clone(), g.clone())
+        .await
+        .unwrap();
+    host.stop(&net).await;
+
+    let host = Peer::start_full(&net, "Host", registry(), None, vec![spec]).await;
+    eventually("the worker is back", || async {
+        member_ids(&host.handle, &g).await == vec![worker.id.clone()]
+    })
+    .await;
+    assert!(worker.handle.subscriptions().await.unwrap()[0].connected);
+}
