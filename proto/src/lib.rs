@@ -9,10 +9,18 @@
 
 pub mod api;
 pub mod cluster;
+mod group;
 mod ids;
 mod job;
 mod time;
 
+pub use group::{
+    Admission, CloseBody, CloseReason, DEFAULT_ROLE, DISCOVER_REPLY_TOPIC, DISCOVER_TOPIC,
+    DiscoverReply, DiscoverRequest, ErrorBody, ErrorCode, FEATURE_AUTHOR, GROUP_TOPIC_PREFIX,
+    GroupEvent, GroupEventKind, GroupMessage, GroupMsgKind, GroupRow, GroupTopic, GroupWireError,
+    INVITE_TOPIC, Invite, JoinOptions, MemberInfo, Members, Meta, OWNER_ROLE, PingBody, Relay,
+    RelayForm, SetRole, Welcome,
+};
 pub use ids::{Attempt, GroupId, IdError, JobId, PeerId};
 pub use job::{JobMode, JobStatus};
 pub use time::{Timestamp, TimestampError};
