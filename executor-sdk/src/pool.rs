@@ -126,6 +126,10 @@ struct State {
     idle: usize,
     /// Handler threads started so far.
     started: usize,
+    /// Whether an idle thread has been woken and has not yet taken a job. At most one is woken
+    /// at a time; it wakes the next if it leaves jobs behind. Waking one thread per job instead
+    /// costs a futex round trip per job when jobs are short.
+    waking: bool,
     reader_waiting: bool,
     closed: bool,
 }
@@ -138,6 +142,7 @@ impl Pool {
                 live: HashSet::new(),
                 idle: 0,
                 started: 0,
+                waking: false,
                 reader_waiting: false,
                 closed: false,
             }),
@@ -171,9 +176,7 @@ impl Pool {
         }
         state.live.insert(Live(Arc::clone(&queued.job.task)));
         state.queue.push_back(queued);
-        if state.idle > 0 {
-            self.work.notify_one();
-        }
+        self.wake_one(&mut state);
         // Woken threads still count as idle until they take a job, so compare against the queue:
         // every queued job beyond the idle threads needs a thread of its own.
         let start = state.queue.len() > state.idle && state.started < self.capacity;
@@ -192,6 +195,9 @@ impl Pool {
         }
         loop {
             if let Some(queued) = state.queue.pop_front() {
+                if !state.queue.is_empty() {
+                    self.wake_one(&mut state);
+                }
                 if state.reader_waiting {
                     state.reader_waiting = false;
                     self.room.notify_one();
@@ -207,6 +213,15 @@ impl Pool {
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
             state.idle -= 1;
+            state.waking = false;
+        }
+    }
+
+    /// Wakes an idle thread for queued work unless one is already on its way.
+    fn wake_one(&self, state: &mut State) {
+        if state.idle > 0 && !state.waking {
+            state.waking = true;
+            self.work.notify_one();
         }
     }
 

@@ -1,2 +1,50 @@
-//! Placeholder; replaced by the SDK echo executor.
-fn main() {}
+//! The echo executor, for tests and benchmarks: serves every job type and returns the payload as
+//! the result, byte for byte.
+//!
+//! Payload fields it acts on (when the payload is an object):
+//! - `sleep_ms`: sleep this long first, waking early (and failing with `cancelled`) on cancel;
+//! - `fail`: a text; the job fails with it instead of echoing.
+//!
+//! Capacity comes from `ECHO_CAPACITY` (default 64). The check answer lists no types, so the
+//! worker sends it everything.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use executor_sdk::{Error, Executor};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Control<'a> {
+    #[serde(default)]
+    sleep_ms: Option<u64>,
+    #[serde(default, borrow)]
+    fail: Option<std::borrow::Cow<'a, str>>,
+}
+
+fn main() -> ExitCode {
+    let capacity = std::env::var("ECHO_CAPACITY")
+        .ok()
+        .and_then(|text| text.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(64);
+    Executor::new("echo-executor")
+        .version(env!("CARGO_PKG_VERSION"))
+        .capacity(capacity)
+        .handle_any(|job, ctx| {
+            let raw = job.payload_raw().get();
+            // The benchmark's hot path: most payloads name neither field, and a substring search
+            // is far cheaper than decoding the payload a second time.
+            if raw.starts_with('{') && (raw.contains("\"sleep_ms\"") || raw.contains("\"fail\"")) {
+                let control: Control<'_> = job.payload()?;
+                if let Some(ms) = control.sleep_ms {
+                    ctx.sleep(Duration::from_millis(ms))?;
+                }
+                if let Some(text) = control.fail {
+                    return Err(Error::new(text));
+                }
+            }
+            Ok(job.into_payload())
+        })
+        .run()
+}
