@@ -3,11 +3,13 @@
 //!
 //! Payload fields it acts on (when the payload is an object):
 //! - `sleep_ms`: sleep this long first, waking early (and failing with `cancelled`) on cancel;
-//! - `fail`: a text; the job fails with it instead of echoing.
+//! - `fail`: a text; the job fails with it instead of echoing;
+//! - `panic`: a text; the handler panics with it (the SDK turns that into an error line).
 //!
 //! Capacity comes from `ECHO_CAPACITY` (default 64). The check answer lists no types, so the
 //! worker sends it everything.
 
+use std::borrow::Cow;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -19,7 +21,9 @@ struct Control<'a> {
     #[serde(default)]
     sleep_ms: Option<u64>,
     #[serde(default, borrow)]
-    fail: Option<std::borrow::Cow<'a, str>>,
+    fail: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    panic: Option<Cow<'a, str>>,
 }
 
 fn main() -> ExitCode {
@@ -35,7 +39,7 @@ fn main() -> ExitCode {
             let raw = job.payload_raw().get();
             // The benchmark's hot path: most payloads name neither field, and a substring search
             // is far cheaper than decoding the payload a second time.
-            if raw.starts_with('{') && (raw.contains("\"sleep_ms\"") || raw.contains("\"fail\"")) {
+            if has_control_field(raw) {
                 let control: Control<'_> = job.payload()?;
                 if let Some(ms) = control.sleep_ms {
                     ctx.sleep(Duration::from_millis(ms))?;
@@ -43,8 +47,18 @@ fn main() -> ExitCode {
                 if let Some(text) = control.fail {
                     return Err(Error::new(text));
                 }
+                if let Some(text) = control.panic {
+                    panic!("{text}");
+                }
             }
             Ok(job.into_payload())
         })
         .run()
+}
+
+fn has_control_field(raw: &str) -> bool {
+    raw.starts_with('{')
+        && ["\"sleep_ms\"", "\"fail\"", "\"panic\""]
+            .iter()
+            .any(|key| raw.contains(key))
 }
