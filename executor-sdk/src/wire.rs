@@ -141,8 +141,15 @@ struct IdOnly<'a> {
 
 /// Decodes one input line.
 pub(crate) fn decode(line: &[u8]) -> Result<Input<'_>, Malformed> {
-    if line.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Input::Blank);
+    match line.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Ok(Input::Blank),
+        Some(b'{') => {}
+        // Checked up front because serde would also read a struct from an array.
+        Some(_) => {
+            return Err(Malformed::NoId {
+                reason: "malformed input line: not a JSON object".to_owned(),
+            });
+        }
     }
     let raw: RawLine<'_> = match serde_json::from_slice(line) {
         Ok(raw) => raw,

@@ -2,7 +2,8 @@
 //! the result, byte for byte.
 //!
 //! Payload fields it acts on (when the payload is an object):
-//! - `sleep_ms`: sleep this long first, waking early (and failing with `cancelled`) on cancel;
+//! - `sleep_ms`: log `sleeping <n> ms`, then sleep this long, waking early (and failing with
+//!   `cancelled`) on cancel;
 //! - `fail`: a text; the job fails with it instead of echoing;
 //! - `panic`: a text; the handler panics with it (the SDK turns that into an error line).
 //!
@@ -42,6 +43,8 @@ fn main() -> ExitCode {
             if has_control_field(raw) {
                 let control: Control<'_> = job.payload()?;
                 if let Some(ms) = control.sleep_ms {
+                    // Tells a watcher the job is running, e.g. a test counting jobs at once.
+                    ctx.log(format!("sleeping {ms} ms"));
                     ctx.sleep(Duration::from_millis(ms))?;
                 }
                 if let Some(text) = control.fail {
