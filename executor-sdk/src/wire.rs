@@ -290,3 +290,166 @@ pub(crate) fn write_log(out: &mut Vec<u8>, job: Option<(&str, Option<u64>)>, msg
     write_str(out, msg);
     out.extend_from_slice(b"}\n");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a line decodes to, flattened for comparison.
+    fn summary(line: &str) -> String {
+        match decode(line.as_bytes()) {
+            Ok(Input::Blank) => "blank".to_owned(),
+            Ok(Input::Check { job_id }) => format!("check {job_id}"),
+            Ok(Input::Cancel { job_id }) => format!("cancel {job_id}"),
+            Ok(Input::Job(job)) => format!(
+                "job {} {} {} {} {:?} {:?}",
+                job.job_id,
+                job.job_type,
+                job.payload.map_or("-", RawValue::get),
+                job.timeout_s,
+                job.mode,
+                job.attempt
+            ),
+            Err(Malformed::NoId { reason }) => format!("log {reason}"),
+            Err(Malformed::Job {
+                job_id,
+                attempt,
+                reason,
+            }) => format!("error {job_id} {attempt:?} {reason}"),
+        }
+    }
+
+    #[test]
+    fn decodes_the_table_of_lines() {
+        let cases = [
+            (
+                r#"{"job_id":"__check__","type":"__check__","payload":null,"timeout_s":0}"#,
+                "check __check__",
+            ),
+            (
+                r#"{"job_id":"__check__","payload":{},"timeout_s":0}"#,
+                "check __check__",
+            ),
+            (r#"{"type":"__check__"}"#, "check __check__"),
+            (r#"{"type":"__cancel__","job_id":"a1"}"#, "cancel a1"),
+            (
+                r#"{"job_id":"a1","payload":{"x":[1, 2]},"timeout_s":30,"type":"calc"}"#,
+                r#"job a1 calc {"x":[1, 2]} 30 Oneshot None"#,
+            ),
+            (
+                r#"{"job_id":"a\"1","type":"t","payload":null,"mode":"continuous","attempt":3,"extra":{"x":1}}"#,
+                r#"job a"1 t - 0 Continuous Some(3)"#,
+            ),
+            (
+                r#"{"job_id":"a1","type":"t","timeout_s":-5}"#,
+                "job a1 t - 0 Oneshot None",
+            ),
+            (
+                r#"{"job_id":"a1","type":"t","timeout_s":1.5}"#,
+                "job a1 t - 1.5 Oneshot None",
+            ),
+            ("", "blank"),
+            (" \t ", "blank"),
+            ("nonsense", "log malformed input line: not a JSON object"),
+            (
+                r#"["a1","t"]"#,
+                "log malformed input line: not a JSON object",
+            ),
+            (
+                "{",
+                "log malformed input line: EOF while parsing an object at line 1 column 1",
+            ),
+            (r#"{"type":"t"}"#, "log input line has no job_id"),
+            (
+                r#"{"job_id":7,"type":"t"}"#,
+                "log malformed input line: invalid type: integer `7`, expected a string at line 1 column 11",
+            ),
+            (r#"{"job_id":"a1"}"#, "error a1 None job line has no type"),
+            (
+                r#"{"job_id":"a1","type":"t","mode":"x","attempt":2}"#,
+                r#"error a1 Some(2) job line has unknown mode "x""#,
+            ),
+            (
+                r#"{"job_id":"a1","type":"t","attempt":2,"timeout_s":"x"}"#,
+                "error a1 Some(2) malformed input line: invalid type: string \"x\", expected f64 at line 1 column 53",
+            ),
+            (
+                r#"{"job_id":"a1","type":"t","payload":[1,"#,
+                "error a1 None malformed input line: EOF while parsing a value at line 1 column 39",
+            ),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(summary(line), expected, "{line}");
+        }
+    }
+
+    fn read_all(input: &[u8], limit: usize) -> Vec<(LineRead, String)> {
+        // A tiny buffer makes lines span many `fill_buf` calls.
+        let mut reader = io::BufReader::with_capacity(3, input);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            let read = read_line(&mut reader, &mut buf, limit).unwrap();
+            if read == LineRead::Eof {
+                return out;
+            }
+            out.push((read, String::from_utf8(buf.clone()).unwrap()));
+        }
+    }
+
+    #[test]
+    fn reads_lines_under_a_limit() {
+        assert_eq!(
+            read_all(b"ab\r\ncdefgh\n\nxyz", 4),
+            [
+                (LineRead::Line, "ab".to_owned()),
+                (LineRead::TooLong, "cdef".to_owned()),
+                (LineRead::Line, String::new()),
+                (LineRead::Line, "xyz".to_owned()),
+            ]
+        );
+        assert_eq!(read_all(b"", 4), []);
+        assert_eq!(
+            read_all(b"abcd\n", 4),
+            [(LineRead::Line, "abcd".to_owned())]
+        );
+    }
+
+    #[test]
+    fn salvages_the_leading_job_id_of_a_cut_line() {
+        let cut = br#"{"job_id":"abc","type":"t","payload":"xxxxx"#;
+        assert_eq!(
+            salvage(cut, "too long".to_owned()),
+            Malformed::Job {
+                job_id: "abc".to_owned(),
+                attempt: None,
+                reason: "too long".to_owned()
+            }
+        );
+        for line in [
+            &br#"{"job_id":"a\"b","x"#[..],
+            br#"{ "job_id":"abc"#,
+            br#"{"job_id":"#,
+        ] {
+            assert!(matches!(
+                salvage(line, String::new()),
+                Malformed::NoId { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn writes_progress_numbers_goop2_accepts() {
+        for (pct, text) in [
+            (50.0, "50"),
+            (12.5, "12.5"),
+            (-3.0, "0"),
+            (250.0, "100"),
+            (f64::NAN, "0"),
+        ] {
+            let mut out = Vec::new();
+            write_pct(&mut out, pct);
+            assert_eq!(out, text.as_bytes(), "{pct}");
+        }
+    }
+}
