@@ -66,7 +66,7 @@ pub struct Executor {
     version: String,
     capacity: usize,
     max_line_bytes: usize,
-    handlers: Vec<(Box<str>, Box<Handler>)>,
+    handlers: Vec<(Arc<str>, Box<Handler>)>,
     fallback: Option<Box<Handler>>,
 }
 
@@ -267,7 +267,7 @@ impl Executor {
                 return false;
             }
         };
-        let Some(handler) = self.handler_index(&job.job_type) else {
+        let Some((handler, job_type)) = self.lookup(&job.job_type) else {
             let error = format!("unsupported job type {:?}", &*job.job_type);
             wire::write_error(reply, &job.job_id, job.attempt, &error);
             return false;
@@ -276,7 +276,7 @@ impl Executor {
         let queued = Queued {
             job: Job {
                 task,
-                job_type: job.job_type.into(),
+                job_type,
                 payload: job.payload.map(ToOwned::to_owned),
                 timeout_s: job.timeout_s,
                 mode: job.mode,
@@ -318,21 +318,26 @@ impl Executor {
         serde_json::to_vec(&check).unwrap_or_default()
     }
 
-    fn handler_index(&self, job_type: &str) -> Option<usize> {
+    /// The handler for a job type, and the type's name as the job will hold it (shared with the
+    /// registration, so a registered type costs no allocation per job).
+    fn lookup(&self, job_type: &str) -> Option<(usize, Arc<str>)> {
         match self
             .handlers
             .iter()
             .position(|(name, _)| &**name == job_type)
         {
-            Some(index) => Some(index),
-            None => self.fallback.as_ref().map(|_| self.handlers.len()),
+            Some(index) => Some((index, Arc::clone(&self.handlers[index].0))),
+            None => self
+                .fallback
+                .as_ref()
+                .map(|_| (self.handlers.len(), Arc::from(job_type))),
         }
     }
 
     fn handler(&self, index: usize) -> &Handler {
         match self.handlers.get(index) {
             Some((_, handler)) => handler,
-            // `handler_index` hands out `handlers.len()` only when there is a fallback.
+            // `lookup` hands out `handlers.len()` only when there is a fallback.
             None => self.fallback.as_deref().unwrap_or(&unreachable_handler),
         }
     }

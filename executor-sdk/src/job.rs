@@ -28,7 +28,7 @@ pub enum Mode {
 /// [`Job::into_payload`].
 pub struct Job {
     pub(crate) task: Arc<Task>,
-    pub(crate) job_type: Box<str>,
+    pub(crate) job_type: Arc<str>,
     pub(crate) payload: Option<Box<RawValue>>,
     pub(crate) timeout_s: f64,
     pub(crate) mode: Mode,
