@@ -10,7 +10,8 @@ Job types:
              -> {"expression": ..., "value": 24}. Parsed with `ast`; only numbers, parameter
              names, + - * / % ** ^ (as power), unary +/-, and the functions sqrt, abs, min, max,
              floor, ceil, round are allowed. Nothing is ever passed to eval().
-  echo       returns the payload; {"sleep_ms": N} sleeps first (cancel wakes it early).
+  echo       returns the payload; {"sleep_ms": N} logs "sleeping N ms", then sleeps (a cancel
+             wakes it early).
 """
 
 import ast
@@ -146,6 +147,7 @@ def calculate(job, cancelled):
 def echo(job, cancelled):
     payload = job.get("payload")
     if isinstance(payload, dict) and isinstance(payload.get("sleep_ms"), (int, float)):
+        emit({"job_id": job["job_id"], "status": "log", "msg": f"sleeping {payload['sleep_ms']} ms"})
         if cancelled.wait(payload["sleep_ms"] / 1000.0):
             raise CalcError("cancelled")
     return payload
@@ -162,7 +164,11 @@ _live_lock = threading.Lock()
 
 def run_job(job, handler, cancelled):
     job_id = job["job_id"]
+    # Wait here for a free slot, not in the reader: the reader must stay free to read cancels.
+    _slots.acquire()
     try:
+        if cancelled.is_set():
+            raise CalcError("cancelled before it started")
         result = handler(job, cancelled)
         line = {"job_id": job_id, "status": "done", "result": result}
     except CalcError as err:
@@ -213,9 +219,7 @@ def main():
                 emit({"job_id": job_id, "status": "error", "error": "job is already running"})
                 continue
             _live[job_id] = cancelled
-        # Wait for a free slot: at most CAPACITY jobs run at once. The worker never sends more,
-        # so this only blocks the reader when it misbehaves.
-        _slots.acquire()
+        # At most CAPACITY jobs run at once: the thread waits for a slot before it runs the job.
         thread = threading.Thread(target=run_job, args=(job, handler, cancelled), daemon=True)
         thread.start()
         threads = [t for t in threads if t.is_alive()]

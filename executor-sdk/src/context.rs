@@ -40,12 +40,14 @@ impl Context<'_> {
     /// 0–100 and written as an integer when it is a whole number (Goop² workers accept only
     /// whole numbers).
     pub fn progress(&self, pct: f64, msg: impl AsRef<str>) {
+        // Borrowed before taking the output lock, so no code of the caller's runs under it.
+        let msg = msg.as_ref();
         self.output.push_with(|out| {
             out.extend_from_slice(self.prefix);
             out.extend_from_slice(br#","status":"progress","pct":"#);
             wire::write_pct(out, pct);
             out.extend_from_slice(br#","msg":"#);
-            wire::write_str(out, msg.as_ref());
+            wire::write_str(out, msg);
             out.extend_from_slice(b"}\n");
         });
     }
@@ -69,10 +71,11 @@ impl Context<'_> {
     /// Writes a log line for this job: `{"status":"log","msg":<msg>}`. The worker keeps it with
     /// the job's logs; it does not change the job's state.
     pub fn log(&self, msg: impl AsRef<str>) {
+        let msg = msg.as_ref();
         self.output.push_with(|out| {
             out.extend_from_slice(self.prefix);
             out.extend_from_slice(br#","status":"log","msg":"#);
-            wire::write_str(out, msg.as_ref());
+            wire::write_str(out, msg);
             out.extend_from_slice(b"}\n");
         });
     }
