@@ -7,6 +7,10 @@
 //! - `fail`: a text; the job fails with it instead of echoing;
 //! - `panic`: a text; the handler panics with it (the SDK turns that into an error line).
 //!
+//! A job in `continuous` mode instead streams its payload as an `output` line every
+//! `interval_ms` (default 100) until it is cancelled, or, when the payload has `count`, until it
+//! has written that many; the result is then `{"outputs":<count>}`.
+//!
 //! Capacity comes from `ECHO_CAPACITY` (default 64). The check answer lists no types, so the
 //! worker sends it everything.
 
@@ -14,7 +18,7 @@ use std::borrow::Cow;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use executor_sdk::{Error, Executor};
+use executor_sdk::{Context, Error, Executor, Job, Mode, RawValue};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -37,6 +41,10 @@ fn main() -> ExitCode {
         .version(env!("CARGO_PKG_VERSION"))
         .capacity(capacity)
         .handle_any(|job, ctx| {
+            if job.mode() == Mode::Continuous {
+                let count = stream(&job, ctx)?;
+                return Ok(RawValue::from_string(format!(r#"{{"outputs":{count}}}"#))?);
+            }
             let raw = job.payload_raw().get();
             // The benchmark's hot path: most payloads name neither field, and a substring search
             // is far cheaper than decoding the payload a second time.
@@ -64,4 +72,36 @@ fn has_control_field(raw: &str) -> bool {
         && ["\"sleep_ms\"", "\"fail\"", "\"panic\""]
             .iter()
             .any(|key| raw.contains(key))
+}
+
+#[derive(Deserialize)]
+struct Stream {
+    #[serde(default)]
+    interval_ms: Option<u64>,
+    #[serde(default)]
+    count: Option<u64>,
+}
+
+/// A continuous job: the payload as output, again and again, until cancelled or `count` is
+/// reached.
+fn stream(job: &Job, ctx: &Context<'_>) -> Result<u64, Error> {
+    let raw = job.payload_raw();
+    let settings = if raw.get().starts_with('{') {
+        job.payload::<Stream>()?
+    } else {
+        Stream {
+            interval_ms: None,
+            count: None,
+        }
+    };
+    let interval = Duration::from_millis(settings.interval_ms.unwrap_or(100));
+    let mut written = 0;
+    while settings.count.is_none_or(|count| written < count) {
+        ctx.output(raw)?;
+        written += 1;
+        if settings.count != Some(written) {
+            ctx.sleep(interval)?;
+        }
+    }
+    Ok(written)
 }

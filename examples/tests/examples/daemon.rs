@@ -251,3 +251,31 @@ fn the_example_executor_serves_a_mixed_session() {
     assert!(rest.is_empty(), "{rest:?}");
     assert!(status.success());
 }
+
+#[test]
+fn a_continuous_job_streams_output_until_its_count_or_a_cancel() {
+    let mut exec = Exec::start(echo(None));
+    let counted = json!({"job_id": "k1", "type": "tick", "mode": "continuous",
+        "payload": {"count": 3, "interval_ms": 1, "big": 12345678901234567890_u64}});
+    let endless = json!({"job_id": "k2", "type": "tick", "mode": "continuous",
+        "payload": {"interval_ms": 1}});
+    exec.send(&[&counted.to_string()]);
+    let lines = exec.until_terminal("k1");
+    let kinds: Vec<&str> = lines
+        .iter()
+        .map(|l| l["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["output", "output", "output", "done"]);
+    assert_eq!(lines[0]["data"], counted["payload"]);
+    assert_eq!(lines[3]["result"], json!({"outputs": 3}));
+
+    exec.send(&[&endless.to_string()]);
+    for _ in 0..5 {
+        assert_eq!(exec.line()["status"], "output");
+    }
+    exec.send(&[&cancel("k2")]);
+    let end = exec.until_terminal("k2").pop().expect("a terminal line");
+    assert_eq!(end["error"], "cancelled");
+    let (_, status) = exec.finish();
+    assert!(status.success());
+}
