@@ -391,11 +391,19 @@ fn serve_jobs(executor: &Executor, pool: &Pool, output: &Output) {
     let mut prefix = Vec::with_capacity(64);
     let mut line = Vec::with_capacity(4 << 10);
     let mut finished: Option<Arc<Task>> = None;
-    while let Some(Queued { job, handler }) = pool.next(finished.as_deref()) {
+    loop {
+        let answer = finished.as_deref().map(|task| (task, &line[..]));
+        let Some(Queued { job, handler }) = pool.next(answer, output) else {
+            return;
+        };
         let task = Arc::clone(&job.task);
         prefix.clear();
         wire::write_prefix(&mut prefix, &task.id, task.attempt);
         line.clear();
+        if line.capacity() > 1 << 20 {
+            // One huge result should not pin its memory for the life of the thread.
+            line = Vec::with_capacity(4 << 10);
+        }
         if task.is_cancelled() {
             wire::write_error(
                 &mut line,
@@ -425,10 +433,6 @@ fn serve_jobs(executor: &Executor, pool: &Pool, output: &Output) {
                     wire::write_error(&mut line, &task.id, task.attempt, &error);
                 }
             }
-        }
-        output.push(&line);
-        if line.capacity() > 1 << 20 {
-            line = Vec::with_capacity(4 << 10);
         }
         finished = Some(task);
     }

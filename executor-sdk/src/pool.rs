@@ -14,6 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::job::Job;
+use crate::output::Output;
 
 /// The part of a job shared between the pool and its handler: identity and cancellation.
 pub(crate) struct Task {
@@ -186,12 +187,16 @@ impl Pool {
         Ok(start)
     }
 
-    /// Called by a handler thread: forgets the job it finished, if any, and waits for the next
-    /// one. Returns `None` once the pool is closed and drained.
-    pub(crate) fn next(&self, finished: Option<&Task>) -> Option<Queued> {
+    /// Called by a handler thread: writes the answer of the job it finished, if any, and waits
+    /// for the next one. Returns `None` once the pool is closed and drained.
+    ///
+    /// The job leaves the live set and its answer is queued under one lock: once the answer can
+    /// reach the worker, a new attempt of the same job id is no longer refused as a duplicate.
+    pub(crate) fn next(&self, finished: Option<(&Task, &[u8])>, output: &Output) -> Option<Queued> {
         let mut state = self.lock();
-        if let Some(task) = finished {
+        if let Some((task, answer)) = finished {
             state.live.remove(&*task.id);
+            output.push(answer);
         }
         loop {
             if let Some(queued) = state.queue.pop_front() {

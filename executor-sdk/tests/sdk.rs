@@ -365,3 +365,20 @@ fn no_more_than_capacity_handlers_run_and_cancel_wakes_them() {
     assert_eq!(peak.load(Ordering::SeqCst), 2);
     live.finish();
 }
+
+#[test]
+fn a_job_id_is_free_again_as_soon_as_its_answer_is_out() {
+    let executor = Executor::new("again")
+        .capacity(4)
+        .handle_any(|job, _| Ok(job.attempt()));
+    let mut live = Live::start(executor);
+    for attempt in 1..=200 {
+        live.send(&format!(
+            r#"{{"job_id":"same","type":"x","attempt":{attempt}}}"#
+        ));
+        let answer = live.line();
+        assert_eq!(answer["status"], "done", "{answer}");
+        assert_eq!(answer["result"], attempt);
+    }
+    live.finish();
+}
