@@ -63,7 +63,10 @@
 //! both; that is what [`Executor::run`] does.
 //!
 //! **What the SDK guarantees.**
-//! - Jobs run on up to `capacity` handler threads; further job lines wait in arrival order.
+//! - Jobs run on up to `capacity` handler threads, started as needed; further job lines wait
+//!   in arrival order, while cancel lines are still read and acted on.
+//! - At end of input, queued and running jobs all finish and answer before `run` returns; a
+//!   handler that never returns keeps the process alive until the worker kills it.
 //! - Every job gets exactly one `done` or `error` line. A handler's `Err` and a handler's panic
 //!   both become an `error` line, and the executor keeps serving. A job of a type nobody handles,
 //!   a duplicate of a job still running, and a job cancelled while still queued get an `error`.
