@@ -8,6 +8,11 @@
 
 mod ids;
 mod job;
+mod mq;
 
 pub use ids::{Attempt, GroupId, IdError, JobId, PeerId};
 pub use job::{JobMode, JobStatus};
+pub use mq::{
+    AckFrame, DEFAULT_MAX_FRAME_BYTES, Frame, FrameError, MAX_MSG_ID_LEN, MQ_PROTOCOL, MsgFrame,
+    MsgId, NACK_MALFORMED, NACK_TOO_LARGE, NACK_UNAVAILABLE, NackFrame, sniff_id_and_seq,
+};
