@@ -1,2 +1,13 @@
 //! The goop peer: the libp2p node, the MQ bus between peers, groups (host-relayed channels with
 //! membership) and the type handlers that build on them.
+//!
+//! - [`identity`]: the peer's key in the data directory.
+//! - [`net`]: the libp2p node and the handle to it.
+//! - [`mq`]: the MQ bus on `/goop/mq/1.0.0`.
+
+pub mod identity;
+pub mod mq;
+pub mod net;
+
+pub use mq::{Incoming, Mq, MqConfig, MqError, Pending, Subscription};
+pub use net::{Node, NodeConfig, NodeError, NodeHandle, PeerEvent, PeerInfo};

@@ -1,0 +1,9 @@
+//! The node and the MQ bus over real libp2p swarms on loopback.
+
+mod net {
+    pub(crate) mod support;
+
+    mod identity;
+    mod mq;
+    mod node;
+}
