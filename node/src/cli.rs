@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the version of this build.
     Version,
+    /// Run a peer: the libp2p node, the MQ bus and the local HTTP API.
+    Node(crate::cmd_node::NodeArgs),
 }
 
 /// Runs the parsed command line and returns the process exit status.
@@ -29,5 +31,6 @@ pub fn run(cli: Cli) -> ExitCode {
             println!("goop {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Node(args) => crate::cmd_node::run(&args),
     }
 }

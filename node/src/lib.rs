@@ -1,6 +1,9 @@
 //! The `goop` program: the command line, the HTTP API, and the wiring of a peer's parts.
 
 pub mod cli;
+pub mod cmd_node;
+mod http;
 mod logging;
+pub mod node_config;
 
 pub use cli::run;
