@@ -108,6 +108,9 @@ struct Ready<'a> {
 }
 
 async fn serve(config: Config, print_ready: bool) -> anyhow::Result<()> {
+    // Installed before anything else, so a signal sent right after the ready line is handled
+    // as a graceful stop rather than by the default action.
+    let signals = Signals::install().context("cannot install signal handlers")?;
     let keypair = groups::identity::load_or_create(&config.data_dir)?;
     let mut node_config = NodeConfig::new(keypair);
     node_config.listen = config.listen.clone();
@@ -165,7 +168,7 @@ async fn serve(config: Config, print_ready: bool) -> anyhow::Result<()> {
 
     let shutdown = cancel.clone();
     tasks.spawn(async move {
-        wait_for_signal().await;
+        signals.wait().await;
         tracing::info!("shutting down");
         shutdown.cancel();
     });
@@ -179,22 +182,39 @@ async fn serve(config: Config, print_ready: bool) -> anyhow::Result<()> {
     served.context("the API server failed")
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn wait_for_signal() {
+/// SIGINT and SIGTERM, listened to from the moment they are installed.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves on the first SIGINT or SIGTERM.
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = &mut self;
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
