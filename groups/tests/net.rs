@@ -3,6 +3,7 @@
 mod net {
     pub(crate) mod support;
 
+    mod goop2;
     mod identity;
     mod mq;
     mod node;

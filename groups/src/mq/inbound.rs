@@ -161,11 +161,11 @@ pub(crate) async fn accept_loop(
 async fn handle_stream(peer: PeerId, stream: Stream, rx: &Receiver, cancel: &CancellationToken) {
     let (read, mut write) = stream.split();
     let mut reader = LineReader::new(read, rx.config.max_frame_bytes);
-    let mut out = Vec::new();
+    let mut out = Answers::default();
     let idle = rx.config.inbound_idle;
     loop {
-        // Acks go out in batches: whatever is buffered is written before waiting for input.
-        if (!reader.has_line() || out.len() >= ACK_FLUSH_BYTES)
+        // Answers go out in batches: whatever is pending is written before waiting for input.
+        if (!reader.has_line() || out.bytes.len() >= ACK_FLUSH_BYTES)
             && !out.is_empty()
             && let Err(error) = write_all(&mut write, &mut out).await
         {
@@ -186,7 +186,6 @@ async fn handle_stream(peer: PeerId, stream: Stream, rx: &Receiver, cancel: &Can
                     continue;
                 }
                 if !on_frame(peer, &bytes, rx, cancel, &mut out).await {
-                    let _ = write_all(&mut write, &mut out).await;
                     break;
                 }
             }
@@ -199,7 +198,7 @@ async fn handle_stream(peer: PeerId, stream: Stream, rx: &Receiver, cancel: &Can
                     max = rx.config.max_frame_bytes,
                     "refused oversized mq message"
                 );
-                Frame::Nack(NackFrame {
+                out.nack(NackFrame {
                     id,
                     seq,
                     code: proto::NACK_TOO_LARGE.to_owned(),
@@ -207,8 +206,7 @@ async fn handle_stream(peer: PeerId, stream: Stream, rx: &Receiver, cancel: &Can
                         "message of {len} bytes exceeds the receiver's limit of {} bytes",
                         rx.config.max_frame_bytes
                     ),
-                })
-                .encode_into(&mut out);
+                });
             }
             Ok(Line::Eof) => break,
             Err(error) => {
@@ -217,7 +215,9 @@ async fn handle_stream(peer: PeerId, stream: Stream, rx: &Receiver, cancel: &Can
             }
         }
     }
-    let _ = write_all(&mut write, &mut out).await;
+    if !out.is_empty() {
+        let _ = write_all(&mut write, &mut out).await;
+    }
     let _ = write.close().await;
 }
 
@@ -227,7 +227,7 @@ async fn on_frame(
     bytes: &[u8],
     rx: &Receiver,
     cancel: &CancellationToken,
-    out: &mut Vec<u8>,
+    out: &mut Answers,
 ) -> bool {
     match Frame::decode(bytes) {
         Ok(Frame::Msg(msg)) => {
@@ -237,17 +237,16 @@ async fn on_frame(
             };
             match rx.deliver(peer, msg, cancel).await {
                 Outcome::Delivered | Outcome::Duplicate => {
-                    Frame::Ack(ack).encode_into(out);
+                    out.ack(ack);
                     true
                 }
                 Outcome::Stopping => {
-                    Frame::Nack(NackFrame {
+                    out.nack(NackFrame {
                         id: Some(ack.id),
                         seq: Some(ack.seq),
                         code: proto::NACK_UNAVAILABLE.to_owned(),
                         message: "the receiver is shutting down".to_owned(),
-                    })
-                    .encode_into(out);
+                    });
                     false
                 }
             }
@@ -265,34 +264,97 @@ async fn on_frame(
     }
 }
 
-fn nack_malformed(bytes: &[u8], why: &str, out: &mut Vec<u8>) {
+fn nack_malformed(bytes: &[u8], why: &str, out: &mut Answers) {
     let (id, seq) = proto::sniff_id_and_seq(&bytes[..bytes.len().min(4096)]);
-    Frame::Nack(NackFrame {
+    out.nack(NackFrame {
         id,
         seq,
         code: proto::NACK_MALFORMED.to_owned(),
         message: why.to_owned(),
-    })
-    .encode_into(out);
+    });
+}
+
+/// Answers waiting to be written. Acks are cumulative: of a run of acks only the last is
+/// written (the sender reads an ack as covering every earlier message on the stream), which
+/// is also the only one a Goop² sender, with one message per stream, ever waits for.
+#[derive(Default)]
+struct Answers {
+    bytes: Vec<u8>,
+    last_ack: Option<AckFrame>,
+}
+
+impl Answers {
+    fn ack(&mut self, ack: AckFrame) {
+        self.last_ack = Some(ack);
+    }
+
+    fn nack(&mut self, nack: NackFrame) {
+        // Order matters: the messages before the refused one are acknowledged first.
+        self.settle();
+        Frame::Nack(nack).encode_into(&mut self.bytes);
+    }
+
+    fn settle(&mut self) {
+        if let Some(ack) = self.last_ack.take() {
+            Frame::Ack(ack).encode_into(&mut self.bytes);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty() && self.last_ack.is_none()
+    }
 }
 
 async fn write_all<W: futures::AsyncWrite + Unpin>(
     write: &mut W,
-    out: &mut Vec<u8>,
+    out: &mut Answers,
 ) -> std::io::Result<()> {
     // Bounded so a peer that never reads its acks cannot hold the handler forever.
     const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+    out.settle();
+    let bytes = &out.bytes;
     let result = tokio::time::timeout(WRITE_TIMEOUT, async {
-        write.write_all(out).await?;
+        write.write_all(bytes).await?;
         write.flush().await
     })
     .await;
-    out.clear();
+    out.bytes.clear();
     match result {
         Ok(result) => result,
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             "writing acks timed out",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u32) -> MsgId {
+        MsgId::new(&n.to_string()).unwrap()
+    }
+
+    proptest::proptest! {
+        /// Within the window, an id is taken once however often it repeats; ids older than
+        /// the window are forgotten, oldest first.
+        #[test]
+        fn seen_ids_keep_exactly_the_last_window(ids in proptest::collection::vec(0u32..50, 0..300), cap in 1usize..60) {
+            let mut seen = SeenIds::new(cap);
+            let mut model: VecDeque<u32> = VecDeque::new();
+            for n in ids {
+                let was_seen = seen.contains(&id(n));
+                proptest::prop_assert_eq!(was_seen, model.contains(&n));
+                if !was_seen {
+                    seen.insert(id(n));
+                    model.push_back(n);
+                    if model.len() > cap {
+                        model.pop_front();
+                    }
+                }
+                proptest::prop_assert_eq!(seen.set.len(), model.len());
+            }
+        }
     }
 }

@@ -192,4 +192,62 @@ mod tests {
             ["12345", "<too long 6>"]
         );
     }
+
+    /// Hands out its bytes in chunks of the given sizes, as a network would.
+    struct Chunked {
+        data: Vec<u8>,
+        at: usize,
+        sizes: Vec<usize>,
+        turn: usize,
+    }
+
+    impl futures::AsyncRead for Chunked {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let size = self.sizes[self.turn % self.sizes.len()].max(1);
+            self.turn += 1;
+            let n = size.min(buf.len()).min(self.data.len() - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            std::task::Poll::Ready(Ok(n))
+        }
+    }
+
+    proptest::proptest! {
+        /// However the bytes are chunked, the reader yields the lines a plain split gives,
+        /// with the ones over the limit replaced by their lengths.
+        #[test]
+        fn chunking_never_changes_the_lines(
+            lines in proptest::collection::vec("[a-z{}\":,]{0,40}", 0..30),
+            sizes in proptest::collection::vec(1usize..70, 1..8),
+            max in 1usize..30,
+        ) {
+            let mut data = Vec::new();
+            for line in &lines {
+                data.extend_from_slice(line.as_bytes());
+                data.push(b'\n');
+            }
+            let expected: Vec<String> = lines
+                .iter()
+                .map(|l| if l.len() > max { format!("<too long {}>", l.len()) } else { l.clone() })
+                .collect();
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let got = runtime.block_on(async {
+                let mut reader = LineReader::new(Chunked { data, at: 0, sizes, turn: 0 }, max);
+                let mut out = Vec::new();
+                loop {
+                    match reader.next().await.unwrap() {
+                        Line::Frame(f) => out.push(String::from_utf8(f).unwrap()),
+                        Line::TooLong { len, .. } => out.push(format!("<too long {len}>")),
+                        Line::Eof => break,
+                    }
+                }
+                out
+            });
+            proptest::prop_assert_eq!(got, expected);
+        }
+    }
 }

@@ -25,6 +25,9 @@ use crate::net::{NodeHandle, peer_to_proto};
 
 /// How many bytes of queued messages are gathered into one write.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
+/// Scheduler turns given to producers while gathering a batch. A lone message (nothing else
+/// in flight) is written at once, so light traffic keeps its latency.
+const COALESCE_YIELDS: u32 = 2;
 
 struct Conn {
     reader: LineReader<ReadHalf<Stream>>,
@@ -51,6 +54,9 @@ pub(crate) struct Link {
     window: VecDeque<Outgoing>,
     /// Failures in a row without an ack in between.
     failures: u32,
+    /// Whether the current stream has carried an ack; a stream that did and then ended (a
+    /// Goop² receiver closes after one message) is reopened at once, without counting.
+    acked_on_stream: bool,
     last_failure: String,
     /// When the window last made progress (or became non-empty).
     progress_at: Instant,
@@ -69,6 +75,7 @@ impl Link {
             conn: None,
             window: VecDeque::new(),
             failures: 0,
+            acked_on_stream: false,
             last_failure: String::new(),
             progress_at: Instant::now(),
             batch: Vec::new(),
@@ -126,11 +133,19 @@ impl Link {
         self.batch.clear();
         self.batch.extend_from_slice(&first.bytes);
         self.window.push_back(first);
+        // Every write is a yamux frame and a Noise record, so small writes are expensive.
+        // When more messages are likely coming (the queue was not empty a moment ago), give
+        // the producers a turn of the scheduler and gather what they add.
+        let mut yields = 0;
         while self.window.len() < self.config.window && self.batch.len() < WRITE_BATCH_BYTES {
             match self.rx.try_recv() {
                 Ok(out) => {
                     self.batch.extend_from_slice(&out.bytes);
                     self.window.push_back(out);
+                }
+                Err(_) if yields < COALESCE_YIELDS && self.window.len() > 1 => {
+                    yields += 1;
+                    tokio::task::yield_now().await;
                 }
                 Err(_) => break,
             }
@@ -221,6 +236,7 @@ impl Link {
 
     fn progress(&mut self) {
         self.failures = 0;
+        self.acked_on_stream = true;
         self.progress_at = Instant::now();
     }
 
@@ -232,7 +248,11 @@ impl Link {
         if self.window.is_empty() {
             return;
         }
-        self.failures += 1;
+        if std::mem::take(&mut self.acked_on_stream) {
+            self.failures = 0;
+        } else {
+            self.failures += 1;
+        }
         self.last_failure = reason;
         if self.failures >= self.config.max_attempts {
             self.give_up();
@@ -258,6 +278,7 @@ impl Link {
             match self.open().await {
                 Ok(conn) => {
                     self.conn = Some(conn);
+                    self.acked_on_stream = false;
                     self.progress_at = Instant::now();
                     let mut all = Vec::new();
                     for out in &self.window {

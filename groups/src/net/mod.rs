@@ -18,15 +18,10 @@ pub use node::Node;
 /// Converts a libp2p peer id to the wire form used in messages.
 pub fn peer_to_proto(peer: &libp2p::PeerId) -> proto::PeerId {
     // A libp2p peer id prints as base58, which always satisfies `proto::PeerId`'s shape check
-    // (non-empty, short, no ':' or whitespace); the fallback is never taken.
+    // (non-empty, short, no ':' or whitespace).
     peer.to_base58()
         .parse()
-        .unwrap_or_else(|_| unreachable_peer_id())
-}
-
-#[cold]
-fn unreachable_peer_id() -> proto::PeerId {
-    "invalid".parse().unwrap_or_else(|_| unreachable_peer_id())
+        .expect("a base58 peer id is a valid wire peer id")
 }
 
 /// Converts a wire peer id to a libp2p one, checking that it really is one.

@@ -168,13 +168,9 @@ async fn a_repeated_id_is_acknowledged_but_delivered_once() {
     let mut sub = b.mq().subscribe("");
     let peer = b.handle().local_peer_id();
     let line = r#"{"type":"msg","id":"same","seq":1,"topic":"t","payload":1}"#;
-    let answers = raw_exchange(&a, peer, &[line, line], 2).await;
-    assert_eq!(answers.len(), 2);
-    assert!(
-        answers
-            .iter()
-            .all(|l| l.contains(r#""type":"ack""#) && l.contains("same"))
-    );
+    // Acks are cumulative: one ack may answer both lines.
+    let answers = raw_exchange(&a, peer, &[line, line], 1).await;
+    assert_eq!(answers[0], r#"{"type":"ack","id":"same","seq":1}"#);
     // Also across streams, as after a retransmission on a new stream.
     raw_exchange(&a, peer, &[line], 1).await;
     assert_eq!(
