@@ -101,8 +101,13 @@ impl Receiver {
             .clone()
     }
 
-    async fn deliver(&self, from: PeerId, msg: MsgFrame, cancel: &CancellationToken) -> Outcome {
-        let seen = self.seen_ids(from);
+    async fn deliver(
+        &self,
+        from: PeerId,
+        seen: &tokio::sync::Mutex<SeenIds>,
+        msg: MsgFrame,
+        cancel: &CancellationToken,
+    ) -> Outcome {
         let mut seen = seen.lock().await;
         if seen.contains(&msg.id) {
             tracing::debug!(%from, id = %msg.id, "dropped repeated mq message");
@@ -163,6 +168,8 @@ async fn handle_stream(peer: PeerId, stream: Stream, rx: &Receiver, cancel: &Can
     let mut reader = LineReader::new(read, rx.config.max_frame_bytes);
     let mut out = Answers::default();
     let idle = rx.config.inbound_idle;
+    // Looked up once per stream; holding it also keeps this sender's ids from being evicted.
+    let seen = rx.seen_ids(peer);
     loop {
         // Answers go out in batches: whatever is pending is written before waiting for input.
         if (!reader.has_line() || out.bytes.len() >= ACK_FLUSH_BYTES)
@@ -185,7 +192,7 @@ async fn handle_stream(peer: PeerId, stream: Stream, rx: &Receiver, cancel: &Can
                 if bytes.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                if !on_frame(peer, &bytes, rx, cancel, &mut out).await {
+                if !on_frame(peer, &seen, &bytes, rx, cancel, &mut out).await {
                     break;
                 }
             }
@@ -224,6 +231,7 @@ async fn handle_stream(peer: PeerId, stream: Stream, rx: &Receiver, cancel: &Can
 /// Handles one line; returns `false` when the stream should end.
 async fn on_frame(
     peer: PeerId,
+    seen: &tokio::sync::Mutex<SeenIds>,
     bytes: &[u8],
     rx: &Receiver,
     cancel: &CancellationToken,
@@ -235,7 +243,7 @@ async fn on_frame(
                 id: msg.id.clone(),
                 seq: msg.seq,
             };
-            match rx.deliver(peer, msg, cancel).await {
+            match rx.deliver(peer, seen, msg, cancel).await {
                 Outcome::Delivered | Outcome::Duplicate => {
                     out.ack(ack);
                     true
