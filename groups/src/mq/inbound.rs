@@ -174,7 +174,10 @@ async fn handle_stream(peer: PeerId, stream: Stream, rx: &Receiver, cancel: &Can
         // Answers go out in batches: whatever is pending is written before waiting for input.
         if (!reader.has_line() || out.bytes.len() >= ACK_FLUSH_BYTES)
             && !out.is_empty()
-            && let Err(error) = write_all(&mut write, &mut out).await
+            && let Err(error) = tokio::select! {
+                result = write_all(&mut write, &mut out) => result,
+                () = cancel.cancelled() => return,
+            }
         {
             tracing::debug!(%peer, %error, "mq stream closed while acknowledging");
             return;

@@ -327,7 +327,12 @@ impl Link {
             conn.writer.write_all(bytes).await?;
             conn.writer.flush().await
         };
-        match tokio::time::timeout(self.config.ack_timeout, write).await {
+        let bounded = tokio::time::timeout(self.config.ack_timeout, write);
+        let result = tokio::select! {
+            result = bounded => result,
+            () = self.cancel.cancelled() => return Err("the mq bus is stopping".to_owned()),
+        };
+        match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("write failed: {e}")),
             Err(_) => Err(format!(
