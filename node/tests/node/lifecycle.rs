@@ -77,3 +77,35 @@ async fn sigterm_stops_the_node_gracefully() {
         "nothing on stdout but the ready line: {stdout}"
     );
 }
+
+#[tokio::test]
+async fn a_config_file_is_read_and_flags_win_over_it() {
+    let dir = temp_dir("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("goop.json");
+    std::fs::write(&file, r#"{"label":"from-file","mdns":false}"#).unwrap();
+    let file_arg = file.to_str().unwrap().to_owned();
+    let from_file = start_in(dir.join("a"), &["--config", &file_arg]).await;
+    let me = super::support::get(&from_file.ready.api, "/api/self")
+        .await
+        .json();
+    assert_eq!(me["label"], "from-file");
+    let overridden = start_in(
+        dir.join("b"),
+        &["--config", &file_arg, "--label", "from-flag"],
+    )
+    .await;
+    let me = super::support::get(&overridden.ready.api, "/api/self")
+        .await
+        .json();
+    assert_eq!(me["label"], "from-flag");
+
+    std::fs::write(&file, r#"{"lable":"typo"}"#).unwrap();
+    let mut cmd = goop(&dir.join("c"), &["--config", &file_arg]);
+    cmd.kill_on_drop(true);
+    let (status, stderr) = run_to_end(cmd).await;
+    assert!(!status.success());
+    assert!(stderr.contains("invalid config file"), "{stderr}");
+    drop((from_file, overridden));
+    let _ = std::fs::remove_dir_all(&dir);
+}
