@@ -363,21 +363,35 @@ impl Mq {
 }
 
 impl Inner {
-    /// Called by an idle link task: removes it from the table if nothing is queued for it,
-    /// under the table's lock so no sender can pick it up in between. Returns whether it may
-    /// end.
-    pub(crate) fn retire_link(&self, peer: PeerId, rx: &mut mpsc::Receiver<Outgoing>) -> bool {
+    /// Called by an idle link task. Under the table's lock, so no caller can look the link up
+    /// in between: when nothing is queued, closes the channel and removes the link. When a
+    /// message slipped in as the channel closed (a caller that looked the link up earlier),
+    /// the link stays, on a fresh channel that replaces the closed one in the table; the
+    /// closed channel comes back so the link sends its last messages first and order holds.
+    pub(crate) fn retire_link(&self, peer: PeerId, rx: &mut mpsc::Receiver<Outgoing>) -> Retire {
         let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
         if !rx.is_empty() {
-            return false;
+            return Retire::Busy;
         }
-        // Closing under the lock makes every later `send` on a stale clone fail at once, so
-        // its caller asks for a new link instead of waiting on this one.
+        // Closing makes every later `send` on a stale clone fail at once, so its caller asks
+        // for a link again instead of waiting on this one.
         rx.close();
-        if !rx.is_empty() {
-            return false;
+        if rx.is_empty() {
+            links.remove(&peer);
+            return Retire::Done;
         }
-        links.remove(&peer);
-        true
+        let (tx, fresh) = mpsc::channel(self.config.send_queue);
+        links.insert(peer, tx);
+        Retire::Reopened(std::mem::replace(rx, fresh))
     }
+}
+
+/// What an idle link does next.
+pub(crate) enum Retire {
+    /// It is out of the table and may end.
+    Done,
+    /// Messages are queued: it keeps going.
+    Busy,
+    /// It keeps going on a fresh channel; these messages, from the closed one, go first.
+    Reopened(mpsc::Receiver<Outgoing>),
 }

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::lines::{Line, LineReader};
-use super::{Inner, MqConfig, MqError, Outgoing, protocol};
+use super::{Inner, MqConfig, MqError, Outgoing, Retire, protocol};
 use crate::net::{NodeHandle, peer_to_proto};
 
 /// How many bytes of queued messages are gathered into one write.
@@ -108,11 +108,18 @@ impl Link {
                 }
                 Event::Idle => {
                     self.conn = None;
-                    let retired = bus
-                        .upgrade()
-                        .is_none_or(|bus| bus.retire_link(self.peer, &mut self.rx));
-                    if retired {
-                        break;
+                    self.batch = Vec::new();
+                    let Some(bus) = bus.upgrade() else { break };
+                    match bus.retire_link(self.peer, &mut self.rx) {
+                        Retire::Done => break,
+                        Retire::Busy => {}
+                        Retire::Reopened(mut closed) => {
+                            // A closed channel still yields what reserved senders put in;
+                            // `None` comes once they are all done.
+                            while let Some(out) = closed.recv().await {
+                                self.on_queued(out).await;
+                            }
+                        }
                     }
                 }
             }

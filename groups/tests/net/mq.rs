@@ -332,3 +332,35 @@ async fn a_send_after_the_receiver_stopped_fails_instead_of_hanging() {
     assert!(matches!(err, MqError::Undeliverable { .. }), "{err}");
     a.shutdown().await;
 }
+
+#[tokio::test]
+async fn links_that_go_idle_and_retire_lose_and_reorder_nothing() {
+    let quick = MqConfig {
+        link_idle: Duration::from_millis(5),
+        ..MqConfig::default()
+    };
+    let (a, b) = pair(quick, MqConfig::default()).await;
+    let mut sub = b.mq().subscribe("");
+    let peer = b.handle().local_peer_id();
+    let mq = a.mq();
+    let sender = tokio::spawn(async move {
+        let mut pending = Vec::new();
+        for i in 0..300u32 {
+            pending.push(mq.enqueue(peer, "t", raw(&i.to_string())).await.unwrap());
+            if i % 7 == 0 {
+                // Long enough for the link to go idle and retire between some messages.
+                tokio::time::sleep(Duration::from_millis(8)).await;
+            }
+        }
+        for p in pending {
+            p.acked().await.unwrap();
+        }
+    });
+    for i in 0..300u32 {
+        let m = within(20, "delivery", sub.recv()).await.unwrap();
+        assert_eq!(m.payload.get(), i.to_string());
+    }
+    within(20, "sender", sender).await.unwrap();
+    a.shutdown().await;
+    b.shutdown().await;
+}
