@@ -1,9 +1,19 @@
 //! The goop peer: the libp2p node, the MQ bus between peers, groups (host-relayed channels with
 //! membership) and the type handlers that build on them.
+//!
+//! - [`identity`]: the peer's key in the data directory.
+//! - [`net`]: the libp2p node and the handle to it.
+//! - [`mq`]: the MQ bus on `/goop/mq/1.0.0`.
+//! - [`group`]: groups, their persistence and their type handlers.
 
 pub mod group;
+pub mod identity;
+pub mod mq;
+pub mod net;
 
 pub use group::{
     GroupConfig, GroupError, GroupHandle, GroupManagerParts, GroupSpec, GroupStore, GroupTransport,
     HandlerRegistry, MetaUpdate, TransportError, TransportEvent, TypeHandler, spawn_group_manager,
 };
+pub use mq::{Incoming, Mq, MqConfig, MqError, Pending, Subscription};
+pub use net::{Node, NodeConfig, NodeError, NodeHandle, PeerEvent, PeerInfo};

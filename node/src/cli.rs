@@ -37,6 +37,8 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::cmd_job::ClusterCommand,
     },
+    /// Run a peer: the libp2p node, the MQ bus and the local HTTP API.
+    Node(crate::cmd_node::NodeArgs),
 }
 
 /// Runs the parsed command line and returns the process exit status.
@@ -49,5 +51,6 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Job { api, command } => crate::cmd_job::run_job(&api, command),
         Command::Cluster { api, command } => crate::cmd_job::run_cluster(&api, command),
+        Command::Node(args) => crate::cmd_node::run(&args),
     }
 }

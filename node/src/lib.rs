@@ -3,6 +3,9 @@
 pub mod cli;
 pub mod client;
 mod cmd_job;
+pub mod cmd_node;
+mod http;
 mod logging;
+pub mod node_config;
 
 pub use cli::run;

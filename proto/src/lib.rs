@@ -12,6 +12,7 @@ pub mod cluster;
 mod group;
 mod ids;
 mod job;
+mod mq;
 mod time;
 
 pub use group::{
@@ -23,4 +24,8 @@ pub use group::{
 };
 pub use ids::{Attempt, GroupId, IdError, JobId, PeerId};
 pub use job::{JobMode, JobStatus};
+pub use mq::{
+    AckFrame, DEFAULT_MAX_FRAME_BYTES, Frame, FrameError, MAX_MSG_ID_LEN, MQ_PROTOCOL, MsgFrame,
+    MsgId, NACK_MALFORMED, NACK_TOO_LARGE, NACK_UNAVAILABLE, NackFrame, sniff_id_and_seq,
+};
 pub use time::{Timestamp, TimestampError};

@@ -1,0 +1,10 @@
+//! The node and the MQ bus over real libp2p swarms on loopback.
+
+mod net {
+    pub(crate) mod support;
+
+    mod goop2;
+    mod identity;
+    mod mq;
+    mod node;
+}

@@ -1,0 +1,220 @@
+//! `goop node`: runs a peer (libp2p node, MQ bus, HTTP API) until SIGINT or SIGTERM.
+//!
+//! stdout stays empty except for the ready line that `--print-ready` asks for: one JSON object
+//! `{"event":"ready","peer_id","listen":[...],"api":"HOST:PORT"}` once the node listens and
+//! the API is bound (listen addresses end in `/p2p/<peer id>`; `api` is the bound address, so
+//! `--api 127.0.0.1:0` works). Logs go to stderr.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use groups::{MqConfig, Node, NodeConfig};
+use libp2p::multiaddr::Protocol;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::http::{self, AppState, Hub};
+use crate::node_config::{Config, RawConfig};
+
+/// Flags of `goop node`. Each overrides the same setting of the `--config` file.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// A JSON config file (keys: data_dir, label, listen, api, peers, mdns, api_token,
+    /// max_message_bytes); flags win over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the identity key and data live [default: $XDG_DATA_HOME/goop or
+    /// ~/.local/share/goop].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A libp2p listen address; repeatable [default: /ip4/0.0.0.0/tcp/0].
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<String>,
+    /// The HTTP API address [default: 127.0.0.1:8787]. A non-loopback address needs a token.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub api: Option<String>,
+    /// A peer to dial at start; repeatable.
+    #[arg(long = "peer", value_name = "MULTIADDR")]
+    pub peers: Vec<String>,
+    /// Turn off mDNS discovery on the local network.
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// A name for this peer, shown by /api/self.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// The token every API request must carry as `Authorization: Bearer <token>`.
+    #[arg(long, env = "GOOP_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Print one JSON line on stdout once ready (peer id, listen and API addresses).
+    #[arg(long)]
+    pub print_ready: bool,
+}
+
+impl NodeArgs {
+    fn raw(&self) -> RawConfig {
+        let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        RawConfig {
+            data_dir: self.data_dir.clone(),
+            label: self.label.clone(),
+            listen: list(&self.listen),
+            api: self.api.clone(),
+            peers: list(&self.peers),
+            mdns: self.no_mdns.then_some(false),
+            api_token: self.api_token.clone(),
+            max_message_bytes: None,
+        }
+    }
+
+    /// The file's settings under the flags', validated.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let file = match &self.config {
+            Some(path) => RawConfig::from_file(path)?,
+            None => RawConfig::default(),
+        };
+        Ok(file.overlay(self.raw()).validate()?)
+    }
+}
+
+/// Runs `goop node` and returns the exit status.
+pub fn run(args: &NodeArgs) -> ExitCode {
+    let result = args.config().and_then(|config| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        runtime.block_on(serve(config, args.print_ready))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("goop node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Ready<'a> {
+    event: &'static str,
+    peer_id: String,
+    listen: Vec<String>,
+    api: String,
+    label: &'a str,
+}
+
+async fn serve(config: Config, print_ready: bool) -> anyhow::Result<()> {
+    // Installed before anything else, so a signal sent right after the ready line is handled
+    // as a graceful stop rather than by the default action.
+    let signals = Signals::install().context("cannot install signal handlers")?;
+    let keypair = groups::identity::load_or_create(&config.data_dir)?;
+    let mut node_config = NodeConfig::new(keypair);
+    node_config.listen = config.listen.clone();
+    node_config.bootstrap = config.peers.clone();
+    node_config.mdns = config.mdns;
+    node_config.mq = MqConfig {
+        max_frame_bytes: config.max_message_bytes,
+        ..MqConfig::default()
+    };
+    let node = Node::start(node_config).await?;
+    let handle = node.handle();
+    let peer_id = handle.local_peer_id();
+
+    let listener = match tokio::net::TcpListener::bind(config.api).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            node.shutdown().await;
+            return Err(e).with_context(|| format!("cannot bind the API to {}", config.api));
+        }
+    };
+    let api_addr = listener.local_addr()?;
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let state = AppState {
+        node: handle.clone(),
+        mq: node.mq(),
+        hub: Hub::new(),
+        label: config.label.as_str().into(),
+        token: config.api_token.as_deref().map(Arc::from),
+        api_addr,
+        cancel: cancel.clone(),
+    };
+    let app = http::router(state, config.max_message_bytes, &tasks);
+    tracing::info!(peer = %peer_id, api = %api_addr, "goop node running");
+
+    if print_ready {
+        let listen = handle
+            .listen_addrs()
+            .await?
+            .into_iter()
+            .map(|a| a.with(Protocol::P2p(peer_id)).to_string())
+            .collect();
+        let ready = Ready {
+            event: "ready",
+            peer_id: peer_id.to_base58(),
+            listen,
+            api: api_addr.to_string(),
+            label: &config.label,
+        };
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer(&mut out, &ready)?;
+        writeln!(out)?;
+        out.flush()?;
+    }
+
+    let shutdown = cancel.clone();
+    tasks.spawn(async move {
+        signals.wait().await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(cancel.clone().cancelled_owned())
+        .await;
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+    node.shutdown().await;
+    served.context("the API server failed")
+}
+
+/// SIGINT and SIGTERM, listened to from the moment they are installed.
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Resolves on the first SIGINT or SIGTERM.
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = &mut self;
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

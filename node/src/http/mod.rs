@@ -1,0 +1,164 @@
+//! The local HTTP API (axum): the peer itself, its connections, and the MQ bus.
+//!
+//! Every answer is JSON; errors are `{"error":{"code","message"}}`. When an API token is set,
+//! every route requires `Authorization: Bearer <token>` (the event stream included: it carries
+//! message contents). A request whose `Origin` is not this API's own origin is refused, so a
+//! web page the user visits cannot drive the peer. Bodies are limited on every route.
+
+mod api;
+mod error;
+mod hub;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::{get, post};
+use groups::{Mq, NodeHandle};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub(crate) use error::ApiError;
+pub(crate) use hub::Hub;
+
+/// The body limit of routes that carry no payload.
+const SMALL_BODY: usize = 64 * 1024;
+/// What an MQ send body may hold beyond the message limit (the other fields, escaping).
+const SEND_BODY_OVERHEAD: usize = 64 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) node: NodeHandle,
+    pub(crate) mq: Mq,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) label: Arc<str>,
+    pub(crate) token: Option<Arc<str>>,
+    pub(crate) api_addr: SocketAddr,
+    pub(crate) cancel: CancellationToken,
+}
+
+/// Starts the hub's feed and returns the router.
+pub(crate) fn router(state: AppState, max_message_bytes: usize, tasks: &TaskTracker) -> Router {
+    tasks.spawn(hub::feed(
+        state.hub.clone(),
+        state.mq.clone(),
+        state.cancel.clone(),
+    ));
+    let send_limit = max_message_bytes.saturating_add(SEND_BODY_OVERHEAD);
+    Router::new()
+        .route("/api/self", get(api::get_self))
+        .route("/api/peers", get(api::get_peers))
+        .route("/api/peers/dial", post(api::dial))
+        .route(
+            "/api/mq/send",
+            post(api::mq_send).layer(DefaultBodyLimit::max(send_limit)),
+        )
+        .route("/api/mq/ack", post(api::mq_ack))
+        .route("/api/mq/events", get(api::mq_events))
+        .fallback(api::not_found)
+        .layer(DefaultBodyLimit::max(SMALL_BODY))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Refuses foreign origins and, with a token configured, requests without it.
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Err(e) = check_origin(request.headers(), state.api_addr) {
+        return e.into_response();
+    }
+    if let Some(token) = &state.token
+        && !bearer_matches(request.headers(), token)
+    {
+        return ApiError::unauthorized().into_response();
+    }
+    next.run(request).await
+}
+
+fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let Some(given) = value.strip_prefix("Bearer ") else {
+        return false;
+    };
+    constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Allows requests without an `Origin` (tools, scripts) and those from this API's own origin.
+fn check_origin(headers: &HeaderMap, api: SocketAddr) -> Result<(), ApiError> {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && site == "cross-site"
+    {
+        return Err(ApiError::forbidden_origin(site));
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("");
+    let port = api.port();
+    let mut allowed = vec![format!("http://{api}")];
+    if api.ip().is_loopback() || api.ip().is_unspecified() {
+        allowed.push(format!("http://127.0.0.1:{port}"));
+        allowed.push(format!("http://localhost:{port}"));
+        allowed.push(format!("http://[::1]:{port}"));
+    }
+    if allowed.iter().any(|a| a == origin) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden_origin(origin))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_other_than_the_api_are_refused() {
+        let api: SocketAddr = "127.0.0.1:8787".parse().unwrap();
+        let with = |origin: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ORIGIN, origin.parse().unwrap());
+            check_origin(&h, api)
+        };
+        assert!(check_origin(&HeaderMap::new(), api).is_ok());
+        assert!(with("http://127.0.0.1:8787").is_ok());
+        assert!(with("http://localhost:8787").is_ok());
+        assert!(with("http://evil.example").is_err());
+        assert!(with("http://localhost:9999").is_err());
+        assert!(with("null").is_err());
+    }
+
+    #[test]
+    fn bearer_tokens_must_match_exactly() {
+        let mut h = HeaderMap::new();
+        assert!(!bearer_matches(&h, "secret-token-123456"));
+        h.insert(
+            header::AUTHORIZATION,
+            "Bearer secret-token-123456".parse().unwrap(),
+        );
+        assert!(bearer_matches(&h, "secret-token-123456"));
+        assert!(!bearer_matches(&h, "secret-token-1234567"));
+        h.insert(
+            header::AUTHORIZATION,
+            "Basic secret-token-123456".parse().unwrap(),
+        );
+        assert!(!bearer_matches(&h, "secret-token-123456"));
+    }
+}

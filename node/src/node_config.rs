@@ -1,0 +1,282 @@
+//! The configuration of `goop node`, in two stages: [`RawConfig`] (all optional, from the
+//! `--config` file and the flags, flags winning) validated into [`Config`]. Defaults live in
+//! [`RawConfig::validate`] and nowhere else.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use libp2p::Multiaddr;
+use serde::Deserialize;
+
+/// The API address when none is given.
+pub const DEFAULT_API: &str = "127.0.0.1:8787";
+/// The libp2p listen address when none is given: every interface, a port the system picks.
+pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/0";
+
+/// Settings as read from `goop.json` or the command line, every one optional.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where the identity key and the database live.
+    pub data_dir: Option<PathBuf>,
+    /// A human-readable name for this peer.
+    pub label: Option<String>,
+    /// libp2p listen addresses.
+    pub listen: Option<Vec<String>>,
+    /// The HTTP API address (`HOST:PORT`).
+    pub api: Option<String>,
+    /// Peers to dial at start (multiaddrs).
+    pub peers: Option<Vec<String>>,
+    /// Whether mDNS discovery runs.
+    pub mdns: Option<bool>,
+    /// The token the API requires (`Authorization: Bearer ...`).
+    pub api_token: Option<String>,
+    /// The largest MQ message accepted, in bytes.
+    pub max_message_bytes: Option<usize>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the identity key and the database live.
+    pub data_dir: PathBuf,
+    /// A human-readable name for this peer (empty when not set).
+    pub label: String,
+    /// libp2p listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// The HTTP API address.
+    pub api: SocketAddr,
+    /// Peers to dial at start.
+    pub peers: Vec<Multiaddr>,
+    /// Whether mDNS discovery runs.
+    pub mdns: bool,
+    /// The token the API requires, if any.
+    pub api_token: Option<String>,
+    /// The largest MQ message accepted, in bytes.
+    pub max_message_bytes: usize,
+}
+
+/// Why the configuration is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The config file is not valid.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// A value is not valid.
+    #[error("invalid {field} {value:?}: {reason}")]
+    Invalid {
+        /// Which setting.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// No data directory was given and the platform's could not be found.
+    #[error("no data directory: pass --data-dir (neither XDG_DATA_HOME nor HOME is set)")]
+    NoDataDir,
+    /// The API would be reachable from other machines without a token.
+    #[error(
+        "refusing to serve the API on non-loopback address {0} without an API token: set \
+         --api-token (or GOOP_API_TOKEN), or bind to 127.0.0.1"
+    )]
+    OpenApiWithoutToken(SocketAddr),
+}
+
+impl RawConfig {
+    /// Reads a JSON config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        serde_json::from_slice(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Layers `over` on top of `self`: every setting `over` has wins.
+    #[must_use]
+    pub fn overlay(self, over: Self) -> Self {
+        Self {
+            data_dir: over.data_dir.or(self.data_dir),
+            label: over.label.or(self.label),
+            listen: over.listen.or(self.listen),
+            api: over.api.or(self.api),
+            peers: over.peers.or(self.peers),
+            mdns: over.mdns.or(self.mdns),
+            api_token: over.api_token.or(self.api_token),
+            max_message_bytes: over.max_message_bytes.or(self.max_message_bytes),
+        }
+    }
+
+    /// Checks every value and fills in the defaults.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let data_dir = match self.data_dir {
+            Some(dir) => dir,
+            None => default_data_dir().ok_or(ConfigError::NoDataDir)?,
+        };
+        let listen = match self.listen {
+            Some(list) => list
+                .iter()
+                .map(|a| parse_multiaddr("listen address", a))
+                .collect::<Result<_, _>>()?,
+            None => vec![parse_multiaddr("listen address", DEFAULT_LISTEN)?],
+        };
+        let peers = self
+            .peers
+            .unwrap_or_default()
+            .iter()
+            .map(|a| parse_multiaddr("peer address", a))
+            .collect::<Result<_, _>>()?;
+        let api_text = self.api.unwrap_or_else(|| DEFAULT_API.to_owned());
+        let api: SocketAddr = api_text.parse().map_err(|e| ConfigError::Invalid {
+            field: "api address",
+            value: api_text.clone(),
+            reason: format!("{e} (expected HOST:PORT with an IP address)"),
+        })?;
+        let api_token = self.api_token.filter(|t| !t.is_empty());
+        if let Some(token) = &api_token
+            && (token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(ConfigError::Invalid {
+                field: "api token",
+                value: "<hidden>".to_owned(),
+                reason: "expected at least 16 characters without spaces".to_owned(),
+            });
+        }
+        if !api.ip().is_loopback() && api_token.is_none() {
+            return Err(ConfigError::OpenApiWithoutToken(api));
+        }
+        let max_message_bytes = self
+            .max_message_bytes
+            .unwrap_or(proto::DEFAULT_MAX_FRAME_BYTES);
+        if max_message_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                field: "max message bytes",
+                value: max_message_bytes.to_string(),
+                reason: "expected at least 1024".to_owned(),
+            });
+        }
+        Ok(Config {
+            data_dir,
+            label: self.label.unwrap_or_default(),
+            listen,
+            api,
+            peers,
+            mdns: self.mdns.unwrap_or(true),
+            api_token,
+            max_message_bytes,
+        })
+    }
+}
+
+fn parse_multiaddr(field: &'static str, text: &str) -> Result<Multiaddr, ConfigError> {
+    text.parse()
+        .map_err(|e: libp2p::multiaddr::Error| ConfigError::Invalid {
+            field,
+            value: text.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+/// `$XDG_DATA_HOME/goop`, else `$HOME/.local/share/goop`.
+fn default_data_dir() -> Option<PathBuf> {
+    let from_env = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    from_env("XDG_DATA_HOME")
+        .map(|d| d.join("goop"))
+        .or_else(|| from_env("HOME").map(|h| h.join(".local/share/goop")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawConfig {
+        RawConfig {
+            data_dir: Some("/tmp/x".into()),
+            ..RawConfig::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_loopback_api_and_any_interface_listen() {
+        let c = raw().validate().unwrap();
+        assert_eq!(c.api.to_string(), DEFAULT_API);
+        assert_eq!(c.listen[0].to_string(), DEFAULT_LISTEN);
+        assert!(c.mdns);
+        assert_eq!(c.max_message_bytes, proto::DEFAULT_MAX_FRAME_BYTES);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file: RawConfig =
+            serde_json::from_str(r#"{"label":"file","api":"127.0.0.1:1","mdns":false}"#).unwrap();
+        let flags = RawConfig {
+            label: Some("flag".into()),
+            ..raw()
+        };
+        let c = file.overlay(flags).validate().unwrap();
+        assert_eq!(c.label, "flag");
+        assert_eq!(c.api.port(), 1);
+        assert!(!c.mdns);
+    }
+
+    #[test]
+    fn an_open_api_needs_a_token() {
+        let open = RawConfig {
+            api: Some("0.0.0.0:8787".into()),
+            ..raw()
+        };
+        let err = open.clone().validate().unwrap_err();
+        assert!(err.to_string().contains("without an API token"), "{err}");
+        let with_token = RawConfig {
+            api_token: Some("0123456789abcdef".into()),
+            ..open
+        };
+        assert!(with_token.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let bad = RawConfig {
+            listen: Some(vec!["nonsense".into()]),
+            ..raw()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("listen address")
+        );
+        let bad = RawConfig {
+            api: Some("localhost:80".into()),
+            ..raw()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("api address")
+        );
+        assert!(serde_json::from_str::<RawConfig>(r#"{"lable":"x"}"#).is_err());
+    }
+}

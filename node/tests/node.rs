@@ -1,0 +1,8 @@
+//! `goop node` as a real process, driven over HTTP on loopback.
+
+mod node {
+    pub(crate) mod support;
+
+    mod api;
+    mod lifecycle;
+}

@@ -1,0 +1,206 @@
+//! Starting `goop node` processes and talking HTTP/1.1 to them with a minimal client.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// The ready line `--print-ready` prints.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Ready {
+    pub(crate) event: String,
+    pub(crate) peer_id: String,
+    pub(crate) listen: Vec<String>,
+    pub(crate) api: String,
+}
+
+/// A running `goop node`, killed when dropped.
+pub(crate) struct Peer {
+    pub(crate) child: Child,
+    pub(crate) ready: Ready,
+    pub(crate) data_dir: PathBuf,
+}
+
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "goop-node-test-{}-{}-{name}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+pub(crate) fn goop(data_dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_goop"));
+    cmd.arg("node")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args([
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--api",
+            "127.0.0.1:0",
+            "--no-mdns",
+            "--print-ready",
+        ])
+        .args(extra)
+        .env_remove("GOOP_API_TOKEN")
+        .env("GOOP_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Starts a peer and waits for its ready line.
+pub(crate) async fn start_in(data_dir: PathBuf, extra: &[&str]) -> Peer {
+    let mut child = goop(&data_dir, extra).spawn().expect("spawn goop");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(20),
+        BufReader::new(stdout).read_line(&mut line),
+    )
+    .await;
+    if !matches!(read, Ok(Ok(n)) if n > 0) {
+        let _ = child.kill().await;
+        let mut err = String::new();
+        if let Some(mut stderr) = child.stderr.take() {
+            let _ = stderr.read_to_string(&mut err).await;
+        }
+        panic!("goop node did not become ready: {err}");
+    }
+    let ready: Ready = serde_json::from_str(&line).expect("ready line is json");
+    assert_eq!(ready.event, "ready");
+    Peer {
+        child,
+        ready,
+        data_dir,
+    }
+}
+
+pub(crate) async fn start(extra: &[&str]) -> Peer {
+    start_in(temp_dir("peer"), extra).await
+}
+
+impl Peer {
+    /// Kills the process and leaves its data directory in place, for a restart.
+    pub(crate) async fn kill_keeping_data(mut self) {
+        let _ = self.child.kill().await;
+        self.data_dir = PathBuf::new();
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        if !self.data_dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) body: String,
+}
+
+impl Answer {
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// One request on a fresh connection (`Connection: close`).
+pub(crate) async fn http(
+    api: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Answer {
+    let mut stream = TcpStream::connect(api).await.expect("connect to api");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(body) = body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    if let Some(body) = body {
+        request.push_str(body);
+    }
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("http head");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    Answer {
+        status,
+        body: body.to_owned(),
+    }
+}
+
+pub(crate) async fn get(api: &str, path: &str) -> Answer {
+    http(api, "GET", path, &[], None).await
+}
+
+pub(crate) async fn post(api: &str, path: &str, body: &str) -> Answer {
+    http(api, "POST", path, &[], Some(body)).await
+}
+
+/// An open `GET /api/mq/events` stream, read as raw text.
+pub(crate) struct Events {
+    stream: TcpStream,
+    pub(crate) seen: String,
+}
+
+impl Events {
+    pub(crate) async fn open(api: &str) -> Self {
+        let mut stream = TcpStream::connect(api).await.unwrap();
+        let request = format!("GET /api/mq/events HTTP/1.1\r\nHost: {api}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut events = Self {
+            stream,
+            seen: String::new(),
+        };
+        events.wait_for("event: connected").await;
+        events
+    }
+
+    /// Reads until `needle` has been seen, failing after a deadline.
+    pub(crate) async fn wait_for(&mut self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let mut buf = [0u8; 4096];
+        while !self.seen.contains(needle) {
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no {needle:?} in {:?}", self.seen))
+                .unwrap();
+            assert!(n > 0, "event stream ended: {:?}", self.seen);
+            self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+}
