@@ -6,8 +6,13 @@
 
 #![deny(missing_docs)]
 
+mod executor;
 mod ids;
 mod job;
 
+pub use executor::{
+    BinaryMode, CANCEL_TYPE, CHECK_JOB_ID, CHECK_LINE, CheckInfo, ExecutorLine, JobLine, LineError,
+    UnknownBinaryMode, write_cancel_line,
+};
 pub use ids::{Attempt, GroupId, IdError, JobId, PeerId};
 pub use job::{JobMode, JobStatus};
