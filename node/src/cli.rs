@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the version of this build.
     Version,
+    /// Try an executor binary locally: run its check, or run jobs through it.
+    Executor(crate::cmd_executor::ExecutorArgs),
 }
 
 /// Runs the parsed command line and returns the process exit status.
@@ -29,5 +31,6 @@ pub fn run(cli: Cli) -> ExitCode {
             println!("goop {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Executor(args) => crate::cmd_executor::run(args),
     }
 }

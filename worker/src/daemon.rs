@@ -303,6 +303,7 @@ impl Daemon {
                 self.deadlines.insert((at, id));
             }
             let sink = job.sink();
+            sink.lossy(EventKind::Started);
             self.running.insert(
                 id,
                 Running {

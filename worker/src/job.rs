@@ -46,6 +46,9 @@ pub struct Event {
 /// The kinds of job event.
 #[derive(Debug)]
 pub enum EventKind {
+    /// The job reached the executor: its process started (oneshot) or its line was queued for
+    /// the daemon. Dropped rather than waited for when the receiver is full.
+    Started,
     /// A `progress` line. Dropped rather than waited for when the receiver is full.
     Progress {
         /// Percent done, as the executor wrote it.

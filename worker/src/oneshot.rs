@@ -93,6 +93,9 @@ pub(crate) async fn run(run: Run<'_>) -> Outcome {
         }
     };
     let pgid = spawned.pgid;
+    if let Some(events) = run.events {
+        events.lossy(EventKind::Started);
+    }
     let mut stdin = Some(spawned.stdin);
     let mut written = 0;
     let mut stdout = LineReader::new(spawned.stdout, config.max_line_bytes);

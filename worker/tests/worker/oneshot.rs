@@ -82,7 +82,7 @@ async fn progress_logs_output_and_garbage_become_events() {
                 line,
             } => stderr_logs.push(line.clone()),
             EventKind::Output(data) => outputs.push(data.get().to_owned()),
-            EventKind::Finished(_) => unreachable!(),
+            EventKind::Started | EventKind::Finished(_) => unreachable!(),
         }
     }
     assert_eq!(progress, [(12.5, "a".to_owned()), (50.0, "b".to_owned())]);

@@ -84,6 +84,7 @@ pub async fn finish(rx: &mut mpsc::Receiver<Event>) -> Finished {
                 .expect("event channel closed before the outcome");
             match event.kind {
                 EventKind::Finished(outcome) => return outcome,
+                EventKind::Started => {}
                 other => events.push(other),
             }
         }
