@@ -11,7 +11,7 @@
 //! to a cap and resets when a job completes; every restart runs the check again. Too many failed
 //! checks in a row make the executor unusable.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::io;
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -21,8 +21,9 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use proto::{CHECK_JOB_ID, CHECK_LINE, CheckInfo, ExecutorLine, JobId, JobLine, write_cancel_line};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::ExecutorConfig;
@@ -35,7 +36,9 @@ use crate::sink::EventSink;
 use crate::stderr::StderrTail;
 
 struct Proc {
-    child: Child,
+    /// Waits for the process to exit. It runs as a task of its own because polling a child's
+    /// exit costs a `waitpid` call, which this loop must not pay on every line.
+    waiter: JoinSet<io::Result<ExitStatus>>,
     pgid: Pid,
     stdin: Option<ChildStdin>,
     /// Lines not yet written, from `written` on.
@@ -96,6 +99,8 @@ pub(crate) struct Daemon {
     status: watch::Sender<ExecutorStatus>,
     capacity: usize,
     queue: VecDeque<Submitted>,
+    /// The ids in `queue`, to refuse duplicates without a scan.
+    queued: HashSet<JobId>,
     running: HashMap<JobId, Running>,
     /// Cancelled or timed-out jobs still holding a slot, until the daemon answers for them.
     draining: HashMap<JobId, Instant>,
@@ -107,8 +112,6 @@ pub(crate) struct Daemon {
     /// Whether a check has ever succeeded: a first check that fails is final.
     checked_once: bool,
     shutting_down: bool,
-    /// Scratch space for formatting job ids.
-    id_text: String,
 }
 
 async fn write_some(stdin: Option<&mut ChildStdin>, buf: &[u8]) -> io::Result<usize> {
@@ -138,6 +141,7 @@ impl Daemon {
             status,
             capacity: 1,
             queue: VecDeque::new(),
+            queued: HashSet::new(),
             running: HashMap::new(),
             draining: HashMap::new(),
             deadlines: BTreeSet::new(),
@@ -149,7 +153,6 @@ impl Daemon {
             failed_checks: 0,
             checked_once: false,
             shutting_down: false,
-            id_text: String::with_capacity(16),
         }
     }
 
@@ -169,7 +172,9 @@ impl Daemon {
                         biased;
                         () = sleep_until(wake) => Step::Timer,
                         c = self.commands.recv(), if !shutting_down => Step::Command(c),
-                        r = p.child.wait(), if p.exit.is_none() => Step::Exited(r),
+                        Some(r) = p.waiter.join_next(), if p.exit.is_none() => {
+                            Step::Exited(r.unwrap_or_else(|e| Err(io::Error::other(e))))
+                        }
                         r = p.stdout.next(), if p.stdout_open => Step::Line(r),
                         r = p.stderr.read(&mut p.stderr_buf), if p.stderr_open => Step::Stderr(r),
                         r = write_some(stdin, &p.out[p.written..]), if has_out => Step::Wrote(r),
@@ -220,7 +225,13 @@ impl Daemon {
                     p.drain_until = Some(Instant::now() + self.config.kill_grace);
                 }
             }
-            Step::Line(Ok(Some(line))) => self.on_line(line).await,
+            Step::Line(Ok(Some(line))) => {
+                self.on_line(line).await;
+                // Lines already read are handled in one go: one wakeup, many answers.
+                while let Some(line) = self.proc.as_mut().and_then(|p| p.stdout.buffered()) {
+                    self.on_line(line).await;
+                }
+            }
             Step::Line(Ok(None)) | Step::Line(Err(_)) => {
                 if let Some(p) = self.proc.as_mut() {
                     p.stdout_open = false;
@@ -283,13 +294,10 @@ impl Daemon {
             let Some(job) = self.queue.pop_front() else {
                 break;
             };
-            self.id_text.clear();
-            {
-                use std::fmt::Write;
-                let _ = write!(self.id_text, "{}", job.spec.id);
-            }
+            self.queued.remove(&job.spec.id);
+            let id_text = hex_id(job.spec.id);
             JobLine {
-                job_id: &self.id_text,
+                job_id: id_text.as_str(),
                 payload: &job.spec.payload,
                 timeout_s: job.spec.timeout_s(),
                 job_type: &job.spec.job_type,
@@ -317,7 +325,7 @@ impl Daemon {
 
     async fn on_submit(&mut self, job: Submitted) {
         let id = job.spec.id;
-        if self.running.contains_key(&id) || self.queue.iter().any(|q| q.spec.id == id) {
+        if self.running.contains_key(&id) || self.queued.contains(&id) {
             job.reject().await;
             return;
         }
@@ -334,11 +342,14 @@ impl Daemon {
             .await;
             return;
         }
+        self.queued.insert(id);
         self.queue.push_back(job);
     }
 
     async fn on_cancel(&mut self, id: JobId) {
-        if let Some(at) = self.queue.iter().position(|q| q.spec.id == id) {
+        if self.queued.remove(&id)
+            && let Some(at) = self.queue.iter().position(|q| q.spec.id == id)
+        {
             if let Some(job) = self.queue.remove(at) {
                 job.finish(Outcome::Cancelled).await;
             }
@@ -354,12 +365,7 @@ impl Daemon {
             return;
         };
         if let Some(p) = self.proc.as_mut() {
-            self.id_text.clear();
-            {
-                use std::fmt::Write;
-                let _ = write!(self.id_text, "{id}");
-            }
-            write_cancel_line(&self.id_text, &mut p.out);
+            write_cancel_line(hex_id(id).as_str(), &mut p.out);
             self.draining
                 .insert(id, Instant::now() + self.config.kill_grace);
         }
@@ -376,6 +382,7 @@ impl Daemon {
 
     async fn on_shutdown(&mut self) {
         self.shutting_down = true;
+        self.queued.clear();
         for job in self.queue.drain(..) {
             job.finish(lost(
                 FailureKind::ShutDown,
@@ -483,13 +490,15 @@ impl Daemon {
             ("GOOP_ATTEMPT", "0"),
         ];
         match process::spawn(&self.config, &env) {
-            Ok(spawned) => {
+            Ok(mut spawned) => {
+                let mut waiter = JoinSet::new();
+                waiter.spawn(async move { spawned.child.wait().await });
                 let mut out = Vec::with_capacity(64 * 1024);
                 out.extend_from_slice(CHECK_LINE.as_bytes());
                 out.push(b'\n');
                 tracing::debug!(pid = spawned.pgid.as_raw(), "executor daemon started");
                 self.proc = Some(Proc {
-                    child: spawned.child,
+                    waiter,
                     pgid: spawned.pgid,
                     stdin: Some(spawned.stdin),
                     out,
@@ -726,6 +735,7 @@ impl Daemon {
                 ExecutorStatus::Unusable { reason } => format!("executor is unusable: {reason}"),
                 _ => "executor is unusable".to_owned(),
             };
+            self.queued.clear();
             for job in self.queue.drain(..) {
                 job.finish(lost(FailureKind::Rejected, message.clone(), None))
                     .await;
@@ -762,6 +772,26 @@ impl Daemon {
     }
 }
 
+/// A job id as its 16 hex digits, without going through `fmt` (this is on the hot path).
+struct HexId([u8; 16]);
+
+impl HexId {
+    fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+fn hex_id(id: JobId) -> HexId {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    let value = id.as_u64();
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = DIGITS[((value >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    HexId(out)
+}
+
 fn lost(kind: FailureKind, message: impl Into<String>, tail: Option<String>) -> Outcome {
     let mut failure = Failure::new(kind, message);
     failure.stderr_tail = tail;
@@ -786,6 +816,14 @@ fn sniff_job_id(prefix: &[u8]) -> Option<JobId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_ids_match_the_display_form() {
+        for value in [0, 1, 0xabc, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let id = JobId::from_u64(value);
+            assert_eq!(hex_id(id).as_str(), id.to_string());
+        }
+    }
 
     #[test]
     fn sniffs_a_job_id_from_a_line_prefix() {

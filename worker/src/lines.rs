@@ -48,6 +48,21 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
 
     /// Reads the next line; `None` at end of file. Cancel-safe.
     pub(crate) async fn next(&mut self) -> io::Result<Option<Line>> {
+        loop {
+            if let Some(line) = self.buffered() {
+                return Ok(Some(line));
+            }
+            if self.inner.fill_buf().await?.is_empty() {
+                if self.line_len == 0 {
+                    return Ok(None);
+                }
+                return Ok(Some(self.finish()));
+            }
+        }
+    }
+
+    /// The next line if it is already complete in the buffer; never reads.
+    pub(crate) fn buffered(&mut self) -> Option<Line> {
         if self.returned {
             self.returned = false;
             self.buf.clear();
@@ -57,30 +72,23 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 self.buf.shrink_to(64 * 1024);
             }
         }
-        loop {
-            let available = self.inner.fill_buf().await?;
-            if available.is_empty() {
-                if self.line_len == 0 {
-                    return Ok(None);
-                }
-                return Ok(Some(self.finish()));
-            }
-            let newline = available.iter().position(|&b| b == b'\n');
-            let chunk = newline.unwrap_or(available.len());
-            let len = self.line_len + chunk;
-            if len <= self.max {
-                self.buf.extend_from_slice(&available[..chunk]);
-            } else if self.buf.len() < KEPT_PREFIX {
-                let keep = (KEPT_PREFIX - self.buf.len()).min(chunk);
-                self.buf.extend_from_slice(&available[..keep]);
-            }
-            self.line_len = len;
-            let consumed = newline.map_or(available.len(), |at| at + 1);
-            self.inner.consume(consumed);
-            if newline.is_some() {
-                return Ok(Some(self.finish()));
-            }
+        let available = self.inner.buffer();
+        if available.is_empty() {
+            return None;
         }
+        let newline = available.iter().position(|&b| b == b'\n');
+        let chunk = newline.unwrap_or(available.len());
+        let len = self.line_len + chunk;
+        if len <= self.max {
+            self.buf.extend_from_slice(&available[..chunk]);
+        } else if self.buf.len() < KEPT_PREFIX {
+            let keep = (KEPT_PREFIX - self.buf.len()).min(chunk);
+            self.buf.extend_from_slice(&available[..keep]);
+        }
+        self.line_len = len;
+        let consumed = newline.map_or(available.len(), |at| at + 1);
+        self.inner.consume(consumed);
+        newline.map(|_| self.finish())
     }
 
     fn finish(&mut self) -> Line {

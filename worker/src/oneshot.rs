@@ -7,7 +7,7 @@
 //! `kill_grace` later. When the process exits, whatever is left of its group is killed, so a
 //! grandchild holding stdout open cannot hang the job.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -336,6 +336,8 @@ impl Oneshot {
     pub(crate) async fn run(mut self) {
         let stop = CancellationToken::new();
         let mut queue: VecDeque<Submitted> = VecDeque::new();
+        // The ids in `queue`, to refuse duplicates without a scan.
+        let mut queued: HashSet<JobId> = HashSet::new();
         let mut running: HashMap<JobId, Running> = HashMap::new();
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut task_jobs: HashMap<tokio::task::Id, JobId> = HashMap::new();
@@ -343,6 +345,7 @@ impl Oneshot {
         loop {
             while !shutting_down && running.len() < self.capacity {
                 let Some(job) = queue.pop_front() else { break };
+                queued.remove(&job.spec.id);
                 let cancel = CancellationToken::new();
                 running.insert(
                     job.spec.id,
@@ -363,16 +366,18 @@ impl Oneshot {
                 command = self.commands.recv(), if !shutting_down => match command {
                     Some(Command::Submit(job)) => {
                         let id = job.spec.id;
-                        if running.contains_key(&id) || queue.iter().any(|q| q.spec.id == id) {
+                        if running.contains_key(&id) || queued.contains(&id) {
                             job.reject().await;
                         } else {
+                            queued.insert(id);
                             queue.push_back(job);
                         }
                     }
                     Some(Command::Cancel(id)) => {
                         if let Some(job) = running.get(&id) {
                             job.cancel.cancel();
-                        } else if let Some(at) = queue.iter().position(|q| q.spec.id == id)
+                        } else if queued.remove(&id)
+                            && let Some(at) = queue.iter().position(|q| q.spec.id == id)
                             && let Some(job) = queue.remove(at)
                         {
                             job.finish(Outcome::Cancelled).await;
@@ -381,6 +386,7 @@ impl Oneshot {
                     Some(Command::Shutdown) | None => {
                         shutting_down = true;
                         stop.cancel();
+                        queued.clear();
                         for job in queue.drain(..) {
                             job.finish(Outcome::ExecutorLost(Failure::new(
                                 FailureKind::ShutDown,
