@@ -32,7 +32,6 @@ use crate::job::{EventKind, Failure, FailureKind, LogStream, Outcome, format_lim
 use crate::lines::{Line, LineReader};
 use crate::oneshot::cut;
 use crate::process::{self, describe_exit, signal_group};
-use crate::sink::EventSink;
 use crate::stderr::StderrTail;
 
 struct Proc {
@@ -61,7 +60,6 @@ struct Proc {
 
 struct Running {
     job: Submitted,
-    sink: EventSink,
     deadline: Option<Instant>,
 }
 
@@ -212,6 +210,11 @@ impl Daemon {
         match step {
             Step::Timer => self.on_timer().await,
             Step::Command(Some(Command::Submit(job))) => self.on_submit(job).await,
+            Step::Command(Some(Command::SubmitBatch(jobs))) => {
+                for job in jobs {
+                    self.on_submit(job).await;
+                }
+            }
             Step::Command(Some(Command::Cancel(id))) => self.on_cancel(id).await,
             Step::Command(Some(Command::Shutdown) | None) => self.on_shutdown().await,
             Step::Exited(result) => {
@@ -310,16 +313,8 @@ impl Daemon {
             if let Some(at) = deadline {
                 self.deadlines.insert((at, id));
             }
-            let sink = job.sink();
-            sink.lossy(EventKind::Started);
-            self.running.insert(
-                id,
-                Running {
-                    job,
-                    sink,
-                    deadline,
-                },
-            );
+            job.lossy(EventKind::Started);
+            self.running.insert(id, Running { job, deadline });
         }
     }
 
@@ -611,16 +606,16 @@ impl Daemon {
         };
         let max_log = self.config.max_log_bytes;
         match parsed {
-            ExecutorLine::Progress { pct, msg, .. } => job.sink.lossy(EventKind::Progress {
+            ExecutorLine::Progress { pct, msg, .. } => job.job.lossy(EventKind::Progress {
                 pct,
                 msg: msg.into_owned(),
             }),
-            ExecutorLine::Log { msg, .. } => job.sink.lossy(EventKind::Log {
+            ExecutorLine::Log { msg, .. } => job.job.lossy(EventKind::Log {
                 stream: LogStream::Stdout,
                 line: cut(&msg, max_log),
             }),
             ExecutorLine::Output { data, .. } => {
-                job.sink.send(EventKind::Output(data.to_owned())).await;
+                job.job.send(EventKind::Output(data.to_owned())).await;
             }
             ExecutorLine::Done { result, .. } => {
                 let result = result.to_owned();

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ExecutorConfig;
 use crate::daemon::Daemon;
-use crate::job::{Event, Failure, FailureKind, JobSpec, Outcome};
+use crate::job::{Event, EventKind, Failure, FailureKind, JobSpec, Outcome};
 use crate::oneshot::{self, Oneshot, Run};
 use crate::sink::EventSink;
 
@@ -68,8 +68,22 @@ pub(crate) struct Submitted {
 }
 
 impl Submitted {
-    pub(crate) fn sink(&self) -> EventSink {
-        EventSink::new(self.events.clone(), self.spec.id, self.spec.attempt)
+    fn event(&self, kind: EventKind) -> Event {
+        Event {
+            job: self.spec.id,
+            attempt: self.spec.attempt,
+            kind,
+        }
+    }
+
+    /// Sends an advisory event if there is room (see `EventSink::lossy`).
+    pub(crate) fn lossy(&self, kind: EventKind) {
+        let _ = self.events.try_send(self.event(kind));
+    }
+
+    /// Sends an event, waiting for room.
+    pub(crate) async fn send(&self, kind: EventKind) {
+        let _ = self.events.send(self.event(kind)).await;
     }
 
     /// Sends the outcome and frees the job's place.
@@ -92,6 +106,7 @@ impl Submitted {
 
 pub(crate) enum Command {
     Submit(Submitted),
+    SubmitBatch(Vec<Submitted>),
     Cancel(JobId),
     Shutdown,
 }
@@ -103,6 +118,7 @@ pub struct Executor {
     status: watch::Receiver<ExecutorStatus>,
     info: CheckInfo,
     capacity: usize,
+    max_queued: usize,
     tasks: TaskTracker,
 }
 
@@ -167,6 +183,7 @@ impl Executor {
             status: status_rx,
             info,
             capacity,
+            max_queued: config.max_queued,
             tasks,
         })
     }
@@ -206,6 +223,43 @@ impl Executor {
             .send(Command::Submit(job))
             .await
             .map_err(|_| SubmitError::ShutDown)
+    }
+
+    /// Hands many jobs to the runtime at once, all reporting to `events`: one admission and one
+    /// message per batch rather than per job. Waits while the runtime is full; a batch larger
+    /// than the runtime's bound is handed over in parts.
+    pub async fn submit_batch(
+        &self,
+        jobs: Vec<JobSpec>,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<(), SubmitError> {
+        let limit = self.capacity.saturating_add(self.max_queued).max(1);
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let part: Vec<JobSpec> = jobs.by_ref().take(limit).collect();
+            let count = u32::try_from(part.len()).unwrap_or(u32::MAX);
+            let mut permits = Arc::clone(&self.admission)
+                .acquire_many_owned(count)
+                .await
+                .map_err(|_| SubmitError::ShutDown)?;
+            let mut batch = Vec::with_capacity(part.len());
+            for spec in part {
+                // The permits were taken together; each job frees its own.
+                let Some(permit) = permits.split(1) else {
+                    break;
+                };
+                batch.push(Submitted {
+                    spec,
+                    events: events.clone(),
+                    _permit: permit,
+                });
+            }
+            self.commands
+                .send(Command::SubmitBatch(batch))
+                .await
+                .map_err(|_| SubmitError::ShutDown)?;
+        }
+        Ok(())
     }
 
     /// Cancels a job: a queued one is dropped, a running one is stopped (SIGTERM to its process

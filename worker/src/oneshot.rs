@@ -365,12 +365,11 @@ impl Oneshot {
             tokio::select! {
                 command = self.commands.recv(), if !shutting_down => match command {
                     Some(Command::Submit(job)) => {
-                        let id = job.spec.id;
-                        if running.contains_key(&id) || queued.contains(&id) {
-                            job.reject().await;
-                        } else {
-                            queued.insert(id);
-                            queue.push_back(job);
+                        admit(job, &running, &mut queued, &mut queue).await;
+                    }
+                    Some(Command::SubmitBatch(jobs)) => {
+                        for job in jobs {
+                            admit(job, &running, &mut queued, &mut queue).await;
                         }
                     }
                     Some(Command::Cancel(id)) => {
@@ -410,6 +409,21 @@ impl Oneshot {
                 }
             }
         }
+    }
+}
+
+/// Queues a job unless its id is already in the runtime.
+async fn admit(
+    job: Submitted,
+    running: &HashMap<JobId, Running>,
+    queued: &mut HashSet<JobId>,
+    queue: &mut VecDeque<Submitted>,
+) {
+    let id = job.spec.id;
+    if running.contains_key(&id) || !queued.insert(id) {
+        job.reject().await;
+    } else {
+        queue.push_back(job);
     }
 }
 
