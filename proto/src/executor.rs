@@ -175,18 +175,13 @@ impl<'a> ExecutorLine<'a> {
     pub fn parse(line: &'a [u8]) -> Result<Self, LineError> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let text = std::str::from_utf8(line).map_err(|_| LineError::NotJson)?;
-        let fields: Fields<'a> = serde_json::from_str(text).map_err(|_| LineError::NotJson)?;
-        let fields = match fields {
-            Fields::Object(fields) => fields,
-            Fields::Other => return Err(LineError::NotObject),
+        let fields: LineFields<'a> = serde_json::from_str(text).map_err(|_| LineError::NotJson)?;
+        let LineFields::Object(values) = fields else {
+            return Err(LineError::NotObject);
         };
         let get = |name: &str| {
-            fields
-                .iter()
-                .rev()
-                .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                .map(|(_, value)| *value)
-                .filter(|value| value.get() != "null")
+            let at = LINE_KEYS.iter().position(|key| *key == name)?;
+            values[at].filter(|value| value.get() != "null")
         };
         let string = |name: &'static str| -> Result<Option<Cow<'a, str>>, LineError> {
             get(name)
@@ -371,6 +366,66 @@ impl<'de> Deserialize<'de> for Text<'de> {
             }
         }
         deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+/// The keys an output line may use, lowercase; matched in any letter case.
+const LINE_KEYS: [&str; 7] = ["status", "job_id", "pct", "msg", "result", "error", "data"];
+
+/// The values of `LINE_KEYS` in an output line (the last one of each wins), left raw; or a
+/// marker that the line was JSON but not an object. Other keys are skipped without copying.
+enum LineFields<'a> {
+    Object([Option<&'a RawValue>; LINE_KEYS.len()]),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for LineFields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LineVisitor;
+        impl<'de> Visitor<'de> for LineVisitor {
+            type Value = LineFields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut values = [None; LINE_KEYS.len()];
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    match LINE_KEYS
+                        .iter()
+                        .position(|k| k.eq_ignore_ascii_case(&key.0))
+                    {
+                        Some(at) => values[at] = Some(map.next_value::<&'de RawValue>()?),
+                        None => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(LineFields::Object(values))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(LineFields::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(LineFields::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(LineFields::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(LineFields::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(LineFields::Other)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(LineFields::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(LineFields::Other)
+            }
+        }
+        deserializer.deserialize_any(LineVisitor)
     }
 }
 

@@ -11,7 +11,7 @@
 //! to a cap and resets when a job completes; every restart runs the check again. Too many failed
 //! checks in a row make the executor unusable.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -22,12 +22,13 @@ use nix::unistd::Pid;
 use proto::{CHECK_JOB_ID, CHECK_LINE, CheckInfo, ExecutorLine, JobId, JobLine, write_cancel_line};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::ExecutorConfig;
 use crate::executor::{Command, ExecutorStatus, Submitted, TAIL_MARK};
+use crate::idmap::{IdMap, IdSet};
 use crate::job::{EventKind, Failure, FailureKind, LogStream, Outcome, format_limit};
 use crate::lines::{Line, LineReader};
 use crate::oneshot::cut;
@@ -98,11 +99,13 @@ pub(crate) struct Daemon {
     capacity: usize,
     queue: VecDeque<Submitted>,
     /// The ids in `queue`, to refuse duplicates without a scan.
-    queued: HashSet<JobId>,
-    running: HashMap<JobId, Running>,
+    queued: IdSet,
+    running: IdMap<Running>,
     /// Cancelled or timed-out jobs still holding a slot, until the daemon answers for them.
-    draining: HashMap<JobId, Instant>,
+    draining: IdMap<Instant>,
     deadlines: BTreeSet<(Instant, JobId)>,
+    /// Places of jobs finished in this turn of the loop, freed together at its end.
+    finished_places: Option<OwnedSemaphorePermit>,
     proc: Option<Proc>,
     phase: Phase,
     backoff: Duration,
@@ -139,10 +142,11 @@ impl Daemon {
             status,
             capacity: 1,
             queue: VecDeque::new(),
-            queued: HashSet::new(),
-            running: HashMap::new(),
-            draining: HashMap::new(),
+            queued: IdSet::default(),
+            running: IdMap::default(),
+            draining: IdMap::default(),
             deadlines: BTreeSet::new(),
+            finished_places: None,
             proc: None,
             phase: Phase::Waiting {
                 until: Instant::now(),
@@ -186,6 +190,8 @@ impl Daemon {
             };
             self.handle(step).await;
             self.finish_process_if_gone().await;
+            // One release for every job finished in this turn.
+            self.finished_places = None;
         }
         let _ = self.status.send(ExecutorStatus::Stopped);
     }
@@ -365,6 +371,13 @@ impl Daemon {
                 .insert(id, Instant::now() + self.config.kill_grace);
         }
         job.job.finish(outcome).await;
+    }
+
+    fn free_later(&mut self, place: OwnedSemaphorePermit) {
+        match &mut self.finished_places {
+            Some(places) => places.merge(place),
+            None => self.finished_places = Some(place),
+        }
     }
 
     fn remove_running(&mut self, id: JobId) -> Option<Running> {
@@ -621,7 +634,8 @@ impl Daemon {
                 let result = result.to_owned();
                 if let Some(job) = self.remove_running(id) {
                     self.backoff = self.config.restart_backoff;
-                    job.job.finish(Outcome::Completed { result }).await;
+                    let place = job.job.finish_keeping_place(Outcome::Completed { result });
+                    self.free_later(place.await);
                 }
             }
             ExecutorLine::Error { error, .. } => {

@@ -16,7 +16,6 @@ use crate::config::ExecutorConfig;
 use crate::daemon::Daemon;
 use crate::job::{Event, EventKind, Failure, FailureKind, JobSpec, Outcome};
 use crate::oneshot::{self, Oneshot, Run};
-use crate::sink::EventSink;
 
 /// What the executor is doing, as seen by the runtime.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,7 +63,7 @@ pub enum SubmitError {
 pub(crate) struct Submitted {
     pub(crate) spec: JobSpec,
     pub(crate) events: mpsc::Sender<Event>,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 }
 
 impl Submitted {
@@ -88,9 +87,15 @@ impl Submitted {
 
     /// Sends the outcome and frees the job's place.
     pub(crate) async fn finish(self, outcome: Outcome) {
-        EventSink::new(self.events, self.spec.id, self.spec.attempt)
-            .finish(outcome)
-            .await;
+        drop(self.finish_keeping_place(outcome).await);
+    }
+
+    /// Sends the outcome and returns the job's place in the admission bound, so a caller that
+    /// finishes many jobs can free their places together.
+    pub(crate) async fn finish_keeping_place(self, outcome: Outcome) -> OwnedSemaphorePermit {
+        let event = self.event(EventKind::Finished(outcome));
+        let _ = self.events.send(event).await;
+        self.permit
     }
 
     /// Refuses a job whose id is already in the runtime.
@@ -217,7 +222,7 @@ impl Executor {
         let job = Submitted {
             spec,
             events,
-            _permit: permit,
+            permit,
         };
         self.commands
             .send(Command::Submit(job))
@@ -251,7 +256,7 @@ impl Executor {
                 batch.push(Submitted {
                     spec,
                     events: events.clone(),
-                    _permit: permit,
+                    permit,
                 });
             }
             self.commands

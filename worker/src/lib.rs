@@ -11,6 +11,7 @@
 mod config;
 mod daemon;
 mod executor;
+mod idmap;
 mod job;
 mod lines;
 mod oneshot;

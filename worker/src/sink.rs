@@ -6,7 +6,7 @@
 use proto::{Attempt, JobId};
 use tokio::sync::mpsc;
 
-use crate::job::{Event, EventKind, Outcome};
+use crate::job::{Event, EventKind};
 
 pub(crate) struct EventSink {
     tx: mpsc::Sender<Event>,
@@ -38,10 +38,5 @@ impl EventSink {
     /// listening any more.
     pub(crate) async fn send(&self, kind: EventKind) {
         let _ = self.tx.send(self.event(kind)).await;
-    }
-
-    /// Sends the outcome, the last event of the job.
-    pub(crate) async fn finish(self, outcome: Outcome) {
-        self.send(EventKind::Finished(outcome)).await;
     }
 }
