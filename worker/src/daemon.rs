@@ -588,24 +588,38 @@ impl Daemon {
                 _ => {}
             }
         }
-        let Some(id_text) = parsed.job_id() else {
-            match &parsed {
-                ExecutorLine::Done { .. } | ExecutorLine::Error { .. } => {
-                    tracing::warn!(
-                        pid = p.pgid.as_raw(),
-                        "executor daemon answered without a job_id; ignored"
-                    );
+        let id = match parsed.job_id() {
+            Some(id_text) => match id_text.parse::<JobId>() {
+                Ok(id) => id,
+                Err(_) => {
+                    tracing::debug!(job_id = id_text, "executor daemon line for an unknown job");
+                    return;
                 }
-                ExecutorLine::Log { msg, .. } => {
-                    tracing::info!(target: "executor", pid = p.pgid.as_raw(), log = %msg);
+            },
+            // A line without a job_id can only be about the one job in flight, if there is
+            // exactly one: this lets a Goop² executor (which never names jobs) run as a
+            // daemon of capacity 1.
+            None if self.running.len() == 1 && self.draining.is_empty() => {
+                match self.running.keys().next() {
+                    Some(id) => *id,
+                    None => return,
                 }
-                _ => {}
             }
-            return;
-        };
-        let Ok(id) = id_text.parse::<JobId>() else {
-            tracing::debug!(job_id = id_text, "executor daemon line for an unknown job");
-            return;
+            None => {
+                match &parsed {
+                    ExecutorLine::Done { .. } | ExecutorLine::Error { .. } => {
+                        tracing::warn!(
+                            pid = p.pgid.as_raw(),
+                            "executor daemon answered without a job_id; ignored"
+                        );
+                    }
+                    ExecutorLine::Log { msg, .. } => {
+                        tracing::info!(target: "executor", pid = p.pgid.as_raw(), log = %msg);
+                    }
+                    _ => {}
+                }
+                return;
+            }
         };
         let Some(job) = self.running.get(&id) else {
             if matches!(

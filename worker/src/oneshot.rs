@@ -195,7 +195,14 @@ pub(crate) async fn run(run: Run<'_>) -> Outcome {
                     kill_at = Some(Instant::now() + config.kill_grace);
                 }
             }
-            Step::Line(Ok(None)) => stdout_open = false,
+            Step::Line(Ok(None)) => {
+                stdout_open = false;
+                if end.is_none() && exit.is_none() {
+                    // It can no longer report anything: a short grace to exit, then it is
+                    // stopped rather than left to hang.
+                    kill_at.get_or_insert(Instant::now() + config.done_grace);
+                }
+            }
             Step::Line(Err(error)) => {
                 tracing::debug!(%error, "cannot read executor stdout");
                 stdout_open = false;

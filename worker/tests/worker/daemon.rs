@@ -233,3 +233,15 @@ async fn shutdown_lets_a_daemon_finish_when_it_exits_by_itself() {
     executor.shutdown().await;
     assert_eq!(*status.borrow(), ExecutorStatus::Stopped);
 }
+
+#[tokio::test]
+async fn lines_without_job_id_belong_to_the_only_job_in_flight() {
+    let executor = start("loop_no_ids.sh", DAEMON).await;
+    assert_eq!(executor.capacity(), 1);
+    for id in 1..=3 {
+        let done = run(&executor, job(id, r#"{"frame":1}"#)).await;
+        let result: Value = serde_json::from_str(done.result()).unwrap();
+        assert_eq!(result["input"]["job_id"], format!("{id:016x}"));
+    }
+    executor.shutdown().await;
+}

@@ -331,3 +331,11 @@ async fn shutdown_ends_running_jobs_as_executor_lost() {
     let done = finish(&mut rx).await;
     assert_eq!(done.lost().kind, FailureKind::ShutDown);
 }
+
+#[tokio::test]
+async fn an_executor_that_closes_stdout_is_stopped_not_waited_for() {
+    let executor = start("closes_stdout.sh", ONESHOT).await;
+    let done = run(&executor, job(1, "null")).await;
+    assert_eq!(done.failure().kind, FailureKind::NoResult);
+    executor.shutdown().await;
+}
