@@ -492,11 +492,8 @@ impl Daemon {
     }
 
     fn start_process(&mut self) {
-        let env = [
-            ("GOOP_JOB_ID", CHECK_JOB_ID),
-            ("GOOP_JOB_TYPE", CHECK_JOB_ID),
-            ("GOOP_ATTEMPT", "0"),
-        ];
+        // No per-job environment: one process serves many jobs.
+        let env = [];
         match process::spawn(&self.config, &env) {
             Ok(mut spawned) => {
                 let mut waiter = JoinSet::new();

@@ -245,3 +245,32 @@ async fn lines_without_job_id_belong_to_the_only_job_in_flight() {
     }
     executor.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_crash_kills_what_the_daemon_started_even_if_it_holds_stdout() {
+    let dir = temp_dir("daemon-grandchild");
+    let pidfile = dir.join("pid");
+    let executor = start("echo.py", DAEMON).await;
+    let payload =
+        serde_json::json!({"do": "grandchild", "pidfile": pidfile, "then": "hang"}).to_string();
+    let mut holder = submit(&executor, job(1, &payload)).await;
+    started(&mut holder).await;
+    let pid = crate::support::read_pid(&pidfile);
+    let done = run(&executor, job(2, r#"{"do":"crash"}"#)).await;
+    assert_eq!(done.lost().kind, FailureKind::Crashed);
+    assert_eq!(finish(&mut holder).await.lost().kind, FailureKind::Crashed);
+    eventually("the grandchild to die", || {
+        crate::support::process_gone(pid)
+    })
+    .await;
+    executor.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_daemon_gets_no_per_job_environment() {
+    let executor = start("echo.py", DAEMON).await;
+    let done = run(&executor, job(1, r#"{"do":"env"}"#)).await;
+    let env: Value = serde_json::from_str(done.result()).unwrap();
+    assert_eq!(env["GOOP_JOB_ID"], Value::Null);
+    executor.shutdown().await;
+}
