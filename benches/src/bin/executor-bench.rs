@@ -247,7 +247,13 @@ fn main() -> Result<()> {
         )
         .into());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The daemon figures are taken on both runtime flavours: a current-thread runtime keeps
+    // the submitter, the supervisor and the receiver on one thread (no cross-thread wakeups,
+    // the other core left to the executor); a multi-thread one is what the node runs.
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let multi = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
@@ -261,42 +267,50 @@ fn main() -> Result<()> {
     oneshot_config.capacity_override = NonZeroU32::new(concurrency);
 
     // Rounds alternate baseline and runtime so that noise hits both alike; medians are kept.
-    let (mut pipe, mut daemon, mut batched) = (vec![], vec![], vec![]);
+    let mut pipe = vec![];
+    let mut daemon: [Vec<f64>; 4] = Default::default();
     let (mut bare, mut oneshot) = (vec![], vec![]);
     let jobs = options.daemon_jobs;
     let oneshot_jobs = options.oneshot_jobs;
+    let flavours = [(&current, 1), (&current, 256), (&multi, 1), (&multi, 256)];
     for round in 1..=options.rounds {
         pipe.push(pipe_echo(&options.executor, jobs)?);
-        daemon.push(runtime.block_on(through_runtime(daemon_config.clone(), jobs, 1))?);
-        batched.push(runtime.block_on(through_runtime(daemon_config.clone(), jobs, 256))?);
+        for (figures, (runtime, batch)) in daemon.iter_mut().zip(flavours) {
+            figures.push(runtime.block_on(through_runtime(daemon_config.clone(), jobs, batch))?);
+        }
         bare.push(bare_spawn(
             &options.executor,
             oneshot_jobs,
             options.concurrency,
         )?);
-        oneshot.push(runtime.block_on(through_runtime(oneshot_config.clone(), oneshot_jobs, 1))?);
+        oneshot.push(multi.block_on(through_runtime(oneshot_config.clone(), oneshot_jobs, 1))?);
         let i = round - 1;
         println!(
-            "round {round}: pipe-echo {:.0}/s, daemon {:.0}/s, daemon batched {:.0}/s, \
-             bare spawn {:.0}/s, oneshot {:.0}/s",
-            pipe[i], daemon[i], batched[i], bare[i], oneshot[i]
+            "round {round}: pipe-echo {:.0}/s; daemon current-thread {:.0}/s, batched {:.0}/s; \
+             multi-thread {:.0}/s, batched {:.0}/s; bare spawn {:.0}/s, oneshot {:.0}/s",
+            pipe[i], daemon[0][i], daemon[1][i], daemon[2][i], daemon[3][i], bare[i], oneshot[i]
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (pipe, daemon, batched) = (median(pipe), median(daemon), median(batched));
+    let pipe = median(pipe);
+    let [a, b, c, d] = daemon.map(median);
     let (bare, oneshot) = (median(bare), median(oneshot));
+    let pct = |x: f64| 100.0 * x / pipe;
     println!();
     println!(
-        "(a) daemon, {jobs} no-op jobs, capacity {}: pipe-echo baseline {pipe:.0} jobs/s; \
-         submit per job {daemon:.0} jobs/s ({:.0}%); submit_batch of 256 {batched:.0} jobs/s \
-         ({:.0}%) (targets: >= 100000 jobs/s and >= 50%)",
+        "(a) daemon, {jobs} no-op jobs, capacity {} (targets: >= 100000 jobs/s and >= 50% of \
+         pipe-echo)\n    pipe-echo baseline {pipe:.0} jobs/s\n    current-thread runtime: submit \
+         {a:.0} jobs/s ({:.0}%), submit_batch(256) {b:.0} jobs/s ({:.0}%)\n    multi-thread \
+         runtime:  submit {c:.0} jobs/s ({:.0}%), submit_batch(256) {d:.0} jobs/s ({:.0}%)",
         options.capacity,
-        100.0 * daemon / pipe,
-        100.0 * batched / pipe
+        pct(a),
+        pct(b),
+        pct(c),
+        pct(d)
     );
     println!(
-        "(b) oneshot, {} jobs, concurrency {}: {:.0} jobs/s; bare spawn-and-wait {:.0} jobs/s; \
-         ratio {:.0}% (target: >= 75%)",
+        "(b) oneshot, {} jobs, concurrency {}, multi-thread runtime: {:.0} jobs/s; bare \
+         spawn-and-wait {:.0} jobs/s; ratio {:.0}% (target: >= 75%)",
         options.oneshot_jobs,
         options.concurrency,
         oneshot,
