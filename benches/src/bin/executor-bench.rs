@@ -2,7 +2,9 @@
 //! a baseline measured in the same run (these machines are shared and noisy).
 //!
 //! (a) daemon mode, no-op jobs through `worker::Executor`, against a minimal pipe-echo pair: the
-//!     same executor binary fed the same job lines by two plain threads, no runtime.
+//!     same executor binary fed the same job lines by two plain threads, no runtime. Jobs are
+//!     submitted one by one and with `submit_batch`, on a current-thread and on a multi-thread
+//!     tokio runtime.
 //! (b) oneshot mode, jobs through `worker::Executor`, against bare spawn-write-read-wait of the
 //!     same binary with the same concurrency.
 //!
