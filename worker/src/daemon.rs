@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::ExecutorConfig;
-use crate::executor::{Command, ExecutorStatus, Submitted, TAIL_MARK};
+use crate::executor::{Command, ExecutorStatus, Submitted};
 use crate::idmap::{IdMap, IdSet};
 use crate::job::{EventKind, Failure, FailureKind, LogStream, Outcome, format_limit};
 use crate::lines::{Line, LineReader};
@@ -332,7 +332,7 @@ impl Daemon {
         }
         if let Phase::Unusable = self.phase {
             let reason = match &*self.status.borrow() {
-                ExecutorStatus::Unusable { reason } => reason.clone(),
+                ExecutorStatus::Unusable { reason, .. } => reason.clone(),
                 _ => String::new(),
             };
             job.finish(lost(
@@ -752,7 +752,9 @@ impl Daemon {
         self.after_loss(reason, tail, was_checking);
         if let Phase::Unusable = self.phase {
             let message = match &*self.status.borrow() {
-                ExecutorStatus::Unusable { reason } => format!("executor is unusable: {reason}"),
+                ExecutorStatus::Unusable { reason, .. } => {
+                    format!("executor is unusable: {reason}")
+                }
                 _ => "executor is unusable".to_owned(),
             };
             self.queued.clear();
@@ -770,21 +772,18 @@ impl Daemon {
         }
         let unusable = check_failed
             && (!self.checked_once || self.failed_checks >= self.config.max_failed_restarts);
-        let full_reason = match &tail {
-            Some(tail) => format!("{reason}{TAIL_MARK}{tail}"),
-            None => reason.clone(),
-        };
         if unusable {
             tracing::error!(%reason, "executor is unusable");
             self.phase = Phase::Unusable;
             let _ = self.status.send(ExecutorStatus::Unusable {
-                reason: full_reason,
+                reason,
+                stderr_tail: tail,
             });
             return;
         }
         let delay = self.backoff;
         self.backoff = (self.backoff * 2).min(self.config.max_restart_backoff);
-        tracing::warn!(%reason, delay_ms = delay.as_millis() as u64, "executor daemon lost; restarting");
+        tracing::warn!(%reason, delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "executor daemon lost; restarting");
         self.phase = Phase::Waiting {
             until: Instant::now() + delay,
         };

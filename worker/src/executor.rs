@@ -33,6 +33,8 @@ pub enum ExecutorStatus {
     Unusable {
         /// Why.
         reason: String,
+        /// The end of the executor's stderr from its last attempt, when it wrote any.
+        stderr_tail: Option<String>,
     },
     /// Shut down.
     Stopped,
@@ -159,11 +161,13 @@ impl Executor {
                     let status = status_rx.borrow_and_update().clone();
                     match status {
                         ExecutorStatus::Ready(info) => break info,
-                        ExecutorStatus::Unusable { reason } => {
+                        ExecutorStatus::Unusable {
+                            reason,
+                            stderr_tail,
+                        } => {
                             drop(commands_tx);
                             tasks.close();
                             tasks.wait().await;
-                            let (reason, stderr_tail) = split_tail(reason);
                             return Err(StartError::CheckFailed {
                                 reason,
                                 stderr_tail,
@@ -286,16 +290,6 @@ impl Executor {
 fn capacity_of(config: &ExecutorConfig, info: &CheckInfo) -> usize {
     let capacity = config.capacity_override.map_or(info.capacity, |c| c.get());
     usize::try_from(capacity).unwrap_or(usize::MAX).max(1)
-}
-
-/// Marks where a reason's stderr tail starts, so the daemon can pass both through the status.
-pub(crate) const TAIL_MARK: &str = "\nstderr:\n";
-
-fn split_tail(reason: String) -> (String, Option<String>) {
-    match reason.split_once(TAIL_MARK) {
-        Some((reason, tail)) => (reason.to_owned(), Some(tail.to_owned())),
-        None => (reason, None),
-    }
 }
 
 /// Runs the check in a oneshot process.

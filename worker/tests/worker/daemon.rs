@@ -170,7 +170,7 @@ async fn a_daemon_that_keeps_failing_its_check_becomes_unusable() {
     })
     .await;
     match &*status.borrow() {
-        ExecutorStatus::Unusable { reason } => {
+        ExecutorStatus::Unusable { reason, .. } => {
             assert!(reason.contains("broken for good"), "{reason}");
         }
         other => panic!("{other:?}"),
