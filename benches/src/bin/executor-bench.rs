@@ -132,11 +132,14 @@ fn spec(i: u64) -> JobSpec {
 /// Runs `jobs` no-op jobs through the runtime, submitted one by one (`batch` 1) or in batches;
 /// returns jobs per second.
 async fn through_runtime(config: ExecutorConfig, jobs: usize, batch: usize) -> Result<f64> {
-    let executor = Executor::start(config).await?;
+    let executor = std::sync::Arc::new(Executor::start(config).await?);
     let (tx, mut rx) = mpsc::channel(4096);
     let start = Instant::now();
-    let (submitted, finished) = tokio::join!(
-        async {
+    // Submitter and receiver are tasks of the runtime, as the node's would be (a future run by
+    // `block_on` sits outside the worker threads, so every wakeup would cross threads).
+    let submitter = {
+        let executor = std::sync::Arc::clone(&executor);
+        tokio::spawn(async move {
             if batch <= 1 {
                 for i in 0..jobs as u64 {
                     executor.submit(spec(i + 1), tx.clone()).await?;
@@ -152,34 +155,36 @@ async fn through_runtime(config: ExecutorConfig, jobs: usize, batch: usize) -> R
                 }
             }
             Ok::<_, worker::SubmitError>(())
-        },
-        async {
-            let mut done = 0;
-            let mut failed = 0;
-            let mut events = Vec::with_capacity(1024);
-            while done < jobs {
-                if rx.recv_many(&mut events, 1024).await == 0 {
-                    break;
-                }
-                for event in events.drain(..) {
-                    if let EventKind::Finished(outcome) = event.kind {
-                        done += 1;
-                        if !matches!(outcome, Outcome::Completed { .. }) {
-                            failed += 1;
-                            if failed == 1 {
-                                eprintln!("first failure: {outcome:?}");
-                            }
+        })
+    };
+    let receiver = tokio::spawn(async move {
+        let mut done = 0;
+        let mut failed = 0;
+        let mut events = Vec::with_capacity(1024);
+        while done < jobs {
+            if rx.recv_many(&mut events, 1024).await == 0 {
+                break;
+            }
+            for event in events.drain(..) {
+                if let EventKind::Finished(outcome) = event.kind {
+                    done += 1;
+                    if !matches!(outcome, Outcome::Completed { .. }) {
+                        failed += 1;
+                        if failed == 1 {
+                            eprintln!("first failure: {outcome:?}");
                         }
                     }
                 }
             }
-            (done, failed)
         }
-    );
+        (done, failed)
+    });
+    let (done, failed) = receiver.await?;
     let elapsed = start.elapsed();
-    submitted?;
-    let (done, failed) = finished;
-    executor.shutdown().await;
+    submitter.await??;
+    if let Ok(executor) = std::sync::Arc::try_unwrap(executor) {
+        executor.shutdown().await;
+    }
     if done < jobs || failed > 0 {
         return Err(format!("{done} of {jobs} jobs finished, {failed} not completed").into());
     }
