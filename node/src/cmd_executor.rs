@@ -389,6 +389,8 @@ async fn run_jobs(args: RunArgs) -> ExitCode {
     let mut config = ExecutorConfig::new(&args.path, args.mode);
     config.capacity_override = args.capacity;
     config.max_line_bytes = args.max_line_bytes;
+    // The time of a job is counted from when it reached the executor, not from when it queued.
+    config.started_events = true;
     // Every job of the input may wait in the runtime: the input is already in memory.
     config.max_queued = jobs.len();
     match check_timeout(args.check_timeout) {

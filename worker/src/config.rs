@@ -44,6 +44,9 @@ pub struct ExecutorConfig {
     pub max_restart_backoff: Duration,
     /// After this many restarts in a row whose check fails, the executor is declared unusable.
     pub max_failed_restarts: u32,
+    /// Whether jobs report `EventKind::Started` when they reach the executor. Off by default:
+    /// it is one more event per job, and most callers only need the outcome.
+    pub started_events: bool,
 }
 
 impl ExecutorConfig {
@@ -64,6 +67,7 @@ impl ExecutorConfig {
             restart_backoff: Duration::from_millis(100),
             max_restart_backoff: Duration::from_secs(30),
             max_failed_restarts: 5,
+            started_events: false,
         }
     }
 }

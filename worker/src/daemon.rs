@@ -319,7 +319,9 @@ impl Daemon {
             if let Some(at) = deadline {
                 self.deadlines.insert((at, id));
             }
-            job.lossy(EventKind::Started);
+            if self.config.started_events {
+                job.lossy(EventKind::Started);
+            }
             self.running.insert(id, Running { job, deadline });
         }
     }

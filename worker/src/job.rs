@@ -47,7 +47,8 @@ pub struct Event {
 #[derive(Debug)]
 pub enum EventKind {
     /// The job reached the executor: its process started (oneshot) or its line was queued for
-    /// the daemon. Dropped rather than waited for when the receiver is full.
+    /// the daemon. Only sent when `ExecutorConfig::started_events` is on; dropped rather than
+    /// waited for when the receiver is full.
     Started,
     /// A `progress` line. Dropped rather than waited for when the receiver is full.
     Progress {

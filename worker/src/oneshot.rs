@@ -93,7 +93,7 @@ pub(crate) async fn run(run: Run<'_>) -> Outcome {
         }
     };
     let pgid = spawned.pgid;
-    if let Some(events) = run.events {
+    if let Some(events) = run.events.filter(|_| config.started_events) {
         events.lossy(EventKind::Started);
     }
     let mut stdin = Some(spawned.stdin);
