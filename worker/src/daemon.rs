@@ -84,7 +84,8 @@ enum Phase {
 }
 
 enum Step {
-    Command(Option<Command>),
+    /// This many commands were received into `Daemon::commands_in`; 0 means the handle is gone.
+    Commands(usize),
     Line(io::Result<Option<Line>>),
     Wrote(io::Result<usize>),
     Stderr(io::Result<usize>),
@@ -95,6 +96,8 @@ enum Step {
 pub(crate) struct Daemon {
     config: Arc<ExecutorConfig>,
     commands: mpsc::Receiver<Command>,
+    /// Commands taken from the channel in one go.
+    commands_in: Vec<Command>,
     status: watch::Sender<ExecutorStatus>,
     capacity: usize,
     queue: VecDeque<Submitted>,
@@ -114,6 +117,9 @@ pub(crate) struct Daemon {
     checked_once: bool,
     shutting_down: bool,
 }
+
+/// How many commands are taken from the channel at once.
+const COMMANDS_AT_ONCE: usize = 256;
 
 async fn write_some(stdin: Option<&mut ChildStdin>, buf: &[u8]) -> io::Result<usize> {
     match stdin {
@@ -139,6 +145,7 @@ impl Daemon {
         Self {
             config,
             commands,
+            commands_in: Vec::with_capacity(COMMANDS_AT_ONCE),
             status,
             capacity: 1,
             queue: VecDeque::new(),
@@ -173,7 +180,8 @@ impl Daemon {
                     tokio::select! {
                         biased;
                         () = sleep_until(wake) => Step::Timer,
-                        c = self.commands.recv(), if !shutting_down => Step::Command(c),
+                        n = self.commands.recv_many(&mut self.commands_in, COMMANDS_AT_ONCE),
+                            if !shutting_down => Step::Commands(n),
                         Some(r) = p.waiter.join_next(), if p.exit.is_none() => {
                             Step::Exited(r.unwrap_or_else(|e| Err(io::Error::other(e))))
                         }
@@ -185,7 +193,8 @@ impl Daemon {
                 None => tokio::select! {
                     biased;
                     () = sleep_until(wake) => Step::Timer,
-                    c = self.commands.recv(), if !shutting_down => Step::Command(c),
+                    n = self.commands.recv_many(&mut self.commands_in, COMMANDS_AT_ONCE),
+                        if !shutting_down => Step::Commands(n),
                 },
             };
             self.handle(step).await;
@@ -215,14 +224,23 @@ impl Daemon {
     async fn handle(&mut self, step: Step) {
         match step {
             Step::Timer => self.on_timer().await,
-            Step::Command(Some(Command::Submit(job))) => self.on_submit(job).await,
-            Step::Command(Some(Command::SubmitBatch(jobs))) => {
-                for job in jobs {
-                    self.on_submit(job).await;
+            Step::Commands(0) => self.on_shutdown().await,
+            Step::Commands(_) => {
+                let mut commands = std::mem::take(&mut self.commands_in);
+                for command in commands.drain(..) {
+                    match command {
+                        Command::Submit(job) => self.on_submit(job).await,
+                        Command::SubmitBatch(jobs) => {
+                            for job in jobs {
+                                self.on_submit(job).await;
+                            }
+                        }
+                        Command::Cancel(id) => self.on_cancel(id).await,
+                        Command::Shutdown => self.on_shutdown().await,
+                    }
                 }
+                self.commands_in = commands;
             }
-            Step::Command(Some(Command::Cancel(id))) => self.on_cancel(id).await,
-            Step::Command(Some(Command::Shutdown) | None) => self.on_shutdown().await,
             Step::Exited(result) => {
                 if let Some(p) = self.proc.as_mut() {
                     p.exit = Some(result.unwrap_or_else(|error| {
@@ -327,6 +345,15 @@ impl Daemon {
     }
 
     async fn on_submit(&mut self, job: Submitted) {
+        if self.shutting_down {
+            job.finish(lost(
+                FailureKind::ShutDown,
+                "the worker is shutting down",
+                None,
+            ))
+            .await;
+            return;
+        }
         let id = job.spec.id;
         if self.running.contains_key(&id) || self.queued.contains(&id) {
             job.reject().await;
@@ -391,6 +418,9 @@ impl Daemon {
     }
 
     async fn on_shutdown(&mut self) {
+        if self.shutting_down {
+            return;
+        }
         self.shutting_down = true;
         self.queued.clear();
         for job in self.queue.drain(..) {
