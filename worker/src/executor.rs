@@ -84,7 +84,7 @@ impl Submitted {
 
     /// Sends an event, waiting for room.
     pub(crate) async fn send(&self, kind: EventKind) {
-        let _ = self.events.send(self.event(kind)).await;
+        deliver(&self.events, self.event(kind)).await;
     }
 
     /// Sends the outcome and frees the job's place.
@@ -96,7 +96,7 @@ impl Submitted {
     /// finishes many jobs can free their places together.
     pub(crate) async fn finish_keeping_place(self, outcome: Outcome) -> OwnedSemaphorePermit {
         let event = self.event(EventKind::Finished(outcome));
-        let _ = self.events.send(event).await;
+        deliver(&self.events, event).await;
         self.permit
     }
 
@@ -108,6 +108,14 @@ impl Submitted {
             message,
         )))
         .await;
+    }
+}
+
+/// Sends an event, waiting only when the receiver is full (the common case costs no future).
+/// A receiver that is gone is not an error: nobody is listening any more.
+pub(crate) async fn deliver(events: &mpsc::Sender<Event>, event: Event) {
+    if let Err(mpsc::error::TrySendError::Full(event)) = events.try_send(event) {
+        let _ = events.send(event).await;
     }
 }
 

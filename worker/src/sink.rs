@@ -37,6 +37,6 @@ impl EventSink {
     /// Sends an event, waiting for room. A receiver that is gone is not an error: nobody is
     /// listening any more.
     pub(crate) async fn send(&self, kind: EventKind) {
-        let _ = self.tx.send(self.event(kind)).await;
+        crate::executor::deliver(&self.tx, self.event(kind)).await;
     }
 }
