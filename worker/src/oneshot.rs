@@ -83,7 +83,21 @@ async fn sleep_until(at: Option<Instant>) {
 /// Runs one process to its end and says how it went.
 pub(crate) async fn run(run: Run<'_>) -> Outcome {
     let config = run.config;
-    let mut spawned = match process::spawn(config, &run.env) {
+    // Starting a process blocks for a fork and an exec; done on the blocking pool it does not
+    // hold up the runtime's worker threads, so several jobs start in parallel.
+    let spawn_config = config.clone();
+    let env: Vec<(String, String)> = run
+        .env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let spawned = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        process::spawn(&spawn_config, &env)
+    })
+    .await
+    .unwrap_or_else(|error| Err(io::Error::other(error)));
+    let mut spawned = match spawned {
         Ok(spawned) => spawned,
         Err(error) => {
             return Outcome::Failed(Failure::new(
