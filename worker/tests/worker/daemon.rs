@@ -274,3 +274,26 @@ async fn the_daemon_gets_no_per_job_environment() {
     assert_eq!(env["GOOP_JOB_ID"], Value::Null);
     executor.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_batch_larger_than_the_runtime_bound_goes_in_parts() {
+    let mut config = config("echo.py", DAEMON);
+    config.max_queued = 8;
+    let executor = Executor::start(config).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let jobs: Vec<_> = (1..=100u64).map(|id| job(id, &id.to_string())).collect();
+    // 100 jobs against a bound of 4 + 8: submitting must interleave with reading the events.
+    let (submitted, results) = tokio::join!(executor.submit_batch(jobs, &tx), async {
+        let mut results = std::collections::BTreeMap::new();
+        while results.len() < 100 {
+            let done = finish(&mut rx).await;
+            results.insert(results.len(), done.result().to_owned());
+        }
+        results
+    });
+    submitted.unwrap();
+    let mut values: Vec<u64> = results.values().map(|r| r.parse().unwrap()).collect();
+    values.sort_unstable();
+    assert_eq!(values, (1..=100).collect::<Vec<_>>());
+    executor.shutdown().await;
+}
