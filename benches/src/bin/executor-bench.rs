@@ -299,30 +299,39 @@ fn main() -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Ratios are taken within each round (baseline and runtime measured back to back), then
+    // the median over rounds: steadier than a ratio of medians on a shared machine.
+    let ratio = |runtime: &[f64], baseline: &[f64]| {
+        median(
+            runtime
+                .iter()
+                .zip(baseline)
+                .map(|(r, b)| 100.0 * r / b)
+                .collect(),
+        )
+    };
+    let ratios = [0, 1, 2, 3].map(|i| ratio(&daemon[i], &pipe));
+    let oneshot_ratio = ratio(&oneshot, &bare);
     let pipe = median(pipe);
     let [a, b, c, d] = daemon.map(median);
     let (bare, oneshot) = (median(bare), median(oneshot));
-    let pct = |x: f64| 100.0 * x / pipe;
+    let pct = |i: usize| ratios[i];
     println!();
     println!(
         "(a) daemon, {jobs} no-op jobs, capacity {} (targets: >= 100000 jobs/s and >= 50% of \
-         pipe-echo)\n    pipe-echo baseline {pipe:.0} jobs/s\n    current-thread runtime: submit \
+         pipe-echo; medians, ratios per round)\n    pipe-echo baseline {pipe:.0} jobs/s\n    current-thread runtime: submit \
          {a:.0} jobs/s ({:.0}%), submit_batch(256) {b:.0} jobs/s ({:.0}%)\n    multi-thread \
          runtime:  submit {c:.0} jobs/s ({:.0}%), submit_batch(256) {d:.0} jobs/s ({:.0}%)",
         options.capacity,
-        pct(a),
-        pct(b),
-        pct(c),
-        pct(d)
+        pct(0),
+        pct(1),
+        pct(2),
+        pct(3)
     );
     println!(
         "(b) oneshot, {} jobs, concurrency {}, multi-thread runtime: {:.0} jobs/s; bare \
          spawn-and-wait {:.0} jobs/s; ratio {:.0}% (target: >= 75%)",
-        options.oneshot_jobs,
-        options.concurrency,
-        oneshot,
-        bare,
-        100.0 * oneshot / bare
+        options.oneshot_jobs, options.concurrency, oneshot, bare, oneshot_ratio
     );
     Ok(())
 }
