@@ -1,8 +1,10 @@
-//! `goop node` as a real process, driven over HTTP on loopback.
+//! The `goop` binary as a real process: `goop node` driven over HTTP on loopback, and the
+//! executor commands run as a user would run them.
 
 mod node {
     pub(crate) mod support;
 
     mod api;
+    mod executor_cmd;
     mod lifecycle;
 }

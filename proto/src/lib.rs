@@ -9,12 +9,17 @@
 
 pub mod api;
 pub mod cluster;
+mod executor;
 mod group;
 mod ids;
 mod job;
 mod mq;
 mod time;
 
+pub use executor::{
+    BinaryMode, CANCEL_TYPE, CHECK_JOB_ID, CHECK_LINE, CheckInfo, ExecutorLine, JobLine, LineError,
+    UnknownBinaryMode, write_cancel_line,
+};
 pub use group::{
     Admission, CloseBody, CloseReason, DEFAULT_ROLE, DISCOVER_REPLY_TOPIC, DISCOVER_TOPIC,
     DiscoverReply, DiscoverRequest, ErrorBody, ErrorCode, FEATURE_AUTHOR, GROUP_TOPIC_PREFIX,
