@@ -442,11 +442,22 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 status: JobStatus::Completed,
             });
         }
-        if let Some(&dependency) = job.after.iter().find(|d| !self.is_known(**d)) {
-            return Err(StepError::UnknownDependency {
-                job: id,
-                dependency,
-            });
+        for &dependency in &job.after {
+            if !self.is_known(dependency) {
+                return Err(StepError::UnknownDependency {
+                    job: id,
+                    dependency,
+                });
+            }
+            if let Some(done) = self.finished.get(&dependency)
+                && matches!(done.state, State::Failed | State::Cancelled)
+            {
+                return Err(StepError::DependencyFailed {
+                    job: id,
+                    dependency,
+                    status: done.state.status(),
+                });
+            }
         }
         self.check_room(1)?;
         let Some(mut job) = self.finished.remove(&id) else {

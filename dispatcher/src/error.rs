@@ -20,6 +20,20 @@ pub enum StepError {
         /// The id it names.
         dependency: JobId,
     },
+    /// A retried job waits for a job that failed or was cancelled: that one must be retried
+    /// first.
+    #[error(
+        "job {job} waits for job {dependency}, which is {}: retry that one first",
+        status.as_str()
+    )]
+    DependencyFailed {
+        /// The job being retried.
+        job: JobId,
+        /// The job it waits for.
+        dependency: JobId,
+        /// That job's status.
+        status: JobStatus,
+    },
     /// The job type is empty.
     #[error("job {0} has an empty type")]
     EmptyType(JobId),
