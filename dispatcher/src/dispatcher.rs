@@ -5,9 +5,10 @@
 //! finally announces the next wake-up if it changed. Everything it wants done is pushed to the
 //! output buffer, which the shell drains.
 //!
-//! Live jobs sit in a slab; the hot indexes (`index`) hold slab positions. Terminal jobs leave
-//! the slab for the `finished` map, which keeps them for queries, user retries and `after`
-//! checks until the shell forgets them.
+//! Live jobs sit in a slab; the hot indexes (`index`) hold slab positions. Terminal jobs are
+//! handed to the shell: their last `JobChanged` carries everything the store needs, and the
+//! dispatcher keeps only their status (for `after` checks, retries and stale reports) in a
+//! compact map until the shell forgets them.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
@@ -20,10 +21,10 @@ use crate::error::{IgnoreReason, StepError};
 use crate::index::{HeadKey, ReadyEntry, TypeQueue, WorkerKey};
 use crate::io::{
     Assignment, AttemptEnd, AttemptRecord, CancelReason, Input, JobUpdate, LeaveReason, NewJob,
-    Output, Report, RestoredJob,
+    Output, Report, RestoredJob, RetryJob,
 };
 use crate::seeded::{SeededMap, SeededState, SplitMix};
-use crate::state::{Job, Run, Slot, State, Worker};
+use crate::state::{Cold, Job, Known, Run, Slot, State, Worker};
 use crate::time::Millis;
 
 /// Heaps with lazily removed entries are rebuilt when stale entries outnumber live ones by this
@@ -35,12 +36,13 @@ const COMPACT_SLACK: usize = 1024;
 pub struct Dispatcher<P, R> {
     pub(crate) config: Config,
     rng: SplitMix,
-    hasher: SeededState,
     pub(crate) now: Millis,
     pub(crate) slots: Vec<Slot<P>>,
     free_slots: Vec<u32>,
-    pub(crate) live: SeededMap<JobId, u32>,
-    pub(crate) finished: SeededMap<JobId, Job<P>>,
+    /// Every job the dispatcher knows: live ones by slab slot, terminal ones by status. One
+    /// map rather than two, because each lookup is a likely cache miss.
+    pub(crate) ids: SeededMap<JobId, Known>,
+    live_count: usize,
     /// Jobs blocked on a job, with the `dep_epoch` they registered under.
     dependents: SeededMap<JobId, Vec<(JobId, u32)>>,
     pub(crate) types: Vec<TypeQueue>,
@@ -81,12 +83,11 @@ impl<P: Clone, R> Dispatcher<P, R> {
         Self {
             config,
             rng: SplitMix::new(seed),
-            hasher,
             now: Millis::ZERO,
             slots: Vec::new(),
             free_slots: Vec::new(),
-            live: hasher.map(),
-            finished: hasher.map(),
+            ids: hasher.map(),
+            live_count: 0,
             dependents: hasher.map(),
             types: Vec::new(),
             type_ids: hasher.map(),
@@ -151,7 +152,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             Input::Submit(job) => self.submit(vec![job]),
             Input::SubmitBatch(jobs) => self.submit(jobs),
             Input::Cancel(id) => self.cancel(id),
-            Input::Retry(id) => self.retry(id),
+            Input::Retry(retry) => self.retry(retry),
             Input::Forget(id) => self.forget(id),
             Input::WorkerJoined(peer) => {
                 self.worker_joined(peer);
@@ -227,8 +228,8 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 let slot = self.holder(&worker, job, attempt)?;
                 match report {
                     Report::Completed(result) => {
-                        let ended = self.end_run(slot, AttemptEnd::Completed);
-                        self.finish(slot, State::Completed, ended, Some(result));
+                        self.end_run(slot, AttemptEnd::Completed);
+                        self.finish(slot, State::Completed, Some(result));
                     }
                     Report::Failed(error) => {
                         let error: Arc<str> = error.into();
@@ -246,7 +247,67 @@ impl<P: Clone, R> Dispatcher<P, R> {
     // ---- jobs: submit, cancel, retry, forget, restore ----
 
     fn is_known(&self, id: JobId) -> bool {
-        self.live.contains_key(&id) || self.finished.contains_key(&id)
+        self.ids.contains_key(&id)
+    }
+
+    pub(crate) fn live_slot(&self, id: JobId) -> Option<u32> {
+        match self.ids.get(&id) {
+            Some(Known::Live(slot)) => Some(*slot),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn finished_state(&self, id: JobId) -> Option<State> {
+        match self.ids.get(&id) {
+            Some(Known::Finished(state)) => Some(*state),
+            _ => None,
+        }
+    }
+
+    /// Marks the ids of a batch as taken while it is validated, in order, so that a job may
+    /// name an earlier one of the batch in `after` but not a later one, and duplicates are
+    /// caught. On error every reservation is undone.
+    fn reserve_ids<'a>(
+        &mut self,
+        specs: impl Iterator<Item = &'a NewJob<P>>,
+        check_after: bool,
+    ) -> Result<(), StepError>
+    where
+        P: 'a,
+    {
+        let mut reserved: Vec<JobId> = Vec::new();
+        let mut outcome = Ok(());
+        for spec in specs {
+            if let Err(e) = self.check_spec(spec) {
+                outcome = Err(e);
+                break;
+            }
+            if check_after
+                && let Some(&dependency) = spec.after.iter().find(|d| !self.is_known(**d))
+            {
+                outcome = Err(StepError::UnknownDependency {
+                    job: spec.id,
+                    dependency,
+                });
+                break;
+            }
+            match self.ids.entry(spec.id) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    outcome = Err(StepError::DuplicateJob(spec.id));
+                    break;
+                }
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(Known::Reserved);
+                    reserved.push(spec.id);
+                }
+            }
+        }
+        if outcome.is_err() {
+            for id in reserved {
+                self.ids.remove(&id);
+            }
+        }
+        outcome
     }
 
     fn check_spec(&self, job: &NewJob<P>) -> Result<(), StepError> {
@@ -264,7 +325,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
     }
 
     fn check_room(&self, extra: usize) -> Result<(), StepError> {
-        let live = self.live.len();
+        let live = self.live_count;
         if live.saturating_add(extra) > self.config.max_live_jobs {
             return Err(StepError::QueueFull {
                 live,
@@ -276,25 +337,12 @@ impl<P: Clone, R> Dispatcher<P, R> {
 
     fn submit(&mut self, jobs: Vec<NewJob<P>>) -> Result<(), StepError> {
         self.check_room(jobs.len())?;
-        // Validate the whole batch before touching anything, so it is accepted or refused whole.
-        let mut batch: SeededMap<JobId, ()> = self.hasher.map();
-        for job in &jobs {
-            self.check_spec(job)?;
-            if self.is_known(job.id) || batch.contains_key(&job.id) {
-                return Err(StepError::DuplicateJob(job.id));
-            }
-            for &dependency in &job.after {
-                if !self.is_known(dependency) && !batch.contains_key(&dependency) {
-                    return Err(StepError::UnknownDependency {
-                        job: job.id,
-                        dependency,
-                    });
-                }
-            }
-            if jobs.len() > 1 {
-                batch.insert(job.id, ());
-            }
-        }
+        // Validate the whole batch before placing anything, so it is accepted or refused whole.
+        self.ids.reserve(jobs.len());
+        self.reserve_ids(jobs.iter(), true)?;
+        self.outputs.reserve(jobs.len());
+        let spare = self.free_slots.len();
+        self.slots.reserve(jobs.len().saturating_sub(spare));
         for job in jobs {
             let slot = self.insert(job, None);
             self.admit(slot, true);
@@ -310,11 +358,26 @@ impl<P: Clone, R> Dispatcher<P, R> {
         let mut after = spec.after;
         after.sort_unstable();
         after.dedup();
+        let cold = (!after.is_empty() || !spec.labels.is_empty() || spec.not_before.is_some())
+            .then(|| {
+                Box::new(Cold {
+                    not_before: spec.not_before,
+                    after: after.into_boxed_slice(),
+                    labels: spec
+                        .labels
+                        .into_iter()
+                        .map(String::into_boxed_str)
+                        .collect(),
+                    error: None,
+                    history: Vec::new(),
+                })
+            });
         let job = Job {
             id: spec.id,
+            seq,
+            created_at: created_at.unwrap_or(self.now),
+            due_at: spec.not_before.unwrap_or(Millis::ZERO),
             ty,
-            state: State::Blocked,
-            mode: spec.mode,
             priority: spec.priority,
             timeout_s: spec.timeout_s,
             max_retry: spec.max_retry,
@@ -323,22 +386,11 @@ impl<P: Clone, R> Dispatcher<P, R> {
             attempt: Attempt(0),
             unmet: 0,
             dep_epoch: 0,
-            seq,
-            created_at: created_at.unwrap_or(self.now),
-            due_at: spec.not_before.unwrap_or(Millis::ZERO),
-            not_before: spec.not_before,
-            started_at: None,
-            done_at: None,
+            state: State::Blocked,
+            mode: spec.mode,
             payload: spec.payload,
-            after: after.into_boxed_slice(),
-            labels: spec
-                .labels
-                .into_iter()
-                .map(String::into_boxed_str)
-                .collect(),
-            error: None,
             run: None,
-            history: Vec::new(),
+            cold,
         };
         self.alloc(job)
     }
@@ -362,7 +414,8 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 slot
             }
         };
-        self.live.insert(id, slot);
+        self.ids.insert(id, Known::Live(slot));
+        self.live_count += 1;
         slot
     }
 
@@ -375,20 +428,20 @@ impl<P: Clone, R> Dispatcher<P, R> {
         let (id, epoch, after) = {
             let job = self.job_mut(slot);
             job.dep_epoch = job.dep_epoch.wrapping_add(1);
-            (job.id, job.dep_epoch, job.after.clone())
+            (job.id, job.dep_epoch, job.after().to_vec())
         };
         let mut unmet = 0u32;
         let mut broken: Option<Arc<str>> = None;
         for dependency in after.iter().copied() {
-            if self.live.contains_key(&dependency) {
+            if self.live_slot(dependency).is_some() {
                 unmet += 1;
                 self.dependents
                     .entry(dependency)
                     .or_default()
                     .push((id, epoch));
-            } else if let Some(done) = self.finished.get(&dependency) {
+            } else if let Some(done) = self.finished_state(dependency) {
                 if broken.is_none() {
-                    broken = dependency_error(dependency, done.state);
+                    broken = dependency_error(dependency, done);
                 }
             } else if strict && broken.is_none() {
                 broken = Some(format!("dependency {dependency} is unknown").into());
@@ -396,92 +449,84 @@ impl<P: Clone, R> Dispatcher<P, R> {
         }
         self.job_mut(slot).unmet = unmet;
         if let Some(error) = broken {
-            self.job_mut(slot).error = Some(error);
-            self.finish(slot, State::Failed, None, None);
+            self.job_mut(slot).set_error(Some(error));
+            self.finish(slot, State::Failed, None);
             return;
         }
         self.enqueue(slot);
-        self.changed(slot, None, None);
+        self.changed(slot, None);
     }
 
     fn cancel(&mut self, id: JobId) -> Result<(), StepError> {
-        let Some(&slot) = self.live.get(&id) else {
+        let Some(slot) = self.live_slot(id) else {
             return Err(self.not_live(id, |job, status| StepError::AlreadyTerminal { job, status }));
         };
-        let ended = self.job(slot).run.as_ref().map(|run| run.peer.clone());
-        let ended = match ended {
-            Some(worker) => {
-                let attempt = self.job(slot).attempt;
-                self.outputs.push(Output::Cancel {
-                    worker,
-                    job: id,
-                    attempt,
-                    reason: CancelReason::Cancelled,
-                });
-                self.end_run(slot, AttemptEnd::Cancelled)
-            }
-            None => None,
-        };
-        self.finish(slot, State::Cancelled, ended, None);
+        if let Some(worker) = self.holder_peer(slot) {
+            let attempt = self.job(slot).attempt;
+            self.outputs.push(Output::Cancel {
+                worker,
+                job: id,
+                attempt,
+                reason: CancelReason::Cancelled,
+            });
+            self.end_run(slot, AttemptEnd::Cancelled);
+        }
+        self.finish(slot, State::Cancelled, None);
         Ok(())
     }
 
-    fn retry(&mut self, id: JobId) -> Result<(), StepError> {
-        let Some(job) = self.finished.get(&id) else {
-            return Err(match self.live.get(&id) {
-                Some(&slot) => StepError::NotRetryable {
+    fn retry(&mut self, retry: RetryJob<P>) -> Result<(), StepError> {
+        let RetryJob { job: spec, attempt } = retry;
+        let id = spec.id;
+        let Some(state) = self.finished_state(id) else {
+            return Err(match self.live_slot(id) {
+                Some(slot) => StepError::NotRetryable {
                     job: id,
                     status: self.job(slot).state.status(),
                 },
                 None => StepError::UnknownJob(id),
             });
         };
-        if job.state == State::Completed {
+        if state == State::Completed {
             return Err(StepError::NotRetryable {
                 job: id,
                 status: JobStatus::Completed,
             });
         }
-        for &dependency in &job.after {
-            if !self.is_known(dependency) {
+        self.check_spec(&spec)?;
+        for &dependency in &spec.after {
+            if dependency == id || !self.is_known(dependency) {
                 return Err(StepError::UnknownDependency {
                     job: id,
                     dependency,
                 });
             }
-            if let Some(done) = self.finished.get(&dependency)
-                && matches!(done.state, State::Failed | State::Cancelled)
+            if let Some(done) = self.finished_state(dependency)
+                && matches!(done, State::Failed | State::Cancelled)
             {
                 return Err(StepError::DependencyFailed {
                     job: id,
                     dependency,
-                    status: done.state.status(),
+                    status: done.status(),
                 });
             }
         }
         self.check_room(1)?;
-        let Some(mut job) = self.finished.remove(&id) else {
-            return Err(StepError::UnknownJob(id));
-        };
-        self.counts[job.state.index()] -= 1;
-        job.state = State::Blocked;
-        job.retries = 0;
-        job.losses = 0;
-        job.error = None;
-        job.done_at = None;
-        job.due_at = job.not_before.unwrap_or(Millis::ZERO);
-        let slot = self.alloc(job);
+        self.counts[state.index()] -= 1;
+        let slot = self.insert(spec, None);
+        self.job_mut(slot).attempt = attempt;
         self.admit(slot, true);
         Ok(())
     }
 
     fn forget(&mut self, id: JobId) -> Result<(), StepError> {
-        if let Some(job) = self.finished.remove(&id) {
-            self.counts[job.state.index()] -= 1;
+        if let Some(state) = self.finished_state(id) {
+            self.ids.remove(&id);
+            self.counts[state.index()] -= 1;
             return Ok(());
         }
-        match self.live.get(&id) {
-            Some(&slot) => Err(StepError::NotTerminal {
+        match self.live_slot(id) {
+            Some(slot) => Err(StepError::NotTerminal {
                 job: id,
                 status: self.job(slot).state.status(),
             }),
@@ -492,18 +537,12 @@ impl<P: Clone, R> Dispatcher<P, R> {
     fn restore(&mut self, jobs: Vec<RestoredJob<P>>) -> Result<(), StepError> {
         let live_count = jobs.iter().filter(|j| !j.status.is_terminal()).count();
         self.check_room(live_count)?;
-        let mut batch: SeededMap<JobId, ()> = self.hasher.map();
-        for restored in &jobs {
-            self.check_spec(&restored.job)?;
-            let id = restored.job.id;
-            if self.is_known(id) || batch.insert(id, ()).is_some() {
-                return Err(StepError::DuplicateJob(id));
-            }
-        }
+        self.reserve_ids(jobs.iter().map(|j| &j.job), false)?;
         let mut jobs = jobs;
         // Submission order is creation order; the sort is stable so equal times keep theirs.
         jobs.sort_by_key(|j| j.created_at);
         let mut placed = Vec::with_capacity(live_count);
+        let now = self.now;
         for restored in jobs {
             let RestoredJob {
                 job: spec,
@@ -513,49 +552,47 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 losses,
                 error,
                 created_at,
-                done_at,
-                history,
+                done_at: _,
+                mut history,
             } = restored;
-            let slot = self.insert(spec, Some(created_at));
-            let interrupted = matches!(status, JobStatus::Assigned | JobStatus::Running);
-            let now = self.now;
-            {
-                let job = self.job_mut(slot);
-                job.attempt = attempt;
-                job.retries = retries;
-                job.losses = losses;
-                job.error = error.map(Into::into);
-                job.history = history;
-                job.started_at = job.history.last().map(|h| h.assigned_at);
-                if interrupted
-                    && let Some(last) = job.history.last_mut()
-                    && last.attempt == attempt
-                    && last.end.is_none()
-                {
-                    last.ended_at = Some(now);
-                    last.end = Some(AttemptEnd::Interrupted);
-                }
-            }
             let terminal = match status {
                 JobStatus::Completed => Some(State::Completed),
                 JobStatus::Failed => Some(State::Failed),
                 JobStatus::Cancelled => Some(State::Cancelled),
                 _ => None,
             };
-            match terminal {
-                Some(state) => {
-                    self.set_state(slot, state);
-                    self.job_mut(slot).done_at = done_at;
-                    self.retire(slot);
-                }
-                None => placed.push((slot, interrupted)),
+            if let Some(state) = terminal {
+                // The store keeps the record; the dispatcher only needs the status.
+                self.ids.insert(spec.id, Known::Finished(state));
+                self.counts[state.index()] += 1;
+                continue;
             }
+            let interrupted = matches!(status, JobStatus::Assigned | JobStatus::Running);
+            if interrupted
+                && let Some(last) = history.last_mut()
+                && last.attempt == attempt
+                && last.end.is_none()
+            {
+                last.ended_at = Some(now);
+                last.end = Some(AttemptEnd::Interrupted);
+            }
+            let slot = self.insert(spec, Some(created_at));
+            let job = self.job_mut(slot);
+            job.attempt = attempt;
+            job.retries = retries;
+            job.losses = losses;
+            job.set_error(error.map(Into::into));
+            if !history.is_empty() {
+                job.cold_mut().history = history;
+            }
+            placed.push((slot, interrupted));
         }
         for (slot, interrupted) in placed {
             // Only the jobs whose stored status changes need writing back.
             let before = self.outputs.len();
             self.admit(slot, false);
-            if !interrupted && self.job_state(slot) != Some(State::Failed) {
+            let failed = self.job_state(slot).is_none();
+            if !interrupted && !failed {
                 self.outputs.truncate(before);
             }
         }
@@ -698,7 +735,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             run.acked_at = Some(now);
         }
         self.set_state(slot, State::Running);
-        self.changed(slot, None, None);
+        self.changed(slot, None);
     }
 
     /// Gives the job at `slot` (just popped from its ready heap) to worker `w`.
@@ -727,13 +764,11 @@ impl<P: Clone, R> Dispatcher<P, R> {
         });
         job.run = Some(Run {
             worker: w,
-            peer: peer.clone(),
+            held_pos,
             assigned_at: now,
             acked_at: None,
             deadline,
-            held_pos,
         });
-        job.started_at = Some(now);
         let assignment = Assignment {
             worker: peer,
             job: job.id,
@@ -752,24 +787,16 @@ impl<P: Clone, R> Dispatcher<P, R> {
         }
         self.set_state(slot, State::Assigned);
         self.outputs.push(Output::Assign(assignment));
-        self.changed(slot, None, None);
+        self.changed(slot, None);
     }
 
-    /// Ends the current attempt of a job: frees the worker's capacity and records the attempt
-    /// in the history. Returns the record, for the job update.
+    /// Ends the current attempt of a job: frees the worker's capacity and announces the
+    /// attempt. Returns its record, for the history of a job that stays live.
     fn end_run(&mut self, slot: u32, end: AttemptEnd) -> Option<AttemptRecord> {
         let now = self.now;
         let job = self.job_mut(slot);
         let run = job.run.take()?;
-        let record = AttemptRecord {
-            attempt: job.attempt,
-            worker: run.peer,
-            assigned_at: run.assigned_at,
-            acked_at: run.acked_at,
-            ended_at: Some(now),
-            end: Some(end),
-        };
-        job.history.push(record.clone());
+        let (id, attempt) = (job.id, job.attempt);
         if run.deadline.is_some() {
             self.deadlines_live -= 1;
             if self.deadlines.len() > 2 * self.deadlines_live + COMPACT_SLACK {
@@ -777,10 +804,19 @@ impl<P: Clone, R> Dispatcher<P, R> {
             }
         }
         let w = run.worker;
-        let held_here = self.workers[w as usize]
+        let worker = self.workers[w as usize]
             .as_ref()
-            .is_some_and(|worker| worker.held.get(run.held_pos as usize) == Some(&slot));
-        if held_here {
+            .expect("a worker outlives the attempts it holds");
+        let record = AttemptRecord {
+            attempt,
+            worker: worker.peer.clone(),
+            assigned_at: run.assigned_at,
+            acked_at: run.acked_at,
+            ended_at: Some(now),
+            end: Some(end),
+        };
+        // A worker being removed has emptied its list already.
+        if worker.held.get(run.held_pos as usize) == Some(&slot) {
             self.unindex_worker(w);
             let worker = self.workers[w as usize]
                 .as_mut()
@@ -794,6 +830,10 @@ impl<P: Clone, R> Dispatcher<P, R> {
             }
             self.index_worker(w);
         }
+        self.outputs.push(Output::AttemptEnded {
+            job: id,
+            record: record.clone(),
+        });
         Some(record)
     }
 
@@ -813,17 +853,20 @@ impl<P: Clone, R> Dispatcher<P, R> {
     fn fail_attempt(&mut self, slot: u32, error: Arc<str>, ended: Option<AttemptRecord>) {
         let job = self.job_mut(slot);
         job.retries = job.retries.saturating_add(1);
-        job.error = Some(error);
+        job.set_error(Some(error));
         let retries = job.retries;
         if retries > job.max_retry {
-            self.finish(slot, State::Failed, ended, None);
+            self.finish(slot, State::Failed, None);
             return;
+        }
+        if let Some(record) = ended {
+            job.cold_mut().history.push(record);
         }
         let delay = self.backoff(retries);
         let due = self.now.saturating_add(delay);
         self.job_mut(slot).due_at = due;
         self.enqueue(slot);
-        self.changed(slot, ended, None);
+        self.changed(slot, None);
     }
 
     /// Exponential backoff with "equal jitter": the delay for failure `n` is drawn from
@@ -846,78 +889,70 @@ impl<P: Clone, R> Dispatcher<P, R> {
     /// has now lost workers `crash_limit` times.
     fn lose_attempt(&mut self, slot: u32, reason: &str, ended: Option<AttemptRecord>) {
         let limit = self.config.crash_limit;
+        let now = self.now;
         let job = self.job_mut(slot);
         job.losses = job.losses.saturating_add(1);
         if limit > 0 && job.losses >= limit {
-            job.error = Some(
-                format!(
-                    "lost its worker {} times, crash limit reached (last: {reason})",
-                    job.losses
-                )
-                .into(),
+            let error = format!(
+                "lost its worker {} times, crash limit reached (last: {reason})",
+                job.losses
             );
-            self.finish(slot, State::Failed, ended, None);
+            job.set_error(Some(error.into()));
+            self.finish(slot, State::Failed, None);
             return;
         }
-        let now = self.now;
-        let job = self.job_mut(slot);
+        if let Some(record) = ended {
+            job.cold_mut().history.push(record);
+        }
         job.due_at = job.due_at.min(now);
         self.enqueue(slot);
-        self.changed(slot, ended, None);
+        self.changed(slot, None);
     }
 
     /// Moves a live job to a terminal state, then fails, one after the other, the jobs left
     /// waiting for a dependency that can no longer complete. The list is drained iteratively so
     /// that a long chain of dependents cannot overflow the stack.
-    fn finish(&mut self, slot: u32, state: State, ended: Option<AttemptRecord>, result: Option<R>) {
-        self.finish_one(slot, state, ended, result);
+    fn finish(&mut self, slot: u32, state: State, result: Option<R>) {
+        self.finish_one(slot, state, result);
         while let Some((dependent, error)) = self.cascade.pop() {
-            let Some(&slot) = self.live.get(&dependent) else {
+            let Some(slot) = self.live_slot(dependent) else {
                 continue;
             };
             if self.job(slot).state == State::Blocked {
-                self.job_mut(slot).error = Some(error);
-                self.finish_one(slot, State::Failed, None, None);
+                self.job_mut(slot).set_error(Some(error));
+                self.finish_one(slot, State::Failed, None);
             }
         }
     }
 
-    /// Moves a live job to a terminal state, announces it, moves it to the finished map and
-    /// settles the jobs that wait for it.
-    fn finish_one(
-        &mut self,
-        slot: u32,
-        state: State,
-        ended: Option<AttemptRecord>,
-        result: Option<R>,
-    ) {
+    /// Moves a live job to a terminal state, announces it, hands it over (keeping only its
+    /// status) and settles the jobs that wait for it.
+    fn finish_one(&mut self, slot: u32, state: State, result: Option<R>) {
         let old = self.job(slot).state;
         let ty = self.job(slot).ty;
         self.set_state(slot, state);
         if old == State::Ready {
             self.ready_entry_dropped(ty);
         }
-        let now = self.now;
-        let job = self.job_mut(slot);
-        job.done_at = Some(now);
         if state == State::Completed {
-            job.error = None;
+            self.job_mut(slot).set_error(None);
         }
-        self.changed(slot, ended, result);
-        let id = self.retire(slot);
+        let mut update = self.update(slot, result);
+        update.done_at = Some(self.now);
+        self.outputs.push(Output::JobChanged(update));
+        let id = self.retire(slot, state);
         self.settle_dependents(id, state);
     }
 
-    /// Takes a terminal job out of the slab into the finished map.
-    fn retire(&mut self, slot: u32) -> JobId {
+    /// Takes a terminal job out of the slab, keeping only its status.
+    fn retire(&mut self, slot: u32, state: State) -> JobId {
         let entry = &mut self.slots[slot as usize];
         entry.generation = entry.generation.wrapping_add(1);
         let job = entry.job.take().expect("slot indexes point at live jobs");
         self.free_slots.push(slot);
-        let id = job.id;
-        self.live.remove(&id);
-        self.finished.insert(id, job);
-        id
+        self.ids.insert(job.id, Known::Finished(state));
+        self.live_count -= 1;
+        job.id
     }
 
     fn settle_dependents(&mut self, id: JobId, state: State) {
@@ -925,7 +960,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             return;
         };
         for (dependent, epoch) in waiting {
-            let Some(&slot) = self.live.get(&dependent) else {
+            let Some(slot) = self.live_slot(dependent) else {
                 continue;
             };
             let job = self.job(slot);
@@ -946,19 +981,43 @@ impl<P: Clone, R> Dispatcher<P, R> {
     }
 
     /// Announces the job's current state.
-    fn changed(&mut self, slot: u32, ended: Option<AttemptRecord>, result: Option<R>) {
-        let update = job_update(self.job(slot), ended, result);
+    fn changed(&mut self, slot: u32, result: Option<R>) {
+        let update = self.update(slot, result);
         self.outputs.push(Output::JobChanged(update));
+    }
+
+    fn update(&self, slot: u32, result: Option<R>) -> JobUpdate<R> {
+        let job = self.job(slot);
+        JobUpdate {
+            id: job.id,
+            status: job.state.status(),
+            attempt: job.attempt,
+            worker: self.holder_peer(slot),
+            error: job.error().cloned(),
+            retries: job.retries,
+            losses: job.losses,
+            created_at: job.created_at,
+            started_at: job.started_at(),
+            done_at: None,
+            due_at: (job.state == State::Delayed).then_some(job.due_at),
+            result,
+        }
+    }
+
+    /// The worker holding the job's current attempt.
+    pub(crate) fn holder_peer(&self, slot: u32) -> Option<Arc<PeerId>> {
+        let run = self.job(slot).run.as_ref()?;
+        let worker = self.workers[run.worker as usize].as_ref()?;
+        Some(worker.peer.clone())
     }
 
     /// The current attempt's job slot, if `worker` holds attempt `attempt` of `job`.
     fn holder(&self, worker: &PeerId, job: JobId, attempt: Attempt) -> Result<u32, StepError> {
         let reject = |reason| Err(ignored(job, attempt, worker.clone(), reason));
-        let Some(&slot) = self.live.get(&job) else {
-            return reject(match self.finished.get(&job) {
-                Some(done) => IgnoreReason::Finished(done.state.status()),
-                None => IgnoreReason::UnknownJob,
-            });
+        let slot = match self.ids.get(&job) {
+            Some(Known::Live(slot)) => *slot,
+            Some(Known::Finished(done)) => return reject(IgnoreReason::Finished(done.status())),
+            _ => return reject(IgnoreReason::UnknownJob),
         };
         let record = self.job(slot);
         let Some(run) = record.run.as_ref() else {
@@ -967,15 +1026,16 @@ impl<P: Clone, R> Dispatcher<P, R> {
         if record.attempt != attempt {
             return reject(IgnoreReason::Stale(record.attempt));
         }
-        if *run.peer != *worker {
+        let holder = self.workers[run.worker as usize].as_ref();
+        if holder.is_none_or(|w| *w.peer != *worker) {
             return reject(IgnoreReason::Foreign);
         }
         Ok(slot)
     }
 
     fn not_live(&self, id: JobId, terminal: impl Fn(JobId, JobStatus) -> StepError) -> StepError {
-        match self.finished.get(&id) {
-            Some(done) => terminal(id, done.state.status()),
+        match self.finished_state(id) {
+            Some(done) => terminal(id, done.status()),
             None => StepError::UnknownJob(id),
         }
     }
@@ -1146,7 +1206,10 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 interned.push(ty);
             }
         }
-        let types = (!interned.is_empty()).then(|| interned.into_boxed_slice());
+        // Declared types that were all refused leave a worker that runs nothing, not one that
+        // runs everything.
+        let declared = types.iter().any(|t| !t.is_empty());
+        let types = declared.then(|| interned.into_boxed_slice());
         let lease_until = self.lease_until();
         self.reindex_worker(w, |worker| {
             worker.verified = true;
@@ -1161,15 +1224,20 @@ impl<P: Clone, R> Dispatcher<P, R> {
     /// Removes a worker; its attempts go back to the queue without spending a retry.
     fn remove_worker(&mut self, w: u32, reason: LeaveReason) {
         self.unindex_worker(w);
-        let Some(worker) = self.workers[w as usize].take() else {
+        let Some(worker) = self.workers[w as usize].as_mut() else {
             return;
         };
-        self.worker_ids.remove(&*worker.peer);
-        self.free_workers.push(w);
+        // The record stays until its attempts are settled, so they can name it; with its list
+        // emptied and out of the index, it gets nothing new meanwhile.
+        let held = std::mem::take(&mut worker.held);
         let lost: Arc<str> = reason.as_str().into();
-        for slot in worker.held {
+        for slot in held {
             let ended = self.end_run(slot, AttemptEnd::Lost(lost.clone()));
             self.lose_attempt(slot, &lost, ended);
+        }
+        if let Some(worker) = self.workers[w as usize].take() {
+            self.worker_ids.remove(&*worker.peer);
+            self.free_workers.push(w);
         }
     }
 
@@ -1261,8 +1329,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             }
             let job = self.job(slot);
             let (job_id, timeout_s) = (job.id, job.timeout_s);
-            let worker = job.run.as_ref().map(|r| r.peer.clone());
-            if let Some(worker) = worker {
+            if let Some(worker) = self.holder_peer(slot) {
                 self.outputs.push(Output::Cancel {
                     worker,
                     job: job_id,
@@ -1351,27 +1418,5 @@ fn dependency_error(dependency: JobId, state: State) -> Option<Arc<str>> {
         State::Failed => Some(format!("dependency {dependency} failed").into()),
         State::Cancelled => Some(format!("dependency {dependency} was cancelled").into()),
         _ => None,
-    }
-}
-
-pub(crate) fn job_update<P, R>(
-    job: &Job<P>,
-    ended: Option<AttemptRecord>,
-    result: Option<R>,
-) -> JobUpdate<R> {
-    JobUpdate {
-        id: job.id,
-        status: job.state.status(),
-        attempt: job.attempt,
-        worker: job.run.as_ref().map(|r| r.peer.clone()),
-        error: job.error.clone(),
-        retries: job.retries,
-        losses: job.losses,
-        created_at: job.created_at,
-        started_at: job.started_at,
-        done_at: job.done_at,
-        due_at: (job.state == State::Delayed).then_some(job.due_at),
-        ended_attempt: ended,
-        result,
     }
 }

@@ -82,6 +82,16 @@ pub struct RestoredJob<P> {
     pub history: Vec<AttemptRecord>,
 }
 
+/// A failed or cancelled job to run again.
+#[derive(Clone, Debug)]
+pub struct RetryJob<P> {
+    /// The job as it was submitted (same id).
+    pub job: NewJob<P>,
+    /// Its last attempt number; the next attempt continues after it, so late reports from old
+    /// attempts stay stale.
+    pub attempt: Attempt,
+}
+
 /// Why a worker left the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LeaveReason {
@@ -128,8 +138,10 @@ pub enum Input<P, R> {
     SubmitBatch(Vec<NewJob<P>>),
     /// Cancel a job: terminal at once.
     Cancel(JobId),
-    /// Run a failed or cancelled job again, with a fresh retry budget.
-    Retry(JobId),
+    /// Run a failed or cancelled job again, with a fresh retry budget. The dispatcher keeps
+    /// only the status of terminal jobs, so the shell brings the spec back from its store. The
+    /// job queues behind what is already queued at its priority, like a new submission.
+    Retry(RetryJob<P>),
     /// Drop a terminal job from memory (the shell keeps it in its store, or deletes it).
     Forget(JobId),
     /// A peer joined the cluster group. It gets no jobs until it is verified.
@@ -303,8 +315,6 @@ pub struct JobUpdate<R> {
     pub done_at: Option<Millis>,
     /// A pending job waiting for backoff or `not_before`: when it becomes due.
     pub due_at: Option<Millis>,
-    /// The attempt that just ended, to append to the stored history.
-    pub ended_attempt: Option<AttemptRecord>,
     /// The result, when the job just completed.
     pub result: Option<R>,
 }
@@ -325,8 +335,17 @@ pub enum Output<P, R> {
         /// Why.
         reason: CancelReason,
     },
-    /// A job changed: persist it and notify watchers.
+    /// A job changed: persist it and notify watchers. A terminal status is the last word on
+    /// the job: the dispatcher keeps only that status afterwards.
     JobChanged(JobUpdate<R>),
+    /// An attempt ended: append it to the job's stored history. Comes before the
+    /// `JobChanged` it causes.
+    AttemptEnded {
+        /// The job.
+        job: JobId,
+        /// The attempt, with its end.
+        record: AttemptRecord,
+    },
     /// Progress from the worker holding the attempt.
     Progress {
         /// The job.

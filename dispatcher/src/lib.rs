@@ -27,7 +27,7 @@ pub use dispatcher::Dispatcher;
 pub use error::{IgnoreReason, StepError};
 pub use io::{
     Assignment, AttemptEnd, AttemptRecord, CancelReason, Input, JobUpdate, LeaveReason, NewJob,
-    Output, Report, RestoredJob,
+    Output, Report, RestoredJob, RetryJob,
 };
 pub use query::{JobFilter, JobView, QueueStats, WorkerView};
 pub use time::Millis;

@@ -1,7 +1,8 @@
 //! Read-only views of the dispatcher's state, for the HTTP API and the CLI.
 //!
-//! These are not on the hot path: listing walks every job the dispatcher holds. The shell's
-//! store serves paginated history; the dispatcher answers for what is live in memory.
+//! These are not on the hot path: listing walks every live job. Terminal jobs are the store's:
+//! the dispatcher only answers their status ([`Dispatcher::terminal_status`]), and the shell's
+//! store serves their records, history and the paginated lists.
 
 use proto::{Attempt, JobId, JobMode, JobStatus, PeerId};
 
@@ -10,7 +11,7 @@ use crate::io::AttemptRecord;
 use crate::state::{Job, State};
 use crate::time::Millis;
 
-/// One job as the dispatcher knows it.
+/// One live (not terminal) job.
 #[derive(Debug)]
 pub struct JobView<'a, P> {
     /// The job.
@@ -43,10 +44,10 @@ pub struct JobView<'a, P> {
     pub created_at: Millis,
     /// When the current or last attempt was assigned.
     pub started_at: Option<Millis>,
-    /// When it reached a terminal status.
-    pub done_at: Option<Millis>,
     /// When a job waiting for backoff or `not_before` becomes due.
     pub due_at: Option<Millis>,
+    /// Not assigned before this time.
+    pub not_before: Option<Millis>,
     /// How many of the jobs it waits for have not completed yet.
     pub waiting_on: u32,
     /// The jobs it waits for.
@@ -55,7 +56,8 @@ pub struct JobView<'a, P> {
     pub labels: &'a [Box<str>],
     /// Its payload.
     pub payload: &'a P,
-    /// Every attempt, oldest first; the current one (if any) last, without an end.
+    /// Its attempts since it was submitted, restored or retried, oldest first; the current one
+    /// (if any) last, without an end.
     pub history: Vec<AttemptRecord>,
 }
 
@@ -87,11 +89,11 @@ pub struct QueueStats {
     pub assigned: usize,
     /// Running.
     pub running: usize,
-    /// Completed (and not forgotten).
+    /// Completed (until forgotten).
     pub completed: usize,
-    /// Failed (and not forgotten).
+    /// Failed (until forgotten).
     pub failed: usize,
-    /// Cancelled (and not forgotten).
+    /// Cancelled (until forgotten).
     pub cancelled: usize,
     /// Known workers.
     pub workers: usize,
@@ -127,19 +129,36 @@ pub struct WorkerView<'a> {
 }
 
 impl<P: Clone, R> Dispatcher<P, R> {
-    /// One job, live or terminal (until forgotten).
+    /// One live job.
     pub fn job_view(&self, id: JobId) -> Option<JobView<'_, P>> {
-        match self.live.get(&id) {
-            Some(&slot) => Some(self.view(self.job(slot))),
-            None => self.finished.get(&id).map(|job| self.view(job)),
+        Some(self.view(self.live_slot(id)?))
+    }
+
+    /// The status of any job the dispatcher knows: live, or terminal until forgotten.
+    pub fn status(&self, id: JobId) -> Option<JobStatus> {
+        match self.live_slot(id) {
+            Some(slot) => Some(self.job(slot).state.status()),
+            None => self.terminal_status(id),
         }
     }
 
-    /// Every job matching `filter`, in submission order.
+    /// The status of a terminal job, until the shell forgets it.
+    pub fn terminal_status(&self, id: JobId) -> Option<JobStatus> {
+        self.finished_state(id).map(|state| state.status())
+    }
+
+    /// Every live job matching `filter`, in submission order.
     pub fn jobs(&self, filter: &JobFilter) -> Vec<JobView<'_, P>> {
         let type_id = match &filter.job_type {
             Some(name) => match self.types.iter().position(|t| &*t.name == name.as_str()) {
                 Some(ty) => Some(ty),
+                None => return Vec::new(),
+            },
+            None => None,
+        };
+        let worker = match &filter.worker {
+            Some(peer) => match self.worker_ids.get(peer) {
+                Some(&w) => Some(w),
                 None => return Vec::new(),
             },
             None => None,
@@ -150,19 +169,17 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 && filter
                     .label
                     .as_deref()
-                    .is_none_or(|l| job.labels.iter().any(|x| &**x == l))
-                && filter
-                    .worker
-                    .as_ref()
-                    .is_none_or(|w| job.run.as_ref().is_some_and(|r| *r.peer == *w))
+                    .is_none_or(|l| job.labels().iter().any(|x| &**x == l))
+                && worker.is_none_or(|w| job.run.as_ref().is_some_and(|r| r.worker == w))
         };
-        let live = self.slots.iter().filter_map(|s| s.job.as_ref());
-        let mut found: Vec<&Job<P>> = live
-            .chain(self.finished.values())
-            .filter(|j| matches(j))
+        let mut found: Vec<(u64, u32)> = (0u32..)
+            .zip(&self.slots)
+            .filter_map(|(slot, entry)| entry.job.as_ref().map(|job| (job, slot)))
+            .filter(|(job, _)| matches(job))
+            .map(|(job, slot)| (job.seq, slot))
             .collect();
-        found.sort_unstable_by_key(|j| j.seq);
-        found.into_iter().map(|job| self.view(job)).collect()
+        found.sort_unstable();
+        found.into_iter().map(|(_, slot)| self.view(slot)).collect()
     }
 
     /// Counts of jobs by status and of workers.
@@ -232,12 +249,17 @@ impl<P: Clone, R> Dispatcher<P, R> {
         &self.config
     }
 
-    fn view<'a>(&'a self, job: &'a Job<P>) -> JobView<'a, P> {
-        let mut history = job.history.clone();
-        if let Some(run) = &job.run {
+    fn view(&self, slot: u32) -> JobView<'_, P> {
+        let job = self.job(slot);
+        let holder = job
+            .run
+            .as_ref()
+            .and_then(|run| self.workers[run.worker as usize].as_ref().map(|w| (run, w)));
+        let mut history = job.history().to_vec();
+        if let Some((run, worker)) = holder {
             history.push(AttemptRecord {
                 attempt: job.attempt,
-                worker: run.peer.clone(),
+                worker: worker.peer.clone(),
                 assigned_at: run.assigned_at,
                 acked_at: run.acked_at,
                 ended_at: None,
@@ -255,20 +277,20 @@ impl<P: Clone, R> Dispatcher<P, R> {
             retries: job.retries,
             losses: job.losses,
             attempt: job.attempt,
-            worker: job.run.as_ref().map(|r| &*r.peer),
-            error: job.error.as_deref(),
+            worker: holder.map(|(_, w)| &*w.peer),
+            error: job.error().map(|e| &**e),
             seq: job.seq,
             created_at: job.created_at,
-            started_at: job.started_at,
-            done_at: job.done_at,
+            started_at: job.started_at(),
             due_at: (job.state == State::Delayed).then_some(job.due_at),
             waiting_on: if job.state == State::Blocked {
                 job.unmet
             } else {
                 0
             },
-            after: &job.after,
-            labels: &job.labels,
+            not_before: job.not_before(),
+            after: job.after(),
+            labels: job.labels(),
             payload: &job.payload,
             history,
         }

@@ -1,5 +1,6 @@
-//! The dispatcher's records of jobs and workers. Internal: the shell sees them through the views
-//! in `query`.
+//! The dispatcher's records of live jobs and of workers. Internal: the shell sees them through
+//! the views in `query`. Terminal jobs are not kept here: the dispatcher hands them to the shell
+//! (through `Output::JobChanged`) and remembers only their status.
 
 use std::sync::Arc;
 
@@ -42,13 +43,28 @@ impl State {
     }
 }
 
-/// One job, live or finished.
+/// What the dispatcher knows about a job id.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Known {
+    /// A live job, at this slab slot.
+    Live(u32),
+    /// A terminal job, handed to the shell.
+    Finished(State),
+    /// Taken by a batch being validated.
+    Reserved,
+}
+
+/// One live job. Kept small, because the slab holds one per queued job: what most jobs never
+/// use (dependencies, labels, an error, past attempts) lives behind one optional box.
 pub(crate) struct Job<P> {
     pub(crate) id: JobId,
+    /// Submission order: the FIFO tie-break within a priority.
+    pub(crate) seq: u64,
+    pub(crate) created_at: Millis,
+    /// A pending job is not assigned before this (backoff or `not_before`).
+    pub(crate) due_at: Millis,
     /// Interned type.
     pub(crate) ty: u32,
-    pub(crate) state: State,
-    pub(crate) mode: JobMode,
     pub(crate) priority: i32,
     pub(crate) timeout_s: u32,
     pub(crate) max_retry: u32,
@@ -59,35 +75,75 @@ pub(crate) struct Job<P> {
     /// Dependencies not completed yet (while `Blocked`).
     pub(crate) unmet: u32,
     /// Bumped each time the job registers with its dependencies, so registrations left over
-    /// from before a cancel and a user retry are recognised and skipped.
+    /// from an earlier life of the same id are recognised and skipped.
     pub(crate) dep_epoch: u32,
-    /// Submission order: the FIFO tie-break within a priority.
-    pub(crate) seq: u64,
-    pub(crate) created_at: Millis,
-    /// A pending job is not assigned before this (backoff or `not_before`).
-    pub(crate) due_at: Millis,
-    pub(crate) not_before: Option<Millis>,
-    pub(crate) started_at: Option<Millis>,
-    pub(crate) done_at: Option<Millis>,
+    pub(crate) state: State,
+    pub(crate) mode: JobMode,
     pub(crate) payload: P,
+    pub(crate) run: Option<Run>,
+    pub(crate) cold: Option<Box<Cold>>,
+}
+
+/// The rarely used parts of a job.
+#[derive(Default)]
+pub(crate) struct Cold {
+    pub(crate) not_before: Option<Millis>,
     pub(crate) after: Box<[JobId]>,
     pub(crate) labels: Box<[Box<str>]>,
     pub(crate) error: Option<Arc<str>>,
-    pub(crate) run: Option<Run>,
-    /// Attempts that ended, oldest first.
+    /// Attempts that ended while the job stayed live, oldest first.
     pub(crate) history: Vec<AttemptRecord>,
+}
+
+impl<P> Job<P> {
+    pub(crate) fn after(&self) -> &[JobId] {
+        self.cold.as_ref().map_or(&[], |c| &c.after)
+    }
+
+    pub(crate) fn labels(&self) -> &[Box<str>] {
+        self.cold.as_ref().map_or(&[], |c| &c.labels)
+    }
+
+    pub(crate) fn error(&self) -> Option<&Arc<str>> {
+        self.cold.as_ref().and_then(|c| c.error.as_ref())
+    }
+
+    pub(crate) fn history(&self) -> &[AttemptRecord] {
+        self.cold.as_ref().map_or(&[], |c| &c.history)
+    }
+
+    pub(crate) fn not_before(&self) -> Option<Millis> {
+        self.cold.as_ref().and_then(|c| c.not_before)
+    }
+
+    pub(crate) fn cold_mut(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_with(Box::default)
+    }
+
+    pub(crate) fn set_error(&mut self, error: Option<Arc<str>>) {
+        if error.is_some() || self.error().is_some() {
+            self.cold_mut().error = error;
+        }
+    }
+
+    /// When the current attempt, or else the last one, was assigned.
+    pub(crate) fn started_at(&self) -> Option<Millis> {
+        match &self.run {
+            Some(run) => Some(run.assigned_at),
+            None => self.history().last().map(|h| h.assigned_at),
+        }
+    }
 }
 
 /// The attempt a worker holds now.
 pub(crate) struct Run {
     /// The worker's slot.
     pub(crate) worker: u32,
-    pub(crate) peer: Arc<PeerId>,
+    /// Index of this job in the worker's `held` list, for O(1) removal.
+    pub(crate) held_pos: u32,
     pub(crate) assigned_at: Millis,
     pub(crate) acked_at: Option<Millis>,
     pub(crate) deadline: Option<Millis>,
-    /// Index of this job in the worker's `held` list, for O(1) removal.
-    pub(crate) held_pos: u32,
 }
 
 /// A slot of the live-job slab. `generation` grows on every state change of the job in the
@@ -121,5 +177,20 @@ impl Worker {
 
     pub(crate) fn eligible(&self) -> bool {
         self.verified && !self.paused && self.running() < self.capacity
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn print_sizes() {
+        eprintln!("job {}", std::mem::size_of::<super::Job<()>>());
+        eprintln!("slot {}", std::mem::size_of::<super::Slot<()>>());
+        eprintln!("run {}", std::mem::size_of::<super::Run>());
+        eprintln!("cold {}", std::mem::size_of::<super::Cold>());
+        eprintln!("output {}", std::mem::size_of::<crate::Output<(), ()>>());
+        eprintln!("update {}", std::mem::size_of::<crate::JobUpdate<()>>());
+        eprintln!("record {}", std::mem::size_of::<crate::AttemptRecord>());
+        eprintln!("assign {}", std::mem::size_of::<crate::Assignment<()>>());
     }
 }

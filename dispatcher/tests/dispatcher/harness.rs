@@ -2,8 +2,8 @@
 //! and collects outputs.
 
 use dispatcher::{
-    Assignment, CancelReason, Config, Dispatcher, Input, JobUpdate, Millis, NewJob, Output, Report,
-    StepError,
+    Assignment, AttemptRecord, CancelReason, Config, Dispatcher, Input, JobUpdate, Millis, NewJob,
+    Output, Report, RetryJob, StepError,
 };
 use proto::{Attempt, JobId, JobStatus, PeerId};
 
@@ -26,6 +26,8 @@ pub(crate) struct Harness {
     pub(crate) d: Disp,
     pub(crate) now: u64,
     pub(crate) out: Vec<Out>,
+    /// Every output ever, for what the dispatcher no longer holds (terminal jobs).
+    pub(crate) log: Vec<Out>,
 }
 
 impl Harness {
@@ -41,12 +43,15 @@ impl Harness {
             d: Dispatcher::new(config, 42),
             now: 0,
             out: Vec::new(),
+            log: Vec::new(),
         }
     }
 
     pub(crate) fn step(&mut self, input: Input<u32, String>) -> Result<(), StepError> {
         let result = self.d.step(Millis(self.now), input);
+        let start = self.out.len();
         self.d.take_outputs(&mut self.out);
+        self.log.extend_from_slice(&self.out[start..]);
         result
     }
 
@@ -100,7 +105,39 @@ impl Harness {
     }
 
     pub(crate) fn status(&self, n: u64) -> JobStatus {
-        self.d.job_view(id(n)).expect("job exists").status
+        self.d.status(id(n)).expect("job exists")
+    }
+
+    /// The last update announced for a job.
+    pub(crate) fn last(&self, n: u64) -> JobUpdate<String> {
+        self.log
+            .iter()
+            .rev()
+            .find_map(|o| match o {
+                Output::JobChanged(u) if u.id == id(n) => Some(u.clone()),
+                _ => None,
+            })
+            .expect("an update for the job")
+    }
+
+    /// Every attempt of a job announced as ended, oldest first.
+    pub(crate) fn ended(&self, n: u64) -> Vec<AttemptRecord> {
+        self.log
+            .iter()
+            .filter_map(|o| match o {
+                Output::AttemptEnded { job, record } if *job == id(n) => Some(record.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A user retry, with the spec the shell would load from its store.
+    pub(crate) fn retry(&mut self, spec: NewJob<u32>) -> Result<(), StepError> {
+        let attempt = self
+            .ended(spec.id.as_u64())
+            .last()
+            .map_or(Attempt(0), |r| r.attempt);
+        self.step(Input::Retry(RetryJob { job: spec, attempt }))
     }
 
     pub(crate) fn attempt(&self, n: u64) -> Attempt {

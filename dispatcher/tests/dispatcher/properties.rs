@@ -11,7 +11,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use dispatcher::{Config, Dispatcher, Input, JobUpdate, Millis, NewJob, Output, Report, StepError};
+use dispatcher::{
+    Config, Dispatcher, Input, JobUpdate, Millis, NewJob, Output, Report, RetryJob, StepError,
+};
 use proptest::prelude::*;
 use proto::{Attempt, JobId, JobStatus};
 
@@ -88,8 +90,12 @@ fn op() -> impl Strategy<Value = Op> {
 
 struct ModelJob {
     id: JobId,
+    /// What the shell's store would hold, for user retries.
+    spec: NewJob<u32>,
     ty: usize,
     priority: i32,
+    /// Queue order within a priority: submission, or the user retry that re-submitted it.
+    seq: u64,
     after: Option<usize>,
     status: Option<JobStatus>,
     attempt: Attempt,
@@ -122,6 +128,7 @@ struct Model {
     jobs: Vec<ModelJob>,
     index: BTreeMap<JobId, usize>,
     workers: BTreeMap<u32, ModelWorker>,
+    next_seq: u64,
 }
 
 impl Model {
@@ -140,6 +147,7 @@ impl Model {
             jobs: Vec::new(),
             index: BTreeMap::new(),
             workers: BTreeMap::new(),
+            next_seq: 0,
         }
     }
 
@@ -220,8 +228,9 @@ impl Model {
         // No job lost: every job is known, with the status last announced.
         let mut total = 0;
         for job in self.jobs.iter().filter(|j| j.status.is_some()) {
-            let view = self.d.job_view(job.id).expect("no job is lost");
-            assert_eq!(Some(view.status), job.status, "job {} status", job.id);
+            let status = self.d.status(job.id);
+            assert!(status.is_some(), "job {} is lost", job.id);
+            assert_eq!(status, job.status, "job {} status", job.id);
             total += 1;
         }
         let stats = self.d.stats();
@@ -245,8 +254,11 @@ impl Model {
         let ready: Vec<usize> = (0..self.jobs.len())
             .filter(|&j| self.jobs[j].status.is_some())
             .filter(|&j| {
-                let view = self.d.job_view(self.jobs[j].id).expect("known");
-                view.status == JobStatus::Pending && view.due_at.is_none() && view.waiting_on == 0
+                self.d.job_view(self.jobs[j].id).is_some_and(|view| {
+                    view.status == JobStatus::Pending
+                        && view.due_at.is_none()
+                        && view.waiting_on == 0
+                })
             })
             .collect();
         for &k in &ready {
@@ -257,8 +269,9 @@ impl Model {
             );
             for &(j, w) in assigned {
                 if self.workers.get(&w).is_some_and(|w| w.serves(ty)) {
-                    let better = (self.jobs[k].priority, std::cmp::Reverse(k))
-                        > (self.jobs[j].priority, std::cmp::Reverse(j));
+                    let key =
+                        |j: usize| (self.jobs[j].priority, std::cmp::Reverse(self.jobs[j].seq));
+                    let better = key(k) > key(j);
                     assert!(!better, "job {j} assigned before better job {k}");
                 }
             }
@@ -295,8 +308,10 @@ impl Model {
                 }
                 self.jobs.push(ModelJob {
                     id: job.id,
+                    spec: job.clone(),
                     ty,
                     priority,
+                    seq: self.next_seq,
                     after: dep,
                     status: None,
                     attempt: Attempt(0),
@@ -304,6 +319,7 @@ impl Model {
                     completions: 0,
                 });
                 self.index.insert(job.id, n);
+                self.next_seq += 1;
                 let result = self.step(Input::Submit(job), None);
                 if unknown_after {
                     assert!(matches!(result, Err(StepError::UnknownDependency { .. })));
@@ -332,8 +348,18 @@ impl Model {
                     )
                 };
                 let retryable = failed(j) && !self.jobs[j].after.is_some_and(failed);
-                let result = self.step(Input::Retry(self.jobs[j].id), Some(j));
+                let retry = RetryJob {
+                    job: self.jobs[j].spec.clone(),
+                    attempt: self.jobs[j].attempt,
+                };
+                let old_seq = std::mem::replace(&mut self.jobs[j].seq, self.next_seq);
+                let result = self.step(Input::Retry(retry), Some(j));
                 assert_eq!(result.is_ok(), retryable, "{result:?}");
+                if result.is_ok() {
+                    self.next_seq += 1;
+                } else {
+                    self.jobs[j].seq = old_seq;
+                }
             }
             Op::Join {
                 worker,

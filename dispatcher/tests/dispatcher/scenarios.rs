@@ -200,9 +200,13 @@ fn every_assignment_is_a_new_attempt_and_stale_reports_are_ignored() {
             ..
         })
     ));
-    let history = h.d.job_view(id(1)).unwrap().history;
+    let history = h.ended(1);
     assert_eq!(history.len(), 3);
     assert_eq!(history[2].end, Some(AttemptEnd::Completed));
+    assert!(
+        h.d.job_view(id(1)).is_none(),
+        "terminal jobs are handed to the shell"
+    );
 }
 
 #[test]
@@ -274,16 +278,14 @@ fn failures_back_off_exponentially_with_jitter_then_fail_with_history() {
     }
     assert_eq!(h.pairs(), [(1, 1)]);
     h.result(1, 1, false).unwrap();
-    let view = h.d.job_view(id(1)).unwrap();
-    assert_eq!(view.status, JobStatus::Failed);
-    assert_eq!(view.retries, 4);
-    assert_eq!(view.error, Some("boom 1"));
-    assert_eq!(view.history.len(), 4);
-    let failed = h.d.jobs(&JobFilter {
-        status: Some(JobStatus::Failed),
-        ..JobFilter::default()
-    });
-    assert_eq!(failed.len(), 1, "the dead-letter view lists it");
+    let last = h.last(1);
+    assert_eq!(last.status, JobStatus::Failed);
+    assert_eq!(last.retries, 4);
+    assert_eq!(last.error.as_deref(), Some("boom 1"));
+    assert_eq!(last.done_at, Some(Millis(now)));
+    assert_eq!(h.ended(1).len(), 4, "the store gets every attempt");
+    assert_eq!(h.d.terminal_status(id(1)), Some(JobStatus::Failed));
+    assert_eq!(h.d.stats().failed, 1);
 }
 
 #[test]
@@ -405,15 +407,12 @@ fn a_job_that_keeps_losing_workers_fails_at_the_crash_limit() {
             reason: LeaveReason::Disconnected,
         });
     }
-    let view = h.d.job_view(id(1)).unwrap();
-    assert_eq!(view.status, JobStatus::Failed);
-    assert_eq!(view.losses, 3);
-    assert_eq!(view.retries, 0);
-    assert!(
-        view.error.unwrap().contains("crash limit"),
-        "{:?}",
-        view.error
-    );
+    let last = h.last(1);
+    assert_eq!(last.status, JobStatus::Failed);
+    assert_eq!(last.losses, 3);
+    assert_eq!(last.retries, 0);
+    let error = last.error.expect("an error");
+    assert!(error.contains("crash limit"), "{error}");
 }
 
 #[test]
@@ -432,7 +431,7 @@ fn terminal_states_are_final() {
         })
     );
     assert_eq!(
-        h.step(Input::Retry(id(1))),
+        h.retry(job(1, "t")),
         Err(StepError::NotRetryable {
             job: id(1),
             status: JobStatus::Completed
@@ -440,7 +439,7 @@ fn terminal_states_are_final() {
     );
     assert!(h.report(1, 1, Attempt(1), false).is_err());
     assert_eq!(h.status(1), JobStatus::Completed);
-    assert_eq!(h.d.job_view(id(1)).unwrap().error, None);
+    assert_eq!(h.last(1).error, None);
 }
 
 #[test]
@@ -460,7 +459,7 @@ fn cancel_is_terminal_at_once_and_later_reports_are_ignored() {
     assert!(h.report(1, 1, Attempt(1), false).is_err());
     assert!(h.report(1, 1, Attempt(1), true).is_err());
     assert_eq!(h.status(1), JobStatus::Cancelled);
-    assert_eq!(h.d.job_view(id(1)).unwrap().retries, 0);
+    assert_eq!(h.last(1).retries, 0);
     // Its slot went to the next job.
     let assigned: Vec<u64> = updates(&out)
         .iter()
@@ -484,26 +483,38 @@ fn users_can_retry_failed_and_cancelled_jobs() {
     h.result(1, 1, false).unwrap();
     assert_eq!(h.status(1), JobStatus::Failed);
     h.take();
-    h.ok(Input::Retry(id(1)));
+    h.retry(job(1, "t")).unwrap();
     let view = h.d.job_view(id(1)).unwrap();
     assert_eq!(view.status, JobStatus::Assigned);
     assert_eq!(view.attempt, Attempt(2), "attempt numbers continue");
     assert_eq!(view.retries, 0, "a fresh retry budget");
     assert_eq!(view.error, None);
     h.ok(Input::Cancel(id(1)));
-    h.ok(Input::Retry(id(1)));
+    h.retry(job(1, "t")).unwrap();
     assert_eq!(h.attempt(1), Attempt(3));
     assert_eq!(
-        h.step(Input::Retry(id(1))),
+        h.retry(job(1, "t")),
         Err(StepError::NotRetryable {
             job: id(1),
             status: JobStatus::Assigned
         })
     );
-    assert_eq!(
-        h.step(Input::Retry(id(9))),
-        Err(StepError::UnknownJob(id(9)))
-    );
+    assert_eq!(h.retry(job(9, "t")), Err(StepError::UnknownJob(id(9))));
+    // A job whose dependency failed can only be retried once that one is.
+    h.ok(Input::Pause(peer(1)));
+    h.submit(job(2, "t"));
+    let mut waiter = job(3, "t");
+    waiter.after = vec![id(2)];
+    h.submit(waiter.clone());
+    h.ok(Input::Cancel(id(2)));
+    assert_eq!(h.status(3), JobStatus::Failed);
+    assert!(matches!(
+        h.retry(waiter.clone()),
+        Err(StepError::DependencyFailed { .. })
+    ));
+    h.retry(job(2, "t")).unwrap();
+    h.retry(waiter).unwrap();
+    assert_eq!(h.d.job_view(id(3)).unwrap().waiting_on, 1);
 }
 
 #[test]
@@ -618,15 +629,13 @@ fn after_waits_for_its_jobs_and_fails_when_one_fails() {
     h.submit(e);
     h.ok(Input::Cancel(id(10)));
     assert_eq!(h.status(11), JobStatus::Failed);
-    let view = h.d.job_view(id(11)).unwrap();
     assert_eq!(
-        view.error,
+        h.last(11).error.as_deref(),
         Some(format!("dependency {} was cancelled", id(10)).as_str())
     );
-    let view = h.d.job_view(id(12)).unwrap();
-    assert_eq!(view.status, JobStatus::Failed);
+    assert_eq!(h.status(12), JobStatus::Failed);
     assert_eq!(
-        view.error,
+        h.last(12).error.as_deref(),
         Some(format!("dependency {} failed", id(11)).as_str())
     );
     // Submitting after a job that already failed fails at once.
@@ -813,7 +822,7 @@ fn bad_inputs_get_typed_errors_with_lowercase_messages() {
         h.step(Input::Submit(job(2, ""))).unwrap_err(),
         h.step(Input::Submit(job(3, &"x".repeat(300)))).unwrap_err(),
         h.step(Input::Cancel(id(9))).unwrap_err(),
-        h.step(Input::Retry(id(1))).unwrap_err(),
+        h.retry(job(1, "t")).unwrap_err(),
         h.step(Input::Forget(id(1))).unwrap_err(),
         h.step(Input::Resume(peer(1))).unwrap_err(),
         h.report(1, 1, Attempt(1), true).unwrap_err(),
@@ -905,7 +914,7 @@ fn forget_drops_terminal_jobs_only() {
     h.submit(job(2, "t"));
     h.ok(Input::Cancel(id(1)));
     h.ok(Input::Forget(id(1)));
-    assert!(h.d.job_view(id(1)).is_none());
+    assert_eq!(h.d.status(id(1)), None);
     assert_eq!(h.d.stats().cancelled, 0);
     assert!(matches!(
         h.step(Input::Forget(id(2))),
