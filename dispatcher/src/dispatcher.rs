@@ -666,15 +666,15 @@ impl<P: Clone, R> Dispatcher<P, R> {
         let generation = self.slots[slot as usize].generation;
         let job = self.job(slot);
         let ty = job.ty;
+        let priority = job.priority;
         let entry = ReadyEntry {
-            priority: job.priority,
             seq: job.seq,
             slot,
             generation,
         };
         let queue = &mut self.types[ty as usize];
-        queue.ready.push(entry);
-        let key = entry.key();
+        queue.ready.push(priority, entry);
+        let key = (Reverse(priority), entry.seq);
         if queue.head.is_none_or(|head| key < head) {
             self.set_head(ty, Some(key));
         }
@@ -699,22 +699,19 @@ impl<P: Clone, R> Dispatcher<P, R> {
         }
     }
 
-    /// Drops stale entries off the top of a type's ready heap and updates its head.
+    /// Drops stale entries off the front of a type's ready queue and updates its head.
     fn sync_head(&mut self, ty: u32) {
+        let slots = &self.slots;
         let queue = &mut self.types[ty as usize];
-        while let Some(top) = queue.ready.peek() {
-            if self.slots[top.slot as usize].generation == top.generation {
-                break;
-            }
-            queue.ready.pop();
-        }
-        let head = queue.ready.peek().map(ReadyEntry::key);
+        let head = queue
+            .ready
+            .clean_front(|e| slots[e.slot as usize].generation == e.generation);
         if head != queue.head {
             self.set_head(ty, head);
         }
     }
 
-    /// After a ready job left its heap other than by being popped.
+    /// After a ready job left its queue other than by being picked.
     fn ready_entry_dropped(&mut self, ty: u32) {
         let queue = &mut self.types[ty as usize];
         if queue.ready.len() > 2 * queue.live + 64 {
@@ -956,6 +953,9 @@ impl<P: Clone, R> Dispatcher<P, R> {
     }
 
     fn settle_dependents(&mut self, id: JobId, state: State) {
+        if self.dependents.is_empty() {
+            return;
+        }
         let Some(waiting) = self.dependents.remove(&id) else {
             return;
         };
