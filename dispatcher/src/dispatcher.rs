@@ -24,7 +24,7 @@ use crate::io::{
     Output, Report, RestoredJob, RetryJob,
 };
 use crate::seeded::{SeededMap, SeededState, SplitMix};
-use crate::state::{Cold, Job, Known, Run, Slot, State, Worker};
+use crate::state::{Cold, Job, Known, Run, State, Worker};
 use crate::time::Millis;
 
 /// Heaps with lazily removed entries are rebuilt when stale entries outnumber live ones by this
@@ -37,7 +37,12 @@ pub struct Dispatcher<P, R> {
     pub(crate) config: Config,
     rng: SplitMix,
     pub(crate) now: Millis,
-    pub(crate) slots: Vec<Slot<P>>,
+    /// The live-job slab.
+    pub(crate) slots: Vec<Option<Job<P>>>,
+    /// Per slot, a number that grows on every state change of the job in it and on every
+    /// reuse, so that lazily removed index entries can be told stale. Kept apart from the
+    /// slab so that checking an entry does not touch the (large) job record.
+    pub(crate) generations: Vec<u32>,
     free_slots: Vec<u32>,
     /// Every job the dispatcher knows: live ones by slab slot, terminal ones by status. One
     /// map rather than two, because each lookup is a likely cache miss.
@@ -85,6 +90,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             rng: SplitMix::new(seed),
             now: Millis::ZERO,
             slots: Vec::new(),
+            generations: Vec::new(),
             free_slots: Vec::new(),
             ids: hasher.map(),
             live_count: 0,
@@ -400,17 +406,15 @@ impl<P: Clone, R> Dispatcher<P, R> {
         self.counts[job.state.index()] += 1;
         let slot = match self.free_slots.pop() {
             Some(slot) => {
-                let entry = &mut self.slots[slot as usize];
-                entry.generation = entry.generation.wrapping_add(1);
-                entry.job = Some(job);
+                let generation = &mut self.generations[slot as usize];
+                *generation = generation.wrapping_add(1);
+                self.slots[slot as usize] = Some(job);
                 slot
             }
             None => {
                 let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
-                self.slots.push(Slot {
-                    generation: 0,
-                    job: Some(job),
-                });
+                self.slots.push(Some(job));
+                self.generations.push(0);
                 slot
             }
         };
@@ -603,14 +607,12 @@ impl<P: Clone, R> Dispatcher<P, R> {
 
     pub(crate) fn job(&self, slot: u32) -> &Job<P> {
         self.slots[slot as usize]
-            .job
             .as_ref()
             .expect("slot indexes point at live jobs")
     }
 
     fn job_mut(&mut self, slot: u32) -> &mut Job<P> {
         self.slots[slot as usize]
-            .job
             .as_mut()
             .expect("slot indexes point at live jobs")
     }
@@ -618,15 +620,17 @@ impl<P: Clone, R> Dispatcher<P, R> {
     fn job_state(&self, slot: u32) -> Option<State> {
         self.slots
             .get(slot as usize)
-            .and_then(|s| s.job.as_ref())
+            .and_then(Option::as_ref)
             .map(|j| j.state)
     }
 
     /// Moves a live job to `state`, keeping the counts and the slot generation in step.
     fn set_state(&mut self, slot: u32, state: State) {
-        let entry = &mut self.slots[slot as usize];
-        entry.generation = entry.generation.wrapping_add(1);
-        let job = entry.job.as_mut().expect("slot indexes point at live jobs");
+        let generation = &mut self.generations[slot as usize];
+        *generation = generation.wrapping_add(1);
+        let job = self.slots[slot as usize]
+            .as_mut()
+            .expect("slot indexes point at live jobs");
         let old = job.state;
         job.state = state;
         let ty = job.ty as usize;
@@ -649,12 +653,12 @@ impl<P: Clone, R> Dispatcher<P, R> {
         } else if job.due_at > self.now {
             let due = job.due_at;
             self.set_state(slot, State::Delayed);
-            let generation = self.slots[slot as usize].generation;
+            let generation = self.generations[slot as usize];
             self.delayed.push(Reverse((due, slot, generation)));
             if self.delayed.len() > 2 * self.counts[State::Delayed.index()] + COMPACT_SLACK {
-                let slots = &self.slots;
+                let generations = &self.generations;
                 self.delayed
-                    .retain(|Reverse((_, s, g))| slots[*s as usize].generation == *g);
+                    .retain(|Reverse((_, s, g))| generations[*s as usize] == *g);
             }
         } else {
             self.set_state(slot, State::Ready);
@@ -663,7 +667,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
     }
 
     fn push_ready(&mut self, slot: u32) {
-        let generation = self.slots[slot as usize].generation;
+        let generation = self.generations[slot as usize];
         let job = self.job(slot);
         let ty = job.ty;
         let priority = job.priority;
@@ -701,11 +705,11 @@ impl<P: Clone, R> Dispatcher<P, R> {
 
     /// Drops stale entries off the front of a type's ready queue and updates its head.
     fn sync_head(&mut self, ty: u32) {
-        let slots = &self.slots;
+        let generations = &self.generations;
         let queue = &mut self.types[ty as usize];
         let head = queue
             .ready
-            .clean_front(|e| slots[e.slot as usize].generation == e.generation);
+            .clean_front(|e| generations[e.slot as usize] == e.generation);
         if head != queue.head {
             self.set_head(ty, head);
         }
@@ -715,10 +719,10 @@ impl<P: Clone, R> Dispatcher<P, R> {
     fn ready_entry_dropped(&mut self, ty: u32) {
         let queue = &mut self.types[ty as usize];
         if queue.ready.len() > 2 * queue.live + 64 {
-            let slots = &self.slots;
+            let generations = &self.generations;
             queue
                 .ready
-                .retain(|e| slots[e.slot as usize].generation == e.generation);
+                .retain(|e| generations[e.slot as usize] == e.generation);
         }
         self.sync_head(ty);
     }
@@ -753,7 +757,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
         self.index_worker(w);
         let grace = self.config.timeout_grace;
         let slab = &mut self.slots[slot as usize];
-        let job = slab.job.as_mut().expect("slot indexes point at live jobs");
+        let job = slab.as_mut().expect("slot indexes point at live jobs");
         job.attempt = job.attempt.next();
         let deadline = (job.timeout_s > 0).then(|| {
             now.saturating_add(Millis::from_secs(u64::from(job.timeout_s)))
@@ -837,7 +841,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
     fn compact_deadlines(&mut self) {
         let slots = &self.slots;
         self.deadlines.retain(|Reverse((t, s, id, attempt))| {
-            slots[*s as usize].job.as_ref().is_some_and(|j| {
+            slots[*s as usize].as_ref().is_some_and(|j| {
                 j.id.as_u64() == *id
                     && j.attempt.0 == *attempt
                     && j.run.as_ref().is_some_and(|r| r.deadline == Some(*t))
@@ -943,9 +947,11 @@ impl<P: Clone, R> Dispatcher<P, R> {
 
     /// Takes a terminal job out of the slab, keeping only its status.
     fn retire(&mut self, slot: u32, state: State) -> JobId {
-        let entry = &mut self.slots[slot as usize];
-        entry.generation = entry.generation.wrapping_add(1);
-        let job = entry.job.take().expect("slot indexes point at live jobs");
+        let generation = &mut self.generations[slot as usize];
+        *generation = generation.wrapping_add(1);
+        let job = self.slots[slot as usize]
+            .take()
+            .expect("slot indexes point at live jobs");
         self.free_slots.push(slot);
         self.ids.insert(job.id, Known::Finished(state));
         self.live_count -= 1;
@@ -1319,7 +1325,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 break;
             }
             self.deadlines.pop();
-            let current = self.slots[slot as usize].job.as_ref().is_some_and(|j| {
+            let current = self.slots[slot as usize].as_ref().is_some_and(|j| {
                 j.id.as_u64() == id
                     && j.attempt.0 == attempt
                     && j.run.as_ref().is_some_and(|r| r.deadline == Some(deadline))
@@ -1346,7 +1352,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 break;
             }
             self.delayed.pop();
-            if self.slots[slot as usize].generation == generation {
+            if self.generations[slot as usize] == generation {
                 self.set_state(slot, State::Ready);
                 self.push_ready(slot);
             }
@@ -1394,7 +1400,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 self.set_head(ty, None);
                 continue;
             };
-            if self.slots[entry.slot as usize].generation == entry.generation {
+            if self.generations[entry.slot as usize] == entry.generation {
                 self.start_attempt(entry.slot, worker);
             }
             self.sync_head(ty);

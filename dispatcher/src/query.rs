@@ -174,7 +174,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
         };
         let mut found: Vec<(u64, u32)> = (0u32..)
             .zip(&self.slots)
-            .filter_map(|(slot, entry)| entry.job.as_ref().map(|job| (job, slot)))
+            .filter_map(|(slot, entry)| entry.as_ref().map(|job| (job, slot)))
             .filter(|(job, _)| matches(job))
             .map(|(job, slot)| (job.seq, slot))
             .collect();

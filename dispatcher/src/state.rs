@@ -146,13 +146,6 @@ pub(crate) struct Run {
     pub(crate) deadline: Option<Millis>,
 }
 
-/// A slot of the live-job slab. `generation` grows on every state change of the job in the
-/// slot and on every reuse, so heap entries that remember it can be checked for staleness.
-pub(crate) struct Slot<P> {
-    pub(crate) generation: u32,
-    pub(crate) job: Option<Job<P>>,
-}
-
 /// A worker known to the host.
 pub(crate) struct Worker {
     pub(crate) peer: Arc<PeerId>,
@@ -185,7 +178,6 @@ mod size_probe {
     #[test]
     fn print_sizes() {
         eprintln!("job {}", std::mem::size_of::<super::Job<()>>());
-        eprintln!("slot {}", std::mem::size_of::<super::Slot<()>>());
         eprintln!("run {}", std::mem::size_of::<super::Run>());
         eprintln!("cold {}", std::mem::size_of::<super::Cold>());
         eprintln!("output {}", std::mem::size_of::<crate::Output<(), ()>>());
