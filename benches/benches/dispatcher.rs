@@ -157,14 +157,12 @@ fn with_workers() -> Disp {
 /// Returns how many jobs completed.
 fn drain(d: &mut Disp, batch: Vec<NewJob<()>>) -> usize {
     let mut now = 1;
-    let mut outputs = Vec::with_capacity(16 * 1024);
     let mut work = Vec::with_capacity(16 * 1024);
     d.step(Millis(now), Input::SubmitBatch(batch))
         .expect("batch accepted");
     let mut done = 0;
     loop {
-        d.take_outputs(&mut outputs);
-        for output in outputs.drain(..) {
+        for output in d.drain_outputs() {
             if let Output::Assign(a) = output {
                 work.push(a);
             }

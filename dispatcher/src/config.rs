@@ -18,7 +18,7 @@ pub struct Config {
     /// How long after an assignment a heartbeat that does not list the attempt counts as proof
     /// that the worker lost it. Shorter than this, the assign may still be on its way.
     pub assign_grace: Millis,
-    /// How many worker losses one job may suffer before it is failed as a poison job.
+    /// The number of worker losses at which a job is failed as a poison job (0: no limit).
     pub crash_limit: u32,
     /// The most jobs that may be live (not terminal) at once; submits beyond it are refused.
     pub max_live_jobs: usize,

@@ -2,8 +2,8 @@
 
 use proto::{Attempt, JobId, JobStatus, PeerId};
 
-/// Why [`Dispatcher::step`](crate::Dispatcher::step) did not apply an input. Nothing changed
-/// when it returns one of these (a refused batch is refused whole).
+/// Why [`Dispatcher::step`](crate::Dispatcher::step) did not apply an input. The input changed
+/// nothing (a refused batch is refused whole); timers due by the step's time still fired.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StepError {
     /// No job has this id (or it was forgotten).
