@@ -482,7 +482,15 @@ fn summary() {
 criterion_group!(dispatcher_benches, benches);
 
 fn main() {
-    // `DISPATCHER_BENCH_PROFILE=1` only drains batches, for a profiler to look at.
+    // `DISPATCHER_BENCH_PROFILE=drain` (or `=pick`) only drains batches (or runs pick cycles
+    // with 10k queued), for a profiler to look at.
+    if std::env::var("DISPATCHER_BENCH_PROFILE").as_deref() == Ok("pick") {
+        let mut bench = PickBench::new(10_000);
+        for _ in 0..3_000_000 {
+            bench.cycle();
+        }
+        return;
+    }
     if std::env::var_os("DISPATCHER_BENCH_PROFILE").is_some() {
         let mut rng = Lcg(1);
         let batch = jobs(1, JOBS, &mut rng);

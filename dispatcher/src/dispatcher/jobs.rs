@@ -34,15 +34,15 @@ impl<P: Clone, R> Dispatcher<P, R> {
     /// caught. On error every reservation is undone.
     pub(super) fn reserve_ids<'a>(
         &mut self,
-        specs: impl Iterator<Item = &'a NewJob<P>>,
+        specs: impl Iterator<Item = &'a NewJob<P>> + Clone,
         check_after: bool,
     ) -> Result<(), StepError>
     where
         P: 'a,
     {
-        let mut reserved: Vec<JobId> = Vec::new();
+        let mut reserved = 0;
         let mut outcome = Ok(());
-        for spec in specs {
+        for spec in specs.clone() {
             if let Err(e) = self.check_spec(spec) {
                 outcome = Err(e);
                 break;
@@ -63,13 +63,13 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 }
                 std::collections::hash_map::Entry::Vacant(entry) => {
                     entry.insert(Known::Reserved);
-                    reserved.push(spec.id);
+                    reserved += 1;
                 }
             }
         }
         if outcome.is_err() {
-            for id in reserved {
-                self.ids.remove(&id);
+            for spec in specs.take(reserved) {
+                self.ids.remove(&spec.id);
             }
         }
         outcome
@@ -97,6 +97,15 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 max: self.config.max_live_jobs,
             });
         }
+        Ok(())
+    }
+
+    /// One job: the common case, without the batch's allocations.
+    pub(super) fn submit_one(&mut self, job: NewJob<P>) -> Result<(), StepError> {
+        self.check_room(1)?;
+        self.reserve_ids(std::slice::from_ref(&job).iter(), true)?;
+        let slot = self.insert(job, None);
+        self.admit(slot, true);
         Ok(())
     }
 

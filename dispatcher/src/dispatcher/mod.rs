@@ -162,7 +162,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
 
     fn apply(&mut self, input: Input<P, R>) -> Result<(), StepError> {
         match input {
-            Input::Submit(job) => self.submit(vec![job]),
+            Input::Submit(job) => self.submit_one(job),
             Input::SubmitBatch(jobs) => self.submit(jobs),
             Input::Cancel(id) => self.cancel(id),
             Input::Retry(retry) => self.retry(retry),
