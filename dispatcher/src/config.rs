@@ -13,7 +13,8 @@ pub struct Config {
     /// Time allowed past `timeout_s` before the host gives up on an attempt. The worker enforces
     /// the timeout itself; the grace lets its own "timed out" report arrive first.
     pub timeout_grace: Millis,
-    /// How long a worker stays alive without a heartbeat (or any report); `None` disables leases.
+    /// How long a worker stays alive without a heartbeat (or a join or verification);
+    /// `None` disables leases. Workers must heartbeat well within it.
     pub lease: Option<Millis>,
     /// How long after an assignment a heartbeat that does not list the attempt counts as proof
     /// that the worker lost it. Shorter than this, the assign may still be on its way.
