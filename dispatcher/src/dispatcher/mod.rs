@@ -54,6 +54,9 @@ pub struct Dispatcher<P, R> {
     /// Every job the dispatcher knows: live ones by slab slot, terminal ones by status. One
     /// map rather than two, because each lookup is a likely cache miss.
     pub(crate) ids: SeededMap<JobId, Known>,
+    /// Jobs whose current attempt a worker holds: at most the cluster's capacity, so it stays
+    /// in cache for the reports, which only ever concern these.
+    inflight: SeededMap<JobId, u32>,
     live_count: usize,
     /// Jobs blocked on a job, with the `dep_epoch` they registered under.
     dependents: SeededMap<JobId, Vec<(JobId, u32)>>,
@@ -100,6 +103,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             generations: Vec::new(),
             free_slots: Vec::new(),
             ids: hasher.map(),
+            inflight: hasher.map(),
             live_count: 0,
             dependents: hasher.map(),
             types: Vec::new(),

@@ -178,6 +178,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             acked_at: None,
             deadline,
         });
+        self.inflight.insert(job.id, slot);
         let assignment = Assignment {
             worker: peer,
             job: job.id,
@@ -206,6 +207,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
         let job = self.job_mut(slot);
         let run = job.run.take()?;
         let (id, attempt) = (job.id, job.attempt);
+        self.inflight.remove(&id);
         if run.deadline.is_some() {
             self.deadlines_live -= 1;
             if self.deadlines.len() > 2 * self.deadlines_live + COMPACT_SLACK {
@@ -438,10 +440,16 @@ impl<P: Clone, R> Dispatcher<P, R> {
         attempt: Attempt,
     ) -> Result<u32, StepError> {
         let reject = |reason| Err(ignored(job, attempt, worker.clone(), reason));
-        let slot = match self.ids.get(&job) {
-            Some(Known::Live(slot)) => *slot,
-            Some(Known::Finished(done)) => return reject(IgnoreReason::Finished(done.status())),
-            _ => return reject(IgnoreReason::UnknownJob),
+        // Valid reports are about attempts in flight: the small map answers them from cache.
+        let slot = match self.inflight.get(&job) {
+            Some(&slot) => slot,
+            None => match self.ids.get(&job) {
+                Some(Known::Live(_)) => return reject(IgnoreReason::NotAssigned),
+                Some(Known::Finished(done)) => {
+                    return reject(IgnoreReason::Finished(done.status()));
+                }
+                _ => return reject(IgnoreReason::UnknownJob),
+            },
         };
         let record = self.job(slot);
         let Some(run) = record.run.as_ref() else {
