@@ -100,28 +100,70 @@ impl<P: Clone, R> Dispatcher<P, R> {
         Ok(())
     }
 
-    /// One job: the common case, without the batch's allocations.
     pub(super) fn submit_one(&mut self, job: NewJob<P>) -> Result<(), StepError> {
         self.check_room(1)?;
-        self.reserve_ids(std::slice::from_ref(&job).iter(), true)?;
-        let slot = self.insert(job, None);
+        let slot = self.place(job)?;
         self.admit(slot, true);
         Ok(())
     }
 
+    /// Queues a batch, all or none. Each job is checked and placed in one pass (so its id's
+    /// bucket is touched while it is still in cache); if a later one is refused, the ones
+    /// already placed are taken back before anything was announced.
     pub(super) fn submit(&mut self, jobs: Vec<NewJob<P>>) -> Result<(), StepError> {
         self.check_room(jobs.len())?;
-        // Validate the whole batch before placing anything, so it is accepted or refused whole.
         self.ids.reserve(jobs.len());
-        self.reserve_ids(jobs.iter(), true)?;
         self.outputs.reserve(jobs.len());
         let spare = self.free_slots.len();
         self.slots.reserve(jobs.len().saturating_sub(spare));
+        self.generations.reserve(jobs.len().saturating_sub(spare));
+        let mut placed = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let slot = self.insert(job, None);
+            match self.place(job) {
+                Ok(slot) => placed.push(slot),
+                Err(e) => {
+                    for slot in placed.into_iter().rev() {
+                        self.unplace(slot);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        for slot in placed {
             self.admit(slot, true);
         }
         Ok(())
+    }
+
+    /// Checks a submitted job against what is known (a job placed earlier in the same batch
+    /// counts as known), then puts it in the slab and the id map, not yet announced or queued.
+    fn place(&mut self, job: NewJob<P>) -> Result<u32, StepError> {
+        self.check_spec(&job)?;
+        if let Some(&dependency) = job.after.iter().find(|d| !self.is_known(**d)) {
+            return Err(StepError::UnknownDependency {
+                job: job.id,
+                dependency,
+            });
+        }
+        if self.is_known(job.id) {
+            return Err(StepError::DuplicateJob(job.id));
+        }
+        let id = job.id;
+        let slot = self.insert(job, None);
+        self.ids.insert(id, Known::Live(slot));
+        Ok(slot)
+    }
+
+    /// Takes back a job `place` put in, for a refused batch.
+    fn unplace(&mut self, slot: u32) {
+        let generation = &mut self.generations[slot as usize];
+        *generation = generation.wrapping_add(1);
+        if let Some(job) = self.slots[slot as usize].take() {
+            self.ids.remove(&job.id);
+            self.counts[job.state.index()] -= 1;
+            self.live_count -= 1;
+            self.free_slots.push(slot);
+        }
     }
 
     /// Builds a job record in a new slab slot, in state `Blocked` until `admit` places it.
@@ -169,8 +211,8 @@ impl<P: Clone, R> Dispatcher<P, R> {
         self.alloc(job)
     }
 
+    /// Puts a job in a free slab slot. The caller records it in the id map.
     pub(super) fn alloc(&mut self, job: Job<P>) -> u32 {
-        let id = job.id;
         self.counts[job.state.index()] += 1;
         let slot = match self.free_slots.pop() {
             Some(slot) => {
@@ -186,7 +228,6 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 slot
             }
         };
-        self.ids.insert(id, Known::Live(slot));
         self.live_count += 1;
         slot
     }
@@ -286,6 +327,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
         self.check_room(1)?;
         self.counts[state.index()] -= 1;
         let slot = self.insert(spec, None);
+        self.ids.insert(id, Known::Live(slot));
         self.job_mut(slot).attempt = attempt;
         self.admit(slot, true);
         Ok(())
@@ -348,7 +390,9 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 last.ended_at = Some(now);
                 last.end = Some(AttemptEnd::Interrupted);
             }
+            let id = spec.id;
             let slot = self.insert(spec, Some(created_at));
+            self.ids.insert(id, Known::Live(slot));
             let job = self.job_mut(slot);
             job.attempt = attempt;
             job.retries = retries;

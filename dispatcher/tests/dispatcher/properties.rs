@@ -32,6 +32,12 @@ enum Op {
         after: Option<usize>,
         unknown_after: bool,
     },
+    /// Jobs submitted together; each may wait for an earlier one of the batch. A poisoned
+    /// batch carries one bad job and must be refused whole.
+    Batch {
+        jobs: Vec<(usize, i32, Option<usize>)>,
+        poison: Option<usize>,
+    },
     Cancel(usize),
     Retry(usize),
     Join {
@@ -71,6 +77,11 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(ty, priority, max_retry, timeout, after, unknown_after)| Op::Submit {
                 ty, priority, max_retry, timeout, after, unknown_after
             }),
+        2 => (
+            proptest::collection::vec((0..3usize, -2..3i32, proptest::option::weighted(0.4, 0..8usize)), 1..6),
+            proptest::option::weighted(0.3, 0..8usize),
+        )
+            .prop_map(|(jobs, poison)| Op::Batch { jobs, poison }),
         1 => (0..64usize).prop_map(Op::Cancel),
         1 => (0..64usize).prop_map(Op::Retry),
         2 => (0..4u32, 0..8u8, 1..4u32, proptest::bool::weighted(0.9)).prop_map(
@@ -329,6 +340,54 @@ impl Model {
                 } else {
                     assert_eq!(result, Ok(()));
                     assert!(self.jobs[n].status.is_some(), "submit is announced");
+                }
+            }
+            Op::Batch { jobs, poison } => {
+                let first = self.jobs.len();
+                let mut batch = Vec::new();
+                for (k, (ty, priority, after)) in jobs.into_iter().enumerate() {
+                    let n = first + k;
+                    let mut job = NewJob::new(id(n as u64 + 1), TYPES[ty], 0u32);
+                    job.priority = priority;
+                    // Within the batch, only an earlier job may be named.
+                    let dep = after.filter(|a| *a < k).map(|a| first + a);
+                    if let Some(dep) = dep {
+                        job.after.push(id(dep as u64 + 1));
+                    }
+                    self.jobs.push(ModelJob {
+                        id: job.id,
+                        spec: job.clone(),
+                        ty,
+                        priority,
+                        seq: self.next_seq + k as u64,
+                        after: dep,
+                        status: None,
+                        attempt: Attempt(0),
+                        holder: None,
+                        completions: 0,
+                    });
+                    self.index.insert(job.id, n);
+                    batch.push(job);
+                }
+                let poisoned = poison.map(|p| p % batch.len());
+                if let Some(p) = poisoned {
+                    batch[p].after.push(id(999_999));
+                }
+                let ids: Vec<JobId> = batch.iter().map(|j| j.id).collect();
+                let result = self.step(Input::SubmitBatch(batch), None);
+                if poisoned.is_some() {
+                    assert!(matches!(result, Err(StepError::UnknownDependency { .. })));
+                    for id in ids {
+                        assert_eq!(self.d.status(id), None, "a refused batch leaves no trace");
+                        self.index.remove(&id);
+                    }
+                    self.jobs.truncate(first);
+                } else {
+                    assert_eq!(result, Ok(()));
+                    self.next_seq += ids.len() as u64;
+                    for j in first..self.jobs.len() {
+                        assert!(self.jobs[j].status.is_some(), "submit is announced");
+                    }
                 }
             }
             Op::Cancel(n) => {
