@@ -117,6 +117,12 @@ impl<P: Clone, R> Dispatcher<P, R> {
         let spare = self.free_slots.len();
         self.slots.reserve(jobs.len().saturating_sub(spare));
         self.generations.reserve(jobs.len().saturating_sub(spare));
+        if jobs.len() >= 1024 && spare <= jobs.len().saturating_mul(4) {
+            // Slots come back in completion order, scattered over the slab; a large batch
+            // fills them in address order instead, which the caches handle far better. The
+            // bound keeps the sort's cost proportional to the batch.
+            self.free_slots.sort_unstable_by(|a, b| b.cmp(a));
+        }
         let mut placed = Vec::with_capacity(jobs.len());
         for job in jobs {
             match self.place(job) {
