@@ -1,0 +1,423 @@
+//! Jobs coming and going: submit, cancel, retry, forget and restore.
+
+use std::sync::Arc;
+
+use proto::{Attempt, JobId, JobStatus};
+
+use super::{Dispatcher, dependency_error};
+use crate::error::StepError;
+use crate::io::{AttemptEnd, CancelReason, NewJob, Output, RestoredJob, RetryJob};
+use crate::state::{Cold, Job, Known, State};
+use crate::time::Millis;
+
+impl<P: Clone, R> Dispatcher<P, R> {
+    pub(super) fn is_known(&self, id: JobId) -> bool {
+        self.ids.contains_key(&id)
+    }
+
+    pub(crate) fn live_slot(&self, id: JobId) -> Option<u32> {
+        match self.ids.get(&id) {
+            Some(Known::Live(slot)) => Some(*slot),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn finished_state(&self, id: JobId) -> Option<State> {
+        match self.ids.get(&id) {
+            Some(Known::Finished(state)) => Some(*state),
+            _ => None,
+        }
+    }
+
+    /// Marks the ids of a batch as taken while it is validated, in order, so that a job may
+    /// name an earlier one of the batch in `after` but not a later one, and duplicates are
+    /// caught. On error every reservation is undone.
+    pub(super) fn reserve_ids<'a>(
+        &mut self,
+        specs: impl Iterator<Item = &'a NewJob<P>> + Clone,
+        check_after: bool,
+    ) -> Result<(), StepError>
+    where
+        P: 'a,
+    {
+        let mut reserved = 0;
+        let mut outcome = Ok(());
+        for spec in specs.clone() {
+            if let Err(e) = self.check_spec(spec) {
+                outcome = Err(e);
+                break;
+            }
+            if check_after
+                && let Some(&dependency) = spec.after.iter().find(|d| !self.is_known(**d))
+            {
+                outcome = Err(StepError::UnknownDependency {
+                    job: spec.id,
+                    dependency,
+                });
+                break;
+            }
+            match self.ids.entry(spec.id) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    outcome = Err(StepError::DuplicateJob(spec.id));
+                    break;
+                }
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(Known::Reserved);
+                    reserved += 1;
+                }
+            }
+        }
+        if outcome.is_err() {
+            for spec in specs.take(reserved) {
+                self.ids.remove(&spec.id);
+            }
+        }
+        outcome
+    }
+
+    pub(super) fn check_spec(&self, job: &NewJob<P>) -> Result<(), StepError> {
+        if job.job_type.is_empty() {
+            return Err(StepError::EmptyType(job.id));
+        }
+        if job.job_type.len() > self.config.max_type_len {
+            return Err(StepError::TypeTooLong {
+                job: job.id,
+                len: job.job_type.len(),
+                max: self.config.max_type_len,
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_room(&self, extra: usize) -> Result<(), StepError> {
+        let live = self.live_count;
+        if live.saturating_add(extra) > self.config.max_live_jobs {
+            return Err(StepError::QueueFull {
+                live,
+                max: self.config.max_live_jobs,
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn submit_one(&mut self, job: NewJob<P>) -> Result<(), StepError> {
+        self.check_room(1)?;
+        let slot = self.place(job)?;
+        self.admit(slot, true);
+        Ok(())
+    }
+
+    /// Queues a batch, all or none. Each job is checked and placed in one pass (so its id's
+    /// bucket is touched while it is still in cache); if a later one is refused, the ones
+    /// already placed are taken back before anything was announced.
+    pub(super) fn submit(&mut self, jobs: Vec<NewJob<P>>) -> Result<(), StepError> {
+        self.check_room(jobs.len())?;
+        self.ids.reserve(jobs.len());
+        self.outputs.reserve(jobs.len());
+        let spare = self.free_slots.len();
+        self.slots.reserve(jobs.len().saturating_sub(spare));
+        self.generations.reserve(jobs.len().saturating_sub(spare));
+        if jobs.len() >= 1024 && spare <= jobs.len().saturating_mul(4) {
+            // Slots come back in completion order, scattered over the slab; a large batch
+            // fills them in address order instead, which the caches handle far better. The
+            // bound keeps the sort's cost proportional to the batch.
+            self.free_slots.sort_unstable_by(|a, b| b.cmp(a));
+        }
+        let mut placed = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match self.place(job) {
+                Ok(slot) => placed.push(slot),
+                Err(e) => {
+                    for slot in placed.into_iter().rev() {
+                        self.unplace(slot);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        for slot in placed {
+            self.admit(slot, true);
+        }
+        Ok(())
+    }
+
+    /// Checks a submitted job against what is known (a job placed earlier in the same batch
+    /// counts as known), then puts it in the slab and the id map, not yet announced or queued.
+    fn place(&mut self, job: NewJob<P>) -> Result<u32, StepError> {
+        self.check_spec(&job)?;
+        if let Some(&dependency) = job.after.iter().find(|d| !self.is_known(**d)) {
+            return Err(StepError::UnknownDependency {
+                job: job.id,
+                dependency,
+            });
+        }
+        if self.is_known(job.id) {
+            return Err(StepError::DuplicateJob(job.id));
+        }
+        let id = job.id;
+        let slot = self.insert(job, None);
+        self.ids.insert(id, Known::Live(slot));
+        Ok(slot)
+    }
+
+    /// Takes back a job `place` put in, for a refused batch.
+    fn unplace(&mut self, slot: u32) {
+        let generation = &mut self.generations[slot as usize];
+        *generation = generation.wrapping_add(1);
+        if let Some(job) = self.slots[slot as usize].take() {
+            self.ids.remove(&job.id);
+            self.counts[job.state.index()] -= 1;
+            self.live_count -= 1;
+            self.free_slots.push(slot);
+        }
+    }
+
+    /// Builds a job record in a new slab slot, in state `Blocked` until `admit` places it.
+    pub(super) fn insert(&mut self, spec: NewJob<P>, created_at: Option<Millis>) -> u32 {
+        let ty = self.intern(&spec.job_type);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut after = spec.after;
+        after.sort_unstable();
+        after.dedup();
+        let cold = (!after.is_empty() || !spec.labels.is_empty() || spec.not_before.is_some())
+            .then(|| {
+                Box::new(Cold {
+                    not_before: spec.not_before,
+                    after: after.into_boxed_slice(),
+                    labels: spec
+                        .labels
+                        .into_iter()
+                        .map(String::into_boxed_str)
+                        .collect(),
+                    error: None,
+                    history: Vec::new(),
+                })
+            });
+        let job = Job {
+            id: spec.id,
+            seq,
+            created_at: created_at.unwrap_or(self.now),
+            due_at: spec.not_before.unwrap_or(Millis::ZERO),
+            ty,
+            priority: spec.priority,
+            timeout_s: spec.timeout_s,
+            max_retry: spec.max_retry,
+            retries: 0,
+            losses: 0,
+            attempt: Attempt(0),
+            unmet: 0,
+            dep_epoch: 0,
+            state: State::Blocked,
+            mode: spec.mode,
+            payload: spec.payload,
+            run: None,
+            cold,
+        };
+        self.alloc(job)
+    }
+
+    /// Puts a job in a free slab slot. The caller records it in the id map.
+    pub(super) fn alloc(&mut self, job: Job<P>) -> u32 {
+        self.counts[job.state.index()] += 1;
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                let generation = &mut self.generations[slot as usize];
+                *generation = generation.wrapping_add(1);
+                self.slots[slot as usize] = Some(job);
+                slot
+            }
+            None => {
+                let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+                self.slots.push(Some(job));
+                self.generations.push(0);
+                slot
+            }
+        };
+        self.live_count += 1;
+        slot
+    }
+
+    /// Places a freshly inserted (or retried) job: registers it with the jobs it waits for,
+    /// announces it, then queues it, or fails it if one of them already failed.
+    ///
+    /// `strict` is false on restore, where a dependency the store no longer has counts as done:
+    /// only terminal jobs are ever deleted, and a failed one would have failed its dependents.
+    pub(super) fn admit(&mut self, slot: u32, strict: bool) {
+        let (id, epoch, after) = {
+            let job = self.job_mut(slot);
+            job.dep_epoch = job.dep_epoch.wrapping_add(1);
+            (job.id, job.dep_epoch, job.after().to_vec())
+        };
+        let mut unmet = 0u32;
+        let mut broken: Option<Arc<str>> = None;
+        for dependency in after.iter().copied() {
+            if self.live_slot(dependency).is_some() {
+                unmet += 1;
+                self.dependents
+                    .entry(dependency)
+                    .or_default()
+                    .push((id, epoch));
+            } else if let Some(done) = self.finished_state(dependency) {
+                if broken.is_none() {
+                    broken = dependency_error(dependency, done);
+                }
+            } else if strict && broken.is_none() {
+                broken = Some(format!("dependency {dependency} is unknown").into());
+            }
+        }
+        self.job_mut(slot).unmet = unmet;
+        if let Some(error) = broken {
+            self.job_mut(slot).set_error(Some(error));
+            self.finish(slot, State::Failed, None);
+            return;
+        }
+        self.enqueue(slot);
+        self.changed(slot, None);
+    }
+
+    pub(super) fn cancel(&mut self, id: JobId) -> Result<(), StepError> {
+        let Some(slot) = self.live_slot(id) else {
+            return Err(self.not_live(id, |job, status| StepError::AlreadyTerminal { job, status }));
+        };
+        if let Some(worker) = self.holder_peer(slot) {
+            let attempt = self.job(slot).attempt;
+            self.outputs.push(Output::Cancel {
+                worker,
+                job: id,
+                attempt,
+                reason: CancelReason::Cancelled,
+            });
+            self.end_run(slot, AttemptEnd::Cancelled);
+        }
+        self.finish(slot, State::Cancelled, None);
+        Ok(())
+    }
+
+    pub(super) fn retry(&mut self, retry: RetryJob<P>) -> Result<(), StepError> {
+        let RetryJob { job: spec, attempt } = retry;
+        let id = spec.id;
+        let Some(state) = self.finished_state(id) else {
+            return Err(match self.live_slot(id) {
+                Some(slot) => StepError::NotRetryable {
+                    job: id,
+                    status: self.job(slot).state.status(),
+                },
+                None => StepError::UnknownJob(id),
+            });
+        };
+        if state == State::Completed {
+            return Err(StepError::NotRetryable {
+                job: id,
+                status: JobStatus::Completed,
+            });
+        }
+        self.check_spec(&spec)?;
+        for &dependency in &spec.after {
+            if dependency == id || !self.is_known(dependency) {
+                return Err(StepError::UnknownDependency {
+                    job: id,
+                    dependency,
+                });
+            }
+            if let Some(done) = self.finished_state(dependency)
+                && matches!(done, State::Failed | State::Cancelled)
+            {
+                return Err(StepError::DependencyFailed {
+                    job: id,
+                    dependency,
+                    status: done.status(),
+                });
+            }
+        }
+        self.check_room(1)?;
+        self.counts[state.index()] -= 1;
+        let slot = self.insert(spec, None);
+        self.ids.insert(id, Known::Live(slot));
+        self.job_mut(slot).attempt = attempt;
+        self.admit(slot, true);
+        Ok(())
+    }
+
+    pub(super) fn forget(&mut self, id: JobId) -> Result<(), StepError> {
+        if let Some(state) = self.finished_state(id) {
+            self.ids.remove(&id);
+            self.counts[state.index()] -= 1;
+            return Ok(());
+        }
+        match self.live_slot(id) {
+            Some(slot) => Err(StepError::NotTerminal {
+                job: id,
+                status: self.job(slot).state.status(),
+            }),
+            None => Err(StepError::UnknownJob(id)),
+        }
+    }
+
+    pub(super) fn restore(&mut self, jobs: Vec<RestoredJob<P>>) -> Result<(), StepError> {
+        let live_count = jobs.iter().filter(|j| !j.status.is_terminal()).count();
+        self.check_room(live_count)?;
+        self.reserve_ids(jobs.iter().map(|j| &j.job), false)?;
+        let mut jobs = jobs;
+        // Submission order is creation order; the sort is stable so equal times keep theirs.
+        jobs.sort_by_key(|j| j.created_at);
+        let mut placed = Vec::with_capacity(live_count);
+        let now = self.now;
+        for restored in jobs {
+            let RestoredJob {
+                job: spec,
+                status,
+                attempt,
+                retries,
+                losses,
+                error,
+                created_at,
+                done_at: _,
+                mut history,
+            } = restored;
+            let terminal = match status {
+                JobStatus::Completed => Some(State::Completed),
+                JobStatus::Failed => Some(State::Failed),
+                JobStatus::Cancelled => Some(State::Cancelled),
+                _ => None,
+            };
+            if let Some(state) = terminal {
+                // The store keeps the record; the dispatcher only needs the status.
+                self.ids.insert(spec.id, Known::Finished(state));
+                self.counts[state.index()] += 1;
+                continue;
+            }
+            let interrupted = matches!(status, JobStatus::Assigned | JobStatus::Running);
+            if interrupted
+                && let Some(last) = history.last_mut()
+                && last.attempt == attempt
+                && last.end.is_none()
+            {
+                last.ended_at = Some(now);
+                last.end = Some(AttemptEnd::Interrupted);
+            }
+            let id = spec.id;
+            let slot = self.insert(spec, Some(created_at));
+            self.ids.insert(id, Known::Live(slot));
+            let job = self.job_mut(slot);
+            job.attempt = attempt;
+            job.retries = retries;
+            job.losses = losses;
+            job.set_error(error.map(Into::into));
+            if !history.is_empty() {
+                job.cold_mut().history = history;
+            }
+            placed.push((slot, interrupted));
+        }
+        for (slot, interrupted) in placed {
+            // Only the jobs whose stored status changes need writing back.
+            let before = self.outputs.len();
+            self.admit(slot, false);
+            let failed = self.job_state(slot).is_none();
+            if !interrupted && !failed {
+                self.outputs.truncate(before);
+            }
+        }
+        Ok(())
+    }
+}

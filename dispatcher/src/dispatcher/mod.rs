@@ -1,0 +1,282 @@
+//! The state machine: every input, every transition, and the dispatch loop.
+//!
+//! Each `step` first fires the timers that are due (leases, attempt deadlines, backoffs), then
+//! applies the input, then assigns ready jobs to eligible workers until no pair is left, and
+//! finally announces the next wake-up if it changed. Everything it wants done is pushed to the
+//! output buffer, which the shell drains.
+//!
+//! Live jobs sit in a slab; the hot indexes (`index`) hold slab positions. Terminal jobs are
+//! handed to the shell: their last `JobChanged` carries everything the store needs, and the
+//! dispatcher keeps only their status (for `after` checks, retries and stale reports) in a
+//! compact map until the shell forgets them.
+//!
+//! The one `impl` is split by concern: `jobs` (submit, cancel, retry, forget, restore),
+//! `transitions` (queueing, attempts, failures, losses, finishing), `workers`, `timers` and
+//! `pick` (the dispatch loop).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+use std::sync::Arc;
+
+use proto::{Attempt, JobId, PeerId};
+
+use crate::config::Config;
+use crate::error::{IgnoreReason, StepError};
+use crate::index::{HeadKey, TypeQueue, WorkerKey};
+use crate::io::{AttemptEnd, Input, Output, Report};
+use crate::seeded::{SeededMap, SeededState, SplitMix};
+use crate::state::{Job, Known, State, Worker};
+use crate::time::Millis;
+
+mod jobs;
+mod pick;
+mod timers;
+mod transitions;
+mod workers;
+
+/// Heaps with lazily removed entries are rebuilt when stale entries outnumber live ones by this
+/// much, which keeps their size proportional to the live work.
+const COMPACT_SLACK: usize = 1024;
+
+/// The job queue and scheduler. `P` is the job payload and `R` a worker report (progress,
+/// output, result); the dispatcher moves both through without looking inside.
+pub struct Dispatcher<P, R> {
+    pub(crate) config: Config,
+    rng: SplitMix,
+    pub(crate) now: Millis,
+    /// The live-job slab.
+    pub(crate) slots: Vec<Option<Job<P>>>,
+    /// Per slot, a number that grows on every state change of the job in it and on every
+    /// reuse, so that lazily removed index entries can be told stale. Kept apart from the
+    /// slab so that checking an entry does not touch the (large) job record.
+    pub(crate) generations: Vec<u32>,
+    free_slots: Vec<u32>,
+    /// Every job the dispatcher knows: live ones by slab slot, terminal ones by status. One
+    /// map rather than two, because each lookup is a likely cache miss.
+    pub(crate) ids: SeededMap<JobId, Known>,
+    /// Jobs whose current attempt a worker holds: at most the cluster's capacity, so it stays
+    /// in cache for the reports, which only ever concern these.
+    inflight: SeededMap<JobId, u32>,
+    live_count: usize,
+    /// Jobs blocked on a job, with the `dep_epoch` they registered under.
+    dependents: SeededMap<JobId, Vec<(JobId, u32)>>,
+    pub(crate) types: Vec<TypeQueue>,
+    type_ids: SeededMap<Arc<str>, u32>,
+    /// Heads of every non-empty ready heap.
+    heads_any: BTreeSet<(HeadKey, u32)>,
+    /// Heads of the non-empty ready heaps of types some eligible typed worker serves.
+    heads_typed: BTreeSet<(HeadKey, u32)>,
+    /// Eligible workers that run every type.
+    wildcard: BTreeSet<WorkerKey>,
+    pub(crate) workers: Vec<Option<Worker>>,
+    free_workers: Vec<u32>,
+    pub(crate) worker_ids: SeededMap<PeerId, u32>,
+    /// Delayed jobs: (due, slot, generation).
+    delayed: BinaryHeap<Reverse<(Millis, u32, u32)>>,
+    /// Attempt deadlines: (deadline, slot, job id, attempt).
+    deadlines: BinaryHeap<Reverse<(Millis, u32, u64, u32)>>,
+    deadlines_live: usize,
+    /// Worker leases: (until, slot, incarnation); one entry per worker, pushed again when it
+    /// fires early because a heartbeat moved the lease.
+    leases: BinaryHeap<Reverse<(Millis, u32, u64)>>,
+    pub(crate) counts: [usize; State::COUNT],
+    next_seq: u64,
+    next_stamp: u64,
+    next_incarnation: u64,
+    /// Dependents to fail because a job they wait for failed; drained iteratively so long
+    /// chains cannot overflow the stack.
+    cascade: Vec<(JobId, Arc<str>)>,
+    outputs: Vec<Output<P, R>>,
+    announced: Option<Millis>,
+}
+
+impl<P: Clone, R> Dispatcher<P, R> {
+    /// An empty dispatcher. `seed` drives the retry jitter and the hash keys, so two
+    /// dispatchers with the same seed fed the same inputs produce the same outputs.
+    pub fn new(config: Config, seed: u64) -> Self {
+        let hasher = SeededState::new(seed);
+        Self {
+            config,
+            rng: SplitMix::new(seed),
+            now: Millis::ZERO,
+            slots: Vec::new(),
+            generations: Vec::new(),
+            free_slots: Vec::new(),
+            ids: hasher.map(),
+            inflight: hasher.map(),
+            live_count: 0,
+            dependents: hasher.map(),
+            types: Vec::new(),
+            type_ids: hasher.map(),
+            heads_any: BTreeSet::new(),
+            heads_typed: BTreeSet::new(),
+            wildcard: BTreeSet::new(),
+            workers: Vec::new(),
+            free_workers: Vec::new(),
+            worker_ids: hasher.map(),
+            delayed: BinaryHeap::new(),
+            deadlines: BinaryHeap::new(),
+            deadlines_live: 0,
+            leases: BinaryHeap::new(),
+            counts: [0; State::COUNT],
+            next_seq: 0,
+            next_stamp: 1,
+            next_incarnation: 0,
+            cascade: Vec::new(),
+            outputs: Vec::new(),
+            announced: None,
+        }
+    }
+
+    /// Apply one input at time `now`, then assign what can be assigned. Outputs accumulate
+    /// until drained with [`Dispatcher::drain_outputs`] or [`Dispatcher::take_outputs`].
+    ///
+    /// Time never goes backwards here: a `now` earlier than a previous one is taken as the
+    /// previous one. Timers due by `now` fire before the input is applied.
+    ///
+    /// # Errors
+    /// When the input is refused (bad submit, cancel of a finished job, ...) or is a worker
+    /// report that must be ignored (stale, duplicate, foreign). Nothing changed in either case.
+    pub fn step(&mut self, now: Millis, input: Input<P, R>) -> Result<(), StepError> {
+        self.now = self.now.max(now);
+        self.fire_timers();
+        let result = self.apply(input);
+        self.dispatch();
+        self.announce_wakeup();
+        result
+    }
+
+    /// Take the outputs produced so far.
+    pub fn drain_outputs(&mut self) -> std::vec::Drain<'_, Output<P, R>> {
+        self.outputs.drain(..)
+    }
+
+    /// Move the outputs produced so far to the end of `into`, keeping both buffers' capacity.
+    pub fn take_outputs(&mut self, into: &mut Vec<Output<P, R>>) {
+        into.append(&mut self.outputs);
+    }
+
+    /// The earliest time at which a timer may fire: call `step` with `Input::Tick` then.
+    pub fn next_wakeup(&self) -> Option<Millis> {
+        let delayed = self.delayed.peek().map(|Reverse(e)| e.0);
+        let deadline = self.deadlines.peek().map(|Reverse(e)| e.0);
+        let lease = self.leases.peek().map(|Reverse(e)| e.0);
+        [delayed, deadline, lease].into_iter().flatten().min()
+    }
+
+    fn apply(&mut self, input: Input<P, R>) -> Result<(), StepError> {
+        match input {
+            Input::Submit(job) => self.submit_one(job),
+            Input::SubmitBatch(jobs) => self.submit(jobs),
+            Input::Cancel(id) => self.cancel(id),
+            Input::Retry(retry) => self.retry(retry),
+            Input::Forget(id) => self.forget(id),
+            Input::WorkerJoined(peer) => {
+                self.worker_joined(peer);
+                Ok(())
+            }
+            Input::WorkerVerified {
+                worker,
+                types,
+                capacity,
+            } => {
+                self.worker_verified(worker, &types, capacity);
+                Ok(())
+            }
+            Input::WorkerUnverified(peer) => self.with_worker(&peer, |d, w| {
+                d.reindex_worker(w, |worker| worker.verified = false);
+            }),
+            Input::WorkerLeft { worker, reason } => {
+                let slot = self.worker_slot(&worker)?;
+                self.remove_worker(slot, reason);
+                Ok(())
+            }
+            Input::Heartbeat { worker, running } => self.heartbeat(&worker, running),
+            Input::Pause(peer) => self.with_worker(&peer, |d, w| {
+                d.reindex_worker(w, |worker| worker.paused = true);
+            }),
+            Input::Resume(peer) => self.with_worker(&peer, |d, w| {
+                d.reindex_worker(w, |worker| worker.paused = false);
+            }),
+            Input::Ack {
+                worker,
+                job,
+                attempt,
+            } => {
+                let slot = self.holder(&worker, job, attempt)?;
+                if self.job(slot).state == State::Running {
+                    return Err(ignored(job, attempt, worker, IgnoreReason::Duplicate));
+                }
+                self.mark_running(slot);
+                Ok(())
+            }
+            Input::Progress {
+                worker,
+                job,
+                attempt,
+                report,
+            } => {
+                let slot = self.holder(&worker, job, attempt)?;
+                self.mark_running(slot);
+                self.outputs.push(Output::Progress {
+                    job,
+                    attempt,
+                    report,
+                });
+                Ok(())
+            }
+            Input::Output {
+                worker,
+                job,
+                attempt,
+                data,
+            } => {
+                let slot = self.holder(&worker, job, attempt)?;
+                self.mark_running(slot);
+                self.outputs.push(Output::JobOutput { job, attempt, data });
+                Ok(())
+            }
+            Input::Result {
+                worker,
+                job,
+                attempt,
+                report,
+            } => {
+                let slot = self.holder(&worker, job, attempt)?;
+                match report {
+                    Report::Completed(result) => {
+                        self.end_run(slot, AttemptEnd::Completed);
+                        self.finish(slot, State::Completed, Some(result));
+                    }
+                    Report::Failed(error) => {
+                        let error: Arc<str> = error.into();
+                        let ended = self.end_run(slot, AttemptEnd::Failed(error.clone()));
+                        self.fail_attempt(slot, error, ended);
+                    }
+                }
+                Ok(())
+            }
+            Input::Tick => Ok(()),
+            Input::Restore(jobs) => self.restore(jobs),
+        }
+    }
+}
+
+fn ignored(job: JobId, attempt: Attempt, worker: PeerId, reason: IgnoreReason) -> StepError {
+    StepError::Ignored {
+        job,
+        attempt,
+        worker,
+        reason,
+    }
+}
+
+/// The error a dependent fails with when `dependency` ended in `state`, or `None` if it
+/// completed.
+fn dependency_error(dependency: JobId, state: State) -> Option<Arc<str>> {
+    match state {
+        State::Failed => Some(format!("dependency {dependency} failed").into()),
+        State::Cancelled => Some(format!("dependency {dependency} was cancelled").into()),
+        _ => None,
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the dispatcher, driven through `step` only: a scenario per dispatch
+//! rule, and property tests against a model.
+
+mod dispatcher {
+    pub(crate) mod harness;
+    mod properties;
+    mod scenarios;
+}
