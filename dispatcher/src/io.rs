@@ -127,6 +127,9 @@ pub enum Report<R> {
     Completed(R),
     /// It failed with this error.
     Failed(String),
+    /// The worker's executor went away under the attempt (a daemon crash): not the job's
+    /// fault, so it is requeued without spending a retry and counts against the crash limit.
+    Lost(String),
 }
 
 /// Something that happened, fed to [`Dispatcher::step`](crate::Dispatcher::step).

@@ -253,6 +253,10 @@ impl<P: Clone, R> Dispatcher<P, R> {
                         let ended = self.end_run(slot, AttemptEnd::Failed(error.clone()));
                         self.fail_attempt(slot, error, ended);
                     }
+                    Report::Lost(reason) => {
+                        let ended = self.end_run(slot, AttemptEnd::Lost(reason.as_str().into()));
+                        self.lose_attempt(slot, &reason, ended);
+                    }
                 }
                 Ok(())
             }

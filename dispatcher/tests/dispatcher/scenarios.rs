@@ -416,6 +416,50 @@ fn a_job_that_keeps_losing_workers_fails_at_the_crash_limit() {
 }
 
 #[test]
+fn an_executor_lost_under_a_job_requeues_it_without_a_retry_until_the_crash_limit() {
+    // A daemon crash is not the job's fault: the worker stays, the job goes back to the queue
+    // at no retry cost, and a job that keeps crashing its executor fails at the crash limit.
+    let mut h = Harness::new();
+    h.worker(1, &[], 1);
+    h.submit(job(1, "t"));
+    for round in 1..=3 {
+        assert_eq!(h.pairs(), [(1, 1)], "round {round}");
+        let attempt = h.attempt(1);
+        h.ok(Input::Result {
+            worker: peer(1),
+            job: id(1),
+            attempt,
+            report: Report::Lost("executor crashed: killed by signal 9".into()),
+        });
+        if round < 3 {
+            // Requeued at once (no backoff) and given straight back to the worker, which stays.
+            let view = h.d.job_view(id(1)).unwrap();
+            assert_eq!(
+                (view.status, view.retries, view.losses),
+                (JobStatus::Assigned, 0, round)
+            );
+            assert_eq!(view.attempt, Attempt(attempt.0 + 1));
+            assert_eq!(h.d.workers().len(), 1, "the worker itself is not lost");
+        }
+    }
+    let last = h.last(1);
+    assert_eq!(
+        (last.status, last.retries, last.losses),
+        (JobStatus::Failed, 0, 3)
+    );
+    let error = last.error.expect("an error");
+    assert!(
+        error.contains("crash limit") && error.contains("executor crashed"),
+        "{error}"
+    );
+    let ends: Vec<_> = h.ended(1).into_iter().map(|r| r.end).collect();
+    assert!(
+        ends.iter().all(|e| matches!(e, Some(AttemptEnd::Lost(_)))),
+        "{ends:?}"
+    );
+}
+
+#[test]
 fn terminal_states_are_final() {
     // Goop² bug 1: Complete and Fail overwrote any state.
     let mut h = Harness::new();
