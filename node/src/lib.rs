@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod client;
+mod cluster;
 mod cmd_executor;
 mod cmd_job;
 pub mod cmd_node;

@@ -216,9 +216,6 @@ pub struct JobEvent {
     /// The last error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The job type.
-    #[serde(rename = "type", default)]
-    pub job_type: String,
     /// Milliseconds from submit to the terminal status, when it just ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,

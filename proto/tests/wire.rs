@@ -315,7 +315,7 @@ mod api {
 
     #[test]
     fn events_round_trip_through_their_names() {
-        let data = r#"{"job_id":"00000000000000ff","status":"completed","attempt":2,"retries":1,"type":"t"}"#;
+        let data = r#"{"job_id":"00000000000000ff","status":"completed","attempt":2,"retries":1}"#;
         let event = ClusterEvent::decode("job", data).unwrap();
         assert_eq!(event.name(), "job");
         let ClusterEvent::Job(job) = &event else {

@@ -192,6 +192,40 @@ impl Reader {
         Ok(out)
     }
 
+    /// The group's finished jobs as `(id, type, status, created_at)`, oldest first: a restarting
+    /// host tells its dispatcher their statuses (so `after` and retries still know them) without
+    /// loading their payloads or results.
+    pub fn load_finished(
+        &self,
+        group: &GroupId,
+    ) -> Result<Vec<(JobId, String, JobStatus, Timestamp)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, type, status, created_at FROM cluster_jobs
+                 WHERE group_id = ?1 AND status IN ('completed', 'failed', 'cancelled') ORDER BY seq",
+            )
+            .context("preparing the finished-jobs query")?;
+        let rows = stmt
+            .query_map([group.as_str()], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })
+            .context("reading finished jobs")?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (raw, job_type, status, created) = row.context("reading a finished job")?;
+            let id = job_id(raw);
+            let status = parse_status(&status).ok_or_else(|| corrupt(id, &status))?;
+            out.push((id, job_type, status, Timestamp::from_unix_ms(created)));
+        }
+        Ok(out)
+    }
+
     /// The status of each of `ids` that exists.
     pub fn statuses(&self, ids: &[JobId]) -> Result<Vec<(JobId, JobStatus)>, StoreError> {
         let mut stmt = self

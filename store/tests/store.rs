@@ -326,6 +326,12 @@ async fn lists_page_and_filter_in_submission_order() {
     assert_eq!((stats.pending, stats.failed), (24, 1));
     let active = reader.load_active(&group()).unwrap();
     assert_eq!(active.len(), 24);
+    let finished = reader.load_finished(&group()).unwrap();
+    assert_eq!(finished.len(), 1);
+    assert_eq!(
+        (finished[0].0, finished[0].1.as_str(), finished[0].2),
+        (JobId::from_u64(4), "even", JobStatus::Failed)
+    );
     assert!(active.windows(2).all(|w| w[0].seq < w[1].seq));
 }
 

@@ -1,0 +1,1094 @@
+//! The cluster host: one actor that owns the dispatcher, feeds it requests from the HTTP API,
+//! reports from workers and membership changes, and carries out what it decides.
+//!
+//! A submit is answered only after the job store committed it, and only then does the
+//! dispatcher see the job, so a job a client was told about is never lost and a job the store
+//! refused never runs. Messages to a worker go through that worker's outbox task, which sends
+//! whatever queued up while the previous send was in flight as one `batch` message: light load
+//! gets one message per job, heavy load gets large batches, and no timer is involved.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dispatcher::{
+    AttemptEnd, Dispatcher, Input, LeaveReason, Millis, NewJob, Output, Report, RestoredJob,
+    RetryJob, StepError,
+};
+use proto::api::{
+    ClusterEvent, JobEvent, LogEvent, OutputEvent, ProgressEvent, SubmitJob, WorkerEvent,
+};
+use proto::cluster::{
+    AttemptOutcome, AttemptRecord, ClusterMessage, JobAssign, JobRef, Json, QueueStats,
+    ResultStatus, Sender, WorkerInfo, WorkerStatus,
+};
+use proto::{Attempt, GroupId, JobId, JobStatus, PeerId};
+use store::{JobStore, NewJob as StoredNew, StateRow, StoreError, Submitted, Write};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::ids::IdMaker;
+use super::outbox::{self, OnFailure};
+use super::time::{millis, now, stamp};
+use super::{Incoming, Link};
+
+/// Limits on what a submit may carry, beyond what the dispatcher checks.
+#[derive(Clone, Debug)]
+pub(crate) struct Limits {
+    /// The largest payload, in bytes of JSON text.
+    pub max_payload_bytes: usize,
+    /// The most labels per job.
+    pub max_labels: usize,
+    /// The longest label or idempotency key.
+    pub max_text_len: usize,
+    /// The most `after` entries per job.
+    pub max_after: usize,
+    /// The most messages an outbox holds before the host waits for it.
+    pub outbox: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 16 * 1024 * 1024,
+            max_labels: 32,
+            max_text_len: 256,
+            max_after: 1000,
+            outbox: 65_536,
+        }
+    }
+}
+
+/// The host's settings.
+#[derive(Clone, Debug)]
+pub(crate) struct HostConfig {
+    /// The cluster's group.
+    pub group: GroupId,
+    /// Scheduling settings.
+    pub dispatcher: dispatcher::Config,
+    /// Seed of the dispatcher's jitter.
+    pub seed: u64,
+    /// Submit limits.
+    pub limits: Limits,
+}
+
+/// Why a host request failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HostError {
+    /// The request itself is wrong (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The dispatcher refused it (404 for an unknown job, 409 otherwise).
+    #[error(transparent)]
+    Refused(#[from] StepError),
+    /// The job store failed (500).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The host is shutting down (503).
+    #[error("the cluster host has stopped")]
+    Stopped,
+}
+
+/// A peer joined or left the cluster group.
+#[derive(Debug)]
+pub(crate) enum MemberEvent {
+    /// It joined (or came back).
+    Joined(PeerId),
+    /// It left, was kicked, or vanished.
+    Left(PeerId, LeaveReason),
+}
+
+/// What the dispatcher carries through for the shell without looking inside.
+#[derive(Clone, Debug)]
+pub(crate) enum Carried {
+    /// A result or a piece of output.
+    Json(Option<Json>),
+    /// A progress report.
+    Progress { percent: f64, message: String },
+}
+
+type Payload = Option<Json>;
+
+enum Request {
+    Submit {
+        jobs: Vec<SubmitJob>,
+        reply: oneshot::Sender<Result<Vec<JobId>, HostError>>,
+    },
+    Cancel {
+        id: JobId,
+        reply: oneshot::Sender<Result<(), HostError>>,
+    },
+    Retry {
+        id: JobId,
+        reply: oneshot::Sender<Result<(), HostError>>,
+    },
+    Pause {
+        worker: PeerId,
+        pause: bool,
+        reply: oneshot::Sender<Result<(), HostError>>,
+    },
+    Workers {
+        reply: oneshot::Sender<Vec<WorkerInfo>>,
+    },
+    Stats {
+        reply: oneshot::Sender<QueueStats>,
+    },
+}
+
+/// The handle the HTTP layer holds to a running host.
+#[derive(Clone)]
+pub(crate) struct HostHandle {
+    group: GroupId,
+    requests: mpsc::Sender<Request>,
+    events: broadcast::Sender<ClusterEvent>,
+    store: Arc<JobStore>,
+}
+
+impl HostHandle {
+    /// The cluster's group id.
+    pub(crate) fn group(&self) -> &GroupId {
+        &self.group
+    }
+
+    /// The job store (for reads).
+    pub(crate) fn store(&self) -> &Arc<JobStore> {
+        &self.store
+    }
+
+    /// Live events of this cluster.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
+        self.events.subscribe()
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, HostError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(make(reply))
+            .await
+            .map_err(|_| HostError::Stopped)?;
+        answer.await.map_err(|_| HostError::Stopped)
+    }
+
+    /// Stores and queues jobs, all or none; returns their ids in order once they are durable.
+    pub(crate) async fn submit(&self, jobs: Vec<SubmitJob>) -> Result<Vec<JobId>, HostError> {
+        self.ask(|reply| Request::Submit { jobs, reply }).await?
+    }
+
+    /// Cancels a job; final.
+    pub(crate) async fn cancel(&self, id: JobId) -> Result<(), HostError> {
+        self.ask(|reply| Request::Cancel { id, reply }).await?
+    }
+
+    /// Runs a failed or cancelled job again.
+    pub(crate) async fn retry(&self, id: JobId) -> Result<(), HostError> {
+        self.ask(|reply| Request::Retry { id, reply }).await?
+    }
+
+    /// Pauses (or resumes) a worker.
+    pub(crate) async fn pause(&self, worker: PeerId, pause: bool) -> Result<(), HostError> {
+        self.ask(|reply| Request::Pause {
+            worker,
+            pause,
+            reply,
+        })
+        .await?
+    }
+
+    /// The workers as the host sees them.
+    pub(crate) async fn workers(&self) -> Result<Vec<WorkerInfo>, HostError> {
+        self.ask(|reply| Request::Workers { reply }).await
+    }
+
+    /// Queue counters.
+    pub(crate) async fn stats(&self) -> Result<QueueStats, HostError> {
+        self.ask(|reply| Request::Stats { reply }).await
+    }
+}
+
+/// What the host knows of a worker beyond what the dispatcher tracks.
+#[derive(Default)]
+struct WorkerMeta {
+    binary_path: Option<String>,
+    binary_mode: Option<String>,
+    version: Option<String>,
+    last_seen: Millis,
+}
+
+/// A job read back from the store for a retry.
+struct Loaded {
+    id: JobId,
+    stored: Result<Option<store::StoredJob>, HostError>,
+    reply: oneshot::Sender<Result<(), HostError>>,
+}
+
+/// A submit whose jobs the store has committed.
+struct Committed {
+    jobs: Vec<NewJob<Payload>>,
+    submitted: Result<Vec<Submitted>, StoreError>,
+    reply: oneshot::Sender<Result<Vec<JobId>, HostError>>,
+}
+
+enum Event {
+    Request(Request),
+    Incoming(Incoming),
+    Member(MemberEvent),
+    Committed(Committed),
+    Loaded(Box<Loaded>),
+    SendFailed(PeerId, String),
+    Wake,
+}
+
+/// Starts the host of `config.group`: restores its queue from the store, then runs until
+/// `cancel` fires.
+pub(crate) async fn spawn<L: Link>(
+    config: HostConfig,
+    store: Arc<JobStore>,
+    link: L,
+    incoming: mpsc::Receiver<Incoming>,
+    members: mpsc::Receiver<MemberEvent>,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> Result<HostHandle, HostError> {
+    let mut dispatcher = Dispatcher::new(config.dispatcher.clone(), config.seed);
+    let restored = restore(&store, &config.group).await?;
+    if !restored.is_empty() {
+        tracing::info!(group = %config.group, jobs = restored.len(), "restoring the job queue");
+        dispatcher.step(now(), Input::Restore(restored))?;
+    }
+    let (requests, requests_rx) = mpsc::channel(1024);
+    let (events, _) = broadcast::channel(4096);
+    let (committed, committed_rx) = mpsc::channel(1024);
+    let (loaded, loaded_rx) = mpsc::channel(64);
+    let (failures, failures_rx) = mpsc::channel(256);
+    let handle = HostHandle {
+        group: config.group.clone(),
+        requests,
+        events: events.clone(),
+        store: store.clone(),
+    };
+    let host = Host {
+        config,
+        dispatcher,
+        store,
+        link,
+        events,
+        outboxes: HashMap::new(),
+        meta: HashMap::new(),
+        ids: IdMaker::new(),
+        wake: None,
+        committed,
+        loaded,
+        failures,
+        tracker: tracker.clone(),
+        cancel: cancel.clone(),
+        outputs: Vec::new(),
+        pending_writes: Vec::new(),
+    };
+    tracker.spawn(host.run(
+        requests_rx,
+        incoming,
+        members,
+        committed_rx,
+        loaded_rx,
+        failures_rx,
+    ));
+    Ok(handle)
+}
+
+async fn restore(
+    store: &Arc<JobStore>,
+    group: &GroupId,
+) -> Result<Vec<RestoredJob<Payload>>, HostError> {
+    let reader = store.reader()?;
+    let group = group.clone();
+    let (finished, active) = tokio::task::spawn_blocking(move || {
+        Ok::<_, StoreError>((reader.load_finished(&group)?, reader.load_active(&group)?))
+    })
+    .await
+    .map_err(|_| HostError::Stopped)??;
+    // Finished jobs come back as their status only, so `after` and retries still know them.
+    let finished = finished
+        .into_iter()
+        .map(|(id, job_type, status, created_at)| RestoredJob {
+            job: NewJob::new(id, job_type, None),
+            status,
+            attempt: Attempt(0),
+            retries: 0,
+            losses: 0,
+            error: None,
+            created_at: millis(created_at),
+            done_at: None,
+            history: Vec::new(),
+        });
+    let active = active.into_iter().map(|row| {
+        let state = row.state;
+        RestoredJob {
+            job: spec_of(state.job),
+            status: state.status,
+            attempt: state.attempt,
+            retries: state.retries,
+            losses: state.losses,
+            error: state.error,
+            created_at: millis(state.created_at),
+            done_at: state.done_at.map(millis),
+            history: Vec::new(),
+        }
+    });
+    Ok(finished.chain(active).collect())
+}
+
+/// The dispatcher's view of a stored job.
+fn spec_of(job: proto::cluster::Job) -> NewJob<Payload> {
+    NewJob {
+        id: job.id,
+        job_type: job.job_type,
+        mode: job.mode,
+        payload: job.payload,
+        priority: job.priority,
+        timeout_s: u32::try_from(job.timeout_s).unwrap_or(u32::MAX),
+        max_retry: job.max_retry,
+        labels: job.labels,
+        not_before: job.not_before.map(millis),
+        after: job.after,
+    }
+}
+
+struct Host<L: Link> {
+    config: HostConfig,
+    dispatcher: Dispatcher<Payload, Carried>,
+    store: Arc<JobStore>,
+    link: L,
+    events: broadcast::Sender<ClusterEvent>,
+    outboxes: HashMap<PeerId, mpsc::Sender<ClusterMessage>>,
+    meta: HashMap<PeerId, WorkerMeta>,
+    ids: IdMaker,
+    wake: Option<Millis>,
+    committed: mpsc::Sender<Committed>,
+    loaded: mpsc::Sender<Loaded>,
+    failures: mpsc::Sender<(PeerId, String)>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    outputs: Vec<Output<Payload, Carried>>,
+    /// Store writes produced while handling one event, written before the next.
+    pending_writes: Vec<Write>,
+}
+
+impl<L: Link> Host<L> {
+    async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        mut incoming: mpsc::Receiver<Incoming>,
+        mut members: mpsc::Receiver<MemberEvent>,
+        mut committed: mpsc::Receiver<Committed>,
+        mut loaded: mpsc::Receiver<Loaded>,
+        mut failures: mpsc::Receiver<(PeerId, String)>,
+    ) {
+        tracing::info!(group = %self.config.group, "cluster host running");
+        self.carry_out().await;
+        loop {
+            let sleep = match self.wake {
+                Some(at) => Duration::from_millis(at.0.saturating_sub(now().0)),
+                None => Duration::from_secs(3600),
+            };
+            let event = tokio::select! {
+                () = self.cancel.cancelled() => break,
+                Some(request) = requests.recv() => Event::Request(request),
+                Some(message) = incoming.recv() => Event::Incoming(message),
+                Some(member) = members.recv() => Event::Member(member),
+                Some(done) = committed.recv() => Event::Committed(done),
+                Some(loaded) = loaded.recv() => Event::Loaded(Box::new(loaded)),
+                Some((worker, error)) = failures.recv() => Event::SendFailed(worker, error),
+                () = tokio::time::sleep(sleep) => Event::Wake,
+            };
+            self.handle(event);
+            self.carry_out().await;
+        }
+        tracing::info!(group = %self.config.group, "cluster host stopped");
+    }
+
+    fn step(&mut self, input: Input<Payload, Carried>) -> Result<(), StepError> {
+        let result = self.dispatcher.step(now(), input);
+        self.dispatcher.take_outputs(&mut self.outputs);
+        result
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Request(request) => self.request(request),
+            Event::Incoming(message) => self.incoming(message),
+            Event::Member(MemberEvent::Joined(peer)) => {
+                tracing::info!(worker = %peer, "worker joined");
+                self.meta.entry(peer.clone()).or_default().last_seen = now();
+                log_refusal(self.step(Input::WorkerJoined(peer)));
+            }
+            Event::Member(MemberEvent::Left(peer, reason)) => self.worker_gone(peer, reason),
+            Event::Committed(done) => self.committed(done),
+            Event::Loaded(loaded) => self.retry_loaded(*loaded),
+            Event::SendFailed(worker, error) => {
+                tracing::warn!(%worker, %error, "cannot reach worker; its attempts go back to the queue");
+                self.worker_gone(worker, LeaveReason::Disconnected);
+            }
+            Event::Wake => {
+                self.wake = None;
+                log_refusal(self.step(Input::Tick));
+            }
+        }
+    }
+
+    fn worker_gone(&mut self, worker: PeerId, reason: LeaveReason) {
+        tracing::info!(%worker, reason = reason.as_str(), "worker gone");
+        self.outboxes.remove(&worker);
+        log_refusal(self.step(Input::WorkerLeft {
+            worker: worker.clone(),
+            reason,
+        }));
+        if let Some(meta) = self.meta.remove(&worker) {
+            let info = self.worker_info(&worker, &meta);
+            if let Some(info) = info {
+                let _ = self.events.send(ClusterEvent::Worker(WorkerEvent {
+                    worker: info,
+                    left: true,
+                }));
+            }
+        }
+    }
+
+    fn request(&mut self, request: Request) {
+        match request {
+            Request::Submit { jobs, reply } => self.submit(jobs, reply),
+            Request::Cancel { id, reply } => {
+                let _ = reply.send(self.step(Input::Cancel(id)).map_err(HostError::from));
+            }
+            Request::Retry { id, reply } => self.retry(id, reply),
+            Request::Pause {
+                worker,
+                pause,
+                reply,
+            } => {
+                let input = if pause {
+                    Input::Pause(worker.clone())
+                } else {
+                    Input::Resume(worker.clone())
+                };
+                let result = self.step(input).map_err(HostError::from);
+                if result.is_ok() {
+                    let action = proto::cluster::WorkerAction {
+                        action: if pause { "pause" } else { "resume" }.into(),
+                    };
+                    let message = if pause {
+                        ClusterMessage::WorkerPause(action)
+                    } else {
+                        ClusterMessage::WorkerResume(action)
+                    };
+                    self.send(&worker, message);
+                }
+                let _ = reply.send(result);
+            }
+            Request::Workers { reply } => {
+                let peers: Vec<PeerId> = self.meta.keys().cloned().collect();
+                let workers = peers
+                    .iter()
+                    .filter_map(|p| self.worker_info(p, &self.meta[p]))
+                    .collect();
+                let _ = reply.send(workers);
+            }
+            Request::Stats { reply } => {
+                let stats = self.dispatcher.stats();
+                let _ = reply.send(QueueStats {
+                    pending: (stats.pending + stats.assigned) as u64,
+                    running: stats.running as u64,
+                    completed: stats.completed as u64,
+                    failed: stats.failed as u64,
+                    workers: stats.workers as u64,
+                    assigned: stats.assigned as u64,
+                    cancelled: stats.cancelled as u64,
+                });
+            }
+        }
+    }
+
+    fn worker_info(&self, peer: &PeerId, meta: &WorkerMeta) -> Option<WorkerInfo> {
+        let workers = self.dispatcher.workers();
+        let view = workers.iter().find(|w| w.peer == peer)?;
+        let status = if view.paused {
+            WorkerStatus::Paused
+        } else if !view.verified {
+            WorkerStatus::Joined
+        } else if view.running > 0 {
+            WorkerStatus::Busy
+        } else {
+            WorkerStatus::Idle
+        };
+        Some(WorkerInfo {
+            peer_id: peer.clone(),
+            status,
+            binary_path: meta.binary_path.clone(),
+            binary_mode: meta.binary_mode.clone(),
+            verified: view.verified,
+            job_types: view
+                .types
+                .as_ref()
+                .map(|t| t.iter().map(|s| (*s).to_owned()).collect())
+                .unwrap_or_default(),
+            capacity: view.capacity,
+            running_jobs: view.running,
+            last_seen: stamp(meta.last_seen),
+            version: meta.version.clone(),
+        })
+    }
+
+    fn validate(&self, job: &SubmitJob) -> Result<(), String> {
+        let limits = &self.config.limits;
+        if job.job_type.trim().is_empty() {
+            return Err("missing job type".into());
+        }
+        if let Some(payload) = &job.payload
+            && payload.get().len() > limits.max_payload_bytes
+        {
+            return Err(format!(
+                "payload of {} bytes is over the limit of {} bytes",
+                payload.get().len(),
+                limits.max_payload_bytes
+            ));
+        }
+        if job.labels.len() > limits.max_labels {
+            return Err(format!(
+                "{} labels is over the limit of {}",
+                job.labels.len(),
+                limits.max_labels
+            ));
+        }
+        if job
+            .labels
+            .iter()
+            .chain(&job.idempotency_key)
+            .any(|t| t.is_empty() || t.len() > limits.max_text_len)
+        {
+            return Err(format!(
+                "labels and idempotency keys must be 1 to {} bytes",
+                limits.max_text_len
+            ));
+        }
+        if job.after.len() > limits.max_after {
+            return Err(format!(
+                "{} dependencies is over the limit of {}",
+                job.after.len(),
+                limits.max_after
+            ));
+        }
+        if job.timeout_s > u64::from(u32::MAX) {
+            return Err(format!("timeout_s {} is too large", job.timeout_s));
+        }
+        Ok(())
+    }
+
+    fn submit(
+        &mut self,
+        jobs: Vec<SubmitJob>,
+        reply: oneshot::Sender<Result<Vec<JobId>, HostError>>,
+    ) {
+        if jobs.is_empty() {
+            let _ = reply.send(Err(HostError::Invalid("no jobs to submit".into())));
+            return;
+        }
+        for (index, job) in jobs.iter().enumerate() {
+            if let Err(message) = self.validate(job) {
+                let message = if jobs.len() > 1 {
+                    format!("job {index}: {message}")
+                } else {
+                    message
+                };
+                let _ = reply.send(Err(HostError::Invalid(message)));
+                return;
+            }
+        }
+        // Dependencies are checked before anything is stored: each must be known to the
+        // dispatcher or come earlier in the same batch.
+        let mut seen = std::collections::HashSet::new();
+        let mut ids = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            let id = match &job.idempotency_key {
+                Some(key) => IdMaker::for_key(&self.config.group, key),
+                None => self.ids.random(),
+            };
+            if let Some(unknown) = job
+                .after
+                .iter()
+                .find(|dep| !seen.contains(*dep) && self.dispatcher.status(**dep).is_none())
+            {
+                let _ = reply.send(Err(StepError::UnknownDependency {
+                    job: id,
+                    dependency: *unknown,
+                }
+                .into()));
+                return;
+            }
+            seen.insert(id);
+            ids.push(id);
+        }
+        let created_at = now();
+        let mut for_store = Vec::with_capacity(jobs.len());
+        let mut for_dispatcher = Vec::with_capacity(jobs.len());
+        for (job, id) in jobs.into_iter().zip(ids) {
+            let wire = proto::cluster::Job {
+                id,
+                job_type: job.job_type.clone(),
+                mode: job.mode,
+                payload: job.payload.clone(),
+                priority: job.priority,
+                timeout_s: job.timeout_s,
+                max_retry: job.max_retry,
+                labels: job.labels.clone(),
+                not_before: job.not_before,
+                after: job.after.clone(),
+            };
+            for_store.push(StoredNew {
+                group: self.config.group.clone(),
+                job: wire,
+                created_at: stamp(created_at),
+                idempotency_key: job.idempotency_key,
+            });
+            for_dispatcher.push(NewJob {
+                id,
+                job_type: job.job_type,
+                mode: job.mode,
+                payload: job.payload,
+                priority: job.priority,
+                timeout_s: u32::try_from(job.timeout_s).unwrap_or(u32::MAX),
+                max_retry: job.max_retry,
+                labels: job.labels,
+                not_before: job.not_before.map(millis),
+                after: job.after,
+            });
+        }
+        let store = self.store.clone();
+        let committed = self.committed.clone();
+        self.tracker.spawn(async move {
+            let submitted = store.submit(for_store).await;
+            let _ = committed
+                .send(Committed {
+                    jobs: for_dispatcher,
+                    submitted,
+                    reply,
+                })
+                .await;
+        });
+    }
+
+    fn committed(&mut self, done: Committed) {
+        let submitted = match done.submitted {
+            Ok(submitted) => submitted,
+            Err(error) => {
+                let _ = done.reply.send(Err(error.into()));
+                return;
+            }
+        };
+        let ids: Vec<JobId> = submitted.iter().map(|s| s.id()).collect();
+        // Jobs the store already had (a repeated idempotency key) are not queued again.
+        let fresh: Vec<NewJob<Payload>> = done
+            .jobs
+            .into_iter()
+            .zip(&submitted)
+            .filter(|(_, s)| matches!(s, Submitted::Created(_)))
+            .map(|(job, _)| job)
+            .collect();
+        if fresh.is_empty() {
+            let _ = done.reply.send(Ok(ids));
+            return;
+        }
+        let count = fresh.len();
+        let result = self.step(Input::SubmitBatch(fresh));
+        match result {
+            Ok(()) => {
+                tracing::debug!(jobs = count, "jobs queued");
+                let _ = done.reply.send(Ok(ids));
+            }
+            Err(error) => {
+                // Stored but refused: mark them failed so the store does not keep them pending.
+                tracing::warn!(%error, "stored jobs refused by the dispatcher; marking them failed");
+                let at = stamp(now());
+                for submitted in &submitted {
+                    if let Submitted::Created(id) = submitted {
+                        let row = StateRow {
+                            id: *id,
+                            status: JobStatus::Failed,
+                            worker_id: None,
+                            attempt: Attempt(0),
+                            retries: 0,
+                            losses: 0,
+                            result: None,
+                            error: Some(format!("refused: {error}")),
+                            progress: None,
+                            started_at: None,
+                            done_at: Some(at),
+                            elapsed_ms: None,
+                        };
+                        self.pending_writes.push(Write::State(Box::new(row)));
+                    }
+                }
+                let _ = done.reply.send(Err(error.into()));
+            }
+        }
+    }
+
+    /// A user retry: the dispatcher keeps only the status of finished jobs, so the job's spec
+    /// comes back from the store first.
+    fn retry(&mut self, id: JobId, reply: oneshot::Sender<Result<(), HostError>>) {
+        let store = self.store.clone();
+        let loaded = self.loaded.clone();
+        self.tracker.spawn(async move {
+            let stored = match store.reader() {
+                Ok(reader) => tokio::task::spawn_blocking(move || reader.get(id))
+                    .await
+                    .unwrap_or(Ok(None))
+                    .map_err(HostError::from),
+                Err(error) => Err(error.into()),
+            };
+            let _ = loaded.send(Loaded { id, stored, reply }).await;
+        });
+    }
+
+    fn retry_loaded(&mut self, loaded: Loaded) {
+        let result = match loaded.stored {
+            Ok(Some(stored)) => {
+                let attempt = stored.state.attempt;
+                self.step(Input::Retry(RetryJob {
+                    job: spec_of(stored.state.job),
+                    attempt,
+                }))
+                .map_err(HostError::from)
+            }
+            Ok(None) => Err(StepError::UnknownJob(loaded.id).into()),
+            Err(error) => Err(error),
+        };
+        let _ = loaded.reply.send(result);
+    }
+
+    fn incoming(&mut self, message: Incoming) {
+        let Incoming {
+            from,
+            msg_type,
+            payload,
+        } = message;
+        match ClusterMessage::decode(&msg_type, &payload) {
+            Ok(message) => self.message(&from, message),
+            Err(error) => {
+                tracing::warn!(%from, %msg_type, %error, "dropped a malformed cluster message")
+            }
+        }
+    }
+
+    fn message(&mut self, from: &PeerId, message: ClusterMessage) {
+        if message.sender() == Sender::Host {
+            tracing::warn!(%from, msg_type = message.msg_type(), "dropped a host message sent to the host");
+            return;
+        }
+        if let Some(meta) = self.meta.get_mut(from) {
+            meta.last_seen = now();
+        }
+        let worker = from.clone();
+        let result = match message {
+            ClusterMessage::Batch(messages) => {
+                for message in messages {
+                    self.message(from, message);
+                }
+                Ok(())
+            }
+            ClusterMessage::JobAck(JobRef { job_id, attempt }) => self.step(Input::Ack {
+                worker,
+                job: job_id,
+                attempt,
+            }),
+            ClusterMessage::JobProgress(p) => self.step(Input::Progress {
+                worker,
+                job: p.job_id,
+                attempt: p.attempt,
+                report: Carried::Progress {
+                    percent: p.percent,
+                    message: p.message,
+                },
+            }),
+            ClusterMessage::JobOutput(o) => self.step(Input::Output {
+                worker,
+                job: o.job_id,
+                attempt: o.attempt,
+                data: Carried::Json(Some(o.data)),
+            }),
+            ClusterMessage::JobResult(r) => {
+                let report = match r.status {
+                    ResultStatus::Completed => Report::Completed(Carried::Json(r.result)),
+                    ResultStatus::Failed => Report::Failed(
+                        r.error
+                            .unwrap_or_else(|| "failed without an error message".into()),
+                    ),
+                    ResultStatus::Lost => {
+                        Report::Lost(r.error.unwrap_or_else(|| "executor lost".into()))
+                    }
+                };
+                self.step(Input::Result {
+                    worker,
+                    job: r.job_id,
+                    attempt: r.attempt,
+                    report,
+                })
+            }
+            ClusterMessage::JobLog(log) => {
+                let holds = self
+                    .dispatcher
+                    .job_view(log.job_id)
+                    .is_some_and(|job| job.worker == Some(from) && job.attempt == log.attempt);
+                if holds {
+                    let _ = self.events.send(ClusterEvent::Log(LogEvent {
+                        job_id: log.job_id,
+                        attempt: log.attempt,
+                        msg: log.msg,
+                        stream: log.stream,
+                    }));
+                }
+                Ok(())
+            }
+            ClusterMessage::WorkerVerified(v) => {
+                if let Some(meta) = self.meta.get_mut(from) {
+                    meta.version = v.version.clone();
+                }
+                if v.ok {
+                    tracing::info!(%worker, types = ?v.types, capacity = v.capacity, "worker verified");
+                    self.step(Input::WorkerVerified {
+                        worker,
+                        types: v.types,
+                        capacity: v.capacity,
+                    })
+                } else {
+                    tracing::warn!(%worker, error = v.error.as_deref().unwrap_or(""), "worker failed its check");
+                    self.step(Input::WorkerUnverified(worker))
+                }
+            }
+            ClusterMessage::WorkerBinary(b) => {
+                if let Some(meta) = self.meta.get_mut(from) {
+                    meta.binary_path = Some(b.path);
+                    meta.binary_mode = Some(b.mode);
+                }
+                Ok(())
+            }
+            ClusterMessage::WorkerStatus(s) => match s.status.as_str() {
+                "paused" => self.step(Input::Pause(worker)),
+                "idle" => self.step(Input::Resume(worker)),
+                other => {
+                    tracing::warn!(%from, status = other, "ignored an unknown worker status");
+                    Ok(())
+                }
+            },
+            ClusterMessage::WorkerHeartbeat(h) => self.step(Input::Heartbeat {
+                worker,
+                running: h
+                    .running
+                    .into_iter()
+                    .map(|r| (r.job_id, r.attempt))
+                    .collect(),
+            }),
+            ClusterMessage::JobAssign(_)
+            | ClusterMessage::JobCancel(_)
+            | ClusterMessage::WorkerPause(_)
+            | ClusterMessage::WorkerResume(_)
+            | ClusterMessage::Shutdown(_) => Ok(()),
+        };
+        log_refusal(result);
+    }
+
+    /// Queues a message on a worker's outbox, starting the outbox if needed.
+    fn send(&mut self, worker: &PeerId, message: ClusterMessage) {
+        let outbox = self.outboxes.entry(worker.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(self.config.limits.outbox);
+            self.tracker.spawn(outbox::run(
+                self.link.clone(),
+                self.config.group.clone(),
+                worker.clone(),
+                rx,
+                OnFailure::Report(self.failures.clone()),
+                self.cancel.clone(),
+            ));
+            tx
+        });
+        if let Err(error) = outbox.try_send(message) {
+            // The dispatcher never gives a worker more than its capacity, so a full outbox means
+            // the worker stopped taking messages: treat it as gone.
+            tracing::warn!(%worker, %error, "worker outbox full or closed");
+            self.outboxes.remove(worker);
+            let _ = self
+                .failures
+                .try_send((worker.clone(), "outbox full".into()));
+        }
+    }
+
+    /// Carries out the dispatcher's outputs and the store writes they imply.
+    async fn carry_out(&mut self) {
+        let outputs = std::mem::take(&mut self.outputs);
+        for output in outputs {
+            match output {
+                Output::Assign(a) => {
+                    let message = ClusterMessage::JobAssign(JobAssign {
+                        job_id: a.job,
+                        job_type: a.job_type.to_string(),
+                        payload: a.payload,
+                        timeout_s: u64::from(a.timeout_s),
+                        attempt: a.attempt,
+                        mode: a.mode,
+                        priority: a.priority,
+                    });
+                    self.send(&a.worker, message);
+                }
+                Output::Cancel {
+                    worker,
+                    job,
+                    attempt,
+                    reason,
+                } => {
+                    tracing::debug!(%worker, job_id = %job, %attempt, ?reason, "cancelling attempt on worker");
+                    self.send(
+                        &worker,
+                        ClusterMessage::JobCancel(JobRef {
+                            job_id: job,
+                            attempt,
+                        }),
+                    );
+                }
+                Output::JobChanged(update) => self.job_changed(update),
+                Output::Progress {
+                    job,
+                    attempt,
+                    report,
+                } => {
+                    if let Carried::Progress { percent, message } = report {
+                        self.pending_writes.push(Write::Progress {
+                            id: job,
+                            percent,
+                            message: Some(message.clone()),
+                        });
+                        let _ = self.events.send(ClusterEvent::Progress(ProgressEvent {
+                            job_id: job,
+                            attempt,
+                            percent,
+                            message,
+                        }));
+                    }
+                }
+                Output::JobOutput { job, attempt, data } => {
+                    if let Carried::Json(Some(data)) = data {
+                        let _ = self.events.send(ClusterEvent::Output(OutputEvent {
+                            job_id: job,
+                            attempt,
+                            data,
+                        }));
+                    }
+                }
+                Output::WorkerLost { worker, reason } => {
+                    tracing::warn!(%worker, reason = reason.as_str(), "worker lost");
+                    self.outboxes.remove(&*worker);
+                }
+                Output::AttemptEnded { job, record } => self.attempt_ended(job, &record),
+                Output::WakeAt(at) => self.wake = Some(at),
+            }
+        }
+        for write in std::mem::take(&mut self.pending_writes) {
+            if let Err(error) = self.store.write(write).await {
+                tracing::error!(%error, "job store write failed");
+            }
+        }
+    }
+
+    fn attempt_ended(&mut self, job: JobId, ended: &dispatcher::AttemptRecord) {
+        let (outcome, error) = match &ended.end {
+            Some(AttemptEnd::Completed) => (AttemptOutcome::Completed, None),
+            Some(AttemptEnd::Failed(e)) => (AttemptOutcome::Failed, Some(e.to_string())),
+            Some(AttemptEnd::TimedOut) => (AttemptOutcome::TimedOut, None),
+            Some(AttemptEnd::Lost(e)) => (AttemptOutcome::Lost, Some(e.to_string())),
+            Some(AttemptEnd::Cancelled) => (AttemptOutcome::Cancelled, None),
+            Some(AttemptEnd::Interrupted) | None => {
+                (AttemptOutcome::Lost, Some("host restarted".into()))
+            }
+        };
+        self.pending_writes.push(Write::Attempt {
+            job,
+            record: AttemptRecord {
+                attempt: ended.attempt,
+                worker_id: (*ended.worker).clone(),
+                started_at: stamp(ended.assigned_at),
+                ended_at: ended.ended_at.map(stamp),
+                outcome: Some(outcome),
+                error,
+            },
+        });
+    }
+
+    fn job_changed(&mut self, update: dispatcher::JobUpdate<Carried>) {
+        let result = match update.result {
+            Some(Carried::Json(result)) => result,
+            _ => None,
+        };
+        let elapsed = match (update.started_at, update.done_at) {
+            (Some(start), Some(done))
+                if update.status == JobStatus::Completed || update.status == JobStatus::Failed =>
+            {
+                Some(done.0.saturating_sub(start.0))
+            }
+            _ => None,
+        };
+        let worker = update.worker.as_deref().cloned();
+        if update.status == JobStatus::Assigned
+            && let Some(worker) = &worker
+        {
+            self.pending_writes.push(Write::Attempt {
+                job: update.id,
+                record: AttemptRecord {
+                    attempt: update.attempt,
+                    worker_id: worker.clone(),
+                    started_at: stamp(update.started_at.unwrap_or_else(now)),
+                    ended_at: None,
+                    outcome: None,
+                    error: None,
+                },
+            });
+        }
+        let error = update.error.as_deref().map(str::to_owned);
+        let latency = update
+            .done_at
+            .map(|done| done.0.saturating_sub(update.created_at.0));
+        let _ = self.events.send(ClusterEvent::Job(JobEvent {
+            job_id: update.id,
+            status: update.status,
+            attempt: update.attempt,
+            worker_id: worker.clone(),
+            retries: update.retries,
+            error: error.clone(),
+            latency_ms: latency,
+        }));
+        self.pending_writes.push(Write::State(Box::new(StateRow {
+            id: update.id,
+            status: update.status,
+            worker_id: worker,
+            attempt: update.attempt,
+            retries: update.retries,
+            losses: update.losses,
+            result,
+            error,
+            progress: (update.status == JobStatus::Completed).then_some((100.0, None)),
+            started_at: update.started_at.map(stamp),
+            done_at: update.done_at.map(stamp),
+            elapsed_ms: elapsed,
+        })));
+    }
+}
+
+/// Logs an input the dispatcher refused; a stale or foreign report is routine, the rest is not.
+fn log_refusal(result: Result<(), StepError>) {
+    if let Err(error) = result {
+        match error {
+            StepError::Ignored { .. } => tracing::debug!(%error, "report ignored"),
+            _ => tracing::warn!(%error, "input refused"),
+        }
+    }
+}

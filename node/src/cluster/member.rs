@@ -1,0 +1,360 @@
+//! The worker side of a cluster: runs the host's jobs through the executor runtime and reports
+//! back.
+//!
+//! One actor owns the executor handle and the set of attempts it runs. Messages from any peer
+//! but the cluster's host are dropped. Reports go through one outbox to the host that batches
+//! what queued while a send was in flight and, for a failed send, waits and sends the same batch
+//! again: a result is kept until the host has it (the host ignores duplicates), so a host that
+//! restarts gets every result of the attempts it still knows.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::cluster::{
+    ClusterMessage, JobLog, JobOutput, JobProgress, JobRef, JobResult, ResultStatus, WorkerBinary,
+    WorkerHeartbeat, WorkerStatusUpdate, WorkerVerified,
+};
+use proto::{Attempt, GroupId, JobId, PeerId};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use worker::{Event, EventKind, Executor, ExecutorConfig, JobSpec, LogStream, Outcome};
+
+use super::outbox::{self, OnFailure};
+use super::{Incoming, Link};
+
+/// The worker side's settings.
+#[derive(Clone, Debug)]
+pub(crate) struct MemberConfig {
+    /// The cluster's group.
+    pub group: GroupId,
+    /// The cluster's host: the only peer whose job messages are taken.
+    pub host: PeerId,
+    /// The executor to run jobs with.
+    pub executor: ExecutorConfig,
+    /// How often the worker tells the host what it runs (which renews its lease).
+    pub heartbeat: Duration,
+}
+
+/// Something the group layer tells the worker side.
+#[derive(Debug)]
+pub(crate) enum HostEvent {
+    /// The worker (re)joined the host's group: announce the executor again, so a host that
+    /// restarted knows this worker.
+    Welcomed,
+}
+
+enum Event2 {
+    Incoming(Incoming),
+    Host(HostEvent),
+    Job(Event),
+    Heartbeat,
+}
+
+/// Starts the worker side: starts and checks the executor, announces it to the host, then takes
+/// jobs until `cancel` fires. A failed check is reported to the host and returned.
+pub(crate) async fn spawn<L: Link>(
+    config: MemberConfig,
+    link: L,
+    incoming: mpsc::Receiver<Incoming>,
+    host_events: mpsc::Receiver<HostEvent>,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> Result<(), worker::StartError> {
+    let (outbox_tx, outbox_rx) = mpsc::channel(65_536);
+    tracker.spawn(outbox::run(
+        link,
+        config.group.clone(),
+        config.host.clone(),
+        outbox_rx,
+        OnFailure::Retry {
+            max_backoff: Duration::from_secs(5),
+        },
+        cancel.clone(),
+    ));
+    let executor = match Executor::start(config.executor.clone()).await {
+        Ok(executor) => Arc::new(executor),
+        Err(error) => {
+            tracing::error!(%error, path = %config.executor.path.display(), "executor check failed");
+            let _ = outbox_tx
+                .send(ClusterMessage::WorkerVerified(WorkerVerified {
+                    ok: false,
+                    types: Vec::new(),
+                    capacity: 0,
+                    version: None,
+                    error: Some(error.to_string()),
+                }))
+                .await;
+            return Err(error);
+        }
+    };
+    let (events_tx, events_rx) = mpsc::channel(4096);
+    let member = Member {
+        config,
+        executor,
+        outbox: outbox_tx,
+        events: events_tx,
+        running: HashMap::new(),
+        tracker: tracker.clone(),
+        cancel,
+    };
+    member.announce().await;
+    tracker.spawn(member.run(incoming, host_events, events_rx));
+    Ok(())
+}
+
+struct Member {
+    config: MemberConfig,
+    executor: Arc<Executor>,
+    outbox: mpsc::Sender<ClusterMessage>,
+    events: mpsc::Sender<Event>,
+    /// The attempts this worker runs, by job.
+    running: HashMap<JobId, Attempt>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Member {
+    async fn run(
+        mut self,
+        mut incoming: mpsc::Receiver<Incoming>,
+        mut host_events: mpsc::Receiver<HostEvent>,
+        mut events: mpsc::Receiver<Event>,
+    ) {
+        let mut heartbeat = tokio::time::interval(self.config.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let event = tokio::select! {
+                () = self.cancel.cancelled() => break,
+                Some(message) = incoming.recv() => Event2::Incoming(message),
+                Some(event) = host_events.recv() => Event2::Host(event),
+                Some(event) = events.recv() => Event2::Job(event),
+                _ = heartbeat.tick() => Event2::Heartbeat,
+            };
+            match event {
+                Event2::Incoming(message) => self.incoming(message).await,
+                Event2::Host(HostEvent::Welcomed) => self.announce().await,
+                Event2::Job(event) => self.job_event(event).await,
+                Event2::Heartbeat => {
+                    let running = self.running.iter().map(|(job, attempt)| JobRef {
+                        job_id: *job,
+                        attempt: *attempt,
+                    });
+                    let message = ClusterMessage::WorkerHeartbeat(WorkerHeartbeat {
+                        running: running.collect(),
+                    });
+                    // A heartbeat that cannot be queued now is superseded by the next one.
+                    let _ = self.outbox.try_send(message);
+                }
+            }
+        }
+        if let Ok(executor) = Arc::try_unwrap(self.executor) {
+            executor.shutdown().await;
+        }
+        tracing::info!(group = %self.config.group, "worker side stopped");
+    }
+
+    /// Tells the host which executor this worker runs and what it serves.
+    async fn announce(&self) {
+        let info = self.executor.info();
+        let binary = WorkerBinary {
+            path: self.config.executor.path.display().to_string(),
+            mode: self.config.executor.mode.as_str().to_owned(),
+        };
+        let verified = WorkerVerified {
+            ok: true,
+            types: info.types.clone(),
+            capacity: u32::try_from(self.executor.capacity()).unwrap_or(u32::MAX),
+            version: info.version.clone(),
+            error: None,
+        };
+        let _ = self.outbox.send(ClusterMessage::WorkerBinary(binary)).await;
+        let _ = self
+            .outbox
+            .send(ClusterMessage::WorkerVerified(verified))
+            .await;
+    }
+
+    async fn incoming(&mut self, message: Incoming) {
+        if message.from != self.config.host {
+            tracing::warn!(from = %message.from, msg_type = %message.msg_type, "dropped a cluster message from a peer that is not the host");
+            return;
+        }
+        match ClusterMessage::decode(&message.msg_type, &message.payload) {
+            Ok(decoded) => self.message(decoded).await,
+            Err(error) => tracing::warn!(%error, "dropped a malformed message from the host"),
+        }
+    }
+
+    async fn message(&mut self, message: ClusterMessage) {
+        match message {
+            ClusterMessage::Batch(messages) => {
+                for message in messages {
+                    Box::pin(self.message(message)).await;
+                }
+            }
+            ClusterMessage::JobAssign(assign) => {
+                if self.running.get(&assign.job_id) == Some(&assign.attempt) {
+                    // A repeated delivery: acknowledge again, run once.
+                    self.report(ClusterMessage::JobAck(JobRef {
+                        job_id: assign.job_id,
+                        attempt: assign.attempt,
+                    }))
+                    .await;
+                    return;
+                }
+                if let Some(previous) = self.running.insert(assign.job_id, assign.attempt) {
+                    tracing::warn!(job_id = %assign.job_id, %previous, "host reassigned a job this worker still runs; stopping the old attempt");
+                    self.executor.cancel(assign.job_id).await;
+                }
+                self.report(ClusterMessage::JobAck(JobRef {
+                    job_id: assign.job_id,
+                    attempt: assign.attempt,
+                }))
+                .await;
+                let payload = match &assign.payload {
+                    Some(payload) => RawValue::from_string(payload.get().to_owned()),
+                    None => RawValue::from_string("null".to_owned()),
+                };
+                let Ok(payload) = payload else {
+                    return;
+                };
+                let spec = JobSpec {
+                    id: assign.job_id,
+                    attempt: assign.attempt,
+                    job_type: assign.job_type,
+                    mode: assign.mode,
+                    payload,
+                    timeout: (assign.timeout_s > 0).then(|| Duration::from_secs(assign.timeout_s)),
+                };
+                let executor = self.executor.clone();
+                let events = self.events.clone();
+                // `submit` waits while the runtime is full; the actor must not.
+                self.tracker.spawn(async move {
+                    let (job, attempt) = (spec.id, spec.attempt);
+                    if let Err(error) = executor.submit(spec, events.clone()).await {
+                        tracing::warn!(job_id = %job, %error, "executor refused a job");
+                        let lost = Outcome::ExecutorLost(worker::Failure {
+                            kind: worker::FailureKind::Rejected,
+                            message: error.to_string(),
+                            stderr_tail: None,
+                        });
+                        let _ = events
+                            .send(Event {
+                                job,
+                                attempt,
+                                kind: EventKind::Finished(lost),
+                            })
+                            .await;
+                    }
+                });
+            }
+            ClusterMessage::JobCancel(JobRef { job_id, attempt }) => {
+                if self.running.get(&job_id) == Some(&attempt) || attempt == Attempt(0) {
+                    tracing::info!(%job_id, %attempt, "host cancelled a job");
+                    self.executor.cancel(job_id).await;
+                }
+            }
+            ClusterMessage::WorkerPause(_) => {
+                self.report(ClusterMessage::WorkerStatus(WorkerStatusUpdate {
+                    status: "paused".into(),
+                }))
+                .await;
+            }
+            ClusterMessage::WorkerResume(_) => {
+                self.report(ClusterMessage::WorkerStatus(WorkerStatusUpdate {
+                    status: "idle".into(),
+                }))
+                .await;
+            }
+            ClusterMessage::Shutdown(s) => {
+                tracing::info!(reason = %s.reason, "host shut the cluster down")
+            }
+            other => tracing::warn!(
+                msg_type = other.msg_type(),
+                "dropped a worker message sent to a worker"
+            ),
+        }
+    }
+
+    async fn report(&self, message: ClusterMessage) {
+        if self.outbox.send(message).await.is_err() {
+            tracing::warn!("worker outbox closed; report dropped");
+        }
+    }
+
+    async fn job_event(&mut self, event: Event) {
+        let Event { job, attempt, kind } = event;
+        if self.running.get(&job) != Some(&attempt) {
+            return;
+        }
+        match kind {
+            EventKind::Started => {}
+            EventKind::Progress { pct, msg } => {
+                // Progress is advisory: when the outbox is full, this one is skipped.
+                let _ = self
+                    .outbox
+                    .try_send(ClusterMessage::JobProgress(JobProgress {
+                        job_id: job,
+                        attempt,
+                        percent: pct,
+                        message: msg,
+                    }));
+            }
+            EventKind::Output(data) => {
+                self.report(ClusterMessage::JobOutput(JobOutput {
+                    job_id: job,
+                    attempt,
+                    data: data.into(),
+                }))
+                .await;
+            }
+            EventKind::Log { stream, line } => {
+                let stream = match stream {
+                    LogStream::Stdout => "stdout",
+                    LogStream::Stderr => "stderr",
+                };
+                let _ = self.outbox.try_send(ClusterMessage::JobLog(JobLog {
+                    job_id: job,
+                    attempt,
+                    msg: line,
+                    stream: Some(stream.into()),
+                }));
+            }
+            EventKind::Finished(outcome) => {
+                self.running.remove(&job);
+                let result = match outcome {
+                    Outcome::Completed { result } => JobResult {
+                        job_id: job,
+                        attempt,
+                        status: ResultStatus::Completed,
+                        result: Some(result.into()),
+                        error: None,
+                        elapsed_ms: None,
+                    },
+                    Outcome::Failed(failure) => JobResult {
+                        job_id: job,
+                        attempt,
+                        status: ResultStatus::Failed,
+                        result: None,
+                        error: Some(failure.to_string()),
+                        elapsed_ms: None,
+                    },
+                    // The host asked for it and already counts the job as cancelled.
+                    Outcome::Cancelled => return,
+                    Outcome::ExecutorLost(failure) => JobResult {
+                        job_id: job,
+                        attempt,
+                        status: ResultStatus::Lost,
+                        result: None,
+                        error: Some(failure.to_string()),
+                        elapsed_ms: None,
+                    },
+                };
+                self.report(ClusterMessage::JobResult(result)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! The host and worker actors together over an in-memory link, with a real job store (SQLite
+//! file) and a real executor process (the Python example executor, in daemon mode). The link is
+//! the only stand-in: libp2p is tested in `groups` and end to end in `node/tests`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use proto::api::{ClusterEvent, SubmitJob};
+use proto::cluster::parse_cluster_topic;
+use proto::{BinaryMode, GroupId, JobId, JobStatus, PeerId};
+use serde_json::value::RawValue;
+use store::{JobStore, StoreConfig};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use worker::ExecutorConfig;
+
+use super::host::{self, HostConfig, HostHandle, Limits, MemberEvent};
+use super::member::{self, HostEvent, MemberConfig};
+use super::{Incoming, Link};
+
+/// Delivers cluster messages between actors in one process, in order.
+#[derive(Clone)]
+struct MemLink {
+    me: PeerId,
+    routes: Arc<Mutex<HashMap<PeerId, mpsc::Sender<Incoming>>>>,
+}
+
+impl Link for MemLink {
+    async fn send(&self, to: PeerId, topic: String, payload: String) -> Result<(), String> {
+        let route = self
+            .routes
+            .lock()
+            .map_err(|_| "poisoned")?
+            .get(&to)
+            .cloned();
+        let route = route.ok_or_else(|| format!("no route to {to}"))?;
+        let (_, msg_type) = parse_cluster_topic(&topic).ok_or("not a cluster topic")?;
+        let incoming = Incoming {
+            from: self.me.clone(),
+            msg_type: msg_type.to_owned(),
+            payload,
+        };
+        route
+            .send(incoming)
+            .await
+            .map_err(|_| format!("{to} is gone"))
+    }
+}
+
+struct Cluster {
+    host: HostHandle,
+    members: mpsc::Sender<MemberEvent>,
+    routes: Arc<Mutex<HashMap<PeerId, mpsc::Sender<Incoming>>>>,
+    host_peer: PeerId,
+    group: GroupId,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn python_executor() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/python/executor.py")
+}
+
+async fn start_host(name: &str) -> Cluster {
+    let dir = std::env::temp_dir().join(format!("goop-cluster-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Arc::new(JobStore::open(&dir.join("goop.db"), StoreConfig::default()).unwrap());
+    let host_peer: PeerId = "12D3KooWhost".parse().unwrap();
+    let group: GroupId = "cluster1".parse().unwrap();
+    let routes = Arc::new(Mutex::new(HashMap::new()));
+    let (incoming_tx, incoming) = mpsc::channel(1024);
+    routes
+        .lock()
+        .unwrap()
+        .insert(host_peer.clone(), incoming_tx);
+    let (members, members_rx) = mpsc::channel(64);
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let config = HostConfig {
+        group: group.clone(),
+        dispatcher: dispatcher::Config::default(),
+        seed: 7,
+        limits: Limits::default(),
+    };
+    let link = MemLink {
+        me: host_peer.clone(),
+        routes: routes.clone(),
+    };
+    let host = host::spawn(
+        config,
+        store,
+        link,
+        incoming,
+        members_rx,
+        &tracker,
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    Cluster {
+        host,
+        members,
+        routes,
+        host_peer,
+        group,
+        tracker,
+        cancel,
+        _dir: TempDir(dir),
+    }
+}
+
+impl Cluster {
+    async fn add_worker(&self, name: &str, capacity: u32) -> PeerId {
+        let peer: PeerId = format!("12D3KooW{name}").parse().unwrap();
+        let (incoming_tx, incoming) = mpsc::channel(1024);
+        self.routes
+            .lock()
+            .unwrap()
+            .insert(peer.clone(), incoming_tx);
+        let (_host_events_tx, host_events) = mpsc::channel::<HostEvent>(8);
+        let mut executor = ExecutorConfig::new(python_executor(), BinaryMode::Daemon);
+        executor.capacity_override = std::num::NonZeroU32::new(capacity);
+        let config = MemberConfig {
+            group: self.group.clone(),
+            host: self.host_peer.clone(),
+            executor,
+            heartbeat: Duration::from_secs(5),
+        };
+        let link = MemLink {
+            me: peer.clone(),
+            routes: self.routes.clone(),
+        };
+        self.members
+            .send(MemberEvent::Joined(peer.clone()))
+            .await
+            .unwrap();
+        member::spawn(
+            config,
+            link,
+            incoming,
+            host_events,
+            &self.tracker,
+            self.cancel.clone(),
+        )
+        .await
+        .unwrap();
+        peer
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+fn echo(payload: &str, priority: i32) -> SubmitJob {
+    let mut job = SubmitJob::new("echo");
+    job.payload = Some(RawValue::from_string(payload.to_owned()).unwrap().into());
+    job.priority = priority;
+    job
+}
+
+/// Waits until every job in `ids` is terminal, reading the store.
+async fn wait_all(
+    host: &HostHandle,
+    ids: &[JobId],
+    within: Duration,
+) -> Vec<proto::cluster::JobState> {
+    let deadline = Instant::now() + within;
+    loop {
+        host.store().flush().await.unwrap();
+        let reader = host.store().reader().unwrap();
+        let states: Vec<_> = ids
+            .iter()
+            .map(|id| reader.get(*id).unwrap().unwrap().state)
+            .collect();
+        if states.iter().all(|s| s.status.is_terminal()) {
+            return states;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs not finished in time: {:?}",
+            states.iter().map(|s| s.status).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_flow_from_submit_to_stored_result_with_exact_numbers() {
+    let cluster = start_host("flow").await;
+    let mut events = cluster.host.subscribe();
+    cluster.add_worker("workerA", 4).await;
+    let jobs: Vec<_> = (0..200)
+        .map(|i| echo(&format!(r#"{{"i":{i},"big":12345678901234567890}}"#), i % 3))
+        .collect();
+    let ids = cluster.host.submit(jobs).await.unwrap();
+    assert_eq!(ids.len(), 200);
+    let states = wait_all(&cluster.host, &ids, Duration::from_secs(60)).await;
+    for (i, state) in states.iter().enumerate() {
+        assert_eq!(state.status, JobStatus::Completed, "{state:?}");
+        assert_eq!(
+            state.result.as_ref().unwrap().get(),
+            format!(r#"{{"i":{i},"big":12345678901234567890}}"#)
+        );
+        assert_eq!(state.attempts.len(), 1);
+        assert_eq!(state.attempts[0].worker_id.as_str(), "12D3KooWworkerA");
+    }
+    let stats = cluster.host.stats().await.unwrap();
+    assert_eq!((stats.completed, stats.pending, stats.running), (200, 0, 0));
+    let workers = cluster.host.workers().await.unwrap();
+    assert_eq!(workers.len(), 1);
+    assert!(workers[0].verified);
+    assert_eq!(workers[0].capacity, 4);
+    let mut completed_events = 0;
+    while let Ok(event) = events.try_recv() {
+        if let ClusterEvent::Job(job) = event
+            && job.status == JobStatus::Completed
+        {
+            completed_events += 1;
+        }
+    }
+    assert_eq!(completed_events, 200);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_running_job_stays_cancelled() {
+    let cluster = start_host("cancel").await;
+    cluster.add_worker("workerB", 2).await;
+    let ids = cluster
+        .host
+        .submit(vec![echo(r#"{"sleep_ms":60000}"#, 0)])
+        .await
+        .unwrap();
+    let id = ids[0];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        cluster.host.store().flush().await.unwrap();
+        let state = cluster
+            .host
+            .store()
+            .reader()
+            .unwrap()
+            .get(id)
+            .unwrap()
+            .unwrap()
+            .state;
+        if state.status == JobStatus::Running {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job never ran: {:?}",
+            state.status
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.host.cancel(id).await.unwrap();
+    // The worker's report about the killed attempt arrives after the cancel and changes nothing.
+    let states = wait_all(&cluster.host, &ids, Duration::from_secs(10)).await;
+    assert_eq!(states[0].status, JobStatus::Cancelled);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.host.store().flush().await.unwrap();
+    let state = cluster
+        .host
+        .store()
+        .reader()
+        .unwrap()
+        .get(id)
+        .unwrap()
+        .unwrap()
+        .state;
+    assert_eq!(
+        state.status,
+        JobStatus::Cancelled,
+        "a late report must not move a cancelled job"
+    );
+    let err = cluster.host.cancel(id).await.unwrap_err();
+    assert!(err.to_string().contains("terminal"), "{err}");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_keeps_its_error_and_a_user_retry_runs_it_again() {
+    let cluster = start_host("retry").await;
+    cluster.add_worker("workerC", 2).await;
+    let mut job = SubmitJob::new("calculate");
+    job.payload = Some(
+        RawValue::from_string(r#"{"expression":"1/0"}"#.to_owned())
+            .unwrap()
+            .into(),
+    );
+    let ids = cluster.host.submit(vec![job]).await.unwrap();
+    let first = wait_all(&cluster.host, &ids, Duration::from_secs(20))
+        .await
+        .remove(0);
+    assert_eq!(first.status, JobStatus::Failed);
+    let error = first.error.clone().unwrap_or_default();
+    assert!(error.contains("zero"), "{error}");
+    cluster.host.retry(ids[0]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let second = loop {
+        let state = wait_all(&cluster.host, &ids, Duration::from_secs(20))
+            .await
+            .remove(0);
+        if state.attempts.len() == 2 {
+            break state;
+        }
+        assert!(Instant::now() < deadline, "the retry never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(second.status, JobStatus::Failed);
+    assert_eq!(
+        second
+            .attempts
+            .iter()
+            .map(|a| a.attempt.0)
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
+    let err = cluster.host.retry(JobId::from_u64(99)).await.unwrap_err();
+    assert!(err.to_string().contains("unknown job"), "{err}");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_submits_are_refused_whole() {
+    let cluster = start_host("bad").await;
+    let mut empty = SubmitJob::new("");
+    empty.priority = 1;
+    let err = cluster
+        .host
+        .submit(vec![echo("{}", 0), empty])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("job 1: missing job type"), "{err}");
+    let mut dependent = SubmitJob::new("echo");
+    dependent.after = vec![JobId::from_u64(42)];
+    let err = cluster.host.submit(vec![dependent]).await.unwrap_err();
+    assert!(
+        err.to_string().contains("waits for unknown job 000000000000002a"),
+        "{err}"
+    );
+    let stats = cluster.host.stats().await.unwrap();
+    assert_eq!(
+        stats.pending + stats.failed,
+        0,
+        "nothing was queued or stored"
+    );
+    cluster.host.store().flush().await.unwrap();
+    let reader = cluster.host.store().reader().unwrap();
+    assert_eq!(
+        reader.stats(&cluster.group).unwrap(),
+        proto::cluster::QueueStats::default()
+    );
+    cluster.stop().await;
+}
