@@ -4,5 +4,6 @@ mod node {
     pub(crate) mod support;
 
     mod api;
+    mod groups;
     mod lifecycle;
 }
