@@ -20,7 +20,8 @@
 //! means the connection really broke, and the host drops it (a member that is alive rejoins
 //! at once, see the member's rejoin on reconnect).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::BoxFuture;
 use proto::PeerId;
@@ -36,12 +37,17 @@ use crate::net::{NodeHandle, PeerEvent, peer_to_proto, proto_to_peer};
 /// The topic prefix the group manager listens on.
 const GROUP_PREFIX: &str = "group";
 
+/// Peer ids kept converted between their wire and libp2p forms: base58 costs more than the
+/// rest of a small message's handling. Past this many the cache starts over.
+const PEER_CACHE: usize = 4096;
+
 /// Sends group messages over the MQ bus. Cheap to clone.
 #[derive(Clone)]
 pub struct MqTransport {
     mq: Mq,
     me: PeerId,
     local: mpsc::Sender<TransportEvent>,
+    peers: Arc<Mutex<HashMap<PeerId, libp2p::PeerId>>>,
 }
 
 impl std::fmt::Debug for MqTransport {
@@ -70,6 +76,7 @@ pub fn mq_transport(
         node: mq.node().clone(),
         tx: tx.clone(),
         connected: HashSet::new(),
+        names: HashMap::new(),
     };
     tracker.spawn(forward.run(cancel));
     let me = peer_to_proto(&mq.local_peer_id());
@@ -78,6 +85,7 @@ pub fn mq_transport(
             mq: mq.clone(),
             me,
             local: tx,
+            peers: Arc::default(),
         },
         rx,
     )
@@ -104,7 +112,7 @@ impl GroupTransport for MqTransport {
                 });
             return Ok(Box::pin(std::future::ready(result)));
         }
-        let peer = proto_to_peer(to).map_err(|e| TransportError::Unreachable(e.to_string()))?;
+        let peer = self.libp2p_peer(to)?;
         let pending = self
             .mq
             .enqueue(peer, topic, payload)
@@ -113,6 +121,21 @@ impl GroupTransport for MqTransport {
         Ok(Box::pin(async move {
             pending.acked().await.map(|_| ()).map_err(transport_error)
         }))
+    }
+}
+
+impl MqTransport {
+    fn libp2p_peer(&self, to: &PeerId) -> Result<libp2p::PeerId, TransportError> {
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(peer) = peers.get(to) {
+            return Ok(*peer);
+        }
+        let peer = proto_to_peer(to).map_err(|e| TransportError::Unreachable(e.to_string()))?;
+        if peers.len() >= PEER_CACHE {
+            peers.clear();
+        }
+        peers.insert(to.clone(), peer);
+        Ok(peer)
     }
 }
 
@@ -136,6 +159,8 @@ struct Forward {
     tx: mpsc::Sender<TransportEvent>,
     /// The peers the manager was told are connected.
     connected: HashSet<libp2p::PeerId>,
+    /// Wire forms of the senders seen.
+    names: HashMap<libp2p::PeerId, PeerId>,
 }
 
 enum Event {
@@ -170,7 +195,7 @@ impl Forward {
                         continue;
                     }
                     TransportEvent::Message {
-                        from: peer_to_proto(&message.from),
+                        from: self.name(&message.from),
                         topic: message.topic,
                         payload: message.payload,
                     }
@@ -200,6 +225,18 @@ impl Forward {
             }
         }
         tracing::debug!("group transport forwarding stopped");
+    }
+
+    fn name(&mut self, peer: &libp2p::PeerId) -> PeerId {
+        if let Some(name) = self.names.get(peer) {
+            return name.clone();
+        }
+        if self.names.len() >= PEER_CACHE {
+            self.names.clear();
+        }
+        let name = peer_to_proto(peer);
+        self.names.insert(*peer, name.clone());
+        name
     }
 
     /// Tells the manager about every change between what it knows and the connected peers.
