@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::support::{Answer, Events, Peer, get, post, start, start_in, temp_dir};
+use super::support::{Answer, Events, Peer, get, http, post, start, start_in, temp_dir};
 
 /// Short liveness so a lost member or host is noticed within about a second.
 const FAST_PINGS: &[&str] = &["--group-ping-ms", "300"];
@@ -448,4 +448,121 @@ async fn bad_input_from_the_network_is_refused_and_logged() {
     let a_logs = a.kill_and_logs().await;
     assert!(a_logs.contains("not the host; dropped"), "{a_logs}");
     let _ = std::fs::remove_dir_all(config);
+}
+
+#[tokio::test]
+async fn the_host_joins_its_own_group_and_changes_its_settings() {
+    let (host, a) = tokio::join!(peer(), peer());
+    dial(&a, &host).await;
+    let group = create(&host, json!({ "name": "settings" })).await;
+    let body = json!({ "group_id": group }).to_string();
+
+    let joined = post(&host.ready.api, "/api/groups/join-own", &body).await;
+    assert_eq!(joined.json()["status"], "joined");
+    assert_eq!(
+        members(&host, &group).await,
+        vec![(host.ready.peer_id.clone(), "owner".to_owned())]
+    );
+    let listed = get(&host.ready.api, "/api/groups").await.json();
+    assert_eq!(listed[0]["host_in_group"], true);
+    let again = post(&host.ready.api, "/api/groups/join-own", &body).await;
+    assert_error(&again, 500, "host_already_joined");
+    let left = post(&host.ready.api, "/api/groups/leave-own", &body).await;
+    assert_eq!(left.json()["status"], "left");
+
+    let meta = json!({ "group_id": group, "name": "renamed", "max_members": 5 }).to_string();
+    assert_eq!(
+        post(&host.ready.api, "/api/groups/meta", &meta)
+            .await
+            .json()["status"],
+        "ok"
+    );
+    let no_name = post(&host.ready.api, "/api/groups/meta", &body).await;
+    assert_error(&no_name, 400, "bad_request");
+    let max = json!({ "group_id": group, "max_members": 3 }).to_string();
+    assert_eq!(
+        post(&host.ready.api, "/api/groups/max-members", &max)
+            .await
+            .status,
+        200
+    );
+    let role = json!({ "group_id": group, "default_role": "editor" }).to_string();
+    assert_eq!(
+        post(&host.ready.api, "/api/groups/set-default-role", &role)
+            .await
+            .status,
+        200
+    );
+    let listed = get(&host.ready.api, "/api/groups").await.json();
+    assert_eq!(listed[0]["name"], "renamed");
+    assert_eq!(listed[0]["max_members"], 3);
+    assert_eq!(listed[0]["default_role"], "editor");
+
+    assert_eq!(join(&a, &host, &group).await.status, 200);
+    assert_eq!(
+        members(&host, &group).await,
+        vec![(a.ready.peer_id.clone(), "editor".to_owned())]
+    );
+    let subs = get(&a.ready.api, "/api/groups/subscriptions").await.json();
+    assert_eq!(subs["subscriptions"][0]["group_name"], "renamed");
+    assert_eq!(subs["active_groups"][0]["group_id"], group.as_str());
+    let host_and_group =
+        json!({ "host_peer_id": host.ready.peer_id, "group_id": group }).to_string();
+    let rejoined = post(&a.ready.api, "/api/groups/rejoin", &host_and_group).await;
+    assert_eq!(rejoined.json()["status"], "rejoined");
+
+    let removed = post(
+        &a.ready.api,
+        "/api/groups/subscriptions/remove",
+        &host_and_group,
+    )
+    .await;
+    assert_eq!(removed.json()["status"], "removed");
+    until(5, "the host sees the member go", async || {
+        members(&host, &group).await.is_empty()
+    })
+    .await;
+    let again = post(
+        &a.ready.api,
+        "/api/groups/subscriptions/remove",
+        &host_and_group,
+    )
+    .await;
+    assert_eq!(
+        again.json()["status"],
+        "removed",
+        "a missing subscription is not an error"
+    );
+    let unknown = get(
+        &host.ready.api,
+        "/api/groups/members?group_id=0000000000000000",
+    )
+    .await;
+    assert_error(&unknown, 404, "unknown_group");
+}
+
+#[tokio::test]
+async fn group_routes_need_the_token_and_the_right_origin() {
+    let token = "0123456789abcdef0123";
+    let mut args = FAST_PINGS.to_vec();
+    args.extend(["--api-token", token]);
+    let p = start(&args).await;
+    let api = &p.ready.api;
+    let bearer = format!("Bearer {token}");
+    assert_error(&get(api, "/api/groups").await, 401, "unauthorized");
+    assert_error(&get(api, "/api/groups/events").await, 401, "unauthorized");
+    let body = r#"{"name":"x"}"#;
+    let refused = http(api, "POST", "/api/groups", &[], Some(body)).await;
+    assert_error(&refused, 401, "unauthorized");
+    let auth = [("Authorization", bearer.as_str())];
+    let created = http(api, "POST", "/api/groups", &auth, Some(body)).await;
+    assert_eq!(created.status, 200, "{created:?}");
+    let foreign = [
+        ("Authorization", bearer.as_str()),
+        ("Origin", "http://evil.example"),
+    ];
+    let refused = http(api, "POST", "/api/groups", &foreign, Some(body)).await;
+    assert_error(&refused, 403, "forbidden_origin");
+    let listed = http(api, "GET", "/api/groups", &auth, None).await;
+    assert_eq!(listed.json().as_array().unwrap().len(), 1);
 }
