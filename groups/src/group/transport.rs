@@ -2,7 +2,7 @@
 //! learn whether it was delivered, and receive messages and connection changes.
 //!
 //! The MQ handle provides `send(peer, topic, payload) -> Result<MsgId, MqError>`, a bounded
-//! receiver for a topic prefix, and peer connect/disconnect events; the wiring adapts those to
+//! receiver for a topic prefix, and peer connect/disconnect events; `mq_transport` adapts those to
 //! [`GroupTransport`] and a bounded `mpsc::Receiver<TransportEvent>`. The group manager
 //! subscribes to the prefix `group` (covering `group:`, `group.invite` and `group.discover`).
 

@@ -566,3 +566,32 @@ async fn group_routes_need_the_token_and_the_right_origin() {
     let listed = http(api, "GET", "/api/groups", &auth, None).await;
     assert_eq!(listed.json().as_array().unwrap().len(), 1);
 }
+
+fn signal(peer: &Peer, name: &str) {
+    let pid = peer.child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([name, &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_hung_member_is_dropped_by_liveness_and_rejoins_when_it_resumes() {
+    let (host, a) = tokio::join!(peer(), peer());
+    dial(&a, &host).await;
+    let group = create(&host, json!({ "name": "pings" })).await;
+    assert_eq!(join(&a, &host, &group).await.status, 200);
+
+    // Stopped, the member keeps its connection open but answers nothing.
+    signal(&a, "-STOP");
+    until(10, "the host drops the silent member", async || {
+        members(&host, &group).await.is_empty()
+    })
+    .await;
+    signal(&a, "-CONT");
+    until(15, "the member rejoins by itself", async || {
+        member_ids(&host, &group).await == sorted(vec![&a.ready.peer_id])
+    })
+    .await;
+}
