@@ -28,7 +28,8 @@ pub struct PeerParts {
     pub node: NodeConfig,
     /// The data directory, where the database lives.
     pub data_dir: PathBuf,
-    /// The group manager's settings.
+    /// The group manager's settings. Their `seed` is mixed with fresh randomness at start:
+    /// group ids and a restarted host's epoch must differ between peers and between runs.
     pub groups: GroupConfig,
     /// The group types; a group whose type has no handler still works (it relays).
     pub registry: HandlerRegistry,
@@ -44,6 +45,19 @@ impl std::fmt::Debug for PeerParts {
             .field("groups", &self.groups)
             .finish_non_exhaustive()
     }
+}
+
+/// 64 random bits from the standard library's per-process hash keys (which it takes from
+/// the operating system), mixed with the time and the process id.
+fn fresh_seed() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(now);
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 /// A running peer.
@@ -73,10 +87,11 @@ impl Peer {
         let PeerParts {
             node,
             data_dir,
-            groups,
+            mut groups,
             registry,
             startup_groups,
         } = parts;
+        groups.seed ^= fresh_seed();
         let path = data_dir.join(DATABASE_FILE);
         let store = GroupStore::open_async(path.clone())
             .await

@@ -290,6 +290,20 @@ async fn full_and_invite_only_groups_refuse_with_their_reason() {
     let bad = get(&b.ready.api, "/api/groups/discover?peer=nonsense").await;
     assert_error(&bad, 400, "invalid_peer_id");
 
+    // Closing tells the members: the subscription goes away on their side too.
+    let close = json!({ "group_id": small }).to_string();
+    assert_eq!(
+        post(&host.ready.api, "/api/groups/close", &close)
+            .await
+            .status,
+        200
+    );
+    until(5, "the member learns the group is closed", async || {
+        let subs = get(&a.ready.api, "/api/groups/subscriptions").await.json();
+        subs["subscriptions"].is_null() && subs["active_groups"] == json!([])
+    })
+    .await;
+
     // Bad bodies.
     assert_error(
         &post(&host.ready.api, "/api/groups", "{}").await,
@@ -455,6 +469,8 @@ async fn the_host_joins_its_own_group_and_changes_its_settings() {
     let (host, a) = tokio::join!(peer(), peer());
     dial(&a, &host).await;
     let group = create(&host, json!({ "name": "settings" })).await;
+    let other = create(&a, json!({ "name": "settings" })).await;
+    assert_ne!(group, other, "group ids differ between peers");
     let body = json!({ "group_id": group }).to_string();
 
     let joined = post(&host.ready.api, "/api/groups/join-own", &body).await;
