@@ -1,4 +1,5 @@
-//! `goop node`: runs a peer (libp2p node, MQ bus, HTTP API) until SIGINT or SIGTERM.
+//! `goop node`: runs a peer (libp2p node, MQ bus, groups, HTTP API) until SIGINT or SIGTERM.
+//! The parts are wired in [`crate::peer`]; this file reads the settings and serves the API.
 //!
 //! stdout stays empty except for the ready line that `--print-ready` asks for: one JSON object
 //! `{"event":"ready","peer_id","listen":[...],"api":"HOST:PORT"}` once the node listens and

@@ -277,6 +277,30 @@ mod tests {
     }
 
     #[test]
+    fn the_group_ping_interval_is_bounded() {
+        assert_eq!(
+            raw().validate().unwrap().group_ping_interval,
+            Duration::from_millis(DEFAULT_GROUP_PING_MS)
+        );
+        let fast = RawConfig {
+            group_ping_ms: Some(300),
+            ..raw()
+        };
+        assert_eq!(
+            fast.validate().unwrap().group_ping_interval,
+            Duration::from_millis(300)
+        );
+        for bad in [0, 99, 60_001] {
+            let bad = RawConfig {
+                group_ping_ms: Some(bad),
+                ..raw()
+            };
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.contains("group ping interval"), "{err}");
+        }
+    }
+
+    #[test]
     fn bad_values_name_the_setting() {
         let bad = RawConfig {
             listen: Some(vec!["nonsense".into()]),
