@@ -13,7 +13,8 @@ pub mod net;
 
 pub use group::{
     GroupConfig, GroupError, GroupHandle, GroupManagerParts, GroupSpec, GroupStore, GroupTransport,
-    HandlerRegistry, MetaUpdate, TransportError, TransportEvent, TypeHandler, spawn_group_manager,
+    HandlerRegistry, MetaUpdate, MqTransport, TransportError, TransportEvent, TypeHandler,
+    mq_transport, spawn_group_manager,
 };
 pub use mq::{Incoming, Mq, MqConfig, MqError, Pending, Subscription};
 pub use net::{Node, NodeConfig, NodeError, NodeHandle, PeerEvent, PeerInfo};

@@ -4,6 +4,7 @@ mod net {
     pub(crate) mod support;
 
     mod goop2;
+    mod groups;
     mod identity;
     mod mq;
     mod node;

@@ -1,4 +1,5 @@
-//! `goop node`: runs a peer (libp2p node, MQ bus, HTTP API) until SIGINT or SIGTERM.
+//! `goop node`: runs a peer (libp2p node, MQ bus, groups, HTTP API) until SIGINT or SIGTERM.
+//! The parts are wired in [`crate::peer`]; this file reads the settings and serves the API.
 //!
 //! stdout stays empty except for the ready line that `--print-ready` asks for: one JSON object
 //! `{"event":"ready","peer_id","listen":[...],"api":"HOST:PORT"}` once the node listens and
@@ -12,20 +13,21 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
-use groups::{MqConfig, Node, NodeConfig};
+use groups::{GroupConfig, HandlerRegistry, MqConfig, NodeConfig};
 use libp2p::multiaddr::Protocol;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::http::{self, AppState, Hub};
-use crate::node_config::{Config, RawConfig};
+use crate::node_config::{Config, GROUP_PINGS_BEFORE_LOST, RawConfig};
+use crate::peer::{Peer, PeerParts};
 
 /// Flags of `goop node`. Each overrides the same setting of the `--config` file.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
     /// A JSON config file (keys: data_dir, label, listen, api, peers, mdns, api_token,
-    /// max_message_bytes); flags win over it.
+    /// max_message_bytes, group_ping_ms); flags win over it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Where the identity key and data live [default: $XDG_DATA_HOME/goop or
@@ -53,6 +55,10 @@ pub struct NodeArgs {
     /// Print one JSON line on stdout once ready (peer id, listen and API addresses).
     #[arg(long)]
     pub print_ready: bool,
+    /// How often a host pings the members of its groups, in milliseconds [default: 20000]; a
+    /// member or host not heard from for three intervals is lost.
+    #[arg(long, value_name = "MS")]
+    pub group_ping_ms: Option<u64>,
 }
 
 impl NodeArgs {
@@ -67,6 +73,7 @@ impl NodeArgs {
             mdns: self.no_mdns.then_some(false),
             api_token: self.api_token.clone(),
             max_message_bytes: None,
+            group_ping_ms: self.group_ping_ms,
         }
     }
 
@@ -120,14 +127,21 @@ async fn serve(config: Config, print_ready: bool) -> anyhow::Result<()> {
         max_frame_bytes: config.max_message_bytes,
         ..MqConfig::default()
     };
-    let node = Node::start(node_config).await?;
-    let handle = node.handle();
+    let peer = Peer::start(PeerParts {
+        node: node_config,
+        data_dir: config.data_dir.clone(),
+        groups: group_config(&config),
+        registry: HandlerRegistry::new(),
+        startup_groups: Vec::new(),
+    })
+    .await?;
+    let handle = peer.node();
     let peer_id = handle.local_peer_id();
 
     let listener = match tokio::net::TcpListener::bind(config.api).await {
         Ok(listener) => listener,
         Err(e) => {
-            node.shutdown().await;
+            peer.shutdown().await;
             return Err(e).with_context(|| format!("cannot bind the API to {}", config.api));
         }
     };
@@ -136,7 +150,8 @@ async fn serve(config: Config, print_ready: bool) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
     let state = AppState {
         node: handle.clone(),
-        mq: node.mq(),
+        mq: peer.mq.clone(),
+        groups: peer.groups.clone(),
         hub: Hub::new(),
         label: config.label.as_str().into(),
         token: config.api_token.as_deref().map(Arc::from),
@@ -178,8 +193,28 @@ async fn serve(config: Config, print_ready: bool) -> anyhow::Result<()> {
     cancel.cancel();
     tasks.close();
     tasks.wait().await;
-    node.shutdown().await;
+    peer.shutdown().await;
     served.context("the API server failed")
+}
+
+/// The group settings of a node: the defaults, with liveness scaled to the ping interval and
+/// room for bursts (a relay to a member waits in its queue; a full queue drops the member).
+fn group_config(config: &Config) -> GroupConfig {
+    let ping = config.group_ping_interval;
+    let defaults = GroupConfig::default();
+    GroupConfig {
+        ping_interval: ping,
+        member_timeout: ping * GROUP_PINGS_BEFORE_LOST,
+        // Ticks drive pings and timeouts; a short ping interval needs finer ticks.
+        tick_interval: defaults.tick_interval.min(ping / 4),
+        rejoin_backoff_max: defaults
+            .rejoin_backoff_max
+            .min(ping * GROUP_PINGS_BEFORE_LOST)
+            .max(defaults.rejoin_backoff_min),
+        peer_queue: 16 * 1024,
+        event_buffer: 16 * 1024,
+        ..defaults
+    }
 }
 
 /// SIGINT and SIGTERM, listened to from the moment they are installed.

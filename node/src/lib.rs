@@ -9,5 +9,6 @@ pub mod cmd_node;
 mod http;
 mod logging;
 pub mod node_config;
+pub mod peer;
 
 pub use cli::run;

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use libp2p::Multiaddr;
 use serde::Deserialize;
@@ -12,6 +13,10 @@ use serde::Deserialize;
 pub const DEFAULT_API: &str = "127.0.0.1:8787";
 /// The libp2p listen address when none is given: every interface, a port the system picks.
 pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/0";
+/// How often a host pings the members of its groups when not set, in milliseconds.
+pub const DEFAULT_GROUP_PING_MS: u64 = 20_000;
+/// A member (or a host) not heard from for this many ping intervals is lost.
+pub const GROUP_PINGS_BEFORE_LOST: u32 = 3;
 
 /// Settings as read from `goop.json` or the command line, every one optional.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -33,6 +38,9 @@ pub struct RawConfig {
     pub api_token: Option<String>,
     /// The largest MQ message accepted, in bytes.
     pub max_message_bytes: Option<usize>,
+    /// How often a host pings the members of its groups, in milliseconds (default 20000). A
+    /// member, or a goop host, not heard from for three intervals is lost.
+    pub group_ping_ms: Option<u64>,
 }
 
 /// The validated configuration.
@@ -54,6 +62,8 @@ pub struct Config {
     pub api_token: Option<String>,
     /// The largest MQ message accepted, in bytes.
     pub max_message_bytes: usize,
+    /// How often a host pings the members of its groups.
+    pub group_ping_interval: Duration,
 }
 
 /// Why the configuration is not usable.
@@ -121,6 +131,7 @@ impl RawConfig {
             mdns: over.mdns.or(self.mdns),
             api_token: over.api_token.or(self.api_token),
             max_message_bytes: over.max_message_bytes.or(self.max_message_bytes),
+            group_ping_ms: over.group_ping_ms.or(self.group_ping_ms),
         }
     }
 
@@ -172,6 +183,15 @@ impl RawConfig {
                 reason: "expected at least 1024".to_owned(),
             });
         }
+        let group_ping_ms = self.group_ping_ms.unwrap_or(DEFAULT_GROUP_PING_MS);
+        // Above a minute a pinged link would go idle and libp2p would close it.
+        if !(100..=60_000).contains(&group_ping_ms) {
+            return Err(ConfigError::Invalid {
+                field: "group ping interval",
+                value: group_ping_ms.to_string(),
+                reason: "expected 100 to 60000 milliseconds".to_owned(),
+            });
+        }
         Ok(Config {
             data_dir,
             label: self.label.unwrap_or_default(),
@@ -181,6 +201,7 @@ impl RawConfig {
             mdns: self.mdns.unwrap_or(true),
             api_token,
             max_message_bytes,
+            group_ping_interval: Duration::from_millis(group_ping_ms),
         })
     }
 }
@@ -253,6 +274,30 @@ mod tests {
             ..open
         };
         assert!(with_token.validate().is_ok());
+    }
+
+    #[test]
+    fn the_group_ping_interval_is_bounded() {
+        assert_eq!(
+            raw().validate().unwrap().group_ping_interval,
+            Duration::from_millis(DEFAULT_GROUP_PING_MS)
+        );
+        let fast = RawConfig {
+            group_ping_ms: Some(300),
+            ..raw()
+        };
+        assert_eq!(
+            fast.validate().unwrap().group_ping_interval,
+            Duration::from_millis(300)
+        );
+        for bad in [0, 99, 60_001] {
+            let bad = RawConfig {
+                group_ping_ms: Some(bad),
+                ..raw()
+            };
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.contains("group ping interval"), "{err}");
+        }
     }
 
     #[test]

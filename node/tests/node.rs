@@ -6,5 +6,6 @@ mod node {
 
     mod api;
     mod executor_cmd;
+    mod groups;
     mod lifecycle;
 }

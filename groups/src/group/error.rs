@@ -161,6 +161,10 @@ impl GroupError {
             Self::JoinTimedOut { .. } | Self::DiscoverTimedOut(_) => "timeout",
             Self::HostLost { .. } => "host_lost",
             Self::Cancelled(_) => "cancelled",
+            Self::Send {
+                source: TransportError::Refused(_),
+                ..
+            } => "refused",
             Self::Send { .. } => "unreachable",
             Self::Handler { .. } => "handler_refused",
             Self::Store(_) => "store",

@@ -39,7 +39,7 @@ enum Command {
     Uninvite(GroupId, PeerId, Reply<()>),
     SetRole(GroupId, PeerId, String, Reply<()>),
     UpdateMeta(GroupId, MetaUpdate, Reply<()>),
-    Send(GroupId, Box<RawValue>, bool, Reply<()>),
+    Send(GroupId, Box<RawValue>, SendMode, Reply<()>),
     Join(PeerId, GroupId, Reply<Subscription>),
     Leave(GroupId, Reply<()>),
     Discover(PeerId, Option<u32>, Reply<Vec<GroupRow>>),
@@ -49,6 +49,15 @@ enum Command {
     Members(GroupId, Reply<Vec<MemberInfo>>),
     IsMember(GroupId, PeerId, oneshot::Sender<bool>),
     Invitations(oneshot::Sender<Vec<ReceivedInvite>>),
+}
+
+/// How a group send is answered.
+#[derive(Clone, Copy)]
+struct SendMode {
+    /// A `state` message rather than a `msg`.
+    state: bool,
+    /// Answer once the host received it, rather than once it is queued.
+    wait: bool,
 }
 
 /// The group manager's API. Cheap to clone; every call is answered by the manager task.
@@ -146,7 +155,24 @@ impl GroupHandle {
     /// `POST /api/groups/send`: as host to every member, or as member to the host (resolves
     /// once the host received it).
     pub async fn send(&self, group: GroupId, payload: Box<RawValue>) -> Result<(), GroupError> {
-        self.call(|tx| Command::Send(group, payload, false, tx))
+        let mode = SendMode {
+            state: false,
+            wait: true,
+        };
+        self.call(|tx| Command::Send(group, payload, mode, tx))
+            .await?
+    }
+
+    /// Like [`GroupHandle::send`], but answered once the message is queued (behind the ones
+    /// queued before it, so one caller's messages keep their order) instead of once the host
+    /// received it: for streams of messages. A message that cannot be delivered shows as the
+    /// host being lost (a member rejoins) or the member being dropped (on the host).
+    pub async fn post(&self, group: GroupId, payload: Box<RawValue>) -> Result<(), GroupError> {
+        let mode = SendMode {
+            state: false,
+            wait: false,
+        };
+        self.call(|tx| Command::Send(group, payload, mode, tx))
             .await?
     }
 
@@ -156,7 +182,11 @@ impl GroupHandle {
         group: GroupId,
         payload: Box<RawValue>,
     ) -> Result<(), GroupError> {
-        self.call(|tx| Command::Send(group, payload, true, tx))
+        let mode = SendMode {
+            state: true,
+            wait: true,
+        };
+        self.call(|tx| Command::Send(group, payload, mode, tx))
             .await?
     }
 
@@ -507,13 +537,21 @@ impl<T: GroupTransport> Manager<T> {
                 source,
             }));
         }
-        if let Err(error) = sent.result {
-            tracing::debug!(peer = %sent.to, topic = %sent.topic, %error, "group send failed");
-            self.input(Input::SendFailed {
-                to: sent.to,
-                topic: sent.topic,
-            })
-            .await;
+        match sent.result {
+            Ok(()) => {}
+            Err(error @ TransportError::Unreachable(_)) => {
+                tracing::debug!(peer = %sent.to, topic = %sent.topic, %error, "group send failed");
+                self.input(Input::SendFailed {
+                    to: sent.to,
+                    topic: sent.topic,
+                })
+                .await;
+            }
+            // One message refused (too large for the receiver, or the bus stopping) says
+            // nothing about the link: the peer stays, the message is lost and logged.
+            Err(error @ TransportError::Refused(_)) => {
+                tracing::warn!(peer = %sent.to, topic = %sent.topic, %error, "group message refused");
+            }
         }
     }
 
@@ -582,11 +620,15 @@ impl<T: GroupTransport> Manager<T> {
                     let _ = reply.send(Err(error));
                 }
             },
-            Command::Send(group, payload, state, reply) => {
-                match self.core.send_to_group(now, &group, payload, state) {
-                    Ok(Some(token)) => {
+            Command::Send(group, payload, mode, reply) => {
+                match self.core.send_to_group(now, &group, payload, mode.state) {
+                    Ok(Some(token)) if mode.wait => {
                         self.pending_sends.insert(token, reply);
                         let _ = self.flush(false).await;
+                    }
+                    Ok(Some(_)) => {
+                        let _ = self.flush(false).await;
+                        let _ = reply.send(Ok(()));
                     }
                     Ok(None) => simple!(reply, Ok(())),
                     Err(error) => {
@@ -787,7 +829,10 @@ impl<T: GroupTransport> Manager<T> {
             to,
             topic: item.topic,
             token: item.token,
-            result: Err(TransportError::Refused("send queue full".to_owned())),
+            // A peer that cannot keep up counts as lost, like one that cannot be reached.
+            result: Err(TransportError::Unreachable(
+                "send queue full: the peer is too slow".to_owned(),
+            )),
         };
         if let Err(error) = self.results_tx.try_send(result) {
             tracing::error!(%error, "cannot report a failed group send");
@@ -795,7 +840,12 @@ impl<T: GroupTransport> Manager<T> {
     }
 }
 
-/// Sends one peer's messages in order, reporting failures and awaited results.
+/// Messages to one peer queued in the transport whose delivery is not yet known; beyond
+/// this the sender waits for acknowledgements before queueing more.
+const SEND_WINDOW: usize = 1024;
+
+/// Sends one peer's messages in order, pipelined (up to [`SEND_WINDOW`] awaiting their
+/// acknowledgement), reporting failures and awaited results in the order they were queued.
 async fn peer_sender<T: GroupTransport>(
     to: PeerId,
     mut rx: mpsc::Receiver<Outgoing>,
@@ -803,27 +853,59 @@ async fn peer_sender<T: GroupTransport>(
     results: mpsc::Sender<SendResult>,
     cancel: CancellationToken,
 ) {
-    {
-        loop {
-            let item = tokio::select! {
-                () = cancel.cancelled() => break,
-                item = rx.recv() => match item {
-                    Some(item) => item,
-                    None => break,
-                },
-            };
-            let result = transport.send(&to, &item.topic, item.payload).await;
-            if result.is_err() || item.token.is_some() {
-                let report = SendResult {
-                    to: to.clone(),
-                    topic: item.topic,
-                    token: item.token,
-                    result,
+    use futures::StreamExt as _;
+
+    let mut in_flight = futures::stream::FuturesOrdered::new();
+    let mut open = true;
+    loop {
+        let step = tokio::select! {
+            () = cancel.cancelled() => break,
+            item = rx.recv(), if open && in_flight.len() < SEND_WINDOW => match item {
+                Some(item) => Step::Queue(item),
+                None => Step::Closed,
+            },
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => Step::Done(done),
+            else => break,
+        };
+        let report = match step {
+            Step::Closed => {
+                open = false;
+                continue;
+            }
+            Step::Queue(item) => {
+                let queued = tokio::select! {
+                    () = cancel.cancelled() => break,
+                    queued = transport.queue(&to, &item.topic, item.payload) => queued,
                 };
-                if results.send(report).await.is_err() {
-                    break;
+                let topic = item.topic;
+                let token = item.token;
+                match queued {
+                    Ok(delivery) => {
+                        in_flight.push_back(async move { (topic, token, delivery.await) });
+                        continue;
+                    }
+                    Err(error) => (topic, token, Err(error)),
                 }
+            }
+            Step::Done(done) => done,
+        };
+        let (topic, token, result) = report;
+        if result.is_err() || token.is_some() {
+            let report = SendResult {
+                to: to.clone(),
+                topic,
+                token,
+                result,
+            };
+            if results.send(report).await.is_err() {
+                break;
             }
         }
     }
+}
+
+enum Step<D> {
+    Queue(Outgoing),
+    Closed,
+    Done(D),
 }

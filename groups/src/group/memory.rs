@@ -102,7 +102,20 @@ impl std::fmt::Debug for MemoryTransport {
 }
 
 impl GroupTransport for MemoryTransport {
-    async fn send(
+    type Delivery = std::future::Ready<Result<(), TransportError>>;
+
+    async fn queue(
+        &self,
+        to: &PeerId,
+        topic: &str,
+        payload: Box<RawValue>,
+    ) -> Result<Self::Delivery, TransportError> {
+        Ok(std::future::ready(self.deliver(to, topic, payload).await))
+    }
+}
+
+impl MemoryTransport {
+    async fn deliver(
         &self,
         to: &PeerId,
         topic: &str,

@@ -13,6 +13,7 @@
 //! - `handler`: the [`TypeHandler`] trait of group types and their registry.
 //! - `transport`: the small interface the groups need from the MQ bus.
 //! - `manager`: the async shell and the [`GroupHandle`] the HTTP layer calls.
+//! - `mq_transport`: the [`GroupTransport`] over the MQ bus, what a node runs on.
 //! - `memory`: an in-memory [`GroupTransport`] joining several managers, for tests.
 
 mod config;
@@ -21,6 +22,7 @@ mod error;
 mod handler;
 mod manager;
 mod memory;
+mod mq_transport;
 mod store;
 mod transport;
 
@@ -33,6 +35,7 @@ pub use self::error::GroupError;
 pub use self::handler::{CreateInfo, HandlerRegistry, TypeHandler};
 pub use self::manager::{GroupHandle, GroupManagerParts, spawn_group_manager};
 pub use self::memory::{MemoryNetwork, MemoryTransport};
+pub use self::mq_transport::{MqTransport, mq_transport};
 pub use self::store::{
     GroupRecord, GroupStore, MemberRecord, StoreError, StoreOp, StoreSnapshot, SubscriptionRecord,
 };

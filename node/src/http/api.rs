@@ -22,10 +22,10 @@ use super::{ApiError, AppState};
 /// How long `POST /api/mq/send` waits for the acknowledgement.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an idle event stream gets a keep-alive comment.
-const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub(crate) const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// A JSON body, with errors in the API's shape (Goop² answered `invalid json: ...` as 400).
-pub(crate) struct JsonBody<T>(T);
+pub(crate) struct JsonBody<T>(pub(crate) T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;

@@ -1,4 +1,4 @@
-//! The local HTTP API (axum): the peer itself, its connections, and the MQ bus.
+//! The local HTTP API (axum): the peer itself, its connections, the MQ bus and the groups.
 //!
 //! Every answer is JSON; errors are `{"error":{"code","message"}}`. When an API token is set,
 //! every route requires `Authorization: Bearer <token>` (the event stream included: it carries
@@ -7,18 +7,19 @@
 
 mod api;
 mod error;
+mod groups;
 mod hub;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use ::groups::{GroupHandle, Mq, NodeHandle};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
-use groups::{Mq, NodeHandle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -35,6 +36,7 @@ const SEND_BODY_OVERHEAD: usize = 64 * 1024;
 pub(crate) struct AppState {
     pub(crate) node: NodeHandle,
     pub(crate) mq: Mq,
+    pub(crate) groups: GroupHandle,
     pub(crate) hub: Arc<Hub>,
     pub(crate) label: Arc<str>,
     pub(crate) token: Option<Arc<str>>,
@@ -60,6 +62,37 @@ pub(crate) fn router(state: AppState, max_message_bytes: usize, tasks: &TaskTrac
         )
         .route("/api/mq/ack", post(api::mq_ack))
         .route("/api/mq/events", get(api::mq_events))
+        .route("/api/groups", get(groups::list).post(groups::create))
+        .route("/api/groups/join-own", post(groups::join_own))
+        .route("/api/groups/leave-own", post(groups::leave_own))
+        .route("/api/groups/close", post(groups::close))
+        .route("/api/groups/subscriptions", get(groups::subscriptions))
+        .route(
+            "/api/groups/subscriptions/remove",
+            post(groups::remove_subscription),
+        )
+        .route("/api/groups/join", post(groups::join))
+        .route("/api/groups/rejoin", post(groups::rejoin))
+        .route("/api/groups/leave", post(groups::leave))
+        .route("/api/groups/invite", post(groups::invite))
+        .route("/api/groups/uninvite", post(groups::uninvite))
+        .route("/api/groups/invitations", get(groups::invitations))
+        .route("/api/groups/kick", post(groups::kick))
+        .route("/api/groups/max-members", post(groups::max_members))
+        .route("/api/groups/meta", post(groups::meta))
+        .route(
+            "/api/groups/send",
+            post(groups::send).layer(DefaultBodyLimit::max(send_limit)),
+        )
+        .route("/api/groups/set-role", post(groups::set_role))
+        .route(
+            "/api/groups/set-default-role",
+            post(groups::set_default_role),
+        )
+        .route("/api/groups/set-roles", post(groups::set_roles))
+        .route("/api/groups/members", get(groups::members))
+        .route("/api/groups/discover", get(groups::discover))
+        .route("/api/groups/events", get(groups::events))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(SMALL_BODY))
         .layer(middleware::from_fn_with_state(state.clone(), guard))

@@ -97,6 +97,16 @@ impl Peer {
         let _ = self.child.kill().await;
         self.data_dir = PathBuf::new();
     }
+
+    /// Kills the process (SIGKILL) and returns what it logged on stderr.
+    pub(crate) async fn kill_and_logs(mut self) -> String {
+        let _ = self.child.kill().await;
+        let mut err = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            let _ = stderr.read_to_string(&mut err).await;
+        }
+        err
+    }
 }
 
 impl Drop for Peer {
@@ -179,8 +189,13 @@ pub(crate) struct Events {
 
 impl Events {
     pub(crate) async fn open(api: &str) -> Self {
+        Self::open_path(api, "/api/mq/events").await
+    }
+
+    /// Opens another event stream of the API, such as `/api/groups/events`.
+    pub(crate) async fn open_path(api: &str, path: &str) -> Self {
         let mut stream = TcpStream::connect(api).await.unwrap();
-        let request = format!("GET /api/mq/events HTTP/1.1\r\nHost: {api}\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {api}\r\n\r\n");
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut events = Self {
             stream,

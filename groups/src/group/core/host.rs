@@ -540,11 +540,30 @@ impl GroupCore {
                 GroupMessage::Msg(relay)
             }
         };
-        let authored = message(Some(author.clone()));
-        let bare = message(None);
+        // Encoded once per form, not once per recipient: a fan-out copies bytes only.
+        let encode = |message: GroupMessage| match message.encode(group) {
+            Ok(encoded) => Some(encoded),
+            Err(error) => {
+                tracing::error!(%group, %error, "cannot encode group message");
+                None
+            }
+        };
+        let authored = encode(message(Some(author.clone())));
+        let bare = if recipients.iter().any(|(_, wants_author)| !wants_author) {
+            encode(message(None))
+        } else {
+            None
+        };
         for (peer, wants_author) in recipients {
-            let message = if wants_author { &authored } else { &bare };
-            self.send(&peer, group, message);
+            let encoded = if wants_author { &authored } else { &bare };
+            if let Some((topic, payload)) = encoded {
+                self.outputs.push(Output::Send {
+                    to: peer,
+                    topic: topic.clone(),
+                    payload: payload.clone(),
+                    token: None,
+                });
+            }
         }
         let kind = if state {
             GroupEventKind::State
