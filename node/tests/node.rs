@@ -8,4 +8,5 @@ mod node {
     mod executor_cmd;
     mod groups;
     mod lifecycle;
+    mod openapi;
 }

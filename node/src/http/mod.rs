@@ -10,6 +10,7 @@ mod cluster;
 mod error;
 mod groups;
 mod hub;
+mod openapi;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +58,7 @@ pub(crate) fn router(state: AppState, max_message_bytes: usize, tasks: &TaskTrac
     ));
     let send_limit = max_message_bytes.saturating_add(SEND_BODY_OVERHEAD);
     Router::new()
+        .route("/api/openapi.json", get(openapi::get))
         .route("/api/self", get(api::get_self))
         .route("/api/peers", get(api::get_peers))
         .route("/api/peers/dial", post(api::dial))
