@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use proto::JobStatus;
+use proto::api::ClusterEvent;
 use proto::cluster::{AttemptOutcome, JobState};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -78,6 +79,11 @@ async fn host() -> Host {
 
 /// A `goop worker` in daemon mode joined to `host`, once the host lists it as verified.
 async fn worker(host: &Host, executor: &Path, capacity: u32) -> Peer {
+    worker_in_mode(host, executor, "daemon", capacity).await
+}
+
+/// A `goop worker` running `executor` in `mode` (`daemon` or `oneshot`).
+async fn worker_in_mode(host: &Host, executor: &Path, mode: &str, capacity: u32) -> Peer {
     let data_dir = temp_dir("worker");
     let executor = executor.to_str().expect("utf-8 path");
     let capacity = capacity.to_string();
@@ -90,7 +96,7 @@ async fn worker(host: &Host, executor: &Path, capacity: u32) -> Peer {
         "--executor",
         executor,
         "--mode",
-        "daemon",
+        mode,
         "--capacity",
         &capacity,
     ];
@@ -290,6 +296,9 @@ impl ClusterEvents {
             } else if let Some(data) = line.strip_prefix("data: ")
                 && let Some(name) = self.name.take()
             {
+                if let Err(error) = ClusterEvent::decode(&name, data) {
+                    panic!("event {name} does not decode ({error}): {data}");
+                }
                 let data: Value =
                     serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {data}"));
                 if name == "job" && data["status"] == "completed" {
@@ -461,6 +470,54 @@ async fn a_finished_job_names_the_worker_that_ran_it() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn jobs_go_only_to_workers_that_serve_their_type() {
+    let host = host().await;
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    // The Python example serves `echo` and `calculate` (daemon); the Bash one `echo` and
+    // `word-count`, one process per job.
+    let (python, bash) = (
+        examples.join("python/executor.py"),
+        examples.join("bash/executor.sh"),
+    );
+    let (python, bash) = tokio::join!(
+        worker_in_mode(&host, &python, "daemon", 4),
+        worker_in_mode(&host, &bash, "oneshot", 2)
+    );
+    // First in line, a job nobody serves: it must not hold up the others.
+    let mut jobs = vec![json!({ "type": "render", "payload": {}, "priority": 100 })];
+    for i in 0..6 {
+        jobs.push(json!({
+            "type": "calculate",
+            "payload": { "expression": "(a+b)*2", "parameters": { "a": i, "b": 2 } },
+        }));
+        jobs.push(json!({ "type": "word-count", "payload": { "text": "a b\nc" } }));
+    }
+    let ids = submit(host.api(), &jobs).await;
+    wait_terminal(host.api(), &ids[1..], 30).await;
+    for (i, id) in ids.iter().enumerate().skip(1) {
+        let state = job(host.api(), id).await;
+        assert_eq!(state.status, JobStatus::Completed, "{state:?}");
+        let result: Value = serde_json::from_str(state.result.as_ref().expect("result").get())
+            .expect("result is json");
+        let ran_on = state.attempts[0].worker_id.as_str();
+        if state.job.job_type == "calculate" {
+            assert_eq!(ran_on, python.ready.peer_id, "{state:?}");
+            assert_eq!(result["value"], (i - 1) / 2 * 2 + 4, "{state:?}");
+        } else {
+            assert_eq!(ran_on, bash.ready.peer_id, "{state:?}");
+            assert_eq!(
+                result,
+                json!({ "lines": 2, "words": 3, "bytes": 5 }),
+                "{state:?}"
+            );
+        }
+    }
+    let unserved = job(host.api(), &ids[0]).await;
+    assert_eq!(unserved.status, JobStatus::Pending, "{unserved:?}");
+    assert!(unserved.attempts.is_empty(), "{unserved:?}");
 }
 
 #[tokio::test]
