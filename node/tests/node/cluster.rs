@@ -84,7 +84,17 @@ async fn worker(host: &Host, executor: &Path, capacity: u32) -> Peer {
 
 /// A `goop worker` running `executor` in `mode` (`daemon` or `oneshot`).
 async fn worker_in_mode(host: &Host, executor: &Path, mode: &str, capacity: u32) -> Peer {
-    let data_dir = temp_dir("worker");
+    worker_in(host, executor, mode, capacity, temp_dir("worker")).await
+}
+
+/// A `goop worker` with data directory `data_dir` (an earlier worker's, for a restart).
+async fn worker_in(
+    host: &Host,
+    executor: &Path,
+    mode: &str,
+    capacity: u32,
+    data_dir: PathBuf,
+) -> Peer {
     let executor = executor.to_str().expect("utf-8 path");
     let capacity = capacity.to_string();
     let command = [
@@ -103,13 +113,18 @@ async fn worker_in_mode(host: &Host, executor: &Path, mode: &str, capacity: u32)
     let mut cmd = goop_with(&command, &data_dir, "/ip4/127.0.0.1/tcp/0", PING);
     cmd.env("ECHO_CAPACITY", "64").env("FIXTURE_CAPACITY", "64");
     let peer = spawn_ready(cmd, data_dir).await;
-    let id = peer.ready.peer_id.clone();
-    until(30, "the host lists the worker as verified", async || {
-        worker_info(host.api(), &id)
-            .await
-            .is_some_and(|w| w["verified"] == true)
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !worker_info(host.api(), &peer.ready.peer_id)
+        .await
+        .is_some_and(|w| w["verified"] == true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the host does not list the worker as verified within 30 s; worker log:\n{}",
+            logs(&peer)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     peer
 }
 
@@ -536,7 +551,8 @@ async fn killing_a_worker_loses_nothing_and_fails_nothing() {
             .is_some_and(|w| w["running_jobs"].as_u64() > Some(0))
     })
     .await;
-    doomed.kill_and_logs().await;
+    let doomed_dir = doomed.data_dir.clone();
+    doomed.kill_keeping_data().await;
 
     let states = wait_terminal(host.api(), &ids, 90).await;
     let mut lost = 0;
@@ -558,9 +574,42 @@ async fn killing_a_worker_loses_nothing_and_fails_nothing() {
         assert_eq!(last.outcome, Some(AttemptOutcome::Completed), "{detail:?}");
     }
     assert!(lost > 0, "no attempt was lost with the killed worker");
-    // The survivor did the rest.
+    let gone = worker_info(host.api(), &doomed_id).await;
+    assert!(
+        gone.as_ref().is_none_or(|w| w["status"] == "offline"),
+        "the killed worker is still listed as usable: {gone:?}"
+    );
+
+    // Restarted on its data dir, the worker comes back with its identity and takes jobs: with
+    // the survivor paused, they can only run there.
+    let back = worker_in(&host, &executor, "daemon", 4, doomed_dir).await;
+    assert_eq!(back.ready.peer_id, doomed_id);
+    let pause = json!({ "peer_id": survivor.ready.peer_id }).to_string();
+    let answer = post(host.api(), "/api/cluster/worker/pause", &pause).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let more: Vec<Value> = (0..8)
+        .map(|i| json!({ "type": "echo", "payload": { "again": i } }))
+        .collect();
+    let more = submit(host.api(), &more).await;
+    for state in wait_terminal(host.api(), &more, 30).await {
+        let detail = job(host.api(), &state.job.id.to_string()).await;
+        assert_eq!(detail.status, JobStatus::Completed, "{detail:?}");
+        assert_eq!(detail.attempts.len(), 1, "{detail:?}");
+        assert_eq!(
+            detail.attempts[0].worker_id.as_str(),
+            doomed_id,
+            "{detail:?}"
+        );
+    }
+    let answer = post(host.api(), "/api/cluster/worker/resume", &pause).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
     let survivor_info = worker_info(host.api(), &survivor.ready.peer_id).await;
-    assert!(survivor_info.is_some(), "{}", logs(&host.peer));
+    assert!(
+        survivor_info
+            .as_ref()
+            .is_some_and(|w| w["status"] == "idle"),
+        "{survivor_info:?}"
+    );
 }
 
 #[tokio::test]
@@ -821,6 +870,11 @@ async fn bad_http_input_changes_nothing() {
         r#"{{"jobs":[{{"type":"echo","payload":"{}"}}]}}"#,
         "x".repeat(16 * 1024 * 1024 + 16)
     );
+    // Past what the batch route reads at all (64 MiB).
+    let body_over_limit = format!(
+        r#"{{"jobs":[{{"type":"echo","payload":"{}"}}]}}"#,
+        "x".repeat(65 * 1024 * 1024)
+    );
     let missing_type = json!({ "jobs": [{ "payload": {} }] }).to_string();
     let unknown_top = json!({ "jobs": [{ "type": "echo" }], "urgent": true }).to_string();
     let cases: Vec<(&str, &str, String)> = vec![
@@ -881,6 +935,16 @@ async fn bad_http_input_changes_nothing() {
         ),
         ("over 10,000 jobs", "/api/cluster/jobs", too_many),
         ("payload over the limit", "/api/cluster/jobs", huge),
+        (
+            "body over the route's limit",
+            "/api/cluster/jobs",
+            body_over_limit,
+        ),
+        (
+            "single submit with priority as text",
+            "/api/cluster/submit",
+            r#"{"type":"echo","priority":"high"}"#.to_owned(),
+        ),
         (
             "single submit not json",
             "/api/cluster/submit",
