@@ -1012,8 +1012,16 @@ async fn bad_http_input_changes_nothing() {
     assert_eq!(jobs[0].status, JobStatus::Pending);
 }
 
-/// Runs `goop <args>` against `api` and returns its exit status and stdout.
+/// Runs `goop <args>` against `api`, expecting it to succeed, and returns its exit status and
+/// stdout.
 async fn cli(api: &str, args: &[&str]) -> (i32, String) {
+    let (code, stdout, stderr) = cli_any(api, args).await;
+    assert_eq!(code, 0, "goop {args:?} failed: {stdout}{stderr}");
+    (code, stdout)
+}
+
+/// Runs `goop <args>` against `api`: exit status, stdout, stderr.
+async fn cli_any(api: &str, args: &[&str]) -> (i32, String, String) {
     let output = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_goop"))
@@ -1029,13 +1037,11 @@ async fn cli(api: &str, args: &[&str]) -> (i32, String) {
     .await
     .unwrap_or_else(|_| panic!("goop {args:?} did not finish"))
     .expect("run goop");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "goop {args:?} failed: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code().unwrap_or(-1), stdout)
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -1089,6 +1095,35 @@ async fn the_command_line_submits_waits_lists_and_shows_workers() {
     let json: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
     assert_eq!(json[0]["peer_id"], worker.ready.peer_id.as_str(), "{json}");
     assert_eq!(json[0]["capacity"], 4, "{json}");
+
+    // A job that fails: --wait prints it and exits 1.
+    let (code, out, err) = cli_any(
+        &api,
+        &[
+            "job",
+            "submit",
+            "--type",
+            "echo",
+            "--payload",
+            r#"{"fail":"boom"}"#,
+            "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    let line: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(line["status"], "failed", "{out}");
+    assert!(
+        line["error"].as_str().is_some_and(|e| e.contains("boom")),
+        "{out}"
+    );
+
+    // An idempotency key given twice names one job.
+    let keyed = ["job", "submit", "--type", "echo", "--key", "nightly-1"];
+    let (_, first) = cli(&api, &keyed).await;
+    let (_, second) = cli(&api, &keyed).await;
+    assert_eq!(first.trim().len(), 16, "{first}");
+    assert_eq!(first, second);
 
     let (_, shown) = cli(&api, &["job", "show", &id]).await;
     let shown: Value = serde_json::from_str(&shown).unwrap_or_else(|e| panic!("{e}: {shown}"));
