@@ -629,6 +629,12 @@ async fn restarting_a_killed_host_loses_nothing() {
     let second: Vec<Value> = (0..10)
         .map(|i| json!({ "type": "echo", "payload": { "late": i } }))
         .collect();
+    // Jobs not to start before 2100: one cancelled, one left waiting.
+    let later = json!({ "type": "echo", "not_before": "2100-01-01T00:00:00.000Z" });
+    let parked = submit(host.api(), &[later.clone(), later]).await;
+    let cancel = json!({ "job_id": parked[0] }).to_string();
+    let answer = post(host.api(), "/api/cluster/cancel", &cancel).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
     let before = completed(host.api()).await;
     assert!(
         before < ids.len() as u64,
@@ -663,6 +669,14 @@ async fn restarting_a_killed_host_loses_nothing() {
         assert_eq!(state.retries, 0, "{state:?}");
         assert!(state.result.is_some(), "{state:?}");
     }
+    assert_eq!(
+        job(restarted.api(), &parked[0]).await.status,
+        JobStatus::Cancelled
+    );
+    assert_eq!(
+        job(restarted.api(), &parked[1]).await.status,
+        JobStatus::Pending
+    );
     let status = get(restarted.api(), "/api/cluster/status").await.json();
     assert_eq!(status["role"], "host", "{status}");
     assert_eq!(status["group_id"], restarted.group.as_str(), "{status}");
