@@ -748,6 +748,32 @@ async fn a_timed_out_attempt_is_recorded_as_timed_out() {
 }
 
 #[tokio::test]
+#[ignore = "bug: a job that ends on attempt n >= 2 reports attempt n-1's start as started_at \
+            (the dispatcher's terminal update reads the history before the last attempt is in \
+            it), so elapsed_ms spans both attempts"]
+async fn a_job_run_twice_reports_its_last_attempt() {
+    let host = host().await;
+    let _worker = worker(&host, &echo_executor(), 1).await;
+    let ids = submit(
+        host.api(),
+        &[json!({ "type": "echo", "payload": { "fail": "again" }, "max_retry": 1 })],
+    )
+    .await;
+    wait_terminal(host.api(), &ids, 20).await;
+    let state = job(host.api(), &ids[0]).await;
+    assert_eq!(state.status, JobStatus::Failed, "{state:?}");
+    assert_eq!(state.attempts.len(), 2, "{state:?}");
+    let last = &state.attempts[1];
+    assert_eq!(state.started_at, Some(last.started_at), "{state:?}");
+    let done = state.done_at.expect("done_at").as_unix_ms();
+    assert_eq!(
+        state.elapsed_ms,
+        u64::try_from(done - last.started_at.as_unix_ms()).ok(),
+        "{state:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_cancelled_running_job_stays_cancelled() {
     let host = host().await;
     let worker = worker(&host, &echo_executor(), 1).await;
