@@ -335,6 +335,24 @@ async fn lists_page_and_filter_in_submission_order() {
         [4]
     );
 
+    let some = reader
+        .list(&ListFilter {
+            ids: Some(vec![
+                JobId::from_u64(7),
+                JobId::from_u64(3),
+                JobId::from_u64(99),
+            ]),
+            limit: 100,
+            ..ListFilter::default()
+        })
+        .unwrap();
+    assert_eq!(
+        some.jobs
+            .iter()
+            .map(|j| j.state.job.id.as_u64())
+            .collect::<Vec<_>>(),
+        [3, 7]
+    );
     let stats = reader.stats(&group()).unwrap();
     assert_eq!((stats.pending, stats.failed), (24, 1));
     let active = reader.load_active(&group()).unwrap();

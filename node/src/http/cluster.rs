@@ -275,9 +275,11 @@ pub(crate) struct ListQuery {
     label: Option<String>,
     limit: Option<usize>,
     cursor: Option<u64>,
+    /// A comma-separated list of job ids (at most 1000).
+    ids: Option<String>,
 }
 
-/// `GET /api/cluster/jobs?status=&type=&label=&limit=&cursor=`: an array of jobs in
+/// `GET /api/cluster/jobs?status=&type=&label=&ids=&limit=&cursor=`: an array of jobs in
 /// submission order; the cursor of the next page is in the `x-next-cursor` header.
 pub(crate) async fn list(
     State(state): State<AppState>,
@@ -295,7 +297,26 @@ pub(crate) async fn list(
         ),
         None => None,
     };
+    let ids = match &query.ids {
+        Some(list) => {
+            let ids = list
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::parse::<JobId>)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+            if ids.len() > 1000 {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("{} ids is over the limit of 1000", ids.len()),
+                ));
+            }
+            Some(ids)
+        }
+        None => None,
+    };
     let filter = ListFilter {
+        ids,
         group: Some(host.group().clone()),
         status,
         job_type: query.job_type,
