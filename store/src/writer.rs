@@ -87,7 +87,7 @@ pub struct StateRow {
     pub id: JobId,
     /// Its status.
     pub status: JobStatus,
-    /// The current or last worker.
+    /// The current worker; a finished job given `None` keeps its last one.
     pub worker_id: Option<PeerId>,
     /// The current attempt.
     pub attempt: Attempt,
@@ -458,7 +458,10 @@ fn write_state(tx: &Transaction<'_>, state: &StateRow) -> Result<(), StoreError>
         None => (false, 0.0, None),
     };
     tx.prepare_cached(
-        "UPDATE cluster_jobs SET status = ?2, worker_id = ?3, attempt = ?4, retries = ?5,
+        "UPDATE cluster_jobs SET status = ?2,
+            worker_id = CASE WHEN ?2 IN ('completed', 'failed', 'cancelled')
+                THEN COALESCE(?3, worker_id) ELSE ?3 END,
+            attempt = ?4, retries = ?5,
             losses = ?6, result = ?7, error = ?8,
             progress = CASE WHEN ?14 THEN ?9 ELSE progress END,
             progress_msg = CASE WHEN ?14 THEN ?10 ELSE progress_msg END,

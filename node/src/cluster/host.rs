@@ -919,6 +919,9 @@ impl<L: Link> Host<L> {
                         r.error
                             .unwrap_or_else(|| "failed without an error message".into()),
                     ),
+                    ResultStatus::TimedOut => {
+                        Report::TimedOut(r.error.unwrap_or_else(|| "timed out".into()))
+                    }
                     ResultStatus::Lost => {
                         Report::Lost(r.error.unwrap_or_else(|| "executor lost".into()))
                     }
@@ -1098,7 +1101,7 @@ impl<L: Link> Host<L> {
         let (outcome, error) = match &ended.end {
             Some(AttemptEnd::Completed) => (AttemptOutcome::Completed, None),
             Some(AttemptEnd::Failed(e)) => (AttemptOutcome::Failed, Some(e.to_string())),
-            Some(AttemptEnd::TimedOut) => (AttemptOutcome::TimedOut, None),
+            Some(AttemptEnd::TimedOut) => (AttemptOutcome::TimedOut, Some("timed out".to_owned())),
             Some(AttemptEnd::Lost(e)) => (AttemptOutcome::Lost, Some(e.to_string())),
             Some(AttemptEnd::Cancelled) => (AttemptOutcome::Cancelled, None),
             Some(AttemptEnd::Interrupted) | None => {
@@ -1162,7 +1165,13 @@ impl<L: Link> Host<L> {
             result,
             error,
             progress: (update.status == JobStatus::Completed).then_some((100.0, None)),
-            started_at: update.started_at.map(stamp),
+            // A finished job keeps the start of its last attempt, written when it was assigned
+            // (the dispatcher's terminal update may name an earlier one).
+            started_at: if update.status.is_terminal() {
+                None
+            } else {
+                update.started_at.map(stamp)
+            },
             done_at: update.done_at.map(stamp),
             elapsed_ms: None,
         })));

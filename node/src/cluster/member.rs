@@ -346,7 +346,11 @@ impl Member {
                     Outcome::Failed(failure) => JobResult {
                         job_id: job,
                         attempt,
-                        status: ResultStatus::Failed,
+                        status: if failure.kind == worker::FailureKind::TimedOut {
+                            ResultStatus::TimedOut
+                        } else {
+                            ResultStatus::Failed
+                        },
                         result: None,
                         error: Some(failure.to_string()),
                         elapsed_ms: None,

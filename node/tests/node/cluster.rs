@@ -465,8 +465,6 @@ async fn thousands_complete_in_priority_order_on_one_slot() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a finished job loses its worker_id (dispatcher update() names only the holder \
-            of a live attempt, and the host stores that None over the worker)"]
 async fn a_finished_job_names_the_worker_that_ran_it() {
     let host = host().await;
     let worker = worker(&host, &echo_executor(), 1).await;
@@ -731,8 +729,6 @@ async fn a_timed_out_job_is_retried_then_fails() {
 }
 
 #[tokio::test]
-#[ignore = "bug: the worker reports its own timeout as a plain failure (proto ResultStatus has \
-            no timed-out status), so the attempt is stored `failed`, not `timed_out`"]
 async fn a_timed_out_attempt_is_recorded_as_timed_out() {
     let host = host().await;
     let _worker = worker(&host, &echo_executor(), 1).await;
@@ -752,9 +748,6 @@ async fn a_timed_out_attempt_is_recorded_as_timed_out() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a job that ends on attempt n >= 2 reports attempt n-1's start as started_at \
-            (the dispatcher's terminal update reads the history before the last attempt is in \
-            it), so elapsed_ms spans both attempts"]
 async fn a_job_run_twice_reports_its_last_attempt() {
     let host = host().await;
     let _worker = worker(&host, &echo_executor(), 1).await;
