@@ -678,33 +678,22 @@ impl<L: Link> Host<L> {
         for (job, id) in jobs.into_iter().zip(ids) {
             let wire = proto::cluster::Job {
                 id,
-                job_type: job.job_type.clone(),
+                job_type: job.job_type,
                 mode: job.mode,
-                payload: job.payload.clone(),
+                payload: job.payload,
                 priority: job.priority,
                 timeout_s: job.timeout_s,
                 max_retry: job.max_retry,
-                labels: job.labels.clone(),
+                labels: job.labels,
                 not_before: job.not_before,
-                after: job.after.clone(),
+                after: job.after,
             };
+            for_dispatcher.push(spec_of(wire.clone()));
             for_store.push(StoredNew {
                 group: self.config.group.clone(),
                 job: wire,
                 created_at: stamp(created_at),
                 idempotency_key: job.idempotency_key,
-            });
-            for_dispatcher.push(NewJob {
-                id,
-                job_type: job.job_type,
-                mode: job.mode,
-                payload: job.payload,
-                priority: job.priority,
-                timeout_s: u32::try_from(job.timeout_s).unwrap_or(u32::MAX),
-                max_retry: job.max_retry,
-                labels: job.labels,
-                not_before: job.not_before.map(millis),
-                after: job.after,
             });
         }
         let store = self.store.clone();
