@@ -41,6 +41,9 @@ pub enum Command {
     Node(crate::cmd_node::NodeArgs),
     /// Try an executor binary locally: run its check, or run jobs through it.
     Executor(crate::cmd_executor::ExecutorArgs),
+    /// Run a whole cluster on this machine (a host and workers) with a real workload, then
+    /// print throughput, latency and a check of every answer.
+    Demo(crate::cmd_demo::DemoArgs),
 }
 
 /// Runs the parsed command line and returns the process exit status.
@@ -55,5 +58,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Cluster { api, command } => crate::cmd_job::run_cluster(&api, command),
         Command::Node(args) => crate::cmd_node::run(&args),
         Command::Executor(args) => crate::cmd_executor::run(args),
+        Command::Demo(args) => crate::cmd_demo::run(&args),
     }
 }

@@ -4,8 +4,20 @@
 //! Both sides are actors: one task each with an explicit event loop. They reach the network
 //! through [`Link`], so they can be tested over an in-memory link as well as over libp2p.
 
-#![cfg_attr(not(test), expect(dead_code, reason = "the node wires the cluster in once groups run over the MQ bus"))]
-#![cfg_attr(test, allow(dead_code, reason = "the tests use only part of what the node will wire in"))]
+#![cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the node wires the cluster in once groups run over the MQ bus"
+    )
+)]
+#![cfg_attr(
+    test,
+    allow(
+        dead_code,
+        reason = "the tests use only part of what the node will wire in"
+    )
+)]
 
 pub(crate) mod host;
 mod ids;

@@ -353,7 +353,8 @@ async fn bad_submits_are_refused_whole() {
     dependent.after = vec![JobId::from_u64(42)];
     let err = cluster.host.submit(vec![dependent]).await.unwrap_err();
     assert!(
-        err.to_string().contains("waits for unknown job 000000000000002a"),
+        err.to_string()
+            .contains("waits for unknown job 000000000000002a"),
         "{err}"
     );
     let stats = cluster.host.stats().await.unwrap();
