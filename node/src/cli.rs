@@ -39,6 +39,8 @@ pub enum Command {
     },
     /// Run a peer: the libp2p node, the MQ bus and the local HTTP API.
     Node(crate::cmd_node::NodeArgs),
+    /// Run a peer that joins a cluster as a worker and runs its jobs through an executor.
+    Worker(crate::cmd_node::WorkerArgs),
     /// Try an executor binary locally: run its check, or run jobs through it.
     Executor(crate::cmd_executor::ExecutorArgs),
     /// Run a whole cluster on this machine (a host and workers) with a real workload, then
@@ -57,6 +59,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Job { api, command } => crate::cmd_job::run_job(&api, command),
         Command::Cluster { api, command } => crate::cmd_job::run_cluster(&api, command),
         Command::Node(args) => crate::cmd_node::run(&args),
+        Command::Worker(args) => crate::cmd_node::run_worker(&args),
         Command::Executor(args) => crate::cmd_executor::run(args),
         Command::Demo(args) => crate::cmd_demo::run(&args),
     }

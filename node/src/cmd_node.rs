@@ -19,6 +19,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Cluster;
+use crate::cluster::service::CLUSTER_TYPE;
 use crate::http::{self, AppState, Hub};
 use crate::node_config::{Config, GROUP_PINGS_BEFORE_LOST, RawConfig};
 use crate::peer::{Peer, PeerParts};
@@ -94,12 +96,91 @@ pub fn run(args: &NodeArgs) -> ExitCode {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        runtime.block_on(serve(config, args.print_ready))
+        runtime.block_on(serve(config, args.print_ready, None))
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("goop node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Flags of `goop worker`: a node that joins a cluster as a worker, in one command.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The node's settings, as for `goop node`.
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// The host's address, ending in `/p2p/<peer id>` (as `goop node --print-ready` and
+    /// `GET /api/self` show it).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub join: String,
+    /// The cluster's group id (as `goop cluster create` prints it).
+    #[arg(long, value_name = "ID")]
+    pub group: proto::GroupId,
+    /// The executor binary: it speaks newline-delimited JSON on stdin/stdout.
+    #[arg(long, value_name = "PATH")]
+    pub executor: PathBuf,
+    /// `oneshot` (a process per job) or `daemon` (one process, many jobs).
+    #[arg(long, default_value = "oneshot")]
+    pub mode: String,
+    /// Run at most this many jobs at once, whatever the executor declares.
+    #[arg(long)]
+    pub capacity: Option<u32>,
+}
+
+/// Where a `goop worker` joins, validated.
+struct WorkerJoin {
+    host: libp2p::PeerId,
+    addr: libp2p::Multiaddr,
+    settings: crate::cluster::service::WorkerSettings,
+}
+
+impl WorkerArgs {
+    fn join(&self) -> anyhow::Result<WorkerJoin> {
+        let addr: libp2p::Multiaddr = self
+            .join
+            .parse()
+            .with_context(|| format!("invalid --join address {:?}", self.join))?;
+        let Some(Protocol::P2p(host)) = addr.iter().last() else {
+            anyhow::bail!("--join {:?} must end in /p2p/<host peer id>", self.join);
+        };
+        let mode = self
+            .mode
+            .parse::<proto::BinaryMode>()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let executor = std::fs::canonicalize(&self.executor)
+            .with_context(|| format!("executor {} not found", self.executor.display()))?;
+        Ok(WorkerJoin {
+            host,
+            addr,
+            settings: crate::cluster::service::WorkerSettings {
+                group: self.group.clone(),
+                host: groups::net::peer_to_proto(&host),
+                executor,
+                mode,
+                capacity: self.capacity.filter(|c| *c > 0),
+            },
+        })
+    }
+}
+
+/// Runs `goop worker` and returns the exit status.
+pub fn run_worker(args: &WorkerArgs) -> ExitCode {
+    let result = args.node.config().and_then(|config| {
+        let join = args.join()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        runtime.block_on(serve(config, args.node.print_ready, Some(join)))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("goop worker: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -114,7 +195,11 @@ struct Ready<'a> {
     label: &'a str,
 }
 
-async fn serve(config: Config, print_ready: bool) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    print_ready: bool,
+    worker: Option<WorkerJoin>,
+) -> anyhow::Result<()> {
     // Installed before anything else, so a signal sent right after the ready line is handled
     // as a graceful stop rather than by the default action.
     let signals = Signals::install().context("cannot install signal handlers")?;
@@ -127,11 +212,14 @@ async fn serve(config: Config, print_ready: bool) -> anyhow::Result<()> {
         max_frame_bytes: config.max_message_bytes,
         ..MqConfig::default()
     };
+    let (cluster_handler, cluster_routes) = Cluster::handler();
+    let mut registry = HandlerRegistry::new();
+    registry.register(CLUSTER_TYPE, cluster_handler);
     let peer = Peer::start(PeerParts {
         node: node_config,
         data_dir: config.data_dir.clone(),
         groups: group_config(&config),
-        registry: HandlerRegistry::new(),
+        registry,
         startup_groups: Vec::new(),
     })
     .await?;
@@ -148,10 +236,22 @@ async fn serve(config: Config, print_ready: bool) -> anyhow::Result<()> {
     let api_addr = listener.local_addr()?;
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let cluster = match start_cluster(&config, &peer, cluster_routes, worker, &tasks, &cancel).await
+    {
+        Ok(cluster) => cluster,
+        Err(e) => {
+            cancel.cancel();
+            tasks.close();
+            tasks.wait().await;
+            peer.shutdown().await;
+            return Err(e);
+        }
+    };
     let state = AppState {
         node: handle.clone(),
         mq: peer.mq.clone(),
         groups: peer.groups.clone(),
+        cluster,
         hub: Hub::new(),
         label: config.label.as_str().into(),
         token: config.api_token.as_deref().map(Arc::from),
@@ -195,6 +295,55 @@ async fn serve(config: Config, print_ready: bool) -> anyhow::Result<()> {
     tasks.wait().await;
     peer.shutdown().await;
     served.context("the API server failed")
+}
+
+/// Brings back this peer's cluster role and, for `goop worker`, joins the cluster it names.
+async fn start_cluster(
+    config: &Config,
+    peer: &Peer,
+    routes: crate::cluster::service::ClusterRoutes,
+    worker: Option<WorkerJoin>,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Cluster> {
+    let cluster = Cluster::start(
+        routes,
+        &config.data_dir,
+        peer.mq.clone(),
+        peer.groups.clone(),
+        tasks,
+        cancel.clone(),
+    )
+    .await
+    .context("cannot start the cluster role")?;
+    let Some(join) = worker else {
+        return Ok(cluster);
+    };
+    peer.node()
+        .add_address(join.host, join.addr.clone())
+        .await?;
+    match cluster.worker() {
+        Some(current) if current.group == join.settings.group => {
+            tracing::info!(group = %current.group, "already a worker in this cluster");
+        }
+        Some(current) => anyhow::bail!(
+            "this data directory belongs to a worker of cluster {}; use another --data-dir",
+            current.group
+        ),
+        None => cluster
+            .start_worker(join.settings)
+            .await
+            .context("cannot join the cluster")?,
+    }
+    // Dial now so the join does not wait for the first retry; a failure is retried by the join.
+    let node = peer.node();
+    let addr = join.addr;
+    tasks.spawn(async move {
+        if let Err(error) = node.dial(addr.clone()).await {
+            tracing::warn!(%error, %addr, "cannot reach the cluster host yet; will keep trying");
+        }
+    });
+    Ok(cluster)
 }
 
 /// The group settings of a node: the defaults, with liveness scaled to the ping interval and

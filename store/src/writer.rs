@@ -101,11 +101,12 @@ pub struct StateRow {
     pub error: Option<String>,
     /// The last progress, when this change carries one.
     pub progress: Option<(f64, Option<String>)>,
-    /// When the current attempt was assigned.
+    /// When the current attempt was assigned; `None` keeps the stored time.
     pub started_at: Option<Timestamp>,
     /// When it reached a terminal status.
     pub done_at: Option<Timestamp>,
-    /// `done_at − started_at` of a finished job.
+    /// `done_at − started_at` of a finished job; `None` has the store work it out for a
+    /// completed or failed job from the times it has.
     pub elapsed_ms: Option<u64>,
 }
 
@@ -461,7 +462,9 @@ fn write_state(tx: &Transaction<'_>, state: &StateRow) -> Result<(), StoreError>
             losses = ?6, result = ?7, error = ?8,
             progress = CASE WHEN ?14 THEN ?9 ELSE progress END,
             progress_msg = CASE WHEN ?14 THEN ?10 ELSE progress_msg END,
-            started_at = ?11, done_at = ?12, elapsed_ms = ?13
+            started_at = COALESCE(?11, started_at), done_at = ?12,
+            elapsed_ms = COALESCE(?13, CASE WHEN ?12 IS NOT NULL AND ?2 IN ('completed', 'failed')
+                THEN ?12 - COALESCE(?11, started_at) END)
          WHERE id = ?1",
     )
     .context("preparing a state update")?

@@ -239,8 +239,21 @@ async fn state_attempts_and_coalesced_progress_are_written() {
         })
         .await
         .unwrap();
+    // A state change that carries no progress and no start time keeps the stored ones, and the
+    // store works out the elapsed time of the finished job.
+    let mut failed = StateRow::of(&state_of(&store, 1));
+    failed.status = JobStatus::Failed;
+    failed.progress = None;
+    failed.started_at = None;
+    failed.done_at = Some(Timestamp::from_unix_ms(3_500));
+    failed.elapsed_ms = None;
+    store.write(Write::State(Box::new(failed))).await.unwrap();
     store.flush().await.unwrap();
-    assert_eq!(state_of(&store, 1).attempts, [ended]);
+    let got = state_of(&store, 1);
+    assert_eq!(got.attempts, [ended]);
+    assert_eq!((got.status, got.progress), (JobStatus::Failed, 42.5));
+    assert_eq!(got.started_at, Some(Timestamp::from_unix_ms(2_000)));
+    assert_eq!(got.elapsed_ms, Some(1_500));
 }
 
 #[tokio::test]

@@ -1029,14 +1029,6 @@ impl<L: Link> Host<L> {
             Some(Carried::Json(result)) => result,
             _ => None,
         };
-        let elapsed = match (update.started_at, update.done_at) {
-            (Some(start), Some(done))
-                if update.status == JobStatus::Completed || update.status == JobStatus::Failed =>
-            {
-                Some(done.0.saturating_sub(start.0))
-            }
-            _ => None,
-        };
         let worker = update.worker.as_deref().cloned();
         if update.status == JobStatus::Assigned
             && let Some(worker) = &worker
@@ -1078,7 +1070,7 @@ impl<L: Link> Host<L> {
             progress: (update.status == JobStatus::Completed).then_some((100.0, None)),
             started_at: update.started_at.map(stamp),
             done_at: update.done_at.map(stamp),
-            elapsed_ms: elapsed,
+            elapsed_ms: None,
         })));
     }
 }

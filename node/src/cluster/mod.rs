@@ -4,25 +4,11 @@
 //! Both sides are actors: one task each with an explicit event loop. They reach the network
 //! through [`Link`], so they can be tested over an in-memory link as well as over libp2p.
 
-#![cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the node wires the cluster in once groups run over the MQ bus"
-    )
-)]
-#![cfg_attr(
-    test,
-    allow(
-        dead_code,
-        reason = "the tests use only part of what the node will wire in"
-    )
-)]
-
 pub(crate) mod host;
 mod ids;
 pub(crate) mod member;
 mod outbox;
+pub(crate) mod service;
 #[cfg(test)]
 mod tests;
 mod time;
@@ -30,6 +16,8 @@ mod time;
 use std::future::Future;
 
 use proto::PeerId;
+
+pub(crate) use service::Cluster;
 
 /// How a cluster actor sends a message to another peer: delivered in order, acknowledged once
 /// the receiver took it, or an error after bounded retries.

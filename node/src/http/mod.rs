@@ -6,6 +6,7 @@
 //! web page the user visits cannot drive the peer. Bodies are limited on every route.
 
 mod api;
+mod cluster;
 mod error;
 mod groups;
 mod hub;
@@ -28,6 +29,8 @@ pub(crate) use hub::Hub;
 
 /// The body limit of routes that carry no payload.
 const SMALL_BODY: usize = 64 * 1024;
+/// The largest batch-submit body: many jobs with their payloads.
+const BATCH_BODY: usize = 64 * 1024 * 1024;
 /// What an MQ send body may hold beyond the message limit (the other fields, escaping).
 const SEND_BODY_OVERHEAD: usize = 64 * 1024;
 
@@ -37,6 +40,7 @@ pub(crate) struct AppState {
     pub(crate) node: NodeHandle,
     pub(crate) mq: Mq,
     pub(crate) groups: GroupHandle,
+    pub(crate) cluster: crate::cluster::Cluster,
     pub(crate) hub: Arc<Hub>,
     pub(crate) label: Arc<str>,
     pub(crate) token: Option<Arc<str>>,
@@ -93,6 +97,28 @@ pub(crate) fn router(state: AppState, max_message_bytes: usize, tasks: &TaskTrac
         .route("/api/groups/members", get(groups::members))
         .route("/api/groups/discover", get(groups::discover))
         .route("/api/groups/events", get(groups::events))
+        .route("/api/cluster/create", post(cluster::create))
+        .route("/api/cluster/join", post(cluster::join))
+        .route("/api/cluster/status", get(cluster::get_status))
+        .route("/api/cluster/stats", get(cluster::stats))
+        .route("/api/cluster/workers", get(cluster::workers))
+        .route("/api/cluster/types", get(cluster::types))
+        .route(
+            "/api/cluster/submit",
+            post(cluster::submit).layer(DefaultBodyLimit::max(send_limit)),
+        )
+        .route(
+            "/api/cluster/jobs",
+            get(cluster::list)
+                .post(cluster::submit_batch)
+                .layer(DefaultBodyLimit::max(BATCH_BODY)),
+        )
+        .route("/api/cluster/jobs/{id}", get(cluster::job))
+        .route("/api/cluster/cancel", post(cluster::cancel))
+        .route("/api/cluster/retry", post(cluster::retry))
+        .route("/api/cluster/worker/pause", post(cluster::worker_pause))
+        .route("/api/cluster/worker/resume", post(cluster::worker_resume))
+        .route("/api/cluster/events", get(cluster::events))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(SMALL_BODY))
         .layer(middleware::from_fn_with_state(state.clone(), guard))

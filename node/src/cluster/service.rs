@@ -1,0 +1,528 @@
+//! The cluster role of one peer: none, host of a cluster group, or worker in one. It routes the
+//! MQ bus's `cluster:` messages and the group layer's membership hooks to the running actor, and
+//! keeps the role across restarts (a host finds its cluster among its hosted groups; a worker's
+//! settings live in `cluster-worker.json` in the data directory).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use groups::group::LeaveReason as GroupLeave;
+use groups::{GroupHandle, GroupSpec, Mq, TypeHandler};
+use proto::api::ClusterStatus;
+use proto::cluster::parse_cluster_topic;
+use proto::{BinaryMode, GroupEvent, GroupEventKind, GroupId, PeerId};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use store::{JobStore, StoreConfig};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use worker::ExecutorConfig;
+
+use super::host::{self, HostConfig, HostError, HostHandle, Limits, MemberEvent};
+use super::member::{self, HostEvent, MemberConfig};
+use super::{Incoming, Link};
+
+/// The group type of cluster groups.
+pub(crate) const CLUSTER_TYPE: &str = "cluster";
+/// Where a worker keeps its settings, in the data directory.
+const WORKER_FILE: &str = "cluster-worker.json";
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClusterError {
+    /// This peer hosts no cluster.
+    #[error("not a cluster host")]
+    NotHost,
+    /// This peer already has a role.
+    #[error("already {0}")]
+    Busy(String),
+    /// The group layer refused.
+    #[error("group: {0}")]
+    Group(#[from] groups::GroupError),
+    /// The host actor refused.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The executor could not be started or checked.
+    #[error(transparent)]
+    Executor(#[from] worker::StartError),
+    /// Saving or reading the worker settings failed.
+    #[error("worker settings {path}: {reason}")]
+    Settings {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A worker's settings, kept so a restarted worker comes back by itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WorkerSettings {
+    /// The cluster group.
+    pub group: GroupId,
+    /// Its host.
+    pub host: PeerId,
+    /// The executor binary.
+    pub executor: PathBuf,
+    /// `oneshot` or `daemon`.
+    pub mode: BinaryMode,
+    /// A capacity that overrides the executor's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
+}
+
+/// Where messages and hooks for the current role go.
+#[derive(Default)]
+struct Routes {
+    host: Option<(GroupId, mpsc::Sender<Incoming>, mpsc::Sender<MemberEvent>)>,
+    worker: Option<(
+        GroupId,
+        PeerId,
+        mpsc::Sender<Incoming>,
+        mpsc::Sender<HostEvent>,
+    )>,
+}
+
+/// The group type handler of cluster groups: passes joins and leaves to the host actor, and
+/// welcomes to the worker actor. Hooks must not block, so everything goes through `try_send`.
+pub(crate) struct ClusterHandler {
+    routes: Arc<RwLock<Routes>>,
+}
+
+impl TypeHandler for ClusterHandler {
+    fn host_can_join(&self) -> bool {
+        false
+    }
+
+    fn on_join(&self, group: &GroupId, peer: &PeerId, is_host: bool) {
+        if is_host {
+            return;
+        }
+        if let Ok(routes) = self.routes.read()
+            && let Some((hosted, _, members)) = &routes.host
+            && hosted == group
+            && members.try_send(MemberEvent::Joined(peer.clone())).is_err()
+        {
+            tracing::warn!(%group, %peer, "cluster host busy; join not passed on");
+        }
+    }
+
+    fn on_leave(&self, group: &GroupId, peer: &PeerId, is_host: bool, reason: GroupLeave) {
+        if is_host {
+            return;
+        }
+        let reason = match reason {
+            GroupLeave::Left => dispatcher::LeaveReason::Left,
+            GroupLeave::Kicked => dispatcher::LeaveReason::Kicked,
+            GroupLeave::Lost => dispatcher::LeaveReason::HeartbeatLost,
+        };
+        if let Ok(routes) = self.routes.read()
+            && let Some((hosted, _, members)) = &routes.host
+            && hosted == group
+            && members
+                .try_send(MemberEvent::Left(peer.clone(), reason))
+                .is_err()
+        {
+            tracing::warn!(%group, %peer, "cluster host busy; leave not passed on");
+        }
+    }
+
+    fn on_event(&self, event: &GroupEvent) {
+        if event.kind != GroupEventKind::Welcome {
+            return;
+        }
+        if let Ok(routes) = self.routes.read()
+            && let Some((group, _, _, host_events)) = &routes.worker
+            && *group == event.group
+        {
+            let _ = host_events.try_send(HostEvent::Welcomed);
+        }
+    }
+}
+
+/// Sends cluster messages over the MQ bus.
+#[derive(Clone)]
+struct MqLink {
+    mq: Mq,
+}
+
+impl Link for MqLink {
+    async fn send(&self, to: PeerId, topic: String, payload: String) -> Result<(), String> {
+        let peer = groups::net::proto_to_peer(&to).map_err(|e| e.to_string())?;
+        let payload = RawValue::from_string(payload).map_err(|e| e.to_string())?;
+        self.mq
+            .send(peer, &topic, payload)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The cluster side of a peer.
+#[derive(Clone)]
+pub(crate) struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    data_dir: PathBuf,
+    mq: Mq,
+    groups: GroupHandle,
+    routes: Arc<RwLock<Routes>>,
+    host: RwLock<Option<HostHandle>>,
+    worker: RwLock<Option<WorkerSettings>>,
+    store: RwLock<Option<Arc<JobStore>>>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Cluster {
+    /// The handler to register for [`CLUSTER_TYPE`] before the peer starts, and the routes it
+    /// shares with the cluster made by [`Cluster::start`].
+    pub(crate) fn handler() -> (Arc<ClusterHandler>, ClusterRoutes) {
+        let routes = Arc::new(RwLock::new(Routes::default()));
+        (
+            Arc::new(ClusterHandler {
+                routes: routes.clone(),
+            }),
+            ClusterRoutes(routes),
+        )
+    }
+
+    /// Starts routing `cluster:` messages and brings back the role this peer had: the cluster
+    /// it hosts, or the one it works for.
+    pub(crate) async fn start(
+        routes: ClusterRoutes,
+        data_dir: &Path,
+        mq: Mq,
+        groups: GroupHandle,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> Result<Self, ClusterError> {
+        let cluster = Self {
+            inner: Arc::new(Inner {
+                data_dir: data_dir.to_owned(),
+                mq: mq.clone(),
+                groups,
+                routes: routes.0,
+                host: RwLock::new(None),
+                worker: RwLock::new(None),
+                store: RwLock::new(None),
+                tracker: tracker.clone(),
+                cancel: cancel.clone(),
+            }),
+        };
+        tracker.spawn(route_messages(
+            mq.subscribe("cluster:"),
+            cluster.inner.routes.clone(),
+            cancel,
+        ));
+        let hosted = cluster.inner.groups.hosted_groups().await?;
+        if let Some(group) = hosted.into_iter().find(|g| g.group_type == CLUSTER_TYPE) {
+            tracing::info!(group = %group.id, "resuming as the cluster host");
+            cluster.start_host(group.id).await?;
+        } else if let Some(settings) = cluster.load_worker_settings()? {
+            tracing::info!(group = %settings.group, host = %settings.host, "resuming as a cluster worker");
+            cluster.start_worker(settings).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// The host handle, when this peer hosts a cluster.
+    pub(crate) fn host(&self) -> Option<HostHandle> {
+        self.inner.host.read().ok().and_then(|h| h.clone())
+    }
+
+    /// The worker settings, when this peer works for a cluster.
+    pub(crate) fn worker(&self) -> Option<WorkerSettings> {
+        self.inner.worker.read().ok().and_then(|w| w.clone())
+    }
+
+    /// `GET /api/cluster/status`.
+    pub(crate) async fn status(&self) -> ClusterStatus {
+        if let Some(host) = self.host() {
+            let stats = host.stats().await.ok();
+            return ClusterStatus {
+                role: "host".into(),
+                group_id: host.group().to_string(),
+                stats,
+                binary_path: None,
+                binary_mode: None,
+                worker_status: None,
+            };
+        }
+        if let Some(worker) = self.worker() {
+            return ClusterStatus {
+                role: "worker".into(),
+                group_id: worker.group.to_string(),
+                stats: None,
+                binary_path: Some(worker.executor.display().to_string()),
+                binary_mode: Some(worker.mode.as_str().to_owned()),
+                worker_status: Some("running".into()),
+            };
+        }
+        ClusterStatus {
+            role: String::new(),
+            group_id: String::new(),
+            stats: None,
+            binary_path: None,
+            binary_mode: None,
+            worker_status: None,
+        }
+    }
+
+    fn busy(&self) -> Option<String> {
+        if let Some(host) = self.host() {
+            return Some(format!("the host of cluster {}", host.group()));
+        }
+        self.worker()
+            .map(|w| format!("a worker in cluster {}", w.group))
+    }
+
+    /// Creates a cluster group and hosts it.
+    pub(crate) async fn create(
+        &self,
+        name: String,
+        max_members: u32,
+    ) -> Result<GroupId, ClusterError> {
+        if let Some(role) = self.busy() {
+            return Err(ClusterError::Busy(role));
+        }
+        let spec = GroupSpec {
+            id: None,
+            name,
+            group_type: CLUSTER_TYPE.into(),
+            group_context: String::new(),
+            max_members,
+            volatile: false,
+            admission: Default::default(),
+            roles: Vec::new(),
+            default_role: None,
+        };
+        let group = self.inner.groups.create(spec).await?;
+        self.start_host(group.clone()).await?;
+        Ok(group)
+    }
+
+    async fn start_host(&self, group: GroupId) -> Result<(), ClusterError> {
+        let store = self.store()?;
+        let (incoming_tx, incoming) = mpsc::channel(16_384);
+        let (members_tx, members) = mpsc::channel(1024);
+        let config = HostConfig {
+            group: group.clone(),
+            dispatcher: dispatcher::Config::default(),
+            seed: rand_seed(),
+            limits: Limits::default(),
+        };
+        let link = MqLink {
+            mq: self.inner.mq.clone(),
+        };
+        let handle = host::spawn(
+            config,
+            store,
+            link,
+            incoming,
+            members,
+            &self.inner.tracker,
+            self.inner.cancel.clone(),
+        )
+        .await?;
+        if let Ok(mut routes) = self.inner.routes.write() {
+            routes.host = Some((group.clone(), incoming_tx, members_tx));
+        }
+        if let Ok(mut host) = self.inner.host.write() {
+            *host = Some(handle);
+        }
+        // Members that were in the group before this host started are told to the actor now;
+        // later ones arrive through the handler's hooks.
+        if let Ok(members) = self.inner.groups.members(group.clone()).await
+            && let Ok(routes) = self.inner.routes.read()
+            && let Some((_, _, events)) = &routes.host
+        {
+            let me = groups::net::peer_to_proto(&self.inner.mq.local_peer_id());
+            for member in members.into_iter().filter(|m| m.peer_id != me) {
+                let _ = events.try_send(MemberEvent::Joined(member.peer_id));
+            }
+        }
+        tracing::info!(%group, "cluster host started");
+        Ok(())
+    }
+
+    fn store(&self) -> Result<Arc<JobStore>, ClusterError> {
+        let mut slot = self.inner.store.write().map_err(|_| HostError::Stopped)?;
+        if let Some(store) = &*slot {
+            return Ok(store.clone());
+        }
+        let path = self.inner.data_dir.join(crate::peer::DATABASE_FILE);
+        let store =
+            Arc::new(JobStore::open(&path, StoreConfig::default()).map_err(HostError::from)?);
+        *slot = Some(store.clone());
+        Ok(store)
+    }
+
+    /// Joins `group` hosted by `host` as a worker running `settings.executor`; the executor is
+    /// checked first. The settings are saved so a restart comes back by itself.
+    pub(crate) async fn start_worker(&self, settings: WorkerSettings) -> Result<(), ClusterError> {
+        if let Some(role) = self.busy() {
+            return Err(ClusterError::Busy(role));
+        }
+        let (incoming_tx, incoming) = mpsc::channel(16_384);
+        let (host_events_tx, host_events) = mpsc::channel(16);
+        if let Ok(mut routes) = self.inner.routes.write() {
+            routes.worker = Some((
+                settings.group.clone(),
+                settings.host.clone(),
+                incoming_tx,
+                host_events_tx,
+            ));
+        }
+        let mut executor = ExecutorConfig::new(settings.executor.clone(), settings.mode);
+        executor.capacity_override = settings.capacity.and_then(std::num::NonZeroU32::new);
+        let config = MemberConfig {
+            group: settings.group.clone(),
+            host: settings.host.clone(),
+            executor,
+            heartbeat: Duration::from_secs(5),
+        };
+        let link = MqLink {
+            mq: self.inner.mq.clone(),
+        };
+        if let Err(error) = member::spawn(
+            config,
+            link,
+            incoming,
+            host_events,
+            &self.inner.tracker,
+            self.inner.cancel.clone(),
+        )
+        .await
+        {
+            if let Ok(mut routes) = self.inner.routes.write() {
+                routes.worker = None;
+            }
+            return Err(error.into());
+        }
+        self.save_worker_settings(&settings)?;
+        if let Ok(mut worker) = self.inner.worker.write() {
+            *worker = Some(settings.clone());
+        }
+        // Join the group in the background: the host may not be up yet; the group layer keeps
+        // the subscription and rejoins by itself once it is.
+        let groups = self.inner.groups.clone();
+        let cancel = self.inner.cancel.clone();
+        self.inner.tracker.spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                match groups.join(settings.host.clone(), settings.group.clone()).await {
+                    Ok(_) => {
+                        tracing::info!(group = %settings.group, host = %settings.host, "joined the cluster");
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, retry_in = ?backoff, "cannot join the cluster yet");
+                    }
+                }
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        });
+        Ok(())
+    }
+
+    fn settings_path(&self) -> PathBuf {
+        self.inner.data_dir.join(WORKER_FILE)
+    }
+
+    fn load_worker_settings(&self) -> Result<Option<WorkerSettings>, ClusterError> {
+        let path = self.settings_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(settings_error(&path, e)),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| settings_error(&path, e))
+    }
+
+    fn save_worker_settings(&self, settings: &WorkerSettings) -> Result<(), ClusterError> {
+        let path = self.settings_path();
+        let text = serde_json::to_string_pretty(settings).map_err(|e| settings_error(&path, e))?;
+        let temp = path.with_extension("json.tmp");
+        std::fs::write(&temp, text).map_err(|e| settings_error(&temp, e))?;
+        std::fs::rename(&temp, &path).map_err(|e| settings_error(&path, e))
+    }
+}
+
+/// The routes shared between the cluster handler and the cluster.
+pub(crate) struct ClusterRoutes(Arc<RwLock<Routes>>);
+
+fn settings_error(path: &Path, reason: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Settings {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn rand_seed() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+/// Passes each `cluster:` message to the actor of its group; messages for other groups are
+/// dropped and logged (only the worker actor checks the sender is its host; the host actor's
+/// dispatcher checks the sender holds the attempt).
+async fn route_messages(
+    mut subscription: groups::Subscription,
+    routes: Arc<RwLock<Routes>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let message = tokio::select! {
+            () = cancel.cancelled() => return,
+            message = subscription.recv() => match message {
+                Some(message) => message,
+                None => return,
+            },
+        };
+        let Some((group, msg_type)) = parse_cluster_topic(&message.topic) else {
+            tracing::warn!(topic = %message.topic, "dropped a message with a malformed cluster topic");
+            continue;
+        };
+        let from = groups::net::peer_to_proto(&message.from);
+        let target = routes.read().ok().and_then(|routes| {
+            if let Some((hosted, incoming, _)) = &routes.host
+                && *hosted == group
+            {
+                return Some(incoming.clone());
+            }
+            if let Some((joined, _, incoming, _)) = &routes.worker
+                && *joined == group
+            {
+                return Some(incoming.clone());
+            }
+            None
+        });
+        let Some(target) = target else {
+            tracing::debug!(%group, %from, msg_type, "dropped a message for a cluster this peer is not in");
+            continue;
+        };
+        let msg_type = msg_type.to_owned();
+        let payload = String::from(Box::<str>::from(message.payload));
+        let incoming = Incoming {
+            from,
+            msg_type,
+            payload,
+        };
+        if target.send(incoming).await.is_err() {
+            tracing::debug!(%group, "cluster actor stopped; message dropped");
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! The cluster routes: Goop²'s `/api/cluster/*` with their bodies and status codes, plus batch
+//! submit, paged and filtered job lists, job detail with attempts, retry, and the live event
+//! stream.
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use proto::api::{
+    ClusterEvent, ClusterStatus, CreateCluster, JobIdRequest, MAX_SUBMIT_BATCH, SubmitBatch,
+    SubmitBatchResponse, SubmitJob,
+};
+use proto::cluster::{JobState, QueueStats, WorkerInfo};
+use proto::{JobId, JobMode, JobStatus, PeerId};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use store::ListFilter;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::api::{JsonBody, SSE_KEEP_ALIVE};
+use super::{ApiError, AppState};
+use crate::cluster::host::{HostError, HostHandle};
+use crate::cluster::service::{ClusterError, WorkerSettings};
+
+#[derive(Serialize)]
+pub(crate) struct Status {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job_id: Option<JobId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_id: Option<PeerId>,
+}
+
+fn status(status: &'static str) -> Status {
+    Status {
+        status,
+        job_id: None,
+        group_id: None,
+        peer_id: None,
+    }
+}
+
+impl From<HostError> for ApiError {
+    fn from(error: HostError) -> Self {
+        use dispatcher::StepError;
+        let (status, code) = match &error {
+            HostError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            HostError::Refused(StepError::UnknownJob(_)) => (StatusCode::NOT_FOUND, "not_found"),
+            HostError::Refused(StepError::UnknownDependency { .. }) => {
+                (StatusCode::BAD_REQUEST, "unknown_dependency")
+            }
+            HostError::Refused(StepError::QueueFull { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "queue_full")
+            }
+            HostError::Refused(StepError::EmptyType(_) | StepError::TypeTooLong { .. }) => {
+                (StatusCode::BAD_REQUEST, "invalid_request")
+            }
+            HostError::Refused(_) => (StatusCode::CONFLICT, "conflict"),
+            HostError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
+            HostError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        };
+        Self::new(status, code, error.to_string())
+    }
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(error: ClusterError) -> Self {
+        match error {
+            ClusterError::Host(error) => error.into(),
+            ClusterError::NotHost => {
+                Self::new(StatusCode::CONFLICT, "not_host", "not a cluster host")
+            }
+            ClusterError::Busy(_) => Self::new(StatusCode::CONFLICT, "conflict", error.to_string()),
+            ClusterError::Executor(_) => Self::bad_request("executor", error.to_string()),
+            ClusterError::Group(_) | ClusterError::Settings { .. } => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cluster",
+                error.to_string(),
+            ),
+        }
+    }
+}
+
+fn host(state: &AppState) -> Result<HostHandle, ApiError> {
+    state
+        .cluster
+        .host()
+        .ok_or_else(|| ClusterError::NotHost.into())
+}
+
+/// `POST /api/cluster/create {name?, group_id?, max_members?}`.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateCluster>,
+) -> Result<Json<Status>, ApiError> {
+    if let Some(host) = state.cluster.host()
+        && body.group_id.as_ref().is_none_or(|g| g == host.group())
+    {
+        // Creating again while hosting answers with the cluster there is.
+        return Ok(Json(Status {
+            group_id: Some(host.group().to_string()),
+            ..status("created")
+        }));
+    }
+    let name = body
+        .name
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| "Cluster".into());
+    let group = state.cluster.create(name, body.max_members).await?;
+    Ok(Json(Status {
+        group_id: Some(group.to_string()),
+        ..status("created")
+    }))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct JoinBody {
+    host_peer_id: Option<String>,
+    group_id: Option<String>,
+    executor: Option<std::path::PathBuf>,
+    mode: Option<String>,
+    capacity: Option<u32>,
+}
+
+/// `POST /api/cluster/join {host_peer_id, group_id, executor, mode?, capacity?}`.
+pub(crate) async fn join(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<JoinBody>,
+) -> Result<Json<Status>, ApiError> {
+    let (Some(host), Some(group)) = (body.host_peer_id, body.group_id) else {
+        return Err(ApiError::bad_request(
+            "missing_field",
+            "missing host_peer_id or group_id",
+        ));
+    };
+    let host: PeerId = host
+        .parse()
+        .map_err(|e| ApiError::bad_request("invalid_peer_id", format!("{e}")))?;
+    let group: proto::GroupId = group
+        .parse()
+        .map_err(|e| ApiError::bad_request("invalid_group_id", format!("{e}")))?;
+    let executor = body
+        .executor
+        .ok_or_else(|| ApiError::bad_request("missing_field", "missing executor"))?;
+    let mode = match body.mode.as_deref().unwrap_or("oneshot") {
+        "" | "oneshot" => proto::BinaryMode::Oneshot,
+        "daemon" => proto::BinaryMode::Daemon,
+        other => {
+            return Err(ApiError::bad_request(
+                "invalid_mode",
+                format!("invalid mode {other:?} (must be oneshot or daemon)"),
+            ));
+        }
+    };
+    state
+        .cluster
+        .start_worker(WorkerSettings {
+            group: group.clone(),
+            host,
+            executor,
+            mode,
+            capacity: body.capacity,
+        })
+        .await?;
+    Ok(Json(Status {
+        group_id: Some(group.to_string()),
+        ..status("joined")
+    }))
+}
+
+/// `GET /api/cluster/status`.
+pub(crate) async fn get_status(State(state): State<AppState>) -> Json<ClusterStatus> {
+    Json(state.cluster.status().await)
+}
+
+/// `GET /api/cluster/stats`: all zeros on a peer that hosts no cluster, as in Goop².
+pub(crate) async fn stats(State(state): State<AppState>) -> Result<Json<QueueStats>, ApiError> {
+    match state.cluster.host() {
+        Some(host) => Ok(Json(host.stats().await?)),
+        None => Ok(Json(QueueStats::default())),
+    }
+}
+
+/// `GET /api/cluster/workers`: `[]` on a peer that hosts no cluster.
+pub(crate) async fn workers(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<WorkerInfo>>, ApiError> {
+    match state.cluster.host() {
+        Some(host) => Ok(Json(host.workers().await?)),
+        None => Ok(Json(Vec::new())),
+    }
+}
+
+/// Goop²'s single submit: lenient like Goop² (unknown fields ignored, `mode` other than
+/// `continuous` is oneshot), but a negative timeout or retry count is refused.
+#[derive(Deserialize)]
+pub(crate) struct SubmitBody {
+    #[serde(rename = "type", default)]
+    job_type: String,
+    #[serde(default)]
+    mode: String,
+    #[serde(default)]
+    payload: Option<Box<RawValue>>,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    timeout_s: u64,
+    #[serde(default)]
+    max_retry: u32,
+}
+
+/// `POST /api/cluster/submit`.
+pub(crate) async fn submit(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<SubmitBody>,
+) -> Result<Json<Status>, ApiError> {
+    let host = host(&state)?;
+    if body.job_type.trim().is_empty() {
+        return Err(ApiError::bad_request("missing_field", "missing job type"));
+    }
+    let mut job = SubmitJob::new(body.job_type);
+    job.mode = if body.mode == "continuous" {
+        JobMode::Continuous
+    } else {
+        JobMode::Oneshot
+    };
+    job.payload = body.payload.map(Into::into);
+    job.priority = body.priority;
+    job.timeout_s = body.timeout_s;
+    job.max_retry = body.max_retry;
+    let ids = host.submit(vec![job]).await?;
+    Ok(Json(Status {
+        job_id: ids.first().copied(),
+        ..status("submitted")
+    }))
+}
+
+/// `POST /api/cluster/jobs {"jobs":[...]}`: all or none, answered once durable.
+pub(crate) async fn submit_batch(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<SubmitBatch>,
+) -> Result<Json<SubmitBatchResponse>, ApiError> {
+    let host = host(&state)?;
+    if body.jobs.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "no jobs to submit",
+        ));
+    }
+    if body.jobs.len() > MAX_SUBMIT_BATCH {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!(
+                "{} jobs is over the limit of {MAX_SUBMIT_BATCH} per request",
+                body.jobs.len()
+            ),
+        ));
+    }
+    let job_ids = host.submit(body.jobs).await?;
+    Ok(Json(SubmitBatchResponse { job_ids }))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    status: Option<String>,
+    #[serde(rename = "type")]
+    job_type: Option<String>,
+    label: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<u64>,
+}
+
+/// `GET /api/cluster/jobs?status=&type=&label=&limit=&cursor=`: an array of jobs in
+/// submission order; the cursor of the next page is in the `x-next-cursor` header.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let Some(host) = state.cluster.host() else {
+        return Ok(Json(Vec::<JobState>::new()).into_response());
+    };
+    let status = match &query.status {
+        Some(s) => Some(
+            serde_json::from_value::<JobStatus>(s.as_str().into()).map_err(|_| {
+                ApiError::bad_request("invalid_query", format!("invalid status {s:?}"))
+            })?,
+        ),
+        None => None,
+    };
+    let filter = ListFilter {
+        group: Some(host.group().clone()),
+        status,
+        job_type: query.job_type,
+        label: query.label,
+        cursor: query.cursor,
+        limit: query.limit.unwrap_or(100),
+    };
+    host.store().flush().await.map_err(HostError::from)?;
+    let reader = host.store().reader().map_err(HostError::from)?;
+    let page = tokio::task::spawn_blocking(move || reader.list(&filter))
+        .await
+        .map_err(|_| HostError::Stopped)?
+        .map_err(HostError::from)?;
+    let jobs: Vec<JobState> = page.jobs.into_iter().map(|j| j.state).collect();
+    let mut headers = HeaderMap::new();
+    if let Some(next) = page.next_cursor
+        && let Ok(value) = HeaderValue::from_str(&next.to_string())
+    {
+        headers.insert("x-next-cursor", value);
+    }
+    Ok((headers, Json(jobs)).into_response())
+}
+
+/// `GET /api/cluster/jobs/{id}`: the job with its result, error, progress and attempts.
+pub(crate) async fn job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobState>, ApiError> {
+    let id: JobId = id
+        .parse()
+        .map_err(|e| ApiError::bad_request("invalid_job_id", format!("{e}")))?;
+    let host = host(&state)?;
+    host.store().flush().await.map_err(HostError::from)?;
+    let reader = host.store().reader().map_err(HostError::from)?;
+    let stored = tokio::task::spawn_blocking(move || reader.get(id))
+        .await
+        .map_err(|_| HostError::Stopped)?
+        .map_err(HostError::from)?;
+    match stored {
+        Some(job) if job.group == *host.group() => Ok(Json(job.state)),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("job {id} not found"),
+        )),
+    }
+}
+
+/// `POST /api/cluster/cancel {"job_id"}`.
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<JobIdRequest>,
+) -> Result<Json<Status>, ApiError> {
+    host(&state)?.cancel(body.job_id).await?;
+    Ok(Json(Status {
+        job_id: Some(body.job_id),
+        ..status("cancelled")
+    }))
+}
+
+/// `POST /api/cluster/retry {"job_id"}`.
+pub(crate) async fn retry(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<JobIdRequest>,
+) -> Result<Json<Status>, ApiError> {
+    host(&state)?.retry(body.job_id).await?;
+    Ok(Json(Status {
+        job_id: Some(body.job_id),
+        ..status("retried")
+    }))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PeerBody {
+    peer_id: Option<String>,
+}
+
+async fn pause_worker(
+    state: AppState,
+    body: PeerBody,
+    pause: bool,
+) -> Result<Json<Status>, ApiError> {
+    let peer = body
+        .peer_id
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| ApiError::bad_request("missing_field", "missing peer_id"))?;
+    let peer: PeerId = peer
+        .parse()
+        .map_err(|e| ApiError::bad_request("invalid_peer_id", format!("{e}")))?;
+    host(&state)?.pause(peer.clone(), pause).await?;
+    Ok(Json(Status {
+        peer_id: Some(peer),
+        ..status(if pause { "paused" } else { "resumed" })
+    }))
+}
+
+/// `POST /api/cluster/worker/pause {"peer_id"}`.
+pub(crate) async fn worker_pause(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<PeerBody>,
+) -> Result<Json<Status>, ApiError> {
+    pause_worker(state, body, true).await
+}
+
+/// `POST /api/cluster/worker/resume {"peer_id"}`.
+pub(crate) async fn worker_resume(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<PeerBody>,
+) -> Result<Json<Status>, ApiError> {
+    pause_worker(state, body, false).await
+}
+
+#[derive(Serialize)]
+pub(crate) struct JobType {
+    name: &'static str,
+    description: &'static str,
+    template: &'static str,
+    help: &'static str,
+}
+
+/// `GET /api/cluster/types`: Goop²'s predefined job types (templates for a UI; not enforced).
+pub(crate) async fn types() -> Json<Vec<JobType>> {
+    Json(vec![
+        JobType {
+            name: "calculate",
+            description: "evaluate an arithmetic expression",
+            template: "{\n  \"expression\": \"\",\n  \"parameters\": {}\n}",
+            help: "expression: the formula; parameters: named values used in it",
+        },
+        JobType {
+            name: "transform",
+            description: "convert data between formats",
+            template: "{\n  \"input\": \"\",\n  \"output\": \"\",\n  \"format\": \"\",\n  \"options\": {}\n}",
+            help: "input: the data; format: the conversion",
+        },
+        JobType {
+            name: "custom",
+            description: "anything your executor understands",
+            template: "{\n  \"type_name\": \"\",\n  \"payload\": {}\n}",
+            help: "the payload goes to the executor untouched",
+        },
+    ])
+}
+
+/// `GET /api/cluster/events`: `job`, `progress`, `output`, `log`, `worker` and `lagged` events.
+pub(crate) async fn events(
+    State(state): State<AppState>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let receiver = host(&state)?.subscribe();
+    let cancel = state.cancel.clone();
+    let stream = futures::stream::unfold((receiver, cancel), |(mut receiver, cancel)| async move {
+        let next = tokio::select! {
+            () = cancel.cancelled() => return None,
+            next = receiver.recv() => next,
+        };
+        let event = match next {
+            Ok(event) => event,
+            Err(RecvError::Lagged(missed)) => ClusterEvent::Lagged { missed },
+            Err(RecvError::Closed) => return None,
+        };
+        let data = serde_json::to_string(&event).unwrap_or_else(|_| "{}".to_owned());
+        Some((
+            Ok(Event::default().event(event.name()).data(data)),
+            (receiver, cancel),
+        ))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE)))
+}
