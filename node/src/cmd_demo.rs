@@ -383,7 +383,7 @@ pub(crate) fn summarize(
     workload: &Workload,
     ids: &[JobId],
     states: &HashMap<JobId, JobState>,
-    latencies: &HashMap<JobId, u64>,
+    seen: &HashMap<JobId, Seen>,
     workers: &[(String, PeerId)],
 ) -> Summary {
     let mut summary = Summary {
@@ -408,13 +408,23 @@ pub(crate) fn summarize(
             problem(&mut summary, format!("job {id}: not found on the host"));
             continue;
         };
-        if let Some(ms) = latencies.get(id).copied().or_else(|| stored_latency(state)) {
+        let seen = seen.get(id);
+        if let Some(ms) = seen
+            .and_then(|s| s.latency_ms)
+            .or_else(|| stored_latency(state))
+        {
             summary.latencies.push(ms);
         }
         match state.status {
             JobStatus::Completed => {
                 summary.completed += 1;
-                if let Some(worker) = &state.worker_id {
+                // The worker that ran it: from its events, else the stored job, else its last
+                // attempt.
+                let worker = seen
+                    .and_then(|s| s.worker.as_ref())
+                    .or(state.worker_id.as_ref())
+                    .or_else(|| state.attempts.last().map(|a| &a.worker_id));
+                if let Some(worker) = worker {
                     *per_peer.entry(worker).or_default() += 1;
                 }
                 match check(expected, state.result.as_deref()) {
@@ -768,8 +778,17 @@ pub fn run(args: &DemoArgs) -> ExitCode {
     }
 }
 
-/// Latencies of terminal job events, by job, gathered by the event thread.
-type Latencies = Arc<Mutex<HashMap<JobId, u64>>>;
+/// What the host's events said about one job.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Seen {
+    /// Submit to terminal state, in ms.
+    pub(crate) latency_ms: Option<u64>,
+    /// The worker of its last assignment.
+    pub(crate) worker: Option<PeerId>,
+}
+
+/// What the event thread gathered, by job.
+type SeenByJob = Arc<Mutex<HashMap<JobId, Seen>>>;
 
 fn demo(
     args: &DemoArgs,
@@ -839,23 +858,25 @@ fn demo(
     );
 
     let workload = Workload::generate(args.jobs as usize, 0x600d_cafe, executor.transform);
-    let latencies: Latencies = Arc::default();
+    let seen: SeenByJob = Arc::default();
     let events = client.events()?;
     let event_thread = {
-        let latencies = Arc::clone(&latencies);
+        let seen = Arc::clone(&seen);
         let mut events = events;
         // Reads the host's job events until the host stops; the thread is joined after the
         // processes are stopped.
         std::thread::spawn(move || {
             while let Ok(Some(event)) = events.next_event() {
-                if let ClusterEvent::Job(job) = event
-                    && job.status.is_terminal()
-                    && let Some(ms) = job.latency_ms
-                {
-                    latencies
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(job.job_id, ms);
+                let ClusterEvent::Job(job) = event else {
+                    continue;
+                };
+                let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+                let entry = seen.entry(job.job_id).or_default();
+                if job.worker_id.is_some() {
+                    entry.worker = job.worker_id;
+                }
+                if job.status.is_terminal() {
+                    entry.latency_ms = job.latency_ms;
                 }
             }
         })
@@ -868,16 +889,20 @@ fn demo(
     let wall = wait_for_jobs(&client, total, start, Duration::from_secs(args.timeout))?;
 
     let wanted: std::collections::HashSet<JobId> = ids.iter().copied().collect();
-    let states: HashMap<JobId, JobState> = list_jobs(&client)?
+    let mut states: HashMap<JobId, JobState> = list_jobs(&client)?
         .into_iter()
         .filter(|state| wanted.contains(&state.job.id))
         .map(|state| (state.job.id, state))
         .collect();
-    let latencies = latencies
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
-    let mut summary = summarize(&workload, &ids, &states, &latencies, &named);
+    let seen = seen.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    // A job whose worker neither the events nor the listing named: its attempts say.
+    for (id, state) in &mut states {
+        let known = seen.get(id).is_some_and(|s| s.worker.is_some()) || state.worker_id.is_some();
+        if !known && state.status == JobStatus::Completed {
+            *state = client.job(*id)?;
+        }
+    }
+    let mut summary = summarize(&workload, &ids, &states, &seen, &named);
     summary.wall = wall;
     summary.executor = executor.label;
     Ok((summary, Some(event_thread)))
@@ -1204,7 +1229,11 @@ mod tests {
             ),
         );
         states.insert(ids[3], state(ids[3], JobStatus::Failed, &w1, None));
-        let latencies: HashMap<JobId, u64> = [(ids[0], 3), (ids[1], 5)].into();
+        let seen = |ms| Seen {
+            latency_ms: Some(ms),
+            worker: None,
+        };
+        let latencies: HashMap<JobId, Seen> = [(ids[0], seen(3)), (ids[1], seen(5))].into();
         let named = vec![
             ("worker-1".to_owned(), w1.clone()),
             ("worker-2".to_owned(), w2.clone()),

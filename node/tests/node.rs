@@ -5,6 +5,7 @@ mod node {
     pub(crate) mod support;
 
     mod api;
+    mod demo;
     mod executor_cmd;
     mod groups;
     mod lifecycle;
