@@ -43,8 +43,7 @@ pub enum Command {
     Worker(crate::cmd_node::WorkerArgs),
     /// Try an executor binary locally: run its check, or run jobs through it.
     Executor(crate::cmd_executor::ExecutorArgs),
-    /// Run a whole cluster on this machine (a host and workers) with a real workload, then
-    /// print throughput, latency and a check of every answer.
+    // The help of `goop demo` is the doc of `DemoArgs`.
     Demo(crate::cmd_demo::DemoArgs),
 }
 
