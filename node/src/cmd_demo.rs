@@ -1003,7 +1003,7 @@ fn wait_for_jobs(
             );
             return Ok(now - start);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
