@@ -18,7 +18,8 @@
 //!   `executor-bench` measures it.
 //!
 //! Usage: `cluster-bench [--jobs N] [--batch N] [--latency-jobs N] [--runtime-jobs N]
-//! [--capacity N] [--goop PATH] [--executor PATH] [--keep]`. Build first with
+//! [--submitters N] [--capacity N] [--goop PATH] [--executor PATH] [--keep]`. The host alone
+//! (no workers) is measured first, for how fast it takes submits. Build first with
 //! `cargo build --release -p node -p examples -p benches`.
 
 use std::error::Error;
@@ -49,6 +50,7 @@ struct Options {
     goop: PathBuf,
     executor: PathBuf,
     keep: bool,
+    submitters: usize,
 }
 
 fn options() -> Result<Options> {
@@ -62,6 +64,7 @@ fn options() -> Result<Options> {
         goop: release.join("goop"),
         executor: release.join("echo-executor"),
         keep: false,
+        submitters: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -75,6 +78,7 @@ fn options() -> Result<Options> {
             "--goop" => options.goop = PathBuf::from(value()?),
             "--executor" => options.executor = PathBuf::from(value()?),
             "--keep" => options.keep = true,
+            "--submitters" => options.submitters = value()?.parse()?,
             // `cargo bench` passes this to every bench target.
             "--bench" => {}
             other => return Err(format!("unknown argument {other}").into()),
@@ -292,6 +296,42 @@ fn noop() -> SubmitJob {
     SubmitJob::new("noop")
 }
 
+/// Submits `--jobs` no-op jobs in batches from `--submitters` threads, each with its own
+/// connection; the thread returned answers how long after `start` the last batch was stored.
+fn submit_all(
+    api: &str,
+    options: &Options,
+    start: Instant,
+) -> JoinHandle<std::result::Result<Duration, String>> {
+    let (api, jobs, batch, submitters) = (
+        api.to_owned(),
+        options.jobs,
+        options.batch,
+        options.submitters.max(1),
+    );
+    std::thread::spawn(move || {
+        let threads: Vec<_> = (0..submitters)
+            .map(|i| {
+                let api = Api::new(&api);
+                let mut left = jobs / submitters + usize::from(i < jobs % submitters);
+                std::thread::spawn(move || -> std::result::Result<(), String> {
+                    while left > 0 {
+                        let n = left.min(batch);
+                        api.submit((0..n).map(|_| noop()).collect())
+                            .map_err(|e| e.to_string())?;
+                        left -= n;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().map_err(|_| "a submitter panicked")??;
+        }
+        Ok(start.elapsed())
+    })
+}
+
 fn cluster_run(options: &Options, workers: usize, dir: &Path) -> Result<ClusterFigures> {
     std::fs::create_dir_all(dir)?;
     let host = spawn(&options.goop, &dir.join("host"), &["node"], &[])?;
@@ -306,6 +346,7 @@ fn cluster_run(options: &Options, workers: usize, dir: &Path) -> Result<ClusterF
         .to_owned();
     let executor = options.executor.to_string_lossy().into_owned();
     let mut nodes = Vec::new();
+    let (mut latency_us, mut host_latency_ms) = (Vec::new(), Vec::new());
     for i in 1..=workers {
         let capacity = options.capacity.to_string();
         nodes.push(spawn(
@@ -339,9 +380,7 @@ fn cluster_run(options: &Options, workers: usize, dir: &Path) -> Result<ClusterF
 
     // Latency first, on an empty queue: one job at a time, each waited for on the event stream.
     let mut events = api.events()?;
-    let mut latency_us = Vec::with_capacity(options.latency_jobs);
-    let mut host_latency_ms = Vec::with_capacity(options.latency_jobs);
-    for _ in 0..options.latency_jobs {
+    for _ in 0..options.latency_jobs * usize::from(workers > 0) {
         let start = Instant::now();
         let id = api.submit(vec![noop()])?[0];
         loop {
@@ -364,20 +403,22 @@ fn cluster_run(options: &Options, workers: usize, dir: &Path) -> Result<ClusterF
     let before: QueueStats = api.get("/api/cluster/stats")?;
     let target = before.completed + options.jobs as u64;
     let start = Instant::now();
-    let submitter = {
-        let api = Api::new(&host.api);
-        let (jobs, batch) = (options.jobs, options.batch);
-        std::thread::spawn(move || -> std::result::Result<Duration, String> {
-            let mut left = jobs;
-            while left > 0 {
-                let n = left.min(batch);
-                api.submit((0..n).map(|_| noop()).collect())
-                    .map_err(|e| e.to_string())?;
-                left -= n;
-            }
-            Ok(start.elapsed())
-        })
-    };
+    let submitter = submit_all(&host.api, options, start);
+    if workers == 0 {
+        // The host alone: how fast it takes submits, with nothing to run them.
+        let submitted_in = submitter
+            .join()
+            .map_err(|_| "the submitter panicked")?
+            .map_err(|e| format!("submit failed: {e}"))?;
+        return Ok(ClusterFigures {
+            workers,
+            throughput: 0.0,
+            submit_rate: options.jobs as f64 / submitted_in.as_secs_f64(),
+            per_worker: Vec::new(),
+            latency_us,
+            host_latency_ms,
+        });
+    }
     let deadline = start + Duration::from_secs(600);
     let elapsed = loop {
         let stats: QueueStats = api.get("/api/cluster/stats")?;
@@ -530,12 +571,20 @@ fn main() -> Result<()> {
         options.runtime_jobs
     );
     let mut runs = Vec::new();
-    for workers in [1, 2] {
+    for workers in [0, 1, 2] {
         let run = cluster_run(&options, workers, &dir.join(format!("{workers}-workers")));
         if !options.keep {
             let _ = std::fs::remove_dir_all(dir.join(format!("{workers}-workers")));
         }
         let mut run = run?;
+        if workers == 0 {
+            println!(
+                "host alone (no workers): {} jobs in batches of {} from {} submitter(s): \
+                 submits answered at {:.0} jobs/s",
+                options.jobs, options.batch, options.submitters, run.submit_rate
+            );
+            continue;
+        }
         run.latency_us.sort_unstable();
         run.host_latency_ms.sort_unstable();
         println!(
