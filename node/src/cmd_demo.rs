@@ -650,7 +650,7 @@ struct ExecutorChoice {
 fn choose_executor(explicit: Option<&Path>) -> Result<ExecutorChoice, DemoError> {
     if let Some(path) = explicit {
         let path = std::fs::canonicalize(path)
-            .map_err(|e| setup(format!("executor {}: {e}", path.display())))?;
+            .map_err(|e| setup(format!("cannot use the executor {}: {e}", path.display())))?;
         let python = path.extension().is_some_and(|e| e == "py");
         return Ok(ExecutorChoice {
             label: path.file_name().map_or_else(
