@@ -127,6 +127,9 @@ pub enum Report<R> {
     Completed(R),
     /// It failed with this error.
     Failed(String),
+    /// It ran past its time limit on the worker: a failure like `Failed`, recorded as a
+    /// timeout.
+    TimedOut(String),
     /// The worker's executor went away under the attempt (a daemon crash): not the job's
     /// fault, so it is requeued without spending a retry and counts against the crash limit.
     Lost(String),

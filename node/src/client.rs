@@ -209,8 +209,19 @@ impl ApiClient {
         })
     }
 
-    /// Follows `ids` until each is terminal; `on_change` sees every job event and progress
-    /// report on the way. Returns the final states, in the order of `ids`.
+    /// The stored state of each of `ids` that exists, read 1000 at a time.
+    pub fn jobs(&self, ids: &[JobId]) -> Result<Vec<JobState>, ClientError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let list: Vec<String> = chunk.iter().map(ToString::to_string).collect();
+            let path = format!("/api/cluster/jobs?limit=1000&ids={}", list.join(","));
+            out.extend(self.get::<Vec<JobState>>(&path)?);
+        }
+        Ok(out)
+    }
+
+    /// Follows `ids` until each is terminal; `on_event` sees every event on the way. Returns
+    /// the final states, in the order of `ids`.
     pub fn follow(
         &self,
         ids: &[JobId],
@@ -219,33 +230,27 @@ impl ApiClient {
     ) -> Result<Vec<JobState>, ClientError> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut events = self.events()?;
-        let wanted: HashSet<JobId> = ids.iter().copied().collect();
-        let mut finished: HashMap<JobId, JobState> = HashMap::new();
+        let mut open: HashSet<JobId> = ids.iter().copied().collect();
         // Jobs may have ended before the stream opened: look once, then trust the stream, and
-        // look again whenever it says events were missed.
+        // look again whenever it says events were missed or it had to be reopened.
         let mut recheck = true;
         loop {
             if recheck {
-                for id in ids {
-                    if !finished.contains_key(id) {
-                        let state = self.job(*id)?;
-                        if state.status.is_terminal() {
-                            finished.insert(*id, state);
-                        }
+                let pending: Vec<JobId> = open.iter().copied().collect();
+                for state in self.jobs(&pending)? {
+                    if state.status.is_terminal() {
+                        open.remove(&state.job.id);
                     }
                 }
                 recheck = false;
             }
-            if finished.len() == wanted.len() {
+            if open.is_empty() {
                 break;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(ClientError::BadResponse {
                     url: self.url("/api/cluster/events"),
-                    reason: format!(
-                        "{} jobs did not finish in time",
-                        wanted.len() - finished.len()
-                    ),
+                    reason: format!("{} jobs did not finish in time", open.len()),
                 });
             }
             let Some(event) = events.next_event()? else {
@@ -256,18 +261,18 @@ impl ApiClient {
             };
             on_event(&event);
             match &event {
-                ClusterEvent::Job(job)
-                    if wanted.contains(&job.job_id)
-                        && job.status.is_terminal()
-                        && !finished.contains_key(&job.job_id) =>
-                {
-                    let state = self.job(job.job_id)?;
-                    finished.insert(job.job_id, state);
+                ClusterEvent::Job(job) if job.status.is_terminal() => {
+                    open.remove(&job.job_id);
                 }
                 ClusterEvent::Lagged { .. } => recheck = true,
                 _ => {}
             }
         }
+        let mut finished: HashMap<JobId, JobState> = self
+            .jobs(ids)?
+            .into_iter()
+            .map(|state| (state.job.id, state))
+            .collect();
         Ok(ids.iter().filter_map(|id| finished.remove(id)).collect())
     }
 }

@@ -5,8 +5,10 @@ mod node {
     pub(crate) mod support;
 
     mod api;
+    mod cluster;
     mod demo;
     mod executor_cmd;
     mod groups;
     mod lifecycle;
+    mod openapi;
 }

@@ -319,6 +319,10 @@ pub enum ResultStatus {
     Completed,
     /// The attempt failed; the error says why.
     Failed,
+    /// The attempt ran past its time limit on the worker (`timed_out`); a failure like
+    /// `failed`, recorded as a timeout.
+    #[serde(rename = "timed_out")]
+    TimedOut,
     /// The executor was lost (a daemon crash); the host requeues without spending a retry.
     Lost,
 }

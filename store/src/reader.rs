@@ -36,6 +36,8 @@ pub struct ListFilter {
     pub job_type: Option<String>,
     /// Only jobs carrying this label.
     pub label: Option<String>,
+    /// Only these jobs.
+    pub ids: Option<Vec<JobId>>,
     /// Jobs after this cursor (a `seq` from an earlier page).
     pub cursor: Option<u64>,
     /// At most this many (clamped to 1..=1000).
@@ -147,6 +149,17 @@ impl Reader {
                 " AND labels IS NOT NULL AND EXISTS (SELECT 1 FROM json_each(labels) WHERE value = ?{})",
                 args.len()
             ));
+        }
+        if let Some(ids) = &filter.ids {
+            let mut placeholders = Vec::with_capacity(ids.len());
+            for id in ids {
+                args.push(Box::new(sql_id(*id)));
+                placeholders.push(format!("?{}", args.len()));
+            }
+            if placeholders.is_empty() {
+                placeholders.push("NULL".to_owned());
+            }
+            sql.push_str(&format!(" AND id IN ({})", placeholders.join(",")));
         }
         sql.push_str(&format!(" ORDER BY seq LIMIT {}", limit + 1));
         let mut stmt = self

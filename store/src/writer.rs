@@ -87,7 +87,7 @@ pub struct StateRow {
     pub id: JobId,
     /// Its status.
     pub status: JobStatus,
-    /// The current or last worker.
+    /// The current worker; a finished job given `None` keeps its last one.
     pub worker_id: Option<PeerId>,
     /// The current attempt.
     pub attempt: Attempt,
@@ -312,14 +312,74 @@ fn commit(conn: &mut Connection, batch: &mut Vec<Command>) {
     }
 }
 
+/// Writes of one transaction waiting to be applied, coalesced per job: the last full state
+/// (merged with what earlier ones said that it leaves out), the last progress, and the last
+/// record of each attempt. Deletes and submits apply in order, after what came before them.
+#[derive(Default)]
+struct Coalesced {
+    states: HashMap<JobId, (usize, StateRow)>,
+    progress: HashMap<JobId, (usize, f64, Option<String>)>,
+    attempts: HashMap<(JobId, u32), AttemptRecord>,
+}
+
+impl Coalesced {
+    fn state(&mut self, index: usize, row: StateRow) {
+        match self.states.remove(&row.id) {
+            Some((_, earlier)) => {
+                let merged = StateRow {
+                    started_at: row.started_at.or(earlier.started_at),
+                    progress: row.progress.or(earlier.progress),
+                    worker_id: if row.worker_id.is_none() && row.status.is_terminal() {
+                        earlier.worker_id
+                    } else {
+                        row.worker_id
+                    },
+                    ..row
+                };
+                self.states.insert(merged.id, (index, merged));
+            }
+            None => {
+                self.states.insert(row.id, (index, row));
+            }
+        }
+    }
+
+    fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        for (_, (_, row)) in self.states.iter() {
+            write_state(tx, row)?;
+        }
+        for ((job, _), record) in self.attempts.drain() {
+            write_attempt(tx, job, &record)?;
+        }
+        let mut update = tx
+            .prepare_cached(
+                "UPDATE cluster_jobs SET progress = ?2, progress_msg = ?3 WHERE id = ?1",
+            )
+            .context("preparing a progress update")?;
+        for (id, (index, percent, message)) in self.progress.drain() {
+            // A full state written after this report carries newer progress (or none).
+            if self
+                .states
+                .get(&id)
+                .is_some_and(|(state, row)| *state > index && row.progress.is_some())
+            {
+                continue;
+            }
+            update
+                .execute(params![reader::sql_id(id), percent, message])
+                .context("writing progress")?;
+        }
+        self.states.clear();
+        Ok(())
+    }
+}
+
 fn apply(
     tx: &Transaction<'_>,
     batch: &mut Vec<Command>,
     replies: &mut Vec<Reply>,
 ) -> Result<(), StoreError> {
-    // Progress is written last, and only when no later full state of the same job supersedes it.
-    let mut progress: HashMap<JobId, (usize, f64, Option<String>)> = HashMap::new();
-    let mut last_state: HashMap<JobId, usize> = HashMap::new();
+    let mut pending = Coalesced::default();
     for (index, command) in batch.drain(..).enumerate() {
         match command {
             Command::Submit(jobs, reply) => {
@@ -332,16 +392,14 @@ fn apply(
                 percent,
                 message,
             }) => {
-                progress.insert(id, (index, percent, message));
+                pending.progress.insert(id, (index, percent, message));
             }
-            Command::Write(Write::State(state)) => {
-                if state.progress.is_some() {
-                    last_state.insert(state.id, index);
-                }
-                write_state(tx, &state)?;
+            Command::Write(Write::State(state)) => pending.state(index, *state),
+            Command::Write(Write::Attempt { job, record }) => {
+                pending.attempts.insert((job, record.attempt.0), record);
             }
-            Command::Write(Write::Attempt { job, record }) => write_attempt(tx, job, &record)?,
             Command::Write(Write::Delete(id)) => {
+                pending.flush(tx)?;
                 let id = reader::sql_id(id);
                 tx.execute("DELETE FROM cluster_attempts WHERE job_id = ?1", [id])
                     .context("deleting attempts")?;
@@ -349,6 +407,7 @@ fn apply(
                     .context("deleting a job")?;
             }
             Command::Write(Write::ClearGroup(group)) => {
+                pending.flush(tx)?;
                 tx.execute(
                     "DELETE FROM cluster_attempts WHERE job_id IN
                         (SELECT id FROM cluster_jobs WHERE group_id = ?1)",
@@ -363,18 +422,7 @@ fn apply(
             }
         }
     }
-    let mut update = tx
-        .prepare_cached("UPDATE cluster_jobs SET progress = ?2, progress_msg = ?3 WHERE id = ?1")
-        .context("preparing a progress update")?;
-    for (id, (index, percent, message)) in progress {
-        if last_state.get(&id).is_some_and(|state| *state > index) {
-            continue;
-        }
-        update
-            .execute(params![reader::sql_id(id), percent, message])
-            .context("writing progress")?;
-    }
-    Ok(())
+    pending.flush(tx)
 }
 
 /// Inserts one submit's jobs inside a savepoint, so a failing submit leaves the rest of the
@@ -458,7 +506,10 @@ fn write_state(tx: &Transaction<'_>, state: &StateRow) -> Result<(), StoreError>
         None => (false, 0.0, None),
     };
     tx.prepare_cached(
-        "UPDATE cluster_jobs SET status = ?2, worker_id = ?3, attempt = ?4, retries = ?5,
+        "UPDATE cluster_jobs SET status = ?2,
+            worker_id = CASE WHEN ?2 IN ('completed', 'failed', 'cancelled')
+                THEN COALESCE(?3, worker_id) ELSE ?3 END,
+            attempt = ?4, retries = ?5,
             losses = ?6, result = ?7, error = ?8,
             progress = CASE WHEN ?14 THEN ?9 ELSE progress END,
             progress_msg = CASE WHEN ?14 THEN ?10 ELSE progress_msg END,

@@ -335,6 +335,24 @@ async fn lists_page_and_filter_in_submission_order() {
         [4]
     );
 
+    let some = reader
+        .list(&ListFilter {
+            ids: Some(vec![
+                JobId::from_u64(7),
+                JobId::from_u64(3),
+                JobId::from_u64(99),
+            ]),
+            limit: 100,
+            ..ListFilter::default()
+        })
+        .unwrap();
+    assert_eq!(
+        some.jobs
+            .iter()
+            .map(|j| j.state.job.id.as_u64())
+            .collect::<Vec<_>>(),
+        [3, 7]
+    );
     let stats = reader.stats(&group()).unwrap();
     assert_eq!((stats.pending, stats.failed), (24, 1));
     let active = reader.load_active(&group()).unwrap();
@@ -384,4 +402,84 @@ async fn a_database_from_a_newer_version_is_refused() {
         matches!(err, StoreError::SchemaTooNew { found: 99, .. }),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn writes_of_one_transaction_coalesce_without_losing_what_earlier_ones_said() {
+    let db = TempDb::new();
+    let store = JobStore::open(&db.path(), StoreConfig::default()).unwrap();
+    store.submit(vec![new_job(job(1, "t", 0))]).await.unwrap();
+    let base = StateRow::of(&state_of(&store, 1));
+    let worker: proto::PeerId = "peerA".parse().unwrap();
+    let assigned = StateRow {
+        status: JobStatus::Assigned,
+        worker_id: Some(worker.clone()),
+        attempt: Attempt(1),
+        started_at: Some(Timestamp::from_unix_ms(10)),
+        progress: None,
+        ..base.clone()
+    };
+    let done = StateRow {
+        status: JobStatus::Completed,
+        worker_id: None,
+        attempt: Attempt(1),
+        started_at: None,
+        progress: None,
+        done_at: Some(Timestamp::from_unix_ms(25)),
+        elapsed_ms: None,
+        ..base
+    };
+    let started = AttemptRecord {
+        attempt: Attempt(1),
+        worker_id: worker.clone(),
+        started_at: Timestamp::from_unix_ms(10),
+        ended_at: None,
+        outcome: None,
+        error: None,
+    };
+    let ended = AttemptRecord {
+        ended_at: Some(Timestamp::from_unix_ms(25)),
+        outcome: Some(AttemptOutcome::Completed),
+        ..started.clone()
+    };
+    // Queued back to back, these land in one transaction.
+    store.write(Write::State(Box::new(assigned))).await.unwrap();
+    store
+        .write(Write::Attempt {
+            job: JobId::from_u64(1),
+            record: started,
+        })
+        .await
+        .unwrap();
+    store
+        .write(Write::Progress {
+            id: JobId::from_u64(1),
+            percent: 50.0,
+            message: None,
+        })
+        .await
+        .unwrap();
+    store.write(Write::State(Box::new(done))).await.unwrap();
+    store
+        .write(Write::Attempt {
+            job: JobId::from_u64(1),
+            record: ended.clone(),
+        })
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    let got = state_of(&store, 1);
+    assert_eq!(got.status, JobStatus::Completed);
+    assert_eq!(
+        got.worker_id,
+        Some(worker),
+        "a finished job keeps its last worker"
+    );
+    assert_eq!(got.started_at, Some(Timestamp::from_unix_ms(10)));
+    assert_eq!(got.elapsed_ms, Some(15));
+    assert_eq!(
+        got.progress, 50.0,
+        "the report came after the last state that carried progress"
+    );
+    assert_eq!(got.attempts, [ended]);
 }

@@ -253,6 +253,11 @@ impl<P: Clone, R> Dispatcher<P, R> {
                         let ended = self.end_run(slot, AttemptEnd::Failed(error.clone()));
                         self.fail_attempt(slot, error, ended);
                     }
+                    Report::TimedOut(error) => {
+                        let error: Arc<str> = error.into();
+                        let ended = self.end_run(slot, AttemptEnd::TimedOut);
+                        self.fail_attempt(slot, error, ended);
+                    }
                     Report::Lost(reason) => {
                         let ended = self.end_run(slot, AttemptEnd::Lost(reason.as_str().into()));
                         self.lose_attempt(slot, &reason, ended);

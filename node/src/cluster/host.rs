@@ -123,6 +123,13 @@ enum Request {
         id: JobId,
         reply: oneshot::Sender<Result<(), HostError>>,
     },
+    Delete {
+        id: JobId,
+        reply: oneshot::Sender<Result<(), HostError>>,
+    },
+    Clear {
+        reply: oneshot::Sender<Result<u64, HostError>>,
+    },
     Pause {
         worker: PeerId,
         pause: bool,
@@ -188,6 +195,16 @@ impl HostHandle {
         self.ask(|reply| Request::Retry { id, reply }).await?
     }
 
+    /// Deletes a finished job: it leaves the dispatcher and the store.
+    pub(crate) async fn delete(&self, id: JobId) -> Result<(), HostError> {
+        self.ask(|reply| Request::Delete { id, reply }).await?
+    }
+
+    /// Deletes every job of the cluster; refused while any job is live. Returns how many.
+    pub(crate) async fn clear(&self) -> Result<u64, HostError> {
+        self.ask(|reply| Request::Clear { reply }).await?
+    }
+
     /// Pauses (or resumes) a worker.
     pub(crate) async fn pause(&self, worker: PeerId, pause: bool) -> Result<(), HostError> {
         self.ask(|reply| Request::Pause {
@@ -225,6 +242,23 @@ struct Loaded {
     reply: oneshot::Sender<Result<(), HostError>>,
 }
 
+/// The ids of the finished jobs to clear, read from the store.
+type Cleared = (
+    Result<Vec<JobId>, HostError>,
+    oneshot::Sender<Result<u64, HostError>>,
+);
+
+/// Everything the host actor reads from.
+struct Inbox {
+    requests: mpsc::Receiver<Request>,
+    incoming: mpsc::Receiver<Incoming>,
+    members: mpsc::Receiver<MemberEvent>,
+    committed: mpsc::Receiver<Committed>,
+    loaded: mpsc::Receiver<Loaded>,
+    cleared: mpsc::Receiver<Cleared>,
+    failures: mpsc::Receiver<(PeerId, String)>,
+}
+
 /// A submit whose jobs the store has committed.
 struct Committed {
     jobs: Vec<NewJob<Payload>>,
@@ -238,6 +272,7 @@ enum Event {
     Member(MemberEvent),
     Committed(Committed),
     Loaded(Box<Loaded>),
+    Cleared(Cleared),
     SendFailed(PeerId, String),
     Wake,
 }
@@ -263,6 +298,7 @@ pub(crate) async fn spawn<L: Link>(
     let (events, _) = broadcast::channel(4096);
     let (committed, committed_rx) = mpsc::channel(1024);
     let (loaded, loaded_rx) = mpsc::channel(64);
+    let (cleared, cleared_rx) = mpsc::channel(4);
     let (failures, failures_rx) = mpsc::channel(256);
     let handle = HostHandle {
         group: config.group.clone(),
@@ -282,20 +318,23 @@ pub(crate) async fn spawn<L: Link>(
         wake: None,
         committed,
         loaded,
+        cleared,
         failures,
         tracker: tracker.clone(),
         cancel: cancel.clone(),
         outputs: Vec::new(),
         pending_writes: Vec::new(),
     };
-    tracker.spawn(host.run(
-        requests_rx,
+    let inbox = Inbox {
+        requests: requests_rx,
         incoming,
         members,
-        committed_rx,
-        loaded_rx,
-        failures_rx,
-    ));
+        committed: committed_rx,
+        loaded: loaded_rx,
+        cleared: cleared_rx,
+        failures: failures_rx,
+    };
+    tracker.spawn(host.run(inbox));
     Ok(handle)
 }
 
@@ -369,6 +408,7 @@ struct Host<L: Link> {
     wake: Option<Millis>,
     committed: mpsc::Sender<Committed>,
     loaded: mpsc::Sender<Loaded>,
+    cleared: mpsc::Sender<Cleared>,
     failures: mpsc::Sender<(PeerId, String)>,
     tracker: TaskTracker,
     cancel: CancellationToken,
@@ -378,15 +418,7 @@ struct Host<L: Link> {
 }
 
 impl<L: Link> Host<L> {
-    async fn run(
-        mut self,
-        mut requests: mpsc::Receiver<Request>,
-        mut incoming: mpsc::Receiver<Incoming>,
-        mut members: mpsc::Receiver<MemberEvent>,
-        mut committed: mpsc::Receiver<Committed>,
-        mut loaded: mpsc::Receiver<Loaded>,
-        mut failures: mpsc::Receiver<(PeerId, String)>,
-    ) {
+    async fn run(mut self, mut inbox: Inbox) {
         tracing::info!(group = %self.config.group, "cluster host running");
         self.carry_out().await;
         loop {
@@ -396,12 +428,13 @@ impl<L: Link> Host<L> {
             };
             let event = tokio::select! {
                 () = self.cancel.cancelled() => break,
-                Some(request) = requests.recv() => Event::Request(request),
-                Some(message) = incoming.recv() => Event::Incoming(message),
-                Some(member) = members.recv() => Event::Member(member),
-                Some(done) = committed.recv() => Event::Committed(done),
-                Some(loaded) = loaded.recv() => Event::Loaded(Box::new(loaded)),
-                Some((worker, error)) = failures.recv() => Event::SendFailed(worker, error),
+                Some(request) = inbox.requests.recv() => Event::Request(request),
+                Some(message) = inbox.incoming.recv() => Event::Incoming(message),
+                Some(member) = inbox.members.recv() => Event::Member(member),
+                Some(done) = inbox.committed.recv() => Event::Committed(done),
+                Some(loaded) = inbox.loaded.recv() => Event::Loaded(Box::new(loaded)),
+                Some(cleared) = inbox.cleared.recv() => Event::Cleared(cleared),
+                Some((worker, error)) = inbox.failures.recv() => Event::SendFailed(worker, error),
                 () = tokio::time::sleep(sleep) => Event::Wake,
             };
             self.handle(event);
@@ -428,6 +461,7 @@ impl<L: Link> Host<L> {
             Event::Member(MemberEvent::Left(peer, reason)) => self.worker_gone(peer, reason),
             Event::Committed(done) => self.committed(done),
             Event::Loaded(loaded) => self.retry_loaded(*loaded),
+            Event::Cleared((ids, reply)) => self.clear_loaded(ids, reply),
             Event::SendFailed(worker, error) => {
                 tracing::warn!(%worker, %error, "cannot reach worker; its attempts go back to the queue");
                 self.worker_gone(worker, LeaveReason::Disconnected);
@@ -464,6 +498,14 @@ impl<L: Link> Host<L> {
                 let _ = reply.send(self.step(Input::Cancel(id)).map_err(HostError::from));
             }
             Request::Retry { id, reply } => self.retry(id, reply),
+            Request::Delete { id, reply } => {
+                let result = self.step(Input::Forget(id)).map_err(HostError::from);
+                if result.is_ok() {
+                    self.pending_writes.push(Write::Delete(id));
+                }
+                let _ = reply.send(result);
+            }
+            Request::Clear { reply } => self.clear(reply),
             Request::Pause {
                 worker,
                 pause,
@@ -735,6 +777,58 @@ impl<L: Link> Host<L> {
         }
     }
 
+    /// Deletes every job, which only a cluster with no live job allows (Goop² removed running
+    /// jobs too, and their workers were never told). The finished jobs' ids come from the
+    /// store, off the actor; [`Host::clear_loaded`] finishes the work.
+    fn clear(&mut self, reply: oneshot::Sender<Result<u64, HostError>>) {
+        if let Err(error) = self.no_live_jobs() {
+            let _ = reply.send(Err(error));
+            return;
+        }
+        let store = self.store.clone();
+        let group = self.config.group.clone();
+        let cleared = self.cleared.clone();
+        self.tracker.spawn(async move {
+            let ids = match store.reader() {
+                Ok(reader) => tokio::task::spawn_blocking(move || reader.load_finished(&group))
+                    .await
+                    .unwrap_or(Ok(Vec::new()))
+                    .map(|rows| rows.into_iter().map(|row| row.0).collect())
+                    .map_err(HostError::from),
+                Err(error) => Err(error.into()),
+            };
+            let _ = cleared.send((ids, reply)).await;
+        });
+    }
+
+    fn no_live_jobs(&self) -> Result<(), HostError> {
+        let stats = self.dispatcher.stats();
+        let live = stats.pending + stats.assigned + stats.running;
+        if live > 0 {
+            return Err(HostError::Invalid(format!(
+                "{live} jobs are still live: cancel them first"
+            )));
+        }
+        Ok(())
+    }
+
+    fn clear_loaded(
+        &mut self,
+        ids: Result<Vec<JobId>, HostError>,
+        reply: oneshot::Sender<Result<u64, HostError>>,
+    ) {
+        let result = ids.and_then(|ids| {
+            self.no_live_jobs()?;
+            for id in &ids {
+                log_refusal(self.step(Input::Forget(*id)));
+            }
+            self.pending_writes
+                .push(Write::ClearGroup(self.config.group.clone()));
+            Ok(ids.len() as u64)
+        });
+        let _ = reply.send(result);
+    }
+
     /// A user retry: the dispatcher keeps only the status of finished jobs, so the job's spec
     /// comes back from the store first.
     fn retry(&mut self, id: JobId, reply: oneshot::Sender<Result<(), HostError>>) {
@@ -825,6 +919,9 @@ impl<L: Link> Host<L> {
                         r.error
                             .unwrap_or_else(|| "failed without an error message".into()),
                     ),
+                    ResultStatus::TimedOut => {
+                        Report::TimedOut(r.error.unwrap_or_else(|| "timed out".into()))
+                    }
                     ResultStatus::Lost => {
                         Report::Lost(r.error.unwrap_or_else(|| "executor lost".into()))
                     }
@@ -1004,7 +1101,7 @@ impl<L: Link> Host<L> {
         let (outcome, error) = match &ended.end {
             Some(AttemptEnd::Completed) => (AttemptOutcome::Completed, None),
             Some(AttemptEnd::Failed(e)) => (AttemptOutcome::Failed, Some(e.to_string())),
-            Some(AttemptEnd::TimedOut) => (AttemptOutcome::TimedOut, None),
+            Some(AttemptEnd::TimedOut) => (AttemptOutcome::TimedOut, Some("timed out".to_owned())),
             Some(AttemptEnd::Lost(e)) => (AttemptOutcome::Lost, Some(e.to_string())),
             Some(AttemptEnd::Cancelled) => (AttemptOutcome::Cancelled, None),
             Some(AttemptEnd::Interrupted) | None => {
@@ -1068,7 +1165,13 @@ impl<L: Link> Host<L> {
             result,
             error,
             progress: (update.status == JobStatus::Completed).then_some((100.0, None)),
-            started_at: update.started_at.map(stamp),
+            // A finished job keeps the start of its last attempt, written when it was assigned
+            // (the dispatcher's terminal update may name an earlier one).
+            started_at: if update.status.is_terminal() {
+                None
+            } else {
+                update.started_at.map(stamp)
+            },
             done_at: update.done_at.map(stamp),
             elapsed_ms: None,
         })));

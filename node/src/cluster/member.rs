@@ -44,6 +44,8 @@ pub(crate) enum HostEvent {
     /// The worker (re)joined the host's group: announce the executor again, so a host that
     /// restarted knows this worker.
     Welcomed,
+    /// The worker's own user pauses (`true`) or resumes it: the host is told.
+    Pause(bool),
 }
 
 enum Event2 {
@@ -136,6 +138,13 @@ impl Member {
             match event {
                 Event2::Incoming(message) => self.incoming(message).await,
                 Event2::Host(HostEvent::Welcomed) => self.announce().await,
+                Event2::Host(HostEvent::Pause(pause)) => {
+                    let status = if pause { "paused" } else { "idle" };
+                    self.report(ClusterMessage::WorkerStatus(WorkerStatusUpdate {
+                        status: status.into(),
+                    }))
+                    .await;
+                }
                 Event2::Job(event) => self.job_event(event).await,
                 Event2::Heartbeat => {
                     let running = self.running.iter().map(|(job, attempt)| JobRef {
@@ -337,7 +346,11 @@ impl Member {
                     Outcome::Failed(failure) => JobResult {
                         job_id: job,
                         attempt,
-                        status: ResultStatus::Failed,
+                        status: if failure.kind == worker::FailureKind::TimedOut {
+                            ResultStatus::TimedOut
+                        } else {
+                            ResultStatus::Failed
+                        },
                         result: None,
                         error: Some(failure.to_string()),
                         elapsed_ms: None,

@@ -35,6 +35,9 @@ pub(crate) enum ClusterError {
     /// This peer hosts no cluster.
     #[error("not a cluster host")]
     NotHost,
+    /// This peer works in no cluster.
+    #[error("not a cluster worker")]
+    NotWorker,
     /// This peer already has a role.
     #[error("already {0}")]
     Busy(String),
@@ -174,6 +177,10 @@ struct Inner {
     host: RwLock<Option<HostHandle>>,
     worker: RwLock<Option<WorkerSettings>>,
     store: RwLock<Option<Arc<JobStore>>>,
+    /// Stops the running role's actors; a child of `cancel`.
+    role: RwLock<Option<CancellationToken>>,
+    /// An executor set with `POST /api/cluster/binary` before joining.
+    binary: RwLock<Option<(PathBuf, BinaryMode)>>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 }
@@ -210,6 +217,8 @@ impl Cluster {
                 host: RwLock::new(None),
                 worker: RwLock::new(None),
                 store: RwLock::new(None),
+                role: RwLock::new(None),
+                binary: RwLock::new(None),
                 tracker: tracker.clone(),
                 cancel: cancel.clone(),
             }),
@@ -292,9 +301,9 @@ impl Cluster {
         }
         let spec = GroupSpec {
             id: None,
-            name,
+            name: name.clone(),
             group_type: CLUSTER_TYPE.into(),
-            group_context: String::new(),
+            group_context: name.clone(),
             max_members,
             volatile: false,
             admission: Default::default(),
@@ -319,6 +328,7 @@ impl Cluster {
         let link = MqLink {
             mq: self.inner.mq.clone(),
         };
+        let role = self.role_token();
         let handle = host::spawn(
             config,
             store,
@@ -326,7 +336,7 @@ impl Cluster {
             incoming,
             members,
             &self.inner.tracker,
-            self.inner.cancel.clone(),
+            role,
         )
         .await?;
         if let Ok(mut routes) = self.inner.routes.write() {
@@ -389,13 +399,14 @@ impl Cluster {
         let link = MqLink {
             mq: self.inner.mq.clone(),
         };
+        let role = self.role_token();
         if let Err(error) = member::spawn(
             config,
             link,
             incoming,
             host_events,
             &self.inner.tracker,
-            self.inner.cancel.clone(),
+            role.clone(),
         )
         .await
         {
@@ -411,7 +422,7 @@ impl Cluster {
         // Join the group in the background: the host may not be up yet; the group layer keeps
         // the subscription and rejoins by itself once it is.
         let groups = self.inner.groups.clone();
-        let cancel = self.inner.cancel.clone();
+        let cancel = role;
         self.inner.tracker.spawn(async move {
             let mut backoff = Duration::from_millis(200);
             loop {
@@ -432,6 +443,75 @@ impl Cluster {
             }
         });
         Ok(())
+    }
+
+    /// A fresh token for the role about to start, cancelled by [`Cluster::leave`].
+    fn role_token(&self) -> CancellationToken {
+        let token = self.inner.cancel.child_token();
+        if let Ok(mut role) = self.inner.role.write() {
+            *role = Some(token.clone());
+        }
+        token
+    }
+
+    /// Ends this peer's role: a host closes its cluster group (its workers are told), a worker
+    /// leaves it and forgets its settings. Stored jobs stay in the database.
+    pub(crate) async fn leave(&self) -> Result<(), ClusterError> {
+        if let Some(token) = self.inner.role.write().ok().and_then(|mut r| r.take()) {
+            token.cancel();
+        }
+        let host = self.inner.host.write().ok().and_then(|mut h| h.take());
+        let worker = self.inner.worker.write().ok().and_then(|mut w| w.take());
+        if let Ok(mut routes) = self.inner.routes.write() {
+            *routes = Routes::default();
+        }
+        if let Some(host) = host {
+            tracing::info!(group = %host.group(), "closing the cluster");
+            self.inner.groups.close(host.group().clone()).await?;
+        }
+        if let Some(worker) = worker {
+            tracing::info!(group = %worker.group, "leaving the cluster");
+            let path = self.settings_path();
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(settings_error(&path, e));
+            }
+            self.inner.groups.leave(worker.group).await?;
+        }
+        Ok(())
+    }
+
+    /// Pauses or resumes this worker (the host stops or starts giving it jobs).
+    pub(crate) fn pause_self(&self, pause: bool) -> Result<(), ClusterError> {
+        let routes = self.inner.routes.read().map_err(|_| HostError::Stopped)?;
+        let Some((_, _, _, events)) = &routes.worker else {
+            return Err(ClusterError::NotWorker);
+        };
+        events
+            .try_send(HostEvent::Pause(pause))
+            .map_err(|_| HostError::Stopped)?;
+        Ok(())
+    }
+
+    /// Remembers the executor a later join without one uses (Goop²'s `/api/cluster/binary`).
+    pub(crate) fn set_binary(&self, path: PathBuf, mode: BinaryMode) -> Result<(), ClusterError> {
+        if let Some(worker) = self.worker() {
+            return Err(ClusterError::Busy(format!(
+                "a worker in cluster {} with executor {}: leave and join again to change it",
+                worker.group,
+                worker.executor.display()
+            )));
+        }
+        if let Ok(mut binary) = self.inner.binary.write() {
+            *binary = Some((path, mode));
+        }
+        Ok(())
+    }
+
+    /// The executor set with [`Cluster::set_binary`].
+    pub(crate) fn binary(&self) -> Option<(PathBuf, BinaryMode)> {
+        self.inner.binary.read().ok().and_then(|b| b.clone())
     }
 
     fn settings_path(&self) -> PathBuf {

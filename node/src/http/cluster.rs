@@ -76,6 +76,9 @@ impl From<ClusterError> for ApiError {
             ClusterError::NotHost => {
                 Self::new(StatusCode::CONFLICT, "not_host", "not a cluster host")
             }
+            ClusterError::NotWorker => {
+                Self::new(StatusCode::CONFLICT, "not_worker", "not a cluster worker")
+            }
             ClusterError::Busy(_) => Self::new(StatusCode::CONFLICT, "conflict", error.to_string()),
             ClusterError::Executor(_) => Self::bad_request("executor", error.to_string()),
             ClusterError::Group(_) | ClusterError::Settings { .. } => Self::new(
@@ -145,16 +148,13 @@ pub(crate) async fn join(
     let group: proto::GroupId = group
         .parse()
         .map_err(|e| ApiError::bad_request("invalid_group_id", format!("{e}")))?;
-    let executor = body
-        .executor
-        .ok_or_else(|| ApiError::bad_request("missing_field", "missing executor"))?;
-    let mode = match body.mode.as_deref().unwrap_or("oneshot") {
-        "" | "oneshot" => proto::BinaryMode::Oneshot,
-        "daemon" => proto::BinaryMode::Daemon,
-        other => {
+    let (executor, mode) = match (body.executor, state.cluster.binary()) {
+        (Some(executor), _) => (executor, parse_mode(body.mode.as_deref())?),
+        (None, Some(binary)) => binary,
+        (None, None) => {
             return Err(ApiError::bad_request(
-                "invalid_mode",
-                format!("invalid mode {other:?} (must be oneshot or daemon)"),
+                "missing_field",
+                "missing executor: give one, or POST /api/cluster/binary first",
             ));
         }
     };
@@ -172,6 +172,92 @@ pub(crate) async fn join(
         group_id: Some(group.to_string()),
         ..status("joined")
     }))
+}
+
+fn parse_mode(mode: Option<&str>) -> Result<proto::BinaryMode, ApiError> {
+    match mode.unwrap_or("") {
+        "" | "oneshot" => Ok(proto::BinaryMode::Oneshot),
+        "daemon" => Ok(proto::BinaryMode::Daemon),
+        other => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_mode",
+            format!("invalid mode {other:?} (must be oneshot or daemon)"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct BinaryBody {
+    path: Option<std::path::PathBuf>,
+    mode: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct BinaryAnswer {
+    status: &'static str,
+    path: std::path::PathBuf,
+    mode: String,
+}
+
+/// `POST /api/cluster/binary {path, mode}`: the executor a later `join` uses.
+pub(crate) async fn binary(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<BinaryBody>,
+) -> Result<Json<BinaryAnswer>, ApiError> {
+    let path = body
+        .path
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| ApiError::bad_request("missing_field", "missing binary path"))?;
+    let mode = parse_mode(body.mode.as_deref())?;
+    state.cluster.set_binary(path.clone(), mode)?;
+    Ok(Json(BinaryAnswer {
+        status: "ok",
+        path,
+        mode: body.mode.unwrap_or_default(),
+    }))
+}
+
+/// `POST /api/cluster/leave`: a host closes its cluster, a worker leaves it. Always `ok`.
+pub(crate) async fn leave(State(state): State<AppState>) -> Json<Status> {
+    if let Err(error) = state.cluster.leave().await {
+        tracing::warn!(%error, "leaving the cluster");
+    }
+    Json(status("ok"))
+}
+
+/// `POST /api/cluster/pause` and `/resume`: this worker asks its host to stop or start giving
+/// it jobs.
+async fn pause_self(state: AppState, pause: bool) -> Result<Json<Status>, ApiError> {
+    state.cluster.pause_self(pause)?;
+    Ok(Json(status(if pause { "paused" } else { "resumed" })))
+}
+
+/// `POST /api/cluster/pause`.
+pub(crate) async fn pause(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
+    pause_self(state, true).await
+}
+
+/// `POST /api/cluster/resume`.
+pub(crate) async fn resume(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
+    pause_self(state, false).await
+}
+
+/// `POST /api/cluster/delete {"job_id"}`: a finished job only.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<JobIdRequest>,
+) -> Result<Json<Status>, ApiError> {
+    host(&state)?.delete(body.job_id).await?;
+    Ok(Json(Status {
+        job_id: Some(body.job_id),
+        ..status("deleted")
+    }))
+}
+
+/// `POST /api/cluster/clear`: every job, once none is live.
+pub(crate) async fn clear(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
+    host(&state)?.clear().await?;
+    Ok(Json(status("cleared")))
 }
 
 /// `GET /api/cluster/status`.
@@ -275,9 +361,11 @@ pub(crate) struct ListQuery {
     label: Option<String>,
     limit: Option<usize>,
     cursor: Option<u64>,
+    /// A comma-separated list of job ids (at most 1000).
+    ids: Option<String>,
 }
 
-/// `GET /api/cluster/jobs?status=&type=&label=&limit=&cursor=`: an array of jobs in
+/// `GET /api/cluster/jobs?status=&type=&label=&ids=&limit=&cursor=`: an array of jobs in
 /// submission order; the cursor of the next page is in the `x-next-cursor` header.
 pub(crate) async fn list(
     State(state): State<AppState>,
@@ -295,7 +383,26 @@ pub(crate) async fn list(
         ),
         None => None,
     };
+    let ids = match &query.ids {
+        Some(list) => {
+            let ids = list
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::parse::<JobId>)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+            if ids.len() > 1000 {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("{} ids is over the limit of 1000", ids.len()),
+                ));
+            }
+            Some(ids)
+        }
+        None => None,
+    };
     let filter = ListFilter {
+        ids,
         group: Some(host.group().clone()),
         status,
         job_type: query.job_type,

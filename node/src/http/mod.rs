@@ -10,6 +10,7 @@ mod cluster;
 mod error;
 mod groups;
 mod hub;
+mod openapi;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +58,7 @@ pub(crate) fn router(state: AppState, max_message_bytes: usize, tasks: &TaskTrac
     ));
     let send_limit = max_message_bytes.saturating_add(SEND_BODY_OVERHEAD);
     Router::new()
+        .route("/api/openapi.json", get(openapi::get))
         .route("/api/self", get(api::get_self))
         .route("/api/peers", get(api::get_peers))
         .route("/api/peers/dial", post(api::dial))
@@ -99,6 +101,12 @@ pub(crate) fn router(state: AppState, max_message_bytes: usize, tasks: &TaskTrac
         .route("/api/groups/events", get(groups::events))
         .route("/api/cluster/create", post(cluster::create))
         .route("/api/cluster/join", post(cluster::join))
+        .route("/api/cluster/leave", post(cluster::leave))
+        .route("/api/cluster/binary", post(cluster::binary))
+        .route("/api/cluster/pause", post(cluster::pause))
+        .route("/api/cluster/resume", post(cluster::resume))
+        .route("/api/cluster/delete", post(cluster::delete))
+        .route("/api/cluster/clear", post(cluster::clear))
         .route("/api/cluster/status", get(cluster::get_status))
         .route("/api/cluster/stats", get(cluster::stats))
         .route("/api/cluster/workers", get(cluster::workers))

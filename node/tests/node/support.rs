@@ -60,9 +60,61 @@ pub(crate) fn goop(data_dir: &Path, extra: &[&str]) -> Command {
     cmd
 }
 
+/// `goop <command…>` with the node flags of [`goop`], listening for peers on `listen`: a worker
+/// (`["worker", "--join", …]`), or a node that must come back on the port it had before.
+pub(crate) fn goop_with(
+    command: &[&str],
+    data_dir: &Path,
+    listen: &str,
+    extra: &[&str],
+) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_goop"));
+    cmd.args(command)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args([
+            "--listen",
+            listen,
+            "--api",
+            "127.0.0.1:0",
+            "--no-mdns",
+            "--print-ready",
+        ])
+        .args(extra)
+        .env_remove("GOOP_API_TOKEN")
+        .env_remove("GOOP_API")
+        .env("GOOP_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr_log(data_dir))
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Where a [`goop_with`] process logs: a file in its data directory rather than a pipe nobody
+/// reads, which would stop a process that logs much once the pipe is full.
+pub(crate) fn stderr_log_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("stderr.log")
+}
+
+fn stderr_log(data_dir: &Path) -> Stdio {
+    std::fs::create_dir_all(data_dir).expect("create data dir");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stderr_log_path(data_dir))
+        .map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
 /// Starts a peer and waits for its ready line.
 pub(crate) async fn start_in(data_dir: PathBuf, extra: &[&str]) -> Peer {
-    let mut child = goop(&data_dir, extra).spawn().expect("spawn goop");
+    spawn_ready(goop(&data_dir, extra), data_dir).await
+}
+
+/// Spawns `cmd` (a `goop` with `--print-ready` and `--data-dir data_dir`) and waits for its
+/// ready line.
+pub(crate) async fn spawn_ready(mut cmd: Command, data_dir: PathBuf) -> Peer {
+    let mut child = cmd.spawn().expect("spawn goop");
     let stdout = child.stdout.take().unwrap();
     let mut line = String::new();
     let read = tokio::time::timeout(
@@ -123,9 +175,21 @@ impl Drop for Peer {
 pub(crate) struct Answer {
     pub(crate) status: u16,
     pub(crate) body: String,
+    /// The status line and the headers.
+    pub(crate) head: String,
 }
 
 impl Answer {
+    /// The value of header `name` (case-insensitive), if present.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then_some(value.trim())
+        })
+    }
+
     pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
@@ -160,7 +224,44 @@ pub(crate) async fn http(
         .await
         .expect("answer in time")
         .unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
+    parse_answer(&raw)
+}
+
+/// A POST whose body the server may refuse before reading it all (a body over its limit): the
+/// body is written while the answer is read, and a write cut short is not an error.
+pub(crate) async fn post_large(api: &str, path: &str, body: &str) -> Answer {
+    let stream = TcpStream::connect(api).await.expect("connect to api");
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let write = async {
+        let _ = writer.write_all(head.as_bytes()).await;
+        let _ = writer.write_all(body.as_bytes()).await;
+    };
+    let read = async {
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 8192];
+        // A reset after the answer arrived still leaves the answer in `raw`.
+        while let Ok(n) = reader.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+        }
+        raw
+    };
+    let ((), raw) =
+        tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(write, read) })
+            .await
+            .expect("answer in time");
+    parse_answer(&raw)
+}
+
+fn parse_answer(raw: &[u8]) -> Answer {
+    let text = String::from_utf8_lossy(raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").expect("http head");
     let status = head
         .split_whitespace()
@@ -170,6 +271,7 @@ pub(crate) async fn http(
     Answer {
         status,
         body: body.to_owned(),
+        head: head.to_owned(),
     }
 }
 
