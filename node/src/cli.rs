@@ -43,6 +43,8 @@ pub enum Command {
     Worker(crate::cmd_node::WorkerArgs),
     /// Try an executor binary locally: run its check, or run jobs through it.
     Executor(crate::cmd_executor::ExecutorArgs),
+    // The help of `goop demo` is the doc of `DemoArgs`.
+    Demo(crate::cmd_demo::DemoArgs),
 }
 
 /// Runs the parsed command line and returns the process exit status.
@@ -58,5 +60,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Node(args) => crate::cmd_node::run(&args),
         Command::Worker(args) => crate::cmd_node::run_worker(&args),
         Command::Executor(args) => crate::cmd_executor::run(args),
+        Command::Demo(args) => crate::cmd_demo::run(&args),
     }
 }

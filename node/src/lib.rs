@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod client;
 mod cluster;
+mod cmd_demo;
 mod cmd_executor;
 mod cmd_job;
 pub mod cmd_node;

@@ -6,6 +6,7 @@ mod node {
 
     mod api;
     mod cluster;
+    mod demo;
     mod executor_cmd;
     mod groups;
     mod lifecycle;
