@@ -184,37 +184,7 @@ async fn stream_throughput(
     n: usize,
     line: &str,
 ) -> anyhow::Result<f64> {
-    let stream = open(a, peer).await?;
-    let (read, mut write) = stream.split();
-    let started = Instant::now();
-    let reader = tokio::spawn(async move {
-        let mut lines = futures::io::BufReader::new(read).lines();
-        let mut got = 0;
-        while got < n {
-            match lines.next().await {
-                Some(Ok(_)) => got += 1,
-                _ => break,
-            }
-        }
-        got
-    });
-    // Same batching as the MQ link: many lines per write.
-    let mut batch = Vec::new();
-    for i in 0..n {
-        batch.extend_from_slice(line.as_bytes());
-        if batch.len() >= 256 * 1024 || i + 1 == n {
-            write.write_all(&batch).await?;
-            write.flush().await?;
-            batch.clear();
-        }
-    }
-    let got = reader.await?;
-    let elapsed = started.elapsed();
-    let _ = write.close().await;
-    if got != n {
-        anyhow::bail!("baseline got {got} of {n} answers");
-    }
-    Ok(n as f64 / elapsed.as_secs_f64())
+    benches::bare_stream_throughput(open(a, peer).await?, n, line).await
 }
 
 async fn stream_latency(
