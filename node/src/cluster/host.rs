@@ -1116,21 +1116,6 @@ impl<L: Link> Host<L> {
             _ => None,
         };
         let worker = update.worker.as_deref().cloned();
-        if update.status == JobStatus::Assigned
-            && let Some(worker) = &worker
-        {
-            self.pending_writes.push(Write::Attempt {
-                job: update.id,
-                record: AttemptRecord {
-                    attempt: update.attempt,
-                    worker_id: worker.clone(),
-                    started_at: stamp(update.started_at.unwrap_or_else(now)),
-                    ended_at: None,
-                    outcome: None,
-                    error: None,
-                },
-            });
-        }
         let error = update.error.as_deref().map(str::to_owned);
         let latency = update
             .done_at
