@@ -101,10 +101,27 @@ pub fn run(args: &NodeArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("goop node: {e:#}");
+            eprintln!("goop node: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line. Our error messages already quote their source, so a
+/// cause whose text the line holds already is not repeated.
+fn report(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Flags of `goop worker`: a node that joins a cluster as a worker, in one command.
@@ -180,7 +197,7 @@ pub fn run_worker(args: &WorkerArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("goop worker: {e:#}");
+            eprintln!("goop worker: {}", report(&e));
             ExitCode::FAILURE
         }
     }
