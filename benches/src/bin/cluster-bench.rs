@@ -27,17 +27,14 @@ use std::io::{BufRead, BufReader, Read};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use proto::api::{ClusterEvent, SubmitBatch, SubmitBatchResponse, SubmitJob};
 use proto::cluster::{QueueStats, WorkerInfo};
-use proto::{Attempt, BinaryMode, JobId, JobMode, JobStatus};
-use serde_json::value::RawValue;
-use tokio::sync::mpsc as tokio_mpsc;
-use worker::{EventKind, Executor, ExecutorConfig, JobSpec, Outcome};
+use proto::{BinaryMode, JobId, JobStatus};
+use worker::ExecutorConfig;
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
@@ -473,66 +470,6 @@ fn count_per_worker(db: &Path, peers: &[String]) -> Result<Vec<i64>> {
 
 // ---- the runtime baseline -------------------------------------------------------------------
 
-fn spec(i: u64) -> JobSpec {
-    JobSpec {
-        id: JobId::from_u64(i),
-        attempt: Attempt(1),
-        job_type: "noop".to_owned(),
-        mode: JobMode::Oneshot,
-        payload: RawValue::NULL.to_owned(),
-        timeout: None,
-    }
-}
-
-/// No-op jobs through `worker::Executor` alone, in batches of 256 (as `executor-bench` does).
-async fn through_runtime(config: ExecutorConfig, jobs: usize) -> Result<f64> {
-    let executor = Arc::new(Executor::start(config).await?);
-    let (tx, mut rx) = tokio_mpsc::channel(4096);
-    let start = Instant::now();
-    let submitter = {
-        let executor = Arc::clone(&executor);
-        tokio::spawn(async move {
-            let mut next = 1;
-            while next <= jobs as u64 {
-                let end = (next + 256).min(jobs as u64 + 1);
-                executor
-                    .submit_batch((next..end).map(spec).collect(), &tx)
-                    .await?;
-                next = end;
-            }
-            Ok::<_, worker::SubmitError>(())
-        })
-    };
-    let receiver = tokio::spawn(async move {
-        let (mut done, mut failed) = (0, 0);
-        let mut events = Vec::with_capacity(1024);
-        while done < jobs {
-            if rx.recv_many(&mut events, 1024).await == 0 {
-                break;
-            }
-            for event in events.drain(..) {
-                if let EventKind::Finished(outcome) = event.kind {
-                    done += 1;
-                    if !matches!(outcome, Outcome::Completed { .. }) {
-                        failed += 1;
-                    }
-                }
-            }
-        }
-        (done, failed)
-    });
-    let (done, failed) = receiver.await?;
-    let elapsed = start.elapsed();
-    submitter.await??;
-    if let Ok(executor) = Arc::try_unwrap(executor) {
-        executor.shutdown().await;
-    }
-    if done < jobs || failed > 0 {
-        return Err(format!("{done} of {jobs} jobs finished, {failed} not completed").into());
-    }
-    Ok(jobs as f64 / elapsed.as_secs_f64())
-}
-
 fn runtime_figure(options: &Options) -> Result<f64> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -541,7 +478,11 @@ fn runtime_figure(options: &Options) -> Result<f64> {
     let mut config = ExecutorConfig::new(&options.executor, BinaryMode::Daemon);
     config.capacity_override = NonZeroU32::new(options.capacity);
     config.max_queued = 4 * options.capacity as usize;
-    let figure = runtime.block_on(through_runtime(config, options.runtime_jobs))?;
+    let figure = runtime.block_on(benches::runtime_throughput(
+        config,
+        options.runtime_jobs,
+        256,
+    ))?;
     Ok(figure)
 }
 

@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 
 use proto::{Attempt, BinaryMode, JobId, JobLine, JobMode};
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
-use worker::{EventKind, Executor, ExecutorConfig, JobSpec, Outcome};
+use worker::ExecutorConfig;
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
@@ -118,79 +117,6 @@ fn pipe_echo(executor: &Path, jobs: usize) -> Result<f64> {
     Ok(jobs as f64 / elapsed.as_secs_f64())
 }
 
-fn spec(i: u64) -> JobSpec {
-    JobSpec {
-        id: JobId::from_u64(i),
-        attempt: Attempt(1),
-        job_type: "noop".to_owned(),
-        mode: JobMode::Oneshot,
-        payload: RawValue::NULL.to_owned(),
-        timeout: None,
-    }
-}
-
-/// Runs `jobs` no-op jobs through the runtime, submitted one by one (`batch` 1) or in batches;
-/// returns jobs per second.
-async fn through_runtime(config: ExecutorConfig, jobs: usize, batch: usize) -> Result<f64> {
-    let executor = std::sync::Arc::new(Executor::start(config).await?);
-    let (tx, mut rx) = mpsc::channel(4096);
-    let start = Instant::now();
-    // Submitter and receiver are tasks of the runtime, as the node's would be (a future run by
-    // `block_on` sits outside the worker threads, so every wakeup would cross threads).
-    let submitter = {
-        let executor = std::sync::Arc::clone(&executor);
-        tokio::spawn(async move {
-            if batch <= 1 {
-                for i in 0..jobs as u64 {
-                    executor.submit(spec(i + 1), tx.clone()).await?;
-                }
-            } else {
-                let mut next = 1;
-                while next <= jobs as u64 {
-                    let end = (next + batch as u64).min(jobs as u64 + 1);
-                    executor
-                        .submit_batch((next..end).map(spec).collect(), &tx)
-                        .await?;
-                    next = end;
-                }
-            }
-            Ok::<_, worker::SubmitError>(())
-        })
-    };
-    let receiver = tokio::spawn(async move {
-        let mut done = 0;
-        let mut failed = 0;
-        let mut events = Vec::with_capacity(1024);
-        while done < jobs {
-            if rx.recv_many(&mut events, 1024).await == 0 {
-                break;
-            }
-            for event in events.drain(..) {
-                if let EventKind::Finished(outcome) = event.kind {
-                    done += 1;
-                    if !matches!(outcome, Outcome::Completed { .. }) {
-                        failed += 1;
-                        if failed == 1 {
-                            eprintln!("first failure: {outcome:?}");
-                        }
-                    }
-                }
-            }
-        }
-        (done, failed)
-    });
-    let (done, failed) = receiver.await?;
-    let elapsed = start.elapsed();
-    submitter.await??;
-    if let Ok(executor) = std::sync::Arc::try_unwrap(executor) {
-        executor.shutdown().await;
-    }
-    if done < jobs || failed > 0 {
-        return Err(format!("{done} of {jobs} jobs finished, {failed} not completed").into());
-    }
-    Ok(jobs as f64 / elapsed.as_secs_f64())
-}
-
 /// The baseline for (b): `concurrency` threads, each spawning the executor per job, writing
 /// the job line, reading its output to the end and waiting for it.
 fn bare_spawn(executor: &Path, jobs: usize, concurrency: usize) -> Result<f64> {
@@ -283,14 +209,22 @@ fn main() -> Result<()> {
     for round in 1..=options.rounds {
         pipe.push(pipe_echo(&options.executor, jobs)?);
         for (figures, (runtime, batch)) in daemon.iter_mut().zip(flavours) {
-            figures.push(runtime.block_on(through_runtime(daemon_config.clone(), jobs, batch))?);
+            figures.push(runtime.block_on(benches::runtime_throughput(
+                daemon_config.clone(),
+                jobs,
+                batch,
+            ))?);
         }
         bare.push(bare_spawn(
             &options.executor,
             oneshot_jobs,
             options.concurrency,
         )?);
-        oneshot.push(multi.block_on(through_runtime(oneshot_config.clone(), oneshot_jobs, 1))?);
+        oneshot.push(multi.block_on(benches::runtime_throughput(
+            oneshot_config.clone(),
+            oneshot_jobs,
+            1,
+        ))?);
         let i = round - 1;
         println!(
             "round {round}: pipe-echo {:.0}/s; daemon current-thread {:.0}/s, batched {:.0}/s; \

@@ -322,22 +322,7 @@ impl Baseline {
     }
 
     async fn latency(&self, n: usize) -> anyhow::Result<Vec<Duration>> {
-        let stream = self.open().await?;
-        let (read, mut write) = futures::AsyncReadExt::split(stream);
-        let mut lines = futures::io::BufReader::new(read).lines();
-        let line = Self::line();
-        let mut samples = Vec::with_capacity(n);
-        for _ in 0..n {
-            let started = Instant::now();
-            write.write_all(line.as_bytes()).await?;
-            write.flush().await?;
-            match lines.next().await {
-                Some(Ok(_)) => samples.push(started.elapsed()),
-                _ => anyhow::bail!("baseline stream ended"),
-            }
-        }
-        samples.sort();
-        Ok(samples)
+        benches::bare_stream_latency(self.open().await?, n, &Self::line()).await
     }
 
     fn stop(self) {

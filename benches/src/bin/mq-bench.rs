@@ -193,21 +193,7 @@ async fn stream_latency(
     n: usize,
     line: &str,
 ) -> anyhow::Result<Vec<Duration>> {
-    let stream = open(a, peer).await?;
-    let (read, mut write) = stream.split();
-    let mut lines = futures::io::BufReader::new(read).lines();
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let started = Instant::now();
-        write.write_all(line.as_bytes()).await?;
-        write.flush().await?;
-        match lines.next().await {
-            Some(Ok(_)) => samples.push(started.elapsed()),
-            _ => anyhow::bail!("baseline stream ended"),
-        }
-    }
-    samples.sort();
-    Ok(samples)
+    benches::bare_stream_latency(open(a, peer).await?, n, line).await
 }
 
 fn pct(sorted: &[Duration], p: usize) -> Duration {
