@@ -77,7 +77,7 @@ fn noop_spec(i: u64) -> JobSpec {
         attempt: Attempt(1),
         job_type: "noop".to_owned(),
         mode: JobMode::Oneshot,
-        payload: RawValue::NULL.to_owned(),
+        payload: RawValue::NULL.to_owned().into(),
         timeout: None,
     }
 }

@@ -216,7 +216,7 @@ struct JobInput {
 struct InputJob {
     name: String,
     job_type: String,
-    payload: Box<RawValue>,
+    payload: std::sync::Arc<RawValue>,
     timeout: Option<Duration>,
     mode: JobMode,
 }
@@ -278,7 +278,10 @@ fn parse_jobs(text: &str) -> Result<Vec<(JobId, InputJob)>, InputError> {
             InputJob {
                 name: input.id.unwrap_or_default(),
                 job_type: input.job_type,
-                payload: input.payload.unwrap_or_else(|| RawValue::NULL.to_owned()),
+                payload: input
+                    .payload
+                    .unwrap_or_else(|| RawValue::NULL.to_owned())
+                    .into(),
                 timeout: input.timeout_s.filter(|&t| t > 0).map(Duration::from_secs),
                 mode: input.mode.unwrap_or_default(),
             },

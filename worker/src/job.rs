@@ -2,6 +2,7 @@
 //! while it runs, and how it ended.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use proto::{Attempt, JobId, JobMode};
@@ -19,7 +20,7 @@ pub struct JobSpec {
     /// Oneshot or continuous, written as `mode`.
     pub mode: JobMode,
     /// The input, raw JSON (`null` when there is none).
-    pub payload: Box<RawValue>,
+    pub payload: Arc<RawValue>,
     /// The time limit; `None` for none. The job line carries it rounded up to whole seconds.
     pub timeout: Option<Duration>,
 }

@@ -223,13 +223,10 @@ impl Member {
                     attempt: assign.attempt,
                 }))
                 .await;
-                let payload = match &assign.payload {
-                    Some(payload) => RawValue::from_string(payload.get().to_owned()),
-                    None => RawValue::from_string("null".to_owned()),
-                };
-                let Ok(payload) = payload else {
-                    return;
-                };
+                // Shared with the message, not copied: the runtime writes it into the job line.
+                let payload = assign
+                    .payload
+                    .unwrap_or_else(|| RawValue::NULL.to_owned().into());
                 let spec = JobSpec {
                     id: assign.job_id,
                     attempt: assign.attempt,

@@ -39,7 +39,9 @@ pub fn job(id: u64, payload: &str) -> JobSpec {
         attempt: Attempt(1),
         job_type: "alpha".to_owned(),
         mode: JobMode::Oneshot,
-        payload: RawValue::from_string(payload.to_owned()).expect("valid payload"),
+        payload: RawValue::from_string(payload.to_owned())
+            .expect("valid payload")
+            .into(),
         timeout: None,
     }
 }
