@@ -239,6 +239,23 @@ impl Reader {
         Ok(out)
     }
 
+    /// The greatest job id stored in any group, as the unsigned number it is: new ids are made
+    /// above it, so they never meet an old one.
+    pub fn max_id(&self) -> Result<Option<JobId>, StoreError> {
+        // Ids from 2^63 up are stored as negative integers, so those, when there are any,
+        // are the greatest.
+        let max: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT COALESCE((SELECT MAX(id) FROM cluster_jobs WHERE id < 0),
+                                 (SELECT MAX(id) FROM cluster_jobs))",
+                [],
+                |r| r.get(0),
+            )
+            .context("reading the greatest job id")?;
+        Ok(max.map(job_id))
+    }
+
     /// The status of each of `ids` that exists.
     pub fn statuses(&self, ids: &[JobId]) -> Result<Vec<(JobId, JobStatus)>, StoreError> {
         let mut stmt = self

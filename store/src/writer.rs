@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 
 use proto::cluster::{AttemptRecord, Job, JobState, Json};
 use proto::{Attempt, GroupId, JobId, JobStatus, PeerId, Timestamp};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Statement, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Context, StoreError};
@@ -345,29 +345,41 @@ impl Coalesced {
     }
 
     fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
-        for (_, (_, row)) in self.states.iter() {
-            write_state(tx, row)?;
-        }
-        for ((job, _), record) in self.attempts.drain() {
-            write_attempt(tx, job, &record)?;
-        }
-        let mut update = tx
-            .prepare_cached(
-                "UPDATE cluster_jobs SET progress = ?2, progress_msg = ?3 WHERE id = ?1",
-            )
-            .context("preparing a progress update")?;
-        for (id, (index, percent, message)) in self.progress.drain() {
-            // A full state written after this report carries newer progress (or none).
-            if self
-                .states
-                .get(&id)
-                .is_some_and(|(state, row)| *state > index && row.progress.is_some())
-            {
-                continue;
+        if !self.states.is_empty() {
+            let mut update = tx
+                .prepare_cached(UPDATE_STATE)
+                .context("preparing a state update")?;
+            for (_, row) in self.states.values() {
+                write_state(&mut update, row)?;
             }
-            update
-                .execute(params![reader::sql_id(id), percent, message])
-                .context("writing progress")?;
+        }
+        if !self.attempts.is_empty() {
+            let mut upsert = tx
+                .prepare_cached(UPSERT_ATTEMPT)
+                .context("preparing an attempt write")?;
+            for ((job, _), record) in self.attempts.drain() {
+                write_attempt(&mut upsert, job, &record)?;
+            }
+        }
+        if !self.progress.is_empty() {
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE cluster_jobs SET progress = ?2, progress_msg = ?3 WHERE id = ?1",
+                )
+                .context("preparing a progress update")?;
+            for (id, (index, percent, message)) in self.progress.drain() {
+                // A full state written after this report carries newer progress (or none).
+                if self
+                    .states
+                    .get(&id)
+                    .is_some_and(|(state, row)| *state > index && row.progress.is_some())
+                {
+                    continue;
+                }
+                update
+                    .execute(params![reader::sql_id(id), percent, message])
+                    .context("writing progress")?;
+            }
         }
         self.states.clear();
         Ok(())
@@ -428,63 +440,74 @@ fn apply(
 /// Inserts one submit's jobs inside a savepoint, so a failing submit leaves the rest of the
 /// group commit intact.
 fn submit_all(tx: &Transaction<'_>, jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError> {
-    tx.execute_batch("SAVEPOINT submit")
-        .context("starting a submit")?;
+    let savepoint = |sql: &str| -> Result<(), StoreError> {
+        tx.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute([]))
+            .map(drop)
+            .context("managing a submit's savepoint")
+    };
+    savepoint("SAVEPOINT submit")?;
     let result = (|| {
+        let mut insert = tx
+            .prepare_cached(INSERT_JOB)
+            .context("preparing a job insert")?;
+        let mut by_key = None;
         let mut out = Vec::with_capacity(jobs.len());
         for new in jobs {
-            out.push(insert_job(tx, new)?);
+            if let Some(key) = &new.idempotency_key {
+                let lookup = match &mut by_key {
+                    Some(lookup) => lookup,
+                    None => by_key.insert(
+                        tx.prepare_cached(
+                            "SELECT id FROM cluster_jobs
+                             WHERE group_id = ?1 AND idempotency_key = ?2",
+                        )
+                        .context("preparing an idempotency lookup")?,
+                    ),
+                };
+                let existing: Option<i64> = lookup
+                    .query_row(params![new.group.as_str(), key], |row| row.get(0))
+                    .optional()
+                    .context("looking up an idempotency key")?;
+                if let Some(id) = existing {
+                    out.push(Submitted::Existing(reader::job_id(id)));
+                    continue;
+                }
+            }
+            out.push(insert_job(&mut insert, new)?);
         }
         Ok(out)
     })();
-    let end = if result.is_ok() {
-        "RELEASE submit"
-    } else {
-        "ROLLBACK TO submit; RELEASE submit"
-    };
-    tx.execute_batch(end).context("ending a submit")?;
+    if result.is_err() {
+        savepoint("ROLLBACK TO submit")?;
+    }
+    savepoint("RELEASE submit")?;
     result
 }
 
-fn insert_job(tx: &Transaction<'_>, new: NewJob) -> Result<Submitted, StoreError> {
-    if let Some(key) = &new.idempotency_key {
-        let existing: Option<i64> = tx
-            .prepare_cached(
-                "SELECT id FROM cluster_jobs WHERE group_id = ?1 AND idempotency_key = ?2",
-            )
-            .context("preparing an idempotency lookup")?
-            .query_row(params![new.group.as_str(), key], |row| row.get(0))
-            .optional()
-            .context("looking up an idempotency key")?;
-        if let Some(id) = existing {
-            return Ok(Submitted::Existing(reader::job_id(id)));
-        }
-    }
+const INSERT_JOB: &str = "INSERT INTO cluster_jobs (id, group_id, type, mode, payload, priority,
+        timeout_s, max_retry, labels, not_before, after, idempotency_key, status, created_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'pending', ?13)";
+
+fn insert_job(insert: &mut Statement<'_>, new: NewJob) -> Result<Submitted, StoreError> {
     let job = &new.job;
     let labels = (!job.labels.is_empty()).then(|| to_json(&job.labels));
     let after = (!job.after.is_empty()).then(|| to_json(&job.after));
-    let inserted = tx
-        .prepare_cached(
-            "INSERT INTO cluster_jobs (id, group_id, type, mode, payload, priority, timeout_s,
-                max_retry, labels, not_before, after, idempotency_key, status, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'pending', ?13)",
-        )
-        .context("preparing a job insert")?
-        .execute(params![
-            reader::sql_id(job.id),
-            new.group.as_str(),
-            job.job_type,
-            reader::mode_str(job.mode),
-            job.payload.as_ref().map(|p| p.get()),
-            job.priority,
-            i64::try_from(job.timeout_s).unwrap_or(i64::MAX),
-            job.max_retry,
-            labels,
-            job.not_before.map(Timestamp::as_unix_ms),
-            after,
-            new.idempotency_key,
-            new.created_at.as_unix_ms(),
-        ]);
+    let inserted = insert.execute(params![
+        reader::sql_id(job.id),
+        new.group.as_str(),
+        job.job_type,
+        reader::mode_str(job.mode),
+        job.payload.as_ref().map(|p| p.get()),
+        job.priority,
+        i64::try_from(job.timeout_s).unwrap_or(i64::MAX),
+        job.max_retry,
+        labels,
+        job.not_before.map(Timestamp::as_unix_ms),
+        after,
+        new.idempotency_key,
+        new.created_at.as_unix_ms(),
+    ]);
     match inserted {
         Ok(_) => Ok(Submitted::Created(job.id)),
         Err(rusqlite::Error::SqliteFailure(e, _))
@@ -499,71 +522,74 @@ fn insert_job(tx: &Transaction<'_>, new: NewJob) -> Result<Submitted, StoreError
     }
 }
 
-fn write_state(tx: &Transaction<'_>, state: &StateRow) -> Result<(), StoreError> {
-    // Without progress in the change, the stored progress is kept (COALESCE on a NULL flag).
+/// The state update. Whether the status is terminal (`?15`) and whether an elapsed time is to
+/// be worked out (`?16`) come as flags rather than `IN` lists, which SQLite would build a
+/// temporary table for on every run.
+const UPDATE_STATE: &str = "UPDATE cluster_jobs SET status = ?2,
+        worker_id = CASE WHEN ?15 THEN COALESCE(?3, worker_id) ELSE ?3 END,
+        attempt = ?4, retries = ?5, losses = ?6, result = ?7, error = ?8,
+        progress = CASE WHEN ?14 THEN ?9 ELSE progress END,
+        progress_msg = CASE WHEN ?14 THEN ?10 ELSE progress_msg END,
+        started_at = COALESCE(?11, started_at), done_at = ?12,
+        elapsed_ms = COALESCE(?13, CASE WHEN ?16 THEN ?12 - COALESCE(?11, started_at) END)
+     WHERE id = ?1";
+
+fn write_state(update: &mut Statement<'_>, state: &StateRow) -> Result<(), StoreError> {
+    // Without progress in the change, the stored progress is kept.
     let (has_progress, progress, progress_msg) = match &state.progress {
-        Some((pct, msg)) => (true, *pct, msg.clone()),
+        Some((pct, msg)) => (true, *pct, msg.as_deref()),
         None => (false, 0.0, None),
     };
-    tx.prepare_cached(
-        "UPDATE cluster_jobs SET status = ?2,
-            worker_id = CASE WHEN ?2 IN ('completed', 'failed', 'cancelled')
-                THEN COALESCE(?3, worker_id) ELSE ?3 END,
-            attempt = ?4, retries = ?5,
-            losses = ?6, result = ?7, error = ?8,
-            progress = CASE WHEN ?14 THEN ?9 ELSE progress END,
-            progress_msg = CASE WHEN ?14 THEN ?10 ELSE progress_msg END,
-            started_at = COALESCE(?11, started_at), done_at = ?12,
-            elapsed_ms = COALESCE(?13, CASE WHEN ?12 IS NOT NULL AND ?2 IN ('completed', 'failed')
-                THEN ?12 - COALESCE(?11, started_at) END)
-         WHERE id = ?1",
-    )
-    .context("preparing a state update")?
-    .execute(params![
-        reader::sql_id(state.id),
-        status_str(state.status),
-        state.worker_id.as_ref().map(|w| w.as_str()),
-        state.attempt.0,
-        state.retries,
-        state.losses,
-        state.result.as_ref().map(|r| r.get()),
-        state.error,
-        progress,
-        progress_msg,
-        state.started_at.map(Timestamp::as_unix_ms),
-        state.done_at.map(Timestamp::as_unix_ms),
-        state
-            .elapsed_ms
-            .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
-        has_progress,
-    ])
-    .context("writing job state")?;
+    let finished =
+        state.done_at.is_some() && matches!(state.status, JobStatus::Completed | JobStatus::Failed);
+    update
+        .execute(params![
+            reader::sql_id(state.id),
+            status_str(state.status),
+            state.worker_id.as_ref().map(|w| w.as_str()),
+            state.attempt.0,
+            state.retries,
+            state.losses,
+            state.result.as_ref().map(|r| r.get()),
+            state.error,
+            progress,
+            progress_msg,
+            state.started_at.map(Timestamp::as_unix_ms),
+            state.done_at.map(Timestamp::as_unix_ms),
+            state
+                .elapsed_ms
+                .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+            has_progress,
+            state.status.is_terminal(),
+            finished,
+        ])
+        .context("writing job state")?;
     Ok(())
 }
 
+const UPSERT_ATTEMPT: &str = "INSERT INTO cluster_attempts
+        (job_id, attempt, worker_id, started_at, ended_at, outcome, error)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+     ON CONFLICT (job_id, attempt) DO UPDATE SET worker_id = excluded.worker_id,
+        started_at = excluded.started_at, ended_at = excluded.ended_at,
+        outcome = excluded.outcome, error = excluded.error";
+
 fn write_attempt(
-    tx: &Transaction<'_>,
+    upsert: &mut Statement<'_>,
     job: JobId,
     record: &AttemptRecord,
 ) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO cluster_attempts (job_id, attempt, worker_id, started_at, ended_at, outcome, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (job_id, attempt) DO UPDATE SET worker_id = excluded.worker_id,
-            started_at = excluded.started_at, ended_at = excluded.ended_at,
-            outcome = excluded.outcome, error = excluded.error",
-    )
-    .context("preparing an attempt write")?
-    .execute(params![
-        reader::sql_id(job),
-        record.attempt.0,
-        record.worker_id.as_str(),
-        record.started_at.as_unix_ms(),
-        record.ended_at.map(Timestamp::as_unix_ms),
-        record.outcome.map(reader::outcome_str),
-        record.error,
-    ])
-    .context("writing an attempt")?;
+    upsert
+        .execute(params![
+            reader::sql_id(job),
+            record.attempt.0,
+            record.worker_id.as_str(),
+            record.started_at.as_unix_ms(),
+            record.ended_at.map(Timestamp::as_unix_ms),
+            record.outcome.map(reader::outcome_str),
+            record.error,
+        ])
+        .context("writing an attempt")?;
     Ok(())
 }
 

@@ -385,6 +385,31 @@ async fn committed_submits_survive_a_reopen() {
 }
 
 #[tokio::test]
+async fn the_greatest_id_is_read_as_unsigned() {
+    let db = TempDb::new();
+    let store = JobStore::open(&db.path(), StoreConfig::default()).unwrap();
+    assert_eq!(store.reader().unwrap().max_id().unwrap(), None);
+    store
+        .submit(vec![new_job(job(5, "t", 0)), new_job(job(3, "t", 0))])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.reader().unwrap().max_id().unwrap(),
+        Some(JobId::from_u64(5))
+    );
+    // Ids from 2^63 up are negative as SQLite integers, yet still the greatest.
+    let big = (1_u64 << 63) + 9;
+    store
+        .submit(vec![new_job(job(big, "t", 0)), new_job(job(big - 2, "t", 0))])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.reader().unwrap().max_id().unwrap(),
+        Some(JobId::from_u64(big))
+    );
+}
+
+#[tokio::test]
 async fn a_database_from_a_newer_version_is_refused() {
     let db = TempDb::new();
     drop(JobStore::open(&db.path(), StoreConfig::default()).unwrap());

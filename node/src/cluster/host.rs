@@ -289,7 +289,7 @@ pub(crate) async fn spawn<L: Link>(
     cancel: CancellationToken,
 ) -> Result<HostHandle, HostError> {
     let mut dispatcher = Dispatcher::new(config.dispatcher.clone(), config.seed);
-    let restored = restore(&store, &config.group).await?;
+    let (restored, max_id) = restore(&store, &config.group).await?;
     if !restored.is_empty() {
         tracing::info!(group = %config.group, jobs = restored.len(), "restoring the job queue");
         dispatcher.step(now(), Input::Restore(restored))?;
@@ -314,7 +314,7 @@ pub(crate) async fn spawn<L: Link>(
         events,
         outboxes: HashMap::new(),
         meta: HashMap::new(),
-        ids: IdMaker::new(),
+        ids: IdMaker::new(max_id),
         wake: None,
         committed,
         loaded,
@@ -338,14 +338,20 @@ pub(crate) async fn spawn<L: Link>(
     Ok(handle)
 }
 
+/// The group's jobs for the dispatcher, and the greatest id of the store (of every group), above
+/// which new ids are made.
 async fn restore(
     store: &Arc<JobStore>,
     group: &GroupId,
-) -> Result<Vec<RestoredJob<Payload>>, HostError> {
+) -> Result<(Vec<RestoredJob<Payload>>, Option<JobId>), HostError> {
     let reader = store.reader()?;
     let group = group.clone();
-    let (finished, active) = tokio::task::spawn_blocking(move || {
-        Ok::<_, StoreError>((reader.load_finished(&group)?, reader.load_active(&group)?))
+    let (finished, active, max_id) = tokio::task::spawn_blocking(move || {
+        Ok::<_, StoreError>((
+            reader.load_finished(&group)?,
+            reader.load_active(&group)?,
+            reader.max_id()?,
+        ))
     })
     .await
     .map_err(|_| HostError::Stopped)??;
@@ -377,7 +383,7 @@ async fn restore(
             history: Vec::new(),
         }
     });
-    Ok(finished.chain(active).collect())
+    Ok((finished.chain(active).collect(), max_id))
 }
 
 /// The dispatcher's view of a stored job.
@@ -650,13 +656,11 @@ impl<L: Link> Host<L> {
         }
         // Dependencies are checked before anything is stored: each must be known to the
         // dispatcher or come earlier in the same batch.
+        let created_at = now();
         let mut seen = std::collections::HashSet::new();
         let mut ids = Vec::with_capacity(jobs.len());
         for job in &jobs {
-            let id = match &job.idempotency_key {
-                Some(key) => IdMaker::for_key(&self.config.group, key),
-                None => self.ids.random(),
-            };
+            let id = self.ids.next(created_at);
             if let Some(unknown) = job
                 .after
                 .iter()
@@ -672,7 +676,6 @@ impl<L: Link> Host<L> {
             seen.insert(id);
             ids.push(id);
         }
-        let created_at = now();
         let mut for_store = Vec::with_capacity(jobs.len());
         let mut for_dispatcher = Vec::with_capacity(jobs.len());
         for (job, id) in jobs.into_iter().zip(ids) {

@@ -1,42 +1,36 @@
-//! Job ids: random for plain submits, derived from the key for idempotent ones.
+//! Job ids: they grow with submission order.
+//!
+//! An id is the submit time in milliseconds shifted left by [`COUNTER_BITS`], plus a counter
+//! for the jobs of the same millisecond. Growing ids keep the store's id index and attempt
+//! table appending at their right edge, where a random id would dirty a random page of each
+//! per job (and the store would slow down as it grows). An idempotent submit gets a fresh id
+//! too: the store finds a repeated key by its own index and answers with the first job's id.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
+use dispatcher::Millis;
+use proto::JobId;
 
-use proto::{GroupId, JobId};
+/// Jobs per millisecond before ids run ahead of the clock (they stay unique either way).
+const COUNTER_BITS: u32 = 20;
 
-/// Makes job ids. Random ids come from the process's random hash keys, so no extra source of
-/// randomness is needed; ids made from an idempotency key are stable across restarts.
+/// Makes job ids, never the same one twice, even when the clock steps back or a restarted host
+/// finds ids from a faster clock in its store.
 pub(crate) struct IdMaker {
-    random: RandomState,
-    counter: u64,
+    last: u64,
 }
 
 impl IdMaker {
-    pub(crate) fn new() -> Self {
+    /// Ids above `floor`, the greatest id already stored.
+    pub(crate) fn new(floor: Option<JobId>) -> Self {
         Self {
-            random: RandomState::new(),
-            counter: 0,
+            last: floor.map_or(0, JobId::as_u64),
         }
     }
 
-    /// A fresh random id.
-    pub(crate) fn random(&mut self) -> JobId {
-        self.counter = self.counter.wrapping_add(1);
-        let mut hasher = self.random.build_hasher();
-        hasher.write_u64(self.counter);
-        JobId::from_u64(hasher.finish())
-    }
-
-    /// The id of an idempotent submit: the same group and key always give the same id
-    /// (FNV-1a, 64 bits), so a retry after a lost answer finds the first job.
-    pub(crate) fn for_key(group: &GroupId, key: &str) -> JobId {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in group.as_str().bytes().chain([0xff]).chain(key.bytes()) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        JobId::from_u64(hash)
+    /// The id of a job submitted at `now`.
+    pub(crate) fn next(&mut self, now: Millis) -> JobId {
+        let from_clock = now.0.saturating_mul(1 << COUNTER_BITS);
+        self.last = from_clock.max(self.last.wrapping_add(1));
+        JobId::from_u64(self.last)
     }
 }
 
@@ -45,17 +39,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn random_ids_differ_and_keyed_ids_are_stable() {
-        let mut maker = IdMaker::new();
-        let (a, b) = (maker.random(), maker.random());
-        assert_ne!(a, b);
-        let group: GroupId = "g".parse().unwrap();
-        assert_eq!(IdMaker::for_key(&group, "k"), IdMaker::for_key(&group, "k"));
-        assert_ne!(
-            IdMaker::for_key(&group, "k"),
-            IdMaker::for_key(&group, "k2")
-        );
-        let other: GroupId = "h".parse().unwrap();
-        assert_ne!(IdMaker::for_key(&group, "k"), IdMaker::for_key(&other, "k"));
+    fn ids_grow_within_a_millisecond_across_milliseconds_and_when_the_clock_steps_back() {
+        let mut maker = IdMaker::new(None);
+        let a = maker.next(Millis(1_000));
+        let b = maker.next(Millis(1_000));
+        let c = maker.next(Millis(1_001));
+        let d = maker.next(Millis(999));
+        assert!(a < b && b < c && c < d, "{a} {b} {c} {d}");
+        assert_eq!(c.as_u64(), 1_001 << COUNTER_BITS);
+    }
+
+    #[test]
+    fn ids_start_above_the_stored_floor() {
+        let floor = JobId::from_u64(u64::MAX - 5);
+        let mut maker = IdMaker::new(Some(floor));
+        assert!(maker.next(Millis(1_000)) > floor);
+        let mut maker = IdMaker::new(Some(JobId::from_u64(7)));
+        assert_eq!(maker.next(Millis(1)).as_u64(), 1 << COUNTER_BITS);
     }
 }

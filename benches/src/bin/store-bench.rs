@@ -1,0 +1,197 @@
+//! Job store benchmark: the writes a busy host makes per job, next to bare SQLite doing the
+//! least any durable queue must in the same run.
+//!
+//! Each round stores `--batch` new jobs (one submit), marks them running (one group commit),
+//! then completed with their result and attempt (one group commit), as a host does when its
+//! workers keep up. The store grows to `--jobs` jobs. The baseline does one insert and two
+//! updates per job on a bare rowid table with the same settings (WAL, `synchronous=NORMAL`)
+//! and the same transactions.
+//!
+//! Usage: `store-bench [--jobs N] [--batch N] [--dir PATH]`. Reported, not asserted.
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proto::cluster::{AttemptOutcome, AttemptRecord, Job, Json};
+use proto::{Attempt, GroupId, JobId, JobMode, JobStatus, PeerId, Timestamp};
+use store::{JobStore, NewJob, StateRow, StoreConfig, Write};
+
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
+
+fn main() -> Result<()> {
+    let mut jobs = 200_000_usize;
+    let mut batch = 1_000_usize;
+    let mut dir = std::env::temp_dir().join(format!("goop-store-bench-{}", std::process::id()));
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--jobs" => jobs = value()?.parse()?,
+            "--batch" => batch = value()?.parse::<usize>()?.max(1),
+            "--dir" => dir = PathBuf::from(value()?),
+            "--bench" => {}
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    std::fs::create_dir_all(&dir)?;
+    let rounds = jobs.div_ceil(batch);
+    let total = rounds * batch;
+    let bare = bare_sqlite(&dir.join("bare.db"), rounds, batch)?;
+    let ours = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(job_store(&dir.join("store.db"), rounds, batch))?;
+    let rate = |d: Duration| total as f64 / d.as_secs_f64();
+    println!(
+        "bare sqlite: {total} jobs (insert, update, update) in transactions of {batch}: {:.0} jobs/s",
+        rate(bare)
+    );
+    println!(
+        "job store:   {total} jobs (submit, running, completed + attempt): {:.0} jobs/s = {:.0}% of bare, {:.1} µs per job",
+        rate(ours),
+        100.0 * bare.as_secs_f64() / ours.as_secs_f64(),
+        ours.as_secs_f64() * 1e6 / total as f64
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn id(round: usize, index: usize, batch: usize) -> JobId {
+    JobId::from_u64((1_u64 << 40) + (round * batch + index) as u64)
+}
+
+fn bare_sqlite(path: &Path, rounds: usize, batch: usize) -> Result<Duration> {
+    let mut conn = rusqlite::Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(
+        "CREATE TABLE jobs (id INTEGER PRIMARY KEY, payload TEXT, status TEXT, result TEXT)",
+    )?;
+    let start = Instant::now();
+    for round in 0..rounds {
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO jobs (id, payload, status) VALUES (?1, ?2, 'pending')",
+            )?;
+            for i in 0..batch {
+                insert.execute(rusqlite::params![
+                    id(round, i, batch).as_u64() as i64,
+                    "{\"n\":1}"
+                ])?;
+            }
+        }
+        tx.commit()?;
+        for (status, result) in [("running", None), ("completed", Some("{\"n\":1}"))] {
+            let tx = conn.transaction()?;
+            {
+                let mut update =
+                    tx.prepare_cached("UPDATE jobs SET status = ?2, result = ?3 WHERE id = ?1")?;
+                for i in 0..batch {
+                    update.execute(rusqlite::params![
+                        id(round, i, batch).as_u64() as i64,
+                        status,
+                        result
+                    ])?;
+                }
+            }
+            tx.commit()?;
+        }
+    }
+    Ok(start.elapsed())
+}
+
+async fn job_store(path: &Path, rounds: usize, batch: usize) -> Result<Duration> {
+    let store = JobStore::open(path, StoreConfig::default())?;
+    let group: GroupId = "bench".parse()?;
+    let worker: PeerId = "12D3KooWbenchworker".parse()?;
+    let payload: Json = Arc::from(serde_json::value::RawValue::from_string(
+        "{\"n\":1}".into(),
+    )?);
+    let mut phases = [Duration::ZERO; 3];
+    let start = Instant::now();
+    for round in 0..rounds {
+        let t0 = Instant::now();
+        let now = Timestamp::from_unix_ms(1_700_000_000_000 + round as i64);
+        let new = (0..batch)
+            .map(|i| NewJob {
+                group: group.clone(),
+                job: Job {
+                    id: id(round, i, batch),
+                    job_type: "echo".into(),
+                    mode: JobMode::Oneshot,
+                    payload: Some(payload.clone()),
+                    priority: 0,
+                    timeout_s: 60,
+                    max_retry: 3,
+                    labels: Vec::new(),
+                    not_before: None,
+                    after: Vec::new(),
+                },
+                created_at: now,
+                idempotency_key: None,
+            })
+            .collect();
+        store.submit(new).await?;
+        let t1 = Instant::now();
+        for i in 0..batch {
+            let mut row = row(id(round, i, batch), JobStatus::Running, &worker);
+            row.started_at = Some(now);
+            store.write(Write::State(Box::new(row))).await?;
+        }
+        store.flush().await?;
+        let t2 = Instant::now();
+        for i in 0..batch {
+            let job = id(round, i, batch);
+            let mut row = row(job, JobStatus::Completed, &worker);
+            row.result = Some(payload.clone());
+            row.progress = Some((100.0, None));
+            row.done_at = Some(now);
+            store.write(Write::State(Box::new(row))).await?;
+            store
+                .write(Write::Attempt {
+                    job,
+                    record: AttemptRecord {
+                        attempt: Attempt(1),
+                        worker_id: worker.clone(),
+                        started_at: now,
+                        ended_at: Some(now),
+                        outcome: Some(AttemptOutcome::Completed),
+                        error: None,
+                    },
+                })
+                .await?;
+        }
+        store.flush().await?;
+        phases[0] += t1 - t0;
+        phases[1] += t2 - t1;
+        phases[2] += t2.elapsed();
+    }
+    let per_job = |d: Duration| d.as_secs_f64() * 1e6 / (rounds * batch) as f64;
+    println!(
+        "job store phases, µs per job: submit {:.2}, running {:.2}, completed + attempt {:.2}",
+        per_job(phases[0]),
+        per_job(phases[1]),
+        per_job(phases[2])
+    );
+    Ok(start.elapsed())
+}
+
+fn row(id: JobId, status: JobStatus, worker: &PeerId) -> StateRow {
+    StateRow {
+        id,
+        status,
+        worker_id: Some(worker.clone()),
+        attempt: Attempt(1),
+        retries: 0,
+        losses: 0,
+        result: None,
+        error: None,
+        progress: None,
+        started_at: None,
+        done_at: None,
+        elapsed_ms: None,
+    }
+}
