@@ -185,9 +185,19 @@ impl ApiClient {
 
     /// Opens the live event stream of the cluster.
     pub fn events(&self) -> Result<EventStream, ClientError> {
+        self.events_until(None)
+    }
+
+    /// Opens the live event stream of the cluster; with a deadline, reading from it fails once
+    /// the deadline passes, even while the node sends nothing.
+    pub fn events_until(&self, deadline: Option<Instant>) -> Result<EventStream, ClientError> {
         let url = self.url("/api/cluster/events");
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let response = self
             .authorize(self.stream_agent.get(&url))
+            .config()
+            .timeout_recv_body(remaining)
+            .build()
             .header("Accept", "text/event-stream")
             .call()
             .map_err(|e| ClientError::Unreachable {
@@ -229,7 +239,11 @@ impl ApiClient {
         mut on_event: impl FnMut(&ClusterEvent),
     ) -> Result<Vec<JobState>, ClientError> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let mut events = self.events()?;
+        let timed_out = |open: &HashSet<JobId>| ClientError::BadResponse {
+            url: self.url("/api/cluster/events"),
+            reason: format!("jobs not finished in time: {} of {}", open.len(), ids.len()),
+        };
+        let mut events = self.events_until(deadline)?;
         let mut open: HashSet<JobId> = ids.iter().copied().collect();
         // Jobs may have ended before the stream opened: look once, then trust the stream, and
         // look again whenever it says events were missed or it had to be reopened.
@@ -247,15 +261,17 @@ impl ApiClient {
             if open.is_empty() {
                 break;
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(ClientError::BadResponse {
-                    url: self.url("/api/cluster/events"),
-                    reason: format!("{} jobs did not finish in time", open.len()),
-                });
+            let past = || deadline.is_some_and(|d| Instant::now() >= d);
+            if past() {
+                return Err(timed_out(&open));
             }
-            let Some(event) = events.next_event()? else {
+            // A read that fails at the deadline is the deadline, not a broken stream.
+            let next = events
+                .next_event()
+                .map_err(|e| if past() { timed_out(&open) } else { e })?;
+            let Some(event) = next else {
                 // The node closed the stream (it restarted?): reopen and look again.
-                events = self.events()?;
+                events = self.events_until(deadline)?;
                 recheck = true;
                 continue;
             };

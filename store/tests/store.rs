@@ -400,7 +400,10 @@ async fn the_greatest_id_is_read_as_unsigned() {
     // Ids from 2^63 up are negative as SQLite integers, yet still the greatest.
     let big = (1_u64 << 63) + 9;
     store
-        .submit(vec![new_job(job(big, "t", 0)), new_job(job(big - 2, "t", 0))])
+        .submit(vec![
+            new_job(job(big, "t", 0)),
+            new_job(job(big - 2, "t", 0)),
+        ])
         .await
         .unwrap();
     assert_eq!(

@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 use store::ListFilter;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::api::{JsonBody, SSE_KEEP_ALIVE};
+use super::api::{JsonBody, QueryParams, SSE_KEEP_ALIVE};
 use super::{ApiError, AppState};
 use crate::cluster::host::{HostError, HostHandle};
 use crate::cluster::service::{ClusterError, WorkerSettings};
@@ -369,9 +369,8 @@ pub(crate) struct ListQuery {
 /// submission order; the cursor of the next page is in the `x-next-cursor` header.
 pub(crate) async fn list(
     State(state): State<AppState>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let Some(host) = state.cluster.host() else {
         return Ok(Json(Vec::<JobState>::new()).into_response());
     };

@@ -9,7 +9,7 @@
 use std::convert::Infallible;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::api::{JsonBody, SSE_KEEP_ALIVE};
+use super::api::{JsonBody, QueryParams, SSE_KEEP_ALIVE};
 use super::{ApiError, AppState};
 
 /// `{"status": "..."}`.
@@ -626,7 +626,7 @@ pub(crate) struct MembersQuery {
 /// `GET /api/groups/members?group_id=`: members of a hosted or joined group.
 pub(crate) async fn members(
     State(state): State<AppState>,
-    Query(query): Query<MembersQuery>,
+    QueryParams(query): QueryParams<MembersQuery>,
 ) -> Result<Json<Vec<MemberInfo>>, ApiError> {
     let group = group_id(query.group_id, "missing group_id")?;
     let members = state.groups.members(group).await.map_err(|e| {
@@ -683,7 +683,7 @@ pub(crate) struct DiscoverQuery {
 /// `_groups` shape), asked over the network as a typed request, never as SQL.
 pub(crate) async fn discover(
     State(state): State<AppState>,
-    Query(query): Query<DiscoverQuery>,
+    QueryParams(query): QueryParams<DiscoverQuery>,
 ) -> Result<Json<Vec<GroupRow>>, ApiError> {
     let peer = peer_id(query.peer, "missing peer")?;
     let rows = if &peer == state.groups.peer_id() {

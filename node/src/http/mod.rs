@@ -128,6 +128,7 @@ pub(crate) fn router(state: AppState, max_message_bytes: usize, tasks: &TaskTrac
         .route("/api/cluster/worker/resume", post(cluster::worker_resume))
         .route("/api/cluster/events", get(cluster::events))
         .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(SMALL_BODY))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)

@@ -130,6 +130,32 @@ async fn send_errors_have_the_reference_status_codes() {
     let unknown = get(&a.ready.api, "/api/nothing").await;
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.json()["error"]["code"], "not_found");
+
+    // A known route with a method it does not serve: a JSON 405, not an empty body.
+    let wrong_method = get(&a.ready.api, "/api/mq/send").await;
+    assert_eq!(wrong_method.status, 405, "{wrong_method:?}");
+    assert_eq!(wrong_method.json()["error"]["code"], "method_not_allowed");
+    let wrong_method = post(&a.ready.api, "/api/cluster/stats", "{}").await;
+    assert_eq!(wrong_method.status, 405, "{wrong_method:?}");
+    assert_eq!(wrong_method.json()["error"]["code"], "method_not_allowed");
+
+    // A malformed query string: a JSON 400 naming the parameter.
+    for path in [
+        "/api/groups/discover?peer=x&limit=many",
+        "/api/cluster/jobs?limit=-1",
+    ] {
+        let bad = get(&a.ready.api, path).await;
+        assert_eq!(bad.status, 400, "{path}: {bad:?}");
+        let error = bad.json();
+        assert_eq!(error["error"]["code"], "invalid_query", "{path}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("limit"),
+            "{path}: {error}"
+        );
+    }
 }
 
 #[tokio::test]

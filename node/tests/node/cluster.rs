@@ -1155,6 +1155,28 @@ async fn the_command_line_submits_waits_lists_and_shows_workers() {
         "{out}"
     );
 
+    // --wait-timeout ends the wait even while the event stream says nothing at all.
+    let (code, out, err) = cli_any(
+        &api,
+        &[
+            "job",
+            "submit",
+            "--type",
+            "echo",
+            "--not-before",
+            "2100-01-01T00:00:00Z",
+            "--wait",
+            "--wait-timeout",
+            "1",
+        ],
+    )
+    .await;
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("jobs not finished in time: 1 of 1"),
+        "{out}{err}"
+    );
+
     // An idempotency key given twice names one job.
     let keyed = ["job", "submit", "--type", "echo", "--key", "nightly-1"];
     let (_, first) = cli(&api, &keyed).await;
