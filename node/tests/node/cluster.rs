@@ -820,6 +820,68 @@ async fn a_cancelled_running_job_stays_cancelled() {
 }
 
 #[tokio::test]
+async fn continuous_jobs_stream_outputs_until_cancelled_or_ended_by_the_executor() {
+    let host = host().await;
+    let worker = worker(&host, &fixture_executor(), 2).await;
+    let mut events = ClusterEvents::open(host.api()).await;
+    let ids = submit(
+        host.api(),
+        &[
+            json!({ "type": "ticker", "mode": "continuous", "payload": { "stream_ms": 20 } }),
+            json!({ "type": "ticker", "mode": "continuous", "payload": { "stream_ms": 5, "count": 4 } }),
+        ],
+    )
+    .await;
+    let (endless, ended) = (ids[0].clone(), ids[1].clone());
+    let outputs_of = |events: &ClusterEvents, id: &str| -> Vec<Value> {
+        events
+            .events
+            .iter()
+            .filter(|(name, data)| name == "output" && data["job_id"] == id)
+            .map(|(_, data)| data["data"].clone())
+            .collect()
+    };
+
+    // Outputs reach the host's event stream in order, while the job keeps running.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while outputs_of(&events, &endless).len() < 3 || outputs_of(&events, &ended).len() < 4 {
+        events.read(deadline).await;
+    }
+    let streamed = outputs_of(&events, &endless);
+    for (i, data) in streamed.iter().enumerate() {
+        assert_eq!(data, &json!({ "i": i }), "{streamed:?}");
+    }
+    assert_eq!(job(host.api(), &endless).await.status, JobStatus::Running);
+
+    // The executor ended the other one: it completed with its result, after its four outputs.
+    let done = wait_terminal(host.api(), std::slice::from_ref(&ended), 20).await;
+    assert_eq!(done[0].status, JobStatus::Completed, "{:?}", done[0]);
+    assert_eq!(
+        done[0].result.as_ref().map(|r| r.get()),
+        Some(r#"{"outputs":4}"#)
+    );
+    assert_eq!(
+        outputs_of(&events, &ended),
+        (0..4).map(|i| json!({ "i": i })).collect::<Vec<_>>()
+    );
+
+    // A cancel ends the endless one for good and frees its slot on the worker.
+    let body = json!({ "job_id": endless }).to_string();
+    let answer = post(host.api(), "/api/cluster/cancel", &body).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let worker_id = worker.ready.peer_id.clone();
+    until(20, "the worker is idle again", async || {
+        worker_info(host.api(), &worker_id)
+            .await
+            .is_some_and(|w| w["running_jobs"] == 0)
+    })
+    .await;
+    let state = job(host.api(), &endless).await;
+    assert_eq!(state.status, JobStatus::Cancelled, "{state:?}");
+    assert!(state.result.is_none(), "{state:?}");
+}
+
+#[tokio::test]
 async fn a_poison_job_fails_after_the_crash_limit_while_the_others_finish() {
     let host = host().await;
     // One slot, so the poison job (first by priority) runs alone each time: the jobs behind it
