@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt as _;
 
-use super::support::{goop, start_in, temp_dir};
+use super::support::{get, goop, spawn_ready, start_in, temp_dir};
 
 async fn run_to_end(mut cmd: tokio::process::Command) -> (std::process::ExitStatus, String) {
     let child = cmd.spawn().unwrap();
@@ -108,4 +108,68 @@ async fn a_config_file_is_read_and_flags_win_over_it() {
     assert!(stderr.contains("invalid config file"), "{stderr}");
     drop((from_file, overridden));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A network interface other than loopback that is up and takes multicast: what mDNS needs.
+fn multicast_interface() -> Option<String> {
+    const IFF_UP: u32 = 0x1;
+    const IFF_MULTICAST: u32 = 0x1000;
+    std::fs::read_dir("/sys/class/net")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let flags = std::fs::read_to_string(entry.path().join("flags")).ok()?;
+            let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok()?;
+            (name != "lo" && flags & IFF_UP != 0 && flags & IFF_MULTICAST != 0).then_some(name)
+        })
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_network_find_each_other_through_mdns() {
+    // mDNS announces on the machine's network interfaces, never on loopback alone.
+    let Some(interface) = multicast_interface() else {
+        eprintln!("no multicast interface besides loopback: mDNS cannot be exercised here");
+        return;
+    };
+    let node = |name: &str| {
+        let data_dir = temp_dir(name);
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_goop"));
+        cmd.arg("node")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args([
+                "--listen",
+                "/ip4/0.0.0.0/tcp/0",
+                "--api",
+                "127.0.0.1:0",
+                "--print-ready",
+            ])
+            .env_remove("GOOP_API_TOKEN")
+            .env("GOOP_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        spawn_ready(cmd, data_dir)
+    };
+    let a = node("mdns-a").await;
+    let b = node("mdns-b").await;
+    // Neither was told of the other: only mDNS can connect them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let peers = get(&a.ready.api, "/api/peers").await.json();
+        let found = peers
+            .as_array()
+            .is_some_and(|list| list.iter().any(|p| p["id"] == b.ready.peer_id.as_str()));
+        if found {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} not found through mDNS on {interface} within 30 s; a's peers: {peers}",
+            b.ready.peer_id
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
