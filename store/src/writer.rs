@@ -111,6 +111,22 @@ pub struct StateRow {
 }
 
 impl StateRow {
+    /// This change written in place of `earlier`, a change of the same job that was never
+    /// written: it keeps what `earlier` said and this one leaves to the stored row (the start
+    /// time, the progress, and the worker of a finished job).
+    pub fn after(self, earlier: StateRow) -> StateRow {
+        StateRow {
+            started_at: self.started_at.or(earlier.started_at),
+            progress: self.progress.or(earlier.progress),
+            worker_id: if self.worker_id.is_none() && self.status.is_terminal() {
+                earlier.worker_id
+            } else {
+                self.worker_id
+            },
+            ..self
+        }
+    }
+
     /// The mutable part of `state`, progress included.
     pub fn of(state: &JobState) -> Self {
         Self {
@@ -324,24 +340,11 @@ struct Coalesced {
 
 impl Coalesced {
     fn state(&mut self, index: usize, row: StateRow) {
-        match self.states.remove(&row.id) {
-            Some((_, earlier)) => {
-                let merged = StateRow {
-                    started_at: row.started_at.or(earlier.started_at),
-                    progress: row.progress.or(earlier.progress),
-                    worker_id: if row.worker_id.is_none() && row.status.is_terminal() {
-                        earlier.worker_id
-                    } else {
-                        row.worker_id
-                    },
-                    ..row
-                };
-                self.states.insert(merged.id, (index, merged));
-            }
-            None => {
-                self.states.insert(row.id, (index, row));
-            }
-        }
+        let row = match self.states.remove(&row.id) {
+            Some((_, earlier)) => row.after(earlier),
+            None => row,
+        };
+        self.states.insert(row.id, (index, row));
     }
 
     fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {

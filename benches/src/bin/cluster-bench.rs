@@ -287,6 +287,7 @@ struct ClusterFigures {
     per_worker: Vec<i64>,
     latency_us: Vec<u64>,
     host_latency_ms: Vec<u64>,
+    cpu: CpuSplit,
 }
 
 fn noop() -> SubmitJob {
@@ -397,6 +398,8 @@ fn cluster_run(options: &Options, workers: usize, dir: &Path) -> Result<ClusterF
     drop(events);
 
     // Throughput: every batch submitted by one thread while this one watches the counters.
+    let pids: Vec<u32> = nodes.iter().map(|n| n.child.id()).collect();
+    let cpu_before = CpuSplit::sample(host.child.id(), &pids);
     let before: QueueStats = api.get("/api/cluster/stats")?;
     let target = before.completed + options.jobs as u64;
     let start = Instant::now();
@@ -414,6 +417,7 @@ fn cluster_run(options: &Options, workers: usize, dir: &Path) -> Result<ClusterF
             per_worker: Vec::new(),
             latency_us,
             host_latency_ms,
+            cpu: CpuSplit::sample(host.child.id(), &pids).since(cpu_before),
         });
     }
     let deadline = start + Duration::from_secs(600);
@@ -435,6 +439,7 @@ fn cluster_run(options: &Options, workers: usize, dir: &Path) -> Result<ClusterF
         }
         std::thread::sleep(Duration::from_millis(10));
     };
+    let cpu = CpuSplit::sample(host.child.id(), &pids).since(cpu_before);
     let submitted_in = submitter
         .join()
         .map_err(|_| "the submitter panicked")?
@@ -451,7 +456,107 @@ fn cluster_run(options: &Options, workers: usize, dir: &Path) -> Result<ClusterF
         per_worker,
         latency_us,
         host_latency_ms,
+        cpu,
     })
+}
+
+// ---- CPU accounting --------------------------------------------------------------------------
+
+/// CPU time (user + system, in clock ticks) of one process or thread, from its `stat` file.
+fn cpu_ticks(stat: &Path) -> u64 {
+    let Ok(text) = std::fs::read_to_string(stat) else {
+        return 0;
+    };
+    // The fields after the command name, which ends at the last ')': utime and stime are the
+    // 12th and 13th of them.
+    let Some((_, rest)) = text.rsplit_once(')') else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+/// The process ids under `pid`, children first-level and below.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(next) = queue.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{next}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                out.push(child);
+                queue.push(child);
+            }
+        }
+    }
+    out
+}
+
+/// Where the CPU time of a run went, in clock ticks: the host's job-store thread, the rest of
+/// the host, the worker nodes, and the executors they started.
+#[derive(Clone, Copy, Default)]
+struct CpuSplit {
+    store: u64,
+    host: u64,
+    workers: u64,
+    executors: u64,
+}
+
+impl CpuSplit {
+    fn sample(host: u32, workers: &[u32]) -> Self {
+        let mut split = Self::default();
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{host}/task")) {
+            for task in tasks.flatten() {
+                let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                let ticks = cpu_ticks(&task.path().join("stat"));
+                if comm.trim() == "goop-job-store" {
+                    split.store += ticks;
+                } else {
+                    split.host += ticks;
+                }
+            }
+        }
+        for &worker in workers {
+            split.workers += cpu_ticks(Path::new(&format!("/proc/{worker}/stat")));
+            for child in descendants(worker) {
+                split.executors += cpu_ticks(Path::new(&format!("/proc/{child}/stat")));
+            }
+        }
+        split
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            store: self.store.saturating_sub(before.store),
+            host: self.host.saturating_sub(before.host),
+            workers: self.workers.saturating_sub(before.workers),
+            executors: self.executors.saturating_sub(before.executors),
+        }
+    }
+
+    /// Microseconds of CPU per job for each part, `jobs` having run.
+    fn per_job(self, jobs: usize) -> String {
+        // Linux reports these in ticks of 1/100 s (USER_HZ).
+        let us = |ticks: u64| ticks as f64 * 10_000.0 / jobs.max(1) as f64;
+        format!(
+            "host job store {:.1}, host rest {:.1}, worker nodes {:.1}, executors {:.1}; total {:.1}",
+            us(self.store),
+            us(self.host),
+            us(self.workers),
+            us(self.executors),
+            us(self.store + self.host + self.workers + self.executors)
+        )
+    }
 }
 
 /// Attempts per worker, from the host's store.
@@ -521,8 +626,12 @@ fn main() -> Result<()> {
         if workers == 0 {
             println!(
                 "host alone (no workers): {} jobs in batches of {} from {} submitter(s): \
-                 submits answered at {:.0} jobs/s",
-                options.jobs, options.batch, options.submitters, run.submit_rate
+                 submits answered at {:.0} jobs/s; CPU µs per job: {}",
+                options.jobs,
+                options.batch,
+                options.submitters,
+                run.submit_rate,
+                run.cpu.per_job(options.jobs)
             );
             continue;
         }
@@ -542,6 +651,7 @@ fn main() -> Result<()> {
             percentile(&run.host_latency_ms, 50.0),
             percentile(&run.host_latency_ms, 99.0),
         );
+        println!("  CPU µs per job: {}", run.cpu.per_job(options.jobs));
         runs.push(run);
     }
     let after = runtime_figure(&options)?;

@@ -7,7 +7,7 @@
 //! whatever queued up while the previous send was in flight as one `batch` message: light load
 //! gets one message per job, heavy load gets large batches, and no timer is involved.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +32,14 @@ use super::ids::IdMaker;
 use super::outbox::{self, OnFailure};
 use super::time::{millis, now, stamp};
 use super::{Incoming, Link};
+
+/// How long the state of a job that was assigned or started is held back from the store. Most
+/// jobs of a busy cluster finish sooner, and their final state then replaces it, which spares the
+/// store one or two row updates per job (its busiest work). A list read from the store may show
+/// such a job one status behind for this long. Nothing a restart needs is held: a restarted host
+/// puts in-flight jobs back to pending whatever their stored status, and changes that count
+/// retries or losses are never held.
+const HOLD: Duration = Duration::from_millis(50);
 
 /// Limits on what a submit may carry, beyond what the dispatcher checks.
 #[derive(Clone, Debug)]
@@ -141,6 +149,9 @@ enum Request {
     Stats {
         reply: oneshot::Sender<QueueStats>,
     },
+    Flush {
+        reply: oneshot::Sender<Result<(), HostError>>,
+    },
 }
 
 /// The handle the HTTP layer holds to a running host.
@@ -224,6 +235,12 @@ impl HostHandle {
     pub(crate) async fn stats(&self) -> Result<QueueStats, HostError> {
         self.ask(|reply| Request::Stats { reply }).await
     }
+
+    /// Returns once every change the host made so far is in the store, held ones included:
+    /// a read of the store after it sees the jobs as the host does.
+    pub(crate) async fn flush(&self) -> Result<(), HostError> {
+        self.ask(|reply| Request::Flush { reply }).await?
+    }
 }
 
 /// What the host knows of a worker beyond what the dispatcher tracks.
@@ -275,6 +292,7 @@ enum Event {
     Cleared(Cleared),
     SendFailed(PeerId, String),
     Wake,
+    ReleaseHeld,
 }
 
 /// Starts the host of `config.group`: restores its queue from the store, then runs until
@@ -324,6 +342,10 @@ pub(crate) async fn spawn<L: Link>(
         cancel: cancel.clone(),
         outputs: Vec::new(),
         pending_writes: Vec::new(),
+        held: HashMap::new(),
+        release_order: VecDeque::new(),
+        release_at: None,
+        flush_waiting: Vec::new(),
     };
     let inbox = Inbox {
         requests: requests_rx,
@@ -421,6 +443,15 @@ struct Host<L: Link> {
     outputs: Vec<Output<Payload, Carried>>,
     /// Store writes produced while handling one event, written before the next.
     pending_writes: Vec<Write>,
+    /// Assigned and running states not yet sent to the store (see [`HOLD`]).
+    held: HashMap<JobId, StateRow>,
+    /// When each job's held state goes to the store, in that order; an entry whose job is no
+    /// longer held is skipped.
+    release_order: VecDeque<(tokio::time::Instant, JobId)>,
+    /// When the first entry of `release_order` is due.
+    release_at: Option<tokio::time::Instant>,
+    /// Flush requests to answer once the held states are written.
+    flush_waiting: Vec<oneshot::Sender<Result<(), HostError>>>,
 }
 
 impl<L: Link> Host<L> {
@@ -432,8 +463,10 @@ impl<L: Link> Host<L> {
                 Some(at) => Duration::from_millis(at.0.saturating_sub(now().0)),
                 None => Duration::from_secs(3600),
             };
+            let release_at = self.release_at;
             let event = tokio::select! {
                 () = self.cancel.cancelled() => break,
+                () = sleep_until_some(release_at) => Event::ReleaseHeld,
                 Some(request) = inbox.requests.recv() => Event::Request(request),
                 Some(message) = inbox.incoming.recv() => Event::Incoming(message),
                 Some(member) = inbox.members.recv() => Event::Member(member),
@@ -443,9 +476,18 @@ impl<L: Link> Host<L> {
                 Some((worker, error)) = inbox.failures.recv() => Event::SendFailed(worker, error),
                 () = tokio::time::sleep(sleep) => Event::Wake,
             };
-            self.handle(event);
-            self.carry_out().await;
+            match event {
+                Event::ReleaseHeld => {
+                    self.release_held(tokio::time::Instant::now()).await;
+                    continue;
+                }
+                event => {
+                    self.handle(event);
+                    self.carry_out().await;
+                }
+            }
         }
+        self.release_held(tokio::time::Instant::now() + HOLD).await;
         tracing::info!(group = %self.config.group, "cluster host stopped");
     }
 
@@ -476,6 +518,7 @@ impl<L: Link> Host<L> {
                 self.wake = None;
                 log_refusal(self.step(Input::Tick));
             }
+            Event::ReleaseHeld => {}
         }
     }
 
@@ -512,6 +555,7 @@ impl<L: Link> Host<L> {
                 let _ = reply.send(result);
             }
             Request::Clear { reply } => self.clear(reply),
+            Request::Flush { reply } => self.flush_waiting.push(reply),
             Request::Pause {
                 worker,
                 pause,
@@ -1083,9 +1127,61 @@ impl<L: Link> Host<L> {
             }
         }
         for write in std::mem::take(&mut self.pending_writes) {
-            if let Err(error) = self.store.write(write).await {
-                tracing::error!(%error, "job store write failed");
+            let write = match write {
+                Write::State(row)
+                    if matches!(row.status, JobStatus::Assigned | JobStatus::Running) =>
+                {
+                    let row = match self.held.remove(&row.id) {
+                        Some(earlier) => row.after(earlier),
+                        None => {
+                            // Held at most HOLD after its first unwritten change.
+                            let due = tokio::time::Instant::now() + HOLD;
+                            self.release_order.push_back((due, row.id));
+                            self.release_at.get_or_insert(due);
+                            *row
+                        }
+                    };
+                    self.held.insert(row.id, row);
+                    continue;
+                }
+                // A later state of a held job replaces the held one, keeping what it said.
+                Write::State(row) => match self.held.remove(&row.id) {
+                    Some(earlier) => Write::State(Box::new(row.after(earlier))),
+                    None => Write::State(row),
+                },
+                other => other,
+            };
+            self.write(write).await;
+        }
+        if !self.flush_waiting.is_empty() {
+            self.release_held(tokio::time::Instant::now() + HOLD).await;
+            // The store flush covers everything written above; the actor does not wait for it.
+            for reply in std::mem::take(&mut self.flush_waiting) {
+                let store = self.store.clone();
+                self.tracker.spawn(async move {
+                    let _ = reply.send(store.flush().await.map_err(HostError::from));
+                });
             }
+        }
+    }
+
+    /// Sends the held states due by `now` to the store.
+    async fn release_held(&mut self, now: tokio::time::Instant) {
+        while let Some(&(due, id)) = self.release_order.front() {
+            if due > now {
+                break;
+            }
+            self.release_order.pop_front();
+            if let Some(row) = self.held.remove(&id) {
+                self.write(Write::State(Box::new(row))).await;
+            }
+        }
+        self.release_at = self.release_order.front().map(|&(due, _)| due);
+    }
+
+    async fn write(&self, write: Write) {
+        if let Err(error) = self.store.write(write).await {
+            tracing::error!(%error, "job store write failed");
         }
     }
 
@@ -1152,6 +1248,14 @@ impl<L: Link> Host<L> {
             done_at: update.done_at.map(stamp),
             elapsed_ms: None,
         })));
+    }
+}
+
+/// Sleeps until `at`, or for ever without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -182,7 +182,7 @@ async fn wait_all(
 ) -> Vec<proto::cluster::JobState> {
     let deadline = Instant::now() + within;
     loop {
-        host.store().flush().await.unwrap();
+        host.flush().await.unwrap();
         let reader = host.store().reader().unwrap();
         let states: Vec<_> = ids
             .iter()
@@ -250,7 +250,7 @@ async fn a_cancelled_running_job_stays_cancelled() {
     let id = ids[0];
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        cluster.host.store().flush().await.unwrap();
+        cluster.host.flush().await.unwrap();
         let state = cluster
             .host
             .store()
@@ -275,7 +275,7 @@ async fn a_cancelled_running_job_stays_cancelled() {
     let states = wait_all(&cluster.host, &ids, Duration::from_secs(10)).await;
     assert_eq!(states[0].status, JobStatus::Cancelled);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    cluster.host.store().flush().await.unwrap();
+    cluster.host.flush().await.unwrap();
     let state = cluster
         .host
         .store()
@@ -363,11 +363,86 @@ async fn bad_submits_are_refused_whole() {
         0,
         "nothing was queued or stored"
     );
-    cluster.host.store().flush().await.unwrap();
+    cluster.host.flush().await.unwrap();
     let reader = cluster.host.store().reader().unwrap();
     assert_eq!(
         reader.stats(&cluster.group).unwrap(),
         proto::cluster::QueueStats::default()
     );
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_states_reach_the_store_on_their_own_and_at_once_on_a_flush() {
+    let cluster = start_host("held").await;
+    cluster.add_worker("workerH", 2).await;
+    let mut events = cluster.host.subscribe();
+    let stored = |id: JobId| {
+        cluster
+            .host
+            .store()
+            .reader()
+            .unwrap()
+            .get(id)
+            .unwrap()
+            .unwrap()
+            .state
+    };
+    let running = async |events: &mut tokio::sync::broadcast::Receiver<ClusterEvent>, id| {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                if let Ok(ClusterEvent::Job(job)) = events.recv().await
+                    && job.job_id == id
+                    && job.status == JobStatus::Running
+                {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("the job runs");
+    };
+
+    // Nobody reads: the running state still reaches the store, once its hold is over.
+    let first = cluster
+        .host
+        .submit(vec![echo(r#"{"sleep_ms":60000}"#, 0)])
+        .await
+        .unwrap()[0];
+    running(&mut events, first).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stored(first).status != JobStatus::Running {
+        assert!(
+            Instant::now() < deadline,
+            "the running state was never written"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let state = stored(first);
+    assert!(
+        state.worker_id.is_some() && state.started_at.is_some(),
+        "{state:?}"
+    );
+
+    // A flush writes what is held at once: a read after it sees the job as the host does.
+    let second = cluster
+        .host
+        .submit(vec![echo(r#"{"sleep_ms":60000}"#, 0)])
+        .await
+        .unwrap()[0];
+    running(&mut events, second).await;
+    cluster.host.flush().await.unwrap();
+    assert_eq!(stored(second).status, JobStatus::Running);
+
+    // The final state replaces a held one and keeps what it said (worker, start).
+    cluster.host.cancel(second).await.unwrap();
+    cluster.host.flush().await.unwrap();
+    let state = stored(second);
+    assert_eq!(state.status, JobStatus::Cancelled);
+    assert!(
+        state.worker_id.is_some() && state.started_at.is_some(),
+        "{state:?}"
+    );
+    cluster.host.cancel(first).await.unwrap();
     cluster.stop().await;
 }

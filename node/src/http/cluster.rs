@@ -409,7 +409,7 @@ pub(crate) async fn list(
         cursor: query.cursor,
         limit: query.limit.unwrap_or(100),
     };
-    host.store().flush().await.map_err(HostError::from)?;
+    host.flush().await?;
     let reader = host.store().reader().map_err(HostError::from)?;
     let page = tokio::task::spawn_blocking(move || reader.list(&filter))
         .await
@@ -434,7 +434,7 @@ pub(crate) async fn job(
         .parse()
         .map_err(|e| ApiError::bad_request("invalid_job_id", format!("{e}")))?;
     let host = host(&state)?;
-    host.store().flush().await.map_err(HostError::from)?;
+    host.flush().await?;
     let reader = host.store().reader().map_err(HostError::from)?;
     let stored = tokio::task::spawn_blocking(move || reader.get(id))
         .await
