@@ -82,6 +82,7 @@ impl Reader {
         let Some(job) = row else { return Ok(None) };
         let mut job = job?;
         job.state.attempts = self.attempts(id)?;
+        add_unrecorded_attempt(&mut job.state);
         Ok(Some(job))
     }
 
@@ -392,6 +393,30 @@ fn corrupt(id: JobId, reason: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         job: id.to_string(),
         reason: reason.to_string(),
+    }
+}
+
+/// Adds the job's current attempt to its history when the store keeps no row for it: an attempt
+/// that is still running, or the one that completed the job. Rows are written only for the
+/// attempts that ended otherwise (one write fewer per job on the hot path); the job's own row
+/// says the rest: its worker, the start of its last attempt and, once completed, its end.
+fn add_unrecorded_attempt(state: &mut JobState) {
+    let (ended_at, outcome) = match state.status {
+        JobStatus::Assigned | JobStatus::Running => (None, None),
+        JobStatus::Completed => (state.done_at, Some(AttemptOutcome::Completed)),
+        _ => return,
+    };
+    let recorded = state.attempts.iter().any(|a| a.attempt == state.attempt);
+    if let (false, Some(worker), Some(started_at)) = (recorded, &state.worker_id, state.started_at)
+    {
+        state.attempts.push(AttemptRecord {
+            attempt: state.attempt,
+            worker_id: worker.clone(),
+            started_at,
+            ended_at,
+            outcome,
+            error: None,
+        });
     }
 }
 

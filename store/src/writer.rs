@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
-use proto::cluster::{AttemptRecord, Job, JobState, Json};
+use proto::cluster::{AttemptOutcome, AttemptRecord, Job, JobState, Json};
 use proto::{Attempt, GroupId, JobId, JobStatus, PeerId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Statement, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
@@ -361,7 +361,10 @@ impl Coalesced {
                 .prepare_cached(UPSERT_ATTEMPT)
                 .context("preparing an attempt write")?;
             for ((job, _), record) in self.attempts.drain() {
-                write_attempt(&mut upsert, job, &record)?;
+                // The attempt that completed a job is the job's row (see `Reader::get`).
+                if record.outcome != Some(AttemptOutcome::Completed) {
+                    write_attempt(&mut upsert, job, &record)?;
+                }
             }
         }
         if !self.progress.is_empty() {

@@ -257,6 +257,78 @@ async fn state_attempts_and_coalesced_progress_are_written() {
 }
 
 #[tokio::test]
+async fn the_running_and_the_completing_attempt_are_read_from_the_job_row() {
+    let db = TempDb::new();
+    let store = JobStore::open(&db.path(), StoreConfig::default()).unwrap();
+    store.submit(vec![new_job(job(1, "t", 0))]).await.unwrap();
+    let peer = |name: &str| name.parse::<proto::PeerId>().unwrap();
+    // Attempt 1 was lost on peerA (a row); attempt 2 runs on peerB (no row yet).
+    let lost = AttemptRecord {
+        attempt: Attempt(1),
+        worker_id: peer("peerA"),
+        started_at: Timestamp::from_unix_ms(2_000),
+        ended_at: Some(Timestamp::from_unix_ms(2_500)),
+        outcome: Some(AttemptOutcome::Lost),
+        error: Some("worker left".into()),
+    };
+    store
+        .write(Write::Attempt {
+            job: JobId::from_u64(1),
+            record: lost.clone(),
+        })
+        .await
+        .unwrap();
+    let mut running = StateRow::of(&state_of(&store, 1));
+    running.status = JobStatus::Running;
+    running.worker_id = Some(peer("peerB"));
+    running.attempt = Attempt(2);
+    running.started_at = Some(Timestamp::from_unix_ms(3_000));
+    store.write(Write::State(Box::new(running))).await.unwrap();
+    store.flush().await.unwrap();
+    let current = AttemptRecord {
+        attempt: Attempt(2),
+        worker_id: peer("peerB"),
+        started_at: Timestamp::from_unix_ms(3_000),
+        ended_at: None,
+        outcome: None,
+        error: None,
+    };
+    assert_eq!(
+        state_of(&store, 1).attempts,
+        [lost.clone(), current.clone()]
+    );
+
+    // It completes: the completing attempt is not stored as a row, yet reads back whole.
+    let done = AttemptRecord {
+        ended_at: Some(Timestamp::from_unix_ms(4_000)),
+        outcome: Some(AttemptOutcome::Completed),
+        ..current
+    };
+    store
+        .write(Write::Attempt {
+            job: JobId::from_u64(1),
+            record: done.clone(),
+        })
+        .await
+        .unwrap();
+    let mut completed = StateRow::of(&state_of(&store, 1));
+    completed.status = JobStatus::Completed;
+    completed.worker_id = None;
+    completed.started_at = None;
+    completed.done_at = Some(Timestamp::from_unix_ms(4_000));
+    store
+        .write(Write::State(Box::new(completed)))
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    let reader = store.reader().unwrap();
+    assert_eq!(reader.attempts(JobId::from_u64(1)).unwrap(), [lost.clone()]);
+    let state = state_of(&store, 1);
+    assert_eq!(state.attempts, [lost, done]);
+    assert_eq!(state.elapsed_ms, Some(1_000));
+}
+
+#[tokio::test]
 async fn lists_page_and_filter_in_submission_order() {
     let db = TempDb::new();
     let store = JobStore::open(&db.path(), StoreConfig::default()).unwrap();

@@ -441,34 +441,13 @@ pub(crate) async fn job(
         .map_err(|_| HostError::Stopped)?
         .map_err(HostError::from)?;
     match stored {
-        Some(job) if job.group == *host.group() => Ok(Json(with_current_attempt(job.state))),
+        Some(job) if job.group == *host.group() => Ok(Json(job.state)),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("job {id} not found"),
         )),
     }
-}
-
-/// Adds the attempt a worker runs now to the stored history. The store records attempts when
-/// they end (one write per attempt on the hot path); the running one is in the job's own row.
-fn with_current_attempt(mut state: JobState) -> JobState {
-    let live = matches!(state.status, JobStatus::Assigned | JobStatus::Running);
-    let recorded = state.attempts.iter().any(|a| a.attempt == state.attempt);
-    if live
-        && !recorded
-        && let (Some(worker), Some(started)) = (&state.worker_id, state.started_at)
-    {
-        state.attempts.push(proto::cluster::AttemptRecord {
-            attempt: state.attempt,
-            worker_id: worker.clone(),
-            started_at: started,
-            ended_at: None,
-            outcome: None,
-            error: None,
-        });
-    }
-    state
 }
 
 /// `POST /api/cluster/cancel {"job_id"}`.
@@ -590,42 +569,4 @@ pub(crate) async fn events(
         ))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn state(json: &str) -> JobState {
-        serde_json::from_str(json).unwrap()
-    }
-
-    #[test]
-    fn a_running_job_shows_its_current_attempt_once() {
-        let running = state(
-            r#"{"job":{"id":"0000000000000001","type":"t"},"status":"running","worker_id":"peerB",
-                "retries":0,"created_at":"2026-11-21T00:00:00Z","started_at":"2026-11-21T00:00:05Z","attempt":2,
-                "attempts":[{"attempt":1,"worker_id":"peerA","started_at":"2026-11-21T00:00:01Z",
-                             "ended_at":"2026-11-21T00:00:02Z","outcome":"lost"}]}"#,
-        );
-        let shown = with_current_attempt(running);
-        assert_eq!(shown.attempts.len(), 2);
-        let current = &shown.attempts[1];
-        assert_eq!(
-            (
-                current.attempt.0,
-                current.worker_id.as_str(),
-                current.outcome
-            ),
-            (2, "peerB", None)
-        );
-        assert_eq!(current.started_at.to_string(), "2026-11-21T00:00:05.000Z");
-        // Already recorded, or not running: unchanged.
-        assert_eq!(with_current_attempt(shown).attempts.len(), 2);
-        let done = state(
-            r#"{"job":{"id":"0000000000000001","type":"t"},"status":"completed","worker_id":"peerB",
-                "retries":0,"created_at":"2026-11-21T00:00:00Z","started_at":"2026-11-21T00:00:05Z","attempt":2}"#,
-        );
-        assert!(with_current_attempt(done).attempts.is_empty());
-    }
 }
