@@ -174,6 +174,17 @@ fn echo(payload: &str, priority: i32) -> SubmitJob {
     job
 }
 
+/// The job as the store has it now (without a flush).
+fn stored(host: &HostHandle, id: JobId) -> proto::cluster::JobState {
+    host.store()
+        .reader()
+        .unwrap()
+        .get(id)
+        .unwrap()
+        .expect("the job is stored")
+        .state
+}
+
 /// Waits until every job in `ids` is terminal, reading the store.
 async fn wait_all(
     host: &HostHandle,
@@ -251,15 +262,7 @@ async fn a_cancelled_running_job_stays_cancelled() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         cluster.host.flush().await.unwrap();
-        let state = cluster
-            .host
-            .store()
-            .reader()
-            .unwrap()
-            .get(id)
-            .unwrap()
-            .unwrap()
-            .state;
+        let state = stored(&cluster.host, id);
         if state.status == JobStatus::Running {
             break;
         }
@@ -276,15 +279,7 @@ async fn a_cancelled_running_job_stays_cancelled() {
     assert_eq!(states[0].status, JobStatus::Cancelled);
     tokio::time::sleep(Duration::from_millis(300)).await;
     cluster.host.flush().await.unwrap();
-    let state = cluster
-        .host
-        .store()
-        .reader()
-        .unwrap()
-        .get(id)
-        .unwrap()
-        .unwrap()
-        .state;
+    let state = stored(&cluster.host, id);
     assert_eq!(
         state.status,
         JobStatus::Cancelled,
@@ -377,17 +372,6 @@ async fn held_states_reach_the_store_on_their_own_and_at_once_on_a_flush() {
     let cluster = start_host("held").await;
     cluster.add_worker("workerH", 2).await;
     let mut events = cluster.host.subscribe();
-    let stored = |id: JobId| {
-        cluster
-            .host
-            .store()
-            .reader()
-            .unwrap()
-            .get(id)
-            .unwrap()
-            .unwrap()
-            .state
-    };
     let running = async |events: &mut tokio::sync::broadcast::Receiver<ClusterEvent>, id| {
         tokio::time::timeout(Duration::from_secs(20), async {
             loop {
@@ -411,14 +395,14 @@ async fn held_states_reach_the_store_on_their_own_and_at_once_on_a_flush() {
         .unwrap()[0];
     running(&mut events, first).await;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while stored(first).status != JobStatus::Running {
+    while stored(&cluster.host, first).status != JobStatus::Running {
         assert!(
             Instant::now() < deadline,
             "the running state was never written"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let state = stored(first);
+    let state = stored(&cluster.host, first);
     assert!(
         state.worker_id.is_some() && state.started_at.is_some(),
         "{state:?}"
@@ -432,12 +416,12 @@ async fn held_states_reach_the_store_on_their_own_and_at_once_on_a_flush() {
         .unwrap()[0];
     running(&mut events, second).await;
     cluster.host.flush().await.unwrap();
-    assert_eq!(stored(second).status, JobStatus::Running);
+    assert_eq!(stored(&cluster.host, second).status, JobStatus::Running);
 
     // The final state replaces a held one and keeps what it said (worker, start).
     cluster.host.cancel(second).await.unwrap();
     cluster.host.flush().await.unwrap();
-    let state = stored(second);
+    let state = stored(&cluster.host, second);
     assert_eq!(state.status, JobStatus::Cancelled);
     assert!(
         state.worker_id.is_some() && state.started_at.is_some(),

@@ -133,6 +133,17 @@ async fn worker_in(
 }
 
 /// The host's record of worker `id`.
+/// Waits until the host counts no running job on `worker`.
+async fn until_idle(host: &Host, worker: &Peer) {
+    let id = worker.ready.peer_id.clone();
+    until(20, "the worker is idle again", async || {
+        worker_info(host.api(), &id)
+            .await
+            .is_some_and(|w| w["running_jobs"] == 0)
+    })
+    .await;
+}
+
 async fn worker_info(api: &str, id: &str) -> Option<Value> {
     let answer = get(api, "/api/cluster/workers").await;
     assert_eq!(answer.status, 200, "{answer:?}");
@@ -791,13 +802,7 @@ async fn a_cancelled_running_job_stays_cancelled() {
     assert_eq!(job(host.api(), &id).await.status, JobStatus::Cancelled);
 
     // The worker stops the attempt and frees its only slot: a job after it runs.
-    let worker_id = worker.ready.peer_id.clone();
-    until(20, "the worker is idle again", async || {
-        worker_info(host.api(), &worker_id)
-            .await
-            .is_some_and(|w| w["running_jobs"] == 0)
-    })
-    .await;
+    until_idle(&host, &worker).await;
     let next = submit(host.api(), &[json!({ "type": "echo", "payload": [1] })]).await;
     let done = wait_terminal(host.api(), &next, 20).await;
     assert_eq!(done[0].status, JobStatus::Completed, "{:?}", done[0]);
@@ -869,13 +874,7 @@ async fn continuous_jobs_stream_outputs_until_cancelled_or_ended_by_the_executor
     let body = json!({ "job_id": endless }).to_string();
     let answer = post(host.api(), "/api/cluster/cancel", &body).await;
     assert_eq!(answer.status, 200, "{answer:?}");
-    let worker_id = worker.ready.peer_id.clone();
-    until(20, "the worker is idle again", async || {
-        worker_info(host.api(), &worker_id)
-            .await
-            .is_some_and(|w| w["running_jobs"] == 0)
-    })
-    .await;
+    until_idle(&host, &worker).await;
     let state = job(host.api(), &endless).await;
     assert_eq!(state.status, JobStatus::Cancelled, "{state:?}");
     assert!(state.result.is_none(), "{state:?}");
