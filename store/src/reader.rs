@@ -58,6 +58,9 @@ pub struct Reader {
     conn: Connection,
 }
 
+/// Jobs with their payloads, which live in a table of their own (see the schema).
+const JOBS: &str = "cluster_jobs LEFT JOIN cluster_payloads ON job_id = id";
+
 const COLUMNS: &str = "seq, id, group_id, type, mode, payload, priority, timeout_s, max_retry,
     labels, not_before, after, status, worker_id, attempt, retries, losses, result, error,
     progress, progress_msg, created_at, started_at, done_at, elapsed_ms";
@@ -71,7 +74,7 @@ impl Reader {
 
     /// One job with its attempt history, if it exists.
     pub fn get(&self, id: JobId) -> Result<Option<StoredJob>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM cluster_jobs WHERE id = ?1");
+        let sql = format!("SELECT {COLUMNS} FROM {JOBS} WHERE id = ?1");
         let row = self
             .conn
             .prepare_cached(&sql)
@@ -128,7 +131,7 @@ impl Reader {
     /// A page of jobs matching `filter`, in submission order.
     pub fn list(&self, filter: &ListFilter) -> Result<JobPage, StoreError> {
         let limit = filter.limit.clamp(1, 1000);
-        let mut sql = format!("SELECT {COLUMNS} FROM cluster_jobs WHERE seq > ?1");
+        let mut sql = format!("SELECT {COLUMNS} FROM {JOBS} WHERE seq > ?1");
         let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(
             i64::try_from(filter.cursor.unwrap_or(0)).unwrap_or(i64::MAX),
         )];
@@ -189,7 +192,7 @@ impl Reader {
     /// puts back into its dispatcher.
     pub fn load_active(&self, group: &GroupId) -> Result<Vec<StoredJob>, StoreError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM cluster_jobs
+            "SELECT {COLUMNS} FROM {JOBS}
              WHERE group_id = ?1 AND status IN ('pending', 'assigned', 'running') ORDER BY seq"
         );
         let mut stmt = self

@@ -55,6 +55,15 @@ const MIGRATIONS: &[&str] = &[
         error TEXT,
         PRIMARY KEY (job_id, attempt)
     ) WITHOUT ROWID;",
+    // 2: payloads in a table of their own. A state update rewrites the whole job row, which
+    // carried the payload along each time: three rewrites of a 64 KiB payload per job.
+    "CREATE TABLE cluster_payloads (
+        job_id INTEGER PRIMARY KEY,
+        payload TEXT NOT NULL
+    );
+    INSERT INTO cluster_payloads (job_id, payload)
+        SELECT id, payload FROM cluster_jobs WHERE payload IS NOT NULL;
+    ALTER TABLE cluster_jobs DROP COLUMN payload;",
 ];
 
 /// Opens the database at `path`, sets it up for WAL and brings the schema up to date.
@@ -128,4 +137,57 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tracing::info!(component = COMPONENT, version, "database migrated");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_two_moves_payloads_out_of_the_job_rows() {
+        let dir = std::env::temp_dir().join(format!("goop-schema-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("goop.db");
+        let _ = std::fs::remove_file(&path);
+        let mut conn = open(&path, Synchronous::Normal).unwrap();
+        // A database at version 1, with a job that has a payload and one that has none.
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL);
+             INSERT INTO schema_versions VALUES ('cluster_jobs', 1);
+             INSERT INTO cluster_jobs (id, group_id, type, mode, payload, priority, timeout_s,
+                 max_retry, status, created_at)
+             VALUES (7, 'g', 't', 'oneshot', '{\"n\":12345678901234567890}', 0, 0, 0,
+                 'pending', 1), (8, 'g', 't', 'oneshot', NULL, 0, 0, 0, 'pending', 2);",
+        )
+        .unwrap();
+
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn
+            .query_row(
+                "SELECT version FROM schema_versions WHERE component = ?1",
+                [COMPONENT],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(version, 2);
+        let payloads: Vec<(i64, String)> = conn
+            .prepare("SELECT job_id, payload FROM cluster_payloads ORDER BY job_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(payloads, [(7, r#"{"n":12345678901234567890}"#.to_owned())]);
+        let has_payload_column = conn.prepare("SELECT payload FROM cluster_jobs").is_ok();
+        assert!(!has_payload_column);
+        // Both jobs are still there, and migrating again changes nothing.
+        migrate(&mut conn).unwrap();
+        let jobs: i64 = conn
+            .query_row("SELECT COUNT(*) FROM cluster_jobs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(jobs, 2);
+        drop(conn);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -421,6 +421,8 @@ fn apply(
                 let id = reader::sql_id(id);
                 tx.execute("DELETE FROM cluster_attempts WHERE job_id = ?1", [id])
                     .context("deleting attempts")?;
+                tx.execute("DELETE FROM cluster_payloads WHERE job_id = ?1", [id])
+                    .context("deleting a payload")?;
                 tx.execute("DELETE FROM cluster_jobs WHERE id = ?1", [id])
                     .context("deleting a job")?;
             }
@@ -432,6 +434,12 @@ fn apply(
                     [group.as_str()],
                 )
                 .context("clearing attempts")?;
+                tx.execute(
+                    "DELETE FROM cluster_payloads WHERE job_id IN
+                        (SELECT id FROM cluster_jobs WHERE group_id = ?1)",
+                    [group.as_str()],
+                )
+                .context("clearing payloads")?;
                 tx.execute(
                     "DELETE FROM cluster_jobs WHERE group_id = ?1",
                     [group.as_str()],
@@ -454,9 +462,14 @@ fn submit_all(tx: &Transaction<'_>, jobs: Vec<NewJob>) -> Result<Vec<Submitted>,
     };
     savepoint("SAVEPOINT submit")?;
     let result = (|| {
-        let mut insert = tx
-            .prepare_cached(INSERT_JOB)
-            .context("preparing a job insert")?;
+        let mut insert = Inserts {
+            job: tx
+                .prepare_cached(INSERT_JOB)
+                .context("preparing a job insert")?,
+            payload: tx
+                .prepare_cached(INSERT_PAYLOAD)
+                .context("preparing a payload insert")?,
+        };
         let mut by_key = None;
         let mut out = Vec::with_capacity(jobs.len());
         for new in jobs {
@@ -491,20 +504,27 @@ fn submit_all(tx: &Transaction<'_>, jobs: Vec<NewJob>) -> Result<Vec<Submitted>,
     result
 }
 
-const INSERT_JOB: &str = "INSERT INTO cluster_jobs (id, group_id, type, mode, payload, priority,
+const INSERT_JOB: &str = "INSERT INTO cluster_jobs (id, group_id, type, mode, priority,
         timeout_s, max_retry, labels, not_before, after, idempotency_key, status, created_at)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'pending', ?13)";
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending', ?12)";
 
-fn insert_job(insert: &mut Statement<'_>, new: NewJob) -> Result<Submitted, StoreError> {
+const INSERT_PAYLOAD: &str = "INSERT INTO cluster_payloads (job_id, payload) VALUES (?1, ?2)";
+
+/// The statements a submit runs per job.
+struct Inserts<'tx> {
+    job: rusqlite::CachedStatement<'tx>,
+    payload: rusqlite::CachedStatement<'tx>,
+}
+
+fn insert_job(insert: &mut Inserts<'_>, new: NewJob) -> Result<Submitted, StoreError> {
     let job = &new.job;
     let labels = (!job.labels.is_empty()).then(|| to_json(&job.labels));
     let after = (!job.after.is_empty()).then(|| to_json(&job.after));
-    let inserted = insert.execute(params![
+    let inserted = insert.job.execute(params![
         reader::sql_id(job.id),
         new.group.as_str(),
         job.job_type,
         reader::mode_str(job.mode),
-        job.payload.as_ref().map(|p| p.get()),
         job.priority,
         i64::try_from(job.timeout_s).unwrap_or(i64::MAX),
         job.max_retry,
@@ -515,7 +535,15 @@ fn insert_job(insert: &mut Statement<'_>, new: NewJob) -> Result<Submitted, Stor
         new.created_at.as_unix_ms(),
     ]);
     match inserted {
-        Ok(_) => Ok(Submitted::Created(job.id)),
+        Ok(_) => {
+            if let Some(payload) = &job.payload {
+                insert
+                    .payload
+                    .execute(params![reader::sql_id(job.id), payload.get()])
+                    .context("inserting a payload")?;
+            }
+            Ok(Submitted::Created(job.id))
+        }
         Err(rusqlite::Error::SqliteFailure(e, _))
             if e.code == rusqlite::ErrorCode::ConstraintViolation =>
         {

@@ -322,7 +322,10 @@ async fn the_running_and_the_completing_attempt_are_read_from_the_job_row() {
         .unwrap();
     store.flush().await.unwrap();
     let reader = store.reader().unwrap();
-    assert_eq!(reader.attempts(JobId::from_u64(1)).unwrap(), [lost.clone()]);
+    assert_eq!(
+        reader.attempts(JobId::from_u64(1)).unwrap(),
+        std::slice::from_ref(&lost)
+    );
     let state = state_of(&store, 1);
     assert_eq!(state.attempts, [lost, done]);
     assert_eq!(state.elapsed_ms, Some(1_000));

@@ -7,7 +7,9 @@
 //! updates per job on a bare rowid table with the same settings (WAL, `synchronous=NORMAL`)
 //! and the same transactions.
 //!
-//! Usage: `store-bench [--jobs N] [--batch N] [--dir PATH]`. Reported, not asserted.
+//! Usage: `store-bench [--jobs N] [--batch N] [--payload-bytes N] [--dir PATH]`: the payload is
+//! a JSON string of about that many bytes (default a 7-byte object), also the result of each
+//! job. Reported, not asserted.
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ type Result<T> = std::result::Result<T, Box<dyn Error>>;
 fn main() -> Result<()> {
     let mut jobs = 200_000_usize;
     let mut batch = 1_000_usize;
+    let mut payload_bytes = 0_usize;
     let mut dir = std::env::temp_dir().join(format!("goop-store-bench-{}", std::process::id()));
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -30,19 +33,25 @@ fn main() -> Result<()> {
         match flag.as_str() {
             "--jobs" => jobs = value()?.parse()?,
             "--batch" => batch = value()?.parse::<usize>()?.max(1),
+            "--payload-bytes" => payload_bytes = value()?.parse()?,
             "--dir" => dir = PathBuf::from(value()?),
             "--bench" => {}
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
     std::fs::create_dir_all(&dir)?;
+    let payload = if payload_bytes == 0 {
+        "{\"n\":1}".to_owned()
+    } else {
+        format!("\"{}\"", "x".repeat(payload_bytes))
+    };
     let rounds = jobs.div_ceil(batch);
     let total = rounds * batch;
-    let bare = bare_sqlite(&dir.join("bare.db"), rounds, batch)?;
+    let bare = bare_sqlite(&dir.join("bare.db"), rounds, batch, &payload)?;
     let ours = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(job_store(&dir.join("store.db"), rounds, batch))?;
+        .block_on(job_store(&dir.join("store.db"), rounds, batch, &payload))?;
     let rate = |d: Duration| total as f64 / d.as_secs_f64();
     println!(
         "bare sqlite: {total} jobs (insert, update, update) in transactions of {batch}: {:.0} jobs/s",
@@ -62,7 +71,7 @@ fn id(round: usize, index: usize, batch: usize) -> JobId {
     JobId::from_u64((1_u64 << 40) + (round * batch + index) as u64)
 }
 
-fn bare_sqlite(path: &Path, rounds: usize, batch: usize) -> Result<Duration> {
+fn bare_sqlite(path: &Path, rounds: usize, batch: usize, payload: &str) -> Result<Duration> {
     let mut conn = rusqlite::Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -84,7 +93,7 @@ fn bare_sqlite(path: &Path, rounds: usize, batch: usize) -> Result<Duration> {
             }
         }
         tx.commit()?;
-        for (status, result) in [("running", None), ("completed", Some("{\"n\":1}"))] {
+        for (status, result) in [("running", None), ("completed", Some(payload))] {
             let tx = conn.transaction()?;
             {
                 let mut update =
@@ -103,12 +112,12 @@ fn bare_sqlite(path: &Path, rounds: usize, batch: usize) -> Result<Duration> {
     Ok(start.elapsed())
 }
 
-async fn job_store(path: &Path, rounds: usize, batch: usize) -> Result<Duration> {
+async fn job_store(path: &Path, rounds: usize, batch: usize, payload: &str) -> Result<Duration> {
     let store = JobStore::open(path, StoreConfig::default())?;
     let group: GroupId = "bench".parse()?;
     let worker: PeerId = "12D3KooWbenchworker".parse()?;
     let payload: Json = Arc::from(serde_json::value::RawValue::from_string(
-        "{\"n\":1}".into(),
+        payload.to_owned(),
     )?);
     let mut phases = [Duration::ZERO; 3];
     let start = Instant::now();
