@@ -46,6 +46,9 @@ const HOLD: Duration = Duration::from_millis(50);
 pub(crate) struct Limits {
     /// The largest payload, in bytes of JSON text.
     pub max_payload_bytes: usize,
+    /// The most payload bytes the host keeps in memory for live jobs (they stay in the
+    /// dispatcher until the job ends); submits beyond it are refused with `queue_full`.
+    pub max_live_payload_bytes: usize,
     /// The most labels per job.
     pub max_labels: usize,
     /// The longest label or idempotency key.
@@ -60,6 +63,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_payload_bytes: 16 * 1024 * 1024,
+            max_live_payload_bytes: 1024 * 1024 * 1024,
             max_labels: 32,
             max_text_len: 256,
             max_after: 1000,
@@ -93,6 +97,9 @@ pub(crate) enum HostError {
     /// The job store failed (500).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The host has no room for it now (503).
+    #[error("{0}")]
+    Busy(String),
     /// The host is shutting down (503).
     #[error("the cluster host has stopped")]
     Stopped,
@@ -308,6 +315,11 @@ pub(crate) async fn spawn<L: Link>(
 ) -> Result<HostHandle, HostError> {
     let mut dispatcher = Dispatcher::new(config.dispatcher.clone(), config.seed);
     let (restored, max_id) = restore(&store, &config.group).await?;
+    let restored_payloads: Vec<(JobId, usize)> = restored
+        .iter()
+        .filter(|r| !r.status.is_terminal())
+        .filter_map(|r| Some((r.job.id, r.job.payload.as_ref()?.get().len())))
+        .collect();
     if !restored.is_empty() {
         tracing::info!(group = %config.group, jobs = restored.len(), "restoring the job queue");
         dispatcher.step(now(), Input::Restore(restored))?;
@@ -324,7 +336,7 @@ pub(crate) async fn spawn<L: Link>(
         events: events.clone(),
         store: store.clone(),
     };
-    let host = Host {
+    let mut host = Host {
         config,
         dispatcher,
         store,
@@ -346,7 +358,12 @@ pub(crate) async fn spawn<L: Link>(
         release_order: VecDeque::new(),
         release_at: None,
         flush_waiting: Vec::new(),
+        payloads: HashMap::new(),
+        payload_bytes: 0,
     };
+    for (id, size) in restored_payloads {
+        host.track_payload(id, size);
+    }
     let inbox = Inbox {
         requests: requests_rx,
         incoming,
@@ -452,6 +469,10 @@ struct Host<L: Link> {
     release_at: Option<tokio::time::Instant>,
     /// Flush requests to answer once the held states are written.
     flush_waiting: Vec<oneshot::Sender<Result<(), HostError>>>,
+    /// The payload size of each live job that has one.
+    payloads: HashMap<JobId, usize>,
+    /// Their sum, plus the payloads of submits waiting for the store.
+    payload_bytes: usize,
 }
 
 impl<L: Link> Host<L> {
@@ -698,6 +719,20 @@ impl<L: Link> Host<L> {
                 return;
             }
         }
+        let bytes: usize = jobs
+            .iter()
+            .filter_map(|j| j.payload.as_ref())
+            .map(|p| p.get().len())
+            .sum();
+        let limit = self.config.limits.max_live_payload_bytes;
+        if bytes > 0 && self.payload_bytes + bytes > limit {
+            let _ = reply.send(Err(HostError::Busy(format!(
+                "queue full: live jobs hold {} bytes of payload and these {bytes} more would \
+                 pass the limit of {limit}; submit again once some have finished",
+                self.payload_bytes
+            ))));
+            return;
+        }
         // Dependencies are checked before anything is stored: each must be known to the
         // dispatcher or come earlier in the same batch.
         let created_at = now();
@@ -743,6 +778,8 @@ impl<L: Link> Host<L> {
                 idempotency_key: job.idempotency_key,
             });
         }
+        // Reserved until the store answers, so that submits in flight count too.
+        self.payload_bytes += bytes;
         let store = self.store.clone();
         let committed = self.committed.clone();
         self.tracker.spawn(async move {
@@ -758,6 +795,8 @@ impl<L: Link> Host<L> {
     }
 
     fn committed(&mut self, done: Committed) {
+        let reserved: usize = done.jobs.iter().map(|j| payload_size(&j.payload)).sum();
+        self.payload_bytes -= reserved;
         let submitted = match done.submitted {
             Ok(submitted) => submitted,
             Err(error) => {
@@ -779,9 +818,16 @@ impl<L: Link> Host<L> {
             return;
         }
         let count = fresh.len();
+        let sizes: Vec<(JobId, usize)> = fresh
+            .iter()
+            .map(|j| (j.id, payload_size(&j.payload)))
+            .collect();
         let result = self.step(Input::SubmitBatch(fresh));
         match result {
             Ok(()) => {
+                for (id, size) in sizes {
+                    self.track_payload(id, size);
+                }
                 tracing::debug!(jobs = count, "jobs queued");
                 let _ = done.reply.send(Ok(ids));
             }
@@ -886,11 +932,13 @@ impl<L: Link> Host<L> {
         let result = match loaded.stored {
             Ok(Some(stored)) => {
                 let attempt = stored.state.attempt;
-                self.step(Input::Retry(RetryJob {
-                    job: spec_of(stored.state.job),
-                    attempt,
-                }))
-                .map_err(HostError::from)
+                let job = spec_of(stored.state.job);
+                let (id, size) = (job.id, payload_size(&job.payload));
+                let result = self.step(Input::Retry(RetryJob { job, attempt }));
+                if result.is_ok() {
+                    self.track_payload(id, size);
+                }
+                result.map_err(HostError::from)
             }
             Ok(None) => Err(StepError::UnknownJob(loaded.id).into()),
             Err(error) => Err(error),
@@ -1209,7 +1257,22 @@ impl<L: Link> Host<L> {
         });
     }
 
+    /// Counts a live job's payload against `max_live_payload_bytes`.
+    fn track_payload(&mut self, id: JobId, size: usize) {
+        if size > 0 {
+            self.payload_bytes += size;
+            if let Some(earlier) = self.payloads.insert(id, size) {
+                self.payload_bytes -= earlier;
+            }
+        }
+    }
+
     fn job_changed(&mut self, update: dispatcher::JobUpdate<Carried>) {
+        if update.status.is_terminal()
+            && let Some(size) = self.payloads.remove(&update.id)
+        {
+            self.payload_bytes -= size;
+        }
         let result = match update.result {
             Some(Carried::Json(result)) => result,
             _ => None,
@@ -1249,6 +1312,10 @@ impl<L: Link> Host<L> {
             elapsed_ms: None,
         })));
     }
+}
+
+fn payload_size(payload: &Payload) -> usize {
+    payload.as_ref().map_or(0, |p| p.get().len())
 }
 
 /// Sleeps until `at`, or for ever without one.

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use worker::ExecutorConfig;
 
-use super::host::{self, HostConfig, HostHandle, Limits, MemberEvent};
+use super::host::{self, HostConfig, HostError, HostHandle, Limits, MemberEvent};
 use super::member::{self, HostEvent, MemberConfig};
 use super::{Incoming, Link};
 
@@ -74,6 +74,10 @@ fn python_executor() -> PathBuf {
 }
 
 async fn start_host(name: &str) -> Cluster {
+    start_host_with(name, Limits::default()).await
+}
+
+async fn start_host_with(name: &str, limits: Limits) -> Cluster {
     let dir = std::env::temp_dir().join(format!("goop-cluster-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -93,7 +97,7 @@ async fn start_host(name: &str) -> Cluster {
         group: group.clone(),
         dispatcher: dispatcher::Config::default(),
         seed: 7,
-        limits: Limits::default(),
+        limits,
     };
     let link = MemLink {
         me: host_peer.clone(),
@@ -428,5 +432,37 @@ async fn held_states_reach_the_store_on_their_own_and_at_once_on_a_flush() {
         "{state:?}"
     );
     cluster.host.cancel(first).await.unwrap();
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_payloads_are_bounded_and_the_room_comes_back_when_jobs_end() {
+    let limits = Limits {
+        max_live_payload_bytes: 100,
+        ..Limits::default()
+    };
+    let cluster = start_host_with("payload-budget", limits).await;
+    let sixty = format!(r#"{{"pad":"{}"}}"#, "x".repeat(50));
+    assert_eq!(sixty.len(), 60);
+    let first = cluster.host.submit(vec![echo(&sixty, 0)]).await.unwrap()[0];
+
+    // No worker runs it, so its 60 bytes stay: 60 more would pass the 100.
+    let refused = cluster
+        .host
+        .submit(vec![echo(&sixty, 0)])
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, HostError::Busy(_)), "{refused}");
+    assert!(refused.to_string().contains("queue full"), "{refused}");
+    // Jobs without a payload take no room.
+    cluster
+        .host
+        .submit(vec![SubmitJob::new("echo")])
+        .await
+        .unwrap();
+
+    // The first one ends: its room comes back.
+    cluster.host.cancel(first).await.unwrap();
+    cluster.host.submit(vec![echo(&sixty, 0)]).await.unwrap();
     cluster.stop().await;
 }

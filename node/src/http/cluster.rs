@@ -63,6 +63,7 @@ impl From<HostError> for ApiError {
             }
             HostError::Refused(_) => (StatusCode::CONFLICT, "conflict"),
             HostError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
+            HostError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
             HostError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
         Self::new(status, code, error.to_string())
