@@ -69,7 +69,9 @@ fn daemon_style_runs_jobs_at_once_cancels_and_drains_at_end_of_input() {
         (&json!("quick"), &json!({"n": 1}))
     );
     exec.send(&[&cancel("p2")]);
-    let end = exec.line();
+    // The sleepers' "sleeping" logs may still be on their way: read past them.
+    let lines = exec.until_terminal("p2");
+    let end = lines.last().expect("p2 ended");
     assert_eq!(
         (&end["job_id"], &end["error"]),
         (&json!("p2"), &json!("cancelled"))
