@@ -126,6 +126,8 @@ fn multicast_interface() -> Option<String> {
 }
 
 #[tokio::test]
+#[ignore = "needs multicast on a real interface, and once missed its 30 s deadline amid the \
+            whole suite; run alone: cargo nextest run -p node --run-ignored only -E 'test(mdns)'"]
 async fn two_nodes_on_one_network_find_each_other_through_mdns() {
     // mDNS announces on the machine's network interfaces, never on loopback alone.
     let Some(interface) = multicast_interface() else {
