@@ -15,14 +15,14 @@
 //! `pick` (the dispatch loop).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use proto::{Attempt, JobId, PeerId};
 
 use crate::config::Config;
 use crate::error::{IgnoreReason, StepError};
-use crate::index::{HeadKey, TypeQueue, WorkerKey};
+use crate::index::{HandleHeap, HeadKey, TypeQueue, WorkerKey};
 use crate::io::{AttemptEnd, Input, Output, Report};
 use crate::seeded::{SeededMap, SeededState, SplitMix};
 use crate::state::{Job, Known, State, Worker};
@@ -62,12 +62,12 @@ pub struct Dispatcher<P, R> {
     dependents: SeededMap<JobId, Vec<(JobId, u32)>>,
     pub(crate) types: Vec<TypeQueue>,
     type_ids: SeededMap<Arc<str>, u32>,
-    /// Heads of every non-empty ready heap.
-    heads_any: BTreeSet<(HeadKey, u32)>,
-    /// Heads of the non-empty ready heaps of types some eligible typed worker serves.
-    heads_typed: BTreeSet<(HeadKey, u32)>,
+    /// Heads of every non-empty ready queue, with their type.
+    heads_any: HandleHeap<(HeadKey, u32)>,
+    /// Heads of the non-empty ready queues of types some eligible typed worker serves.
+    heads_typed: HandleHeap<(HeadKey, u32)>,
     /// Eligible workers that run every type.
-    wildcard: BTreeSet<WorkerKey>,
+    wildcard: HandleHeap<WorkerKey>,
     pub(crate) workers: Vec<Option<Worker>>,
     free_workers: Vec<u32>,
     pub(crate) worker_ids: SeededMap<PeerId, u32>,
@@ -108,9 +108,9 @@ impl<P: Clone, R> Dispatcher<P, R> {
             dependents: hasher.map(),
             types: Vec::new(),
             type_ids: hasher.map(),
-            heads_any: BTreeSet::new(),
-            heads_typed: BTreeSet::new(),
-            wildcard: BTreeSet::new(),
+            heads_any: HandleHeap::default(),
+            heads_typed: HandleHeap::default(),
+            wildcard: HandleHeap::default(),
             workers: Vec::new(),
             free_workers: Vec::new(),
             worker_ids: hasher.map(),

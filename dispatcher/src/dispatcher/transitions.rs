@@ -7,7 +7,7 @@ use proto::{Attempt, JobId, JobStatus, PeerId};
 
 use super::{COMPACT_SLACK, Dispatcher, dependency_error, ignored};
 use crate::error::{IgnoreReason, StepError};
-use crate::index::{HeadKey, ReadyEntry, TypeQueue};
+use crate::index::{HeadKey, ReadyEntry, TypeQueue, relink};
 use crate::io::{Assignment, AttemptEnd, AttemptRecord, JobUpdate, Output};
 use crate::state::{Job, Known, Run, State};
 use crate::time::Millis;
@@ -92,22 +92,14 @@ impl<P: Clone, R> Dispatcher<P, R> {
         }
     }
 
-    /// Mirrors a type's new head in the head sets.
+    /// Mirrors a type's new head in the head heaps.
     pub(super) fn set_head(&mut self, ty: u32, head: Option<HeadKey>) {
         let queue = &mut self.types[ty as usize];
-        let old = std::mem::replace(&mut queue.head, head);
-        let typed = !queue.workers.is_empty();
-        if let Some(old) = old {
-            self.heads_any.remove(&(old, ty));
-            if typed {
-                self.heads_typed.remove(&(old, ty));
-            }
-        }
-        if let Some(new) = head {
-            self.heads_any.insert((new, ty));
-            if typed {
-                self.heads_typed.insert((new, ty));
-            }
+        queue.head = head;
+        let key = head.map(|head| (head, ty));
+        relink(&mut self.heads_any, &mut queue.any_link, key);
+        if !queue.workers.is_empty() {
+            relink(&mut self.heads_typed, &mut queue.typed_link, key);
         }
     }
 
@@ -150,7 +142,6 @@ impl<P: Clone, R> Dispatcher<P, R> {
     /// Gives the job at `slot` (just popped from its ready heap) to worker `w`.
     pub(super) fn start_attempt(&mut self, slot: u32, w: u32) {
         let now = self.now;
-        self.unindex_worker(w);
         let stamp = self.next_stamp;
         self.next_stamp += 1;
         let (peer, held_pos) = {
@@ -162,7 +153,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             worker.held.push(slot);
             (worker.peer.clone(), pos)
         };
-        self.index_worker(w);
+        self.rekey_worker(w);
         let grace = self.config.timeout_grace;
         let slab = &mut self.slots[slot as usize];
         let job = slab.as_mut().expect("slot indexes point at live jobs");
@@ -228,7 +219,6 @@ impl<P: Clone, R> Dispatcher<P, R> {
         };
         // A worker being removed has emptied its list already.
         if worker.held.get(run.held_pos as usize) == Some(&slot) {
-            self.unindex_worker(w);
             let worker = self.workers[w as usize]
                 .as_mut()
                 .expect("checked just above");
@@ -239,7 +229,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             {
                 other.held_pos = run.held_pos;
             }
-            self.index_worker(w);
+            self.rekey_worker(w);
         }
         self.outputs.push(Output::AttemptEnded {
             job: id,
