@@ -492,10 +492,15 @@ fn summary() {
 criterion_group!(dispatcher_benches, benches);
 
 fn main() {
-    // `DISPATCHER_BENCH_PROFILE=drain` (or `=pick`) only drains batches (or runs pick cycles
-    // with 10k queued), for a profiler to look at.
-    if std::env::var("DISPATCHER_BENCH_PROFILE").as_deref() == Ok("pick") {
-        let mut bench = PickBench::new(10_000);
+    // `DISPATCHER_BENCH_PROFILE=drain` (or `=pick`, `=pick-1m`) only drains batches (or runs
+    // pick cycles with 10k or 1M queued), for a profiler to look at.
+    let pick_queued = match std::env::var("DISPATCHER_BENCH_PROFILE").as_deref() {
+        Ok("pick") => Some(10_000),
+        Ok("pick-1m") => Some(1_000_000),
+        _ => None,
+    };
+    if let Some(queued) = pick_queued {
+        let mut bench = PickBench::new(queued);
         for _ in 0..3_000_000 {
             bench.cycle();
         }

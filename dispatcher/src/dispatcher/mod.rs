@@ -54,9 +54,10 @@ pub struct Dispatcher<P, R> {
     /// Every job the dispatcher knows: live ones by slab slot, terminal ones by status. One
     /// map rather than two, because each lookup is a likely cache miss.
     pub(crate) ids: SeededMap<JobId, Known>,
-    /// Jobs whose current attempt a worker holds: at most the cluster's capacity, so it stays
-    /// in cache for the reports, which only ever concern these.
-    inflight: SeededMap<JobId, u32>,
+    /// Jobs whose current attempt a worker holds, with their slot and the stamp of the
+    /// assignment (unique to the attempt): at most the cluster's capacity, so it stays in cache
+    /// for the reports, which only ever concern these, and for telling deadlines stale.
+    inflight: SeededMap<JobId, (u32, u64)>,
     live_count: usize,
     /// Jobs blocked on a job, with the `dep_epoch` they registered under.
     dependents: SeededMap<JobId, Vec<(JobId, u32)>>,
@@ -73,8 +74,10 @@ pub struct Dispatcher<P, R> {
     pub(crate) worker_ids: SeededMap<PeerId, u32>,
     /// Delayed jobs: (due, slot, generation).
     delayed: BinaryHeap<Reverse<(Millis, u32, u32)>>,
-    /// Attempt deadlines: (deadline, slot, job id, attempt).
-    deadlines: BinaryHeap<Reverse<(Millis, u32, u64, u32)>>,
+    /// Attempt deadlines: (deadline, slot, job id, stamp of the assignment). An entry is live
+    /// while `inflight` holds the same slot and stamp for the job, which is checked without
+    /// touching the (large) job records.
+    deadlines: BinaryHeap<Reverse<(Millis, u32, u64, u64)>>,
     deadlines_live: usize,
     /// Worker leases: (until, slot, incarnation); one entry per worker, pushed again when it
     /// fires early because a heartbeat moved the lease.
@@ -245,7 +248,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 let slot = self.holder(&worker, job, attempt)?;
                 match report {
                     Report::Completed(result) => {
-                        self.end_run(slot, AttemptEnd::Completed);
+                        self.end_last_run(slot, AttemptEnd::Completed);
                         self.finish(slot, State::Completed, Some(result));
                     }
                     Report::Failed(error) => {

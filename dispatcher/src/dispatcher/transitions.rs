@@ -169,7 +169,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             acked_at: None,
             deadline,
         });
-        self.inflight.insert(job.id, slot);
+        self.inflight.insert(job.id, (slot, stamp));
         let assignment = Assignment {
             worker: peer,
             job: job.id,
@@ -182,8 +182,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
         };
         if let Some(deadline) = deadline {
             let id = assignment.job.as_u64();
-            self.deadlines
-                .push(Reverse((deadline, slot, id, assignment.attempt.0)));
+            self.deadlines.push(Reverse((deadline, slot, id, stamp)));
             self.deadlines_live += 1;
         }
         self.set_state(slot, State::Assigned);
@@ -192,8 +191,27 @@ impl<P: Clone, R> Dispatcher<P, R> {
     }
 
     /// Ends the current attempt of a job: frees the worker's capacity and announces the
-    /// attempt. Returns its record, for the history of a job that stays live.
+    /// attempt. Returns its record, for the history of a job that may stay live.
     pub(super) fn end_run(&mut self, slot: u32, end: AttemptEnd) -> Option<AttemptRecord> {
+        let (job, record) = self.close_run(slot, end)?;
+        self.outputs.push(Output::AttemptEnded {
+            job,
+            record: record.clone(),
+        });
+        Some(record)
+    }
+
+    /// Ends the current attempt of a job that is about to finish, which keeps no history:
+    /// the record only goes to the shell.
+    pub(super) fn end_last_run(&mut self, slot: u32, end: AttemptEnd) {
+        if let Some((job, record)) = self.close_run(slot, end) {
+            self.outputs.push(Output::AttemptEnded { job, record });
+        }
+    }
+
+    /// Ends the current attempt of a job and frees the worker's capacity; the caller announces
+    /// the record.
+    fn close_run(&mut self, slot: u32, end: AttemptEnd) -> Option<(JobId, AttemptRecord)> {
         let now = self.now;
         let job = self.job_mut(slot);
         let run = job.run.take()?;
@@ -231,21 +249,18 @@ impl<P: Clone, R> Dispatcher<P, R> {
             }
             self.rekey_worker(w);
         }
-        self.outputs.push(Output::AttemptEnded {
-            job: id,
-            record: record.clone(),
-        });
-        Some(record)
+        Some((id, record))
+    }
+
+    /// Whether a deadline entry belongs to an attempt still in flight.
+    pub(super) fn deadline_is_live(&self, slot: u32, id: u64, stamp: u64) -> bool {
+        self.inflight.get(&JobId::from_u64(id)) == Some(&(slot, stamp))
     }
 
     pub(super) fn compact_deadlines(&mut self) {
-        let slots = &self.slots;
-        self.deadlines.retain(|Reverse((t, s, id, attempt))| {
-            slots[*s as usize].as_ref().is_some_and(|j| {
-                j.id.as_u64() == *id
-                    && j.attempt.0 == *attempt
-                    && j.run.as_ref().is_some_and(|r| r.deadline == Some(*t))
-            })
+        let inflight = &self.inflight;
+        self.deadlines.retain(|&Reverse((_, slot, id, stamp))| {
+            inflight.get(&JobId::from_u64(id)) == Some(&(slot, stamp))
         });
     }
 
@@ -432,7 +447,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
         let reject = |reason| Err(ignored(job, attempt, worker.clone(), reason));
         // Valid reports are about attempts in flight: the small map answers them from cache.
         let slot = match self.inflight.get(&job) {
-            Some(&slot) => slot,
+            Some(&(slot, _)) => slot,
             None => match self.ids.get(&job) {
                 Some(Known::Live(_)) => return reject(IgnoreReason::NotAssigned),
                 Some(Known::Finished(done)) => {
