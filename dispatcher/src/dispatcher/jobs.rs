@@ -118,6 +118,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
         let spare = self.free_slots.len();
         self.slots.reserve(jobs.len().saturating_sub(spare));
         self.generations.reserve(jobs.len().saturating_sub(spare));
+        self.run_stamps.reserve(jobs.len().saturating_sub(spare));
         if jobs.len() >= 1024 && spare <= jobs.len().saturating_mul(4) {
             // Slots come back in completion order, scattered over the slab; a large batch
             // fills them in address order instead, which the caches handle far better. The
@@ -233,6 +234,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             Some(slot) => {
                 let generation = &mut self.generations[slot as usize];
                 *generation = generation.wrapping_add(1);
+                self.run_stamps[slot as usize] = 0;
                 self.slots[slot as usize] = Some(job);
                 slot
             }
@@ -240,6 +242,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
                 self.slots.push(Some(job));
                 self.generations.push(0);
+                self.run_stamps.push(0);
                 slot
             }
         };

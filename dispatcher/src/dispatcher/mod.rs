@@ -50,14 +50,17 @@ pub struct Dispatcher<P, R> {
     /// reuse, so that lazily removed index entries can be told stale. Kept apart from the
     /// slab so that checking an entry does not touch the (large) job record.
     pub(crate) generations: Vec<u32>,
+    /// Per slot, the stamp of the assignment whose attempt is in flight there (stamps are
+    /// unique and start at 1; 0 means none): a deadline entry is live while its slot holds its
+    /// stamp, which is checked without touching the job record or a map.
+    run_stamps: Vec<u64>,
     free_slots: Vec<u32>,
     /// Every job the dispatcher knows: live ones by slab slot, terminal ones by status. One
     /// map rather than two, because each lookup is a likely cache miss.
     pub(crate) ids: SeededMap<JobId, Known>,
-    /// Jobs whose current attempt a worker holds, with their slot and the stamp of the
-    /// assignment (unique to the attempt): at most the cluster's capacity, so it stays in cache
-    /// for the reports, which only ever concern these, and for telling deadlines stale.
-    inflight: SeededMap<JobId, (u32, u64)>,
+    /// Jobs whose current attempt a worker holds: at most the cluster's capacity, so it stays
+    /// in cache for the reports, which only ever concern these.
+    inflight: SeededMap<JobId, u32>,
     live_count: usize,
     /// Jobs blocked on a job, with the `dep_epoch` they registered under.
     dependents: SeededMap<JobId, Vec<(JobId, u32)>>,
@@ -75,8 +78,7 @@ pub struct Dispatcher<P, R> {
     /// Delayed jobs: (due, slot, generation).
     delayed: BinaryHeap<Reverse<(Millis, u32, u32)>>,
     /// Attempt deadlines: (deadline, slot, job id, stamp of the assignment). An entry is live
-    /// while `inflight` holds the same slot and stamp for the job, which is checked without
-    /// touching the (large) job records.
+    /// while `run_stamps` holds its stamp at its slot.
     deadlines: BinaryHeap<Reverse<(Millis, u32, u64, u64)>>,
     deadlines_live: usize,
     /// Worker leases: (until, slot, incarnation); one entry per worker, pushed again when it
@@ -104,6 +106,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             now: Millis::ZERO,
             slots: Vec::new(),
             generations: Vec::new(),
+            run_stamps: Vec::new(),
             free_slots: Vec::new(),
             ids: hasher.map(),
             inflight: hasher.map(),

@@ -33,12 +33,12 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 reason: LeaveReason::LeaseExpired,
             });
         }
-        while let Some(&Reverse((deadline, slot, id, stamp))) = self.deadlines.peek() {
+        while let Some(&Reverse((deadline, slot, _, stamp))) = self.deadlines.peek() {
             if deadline > now {
                 break;
             }
             self.deadlines.pop();
-            if !self.deadline_is_live(slot, id, stamp) {
+            if !self.deadline_is_live(slot, stamp) || self.job_state(slot).is_none() {
                 continue;
             }
             let job = self.job(slot);

@@ -169,7 +169,8 @@ impl<P: Clone, R> Dispatcher<P, R> {
             acked_at: None,
             deadline,
         });
-        self.inflight.insert(job.id, (slot, stamp));
+        self.inflight.insert(job.id, slot);
+        self.run_stamps[slot as usize] = stamp;
         let assignment = Assignment {
             worker: peer,
             job: job.id,
@@ -217,6 +218,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
         let run = job.run.take()?;
         let (id, attempt) = (job.id, job.attempt);
         self.inflight.remove(&id);
+        self.run_stamps[slot as usize] = 0;
         if run.deadline.is_some() {
             self.deadlines_live -= 1;
             if self.deadlines.len() > 2 * self.deadlines_live + COMPACT_SLACK {
@@ -253,15 +255,14 @@ impl<P: Clone, R> Dispatcher<P, R> {
     }
 
     /// Whether a deadline entry belongs to an attempt still in flight.
-    pub(super) fn deadline_is_live(&self, slot: u32, id: u64, stamp: u64) -> bool {
-        self.inflight.get(&JobId::from_u64(id)) == Some(&(slot, stamp))
+    pub(super) fn deadline_is_live(&self, slot: u32, stamp: u64) -> bool {
+        self.run_stamps[slot as usize] == stamp
     }
 
     pub(super) fn compact_deadlines(&mut self) {
-        let inflight = &self.inflight;
-        self.deadlines.retain(|&Reverse((_, slot, id, stamp))| {
-            inflight.get(&JobId::from_u64(id)) == Some(&(slot, stamp))
-        });
+        let run_stamps = &self.run_stamps;
+        self.deadlines
+            .retain(|&Reverse((_, slot, _, stamp))| run_stamps[slot as usize] == stamp);
     }
 
     /// Counts a failure against the job's retry budget: back to the queue after a backoff, or
@@ -447,7 +448,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
         let reject = |reason| Err(ignored(job, attempt, worker.clone(), reason));
         // Valid reports are about attempts in flight: the small map answers them from cache.
         let slot = match self.inflight.get(&job) {
-            Some(&(slot, _)) => slot,
+            Some(&slot) => slot,
             None => match self.ids.get(&job) {
                 Some(Known::Live(_)) => return reject(IgnoreReason::NotAssigned),
                 Some(Known::Finished(done)) => {
