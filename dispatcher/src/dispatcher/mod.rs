@@ -73,6 +73,9 @@ pub struct Dispatcher<P, R> {
     /// Eligible workers that run every type.
     wildcard: HandleHeap<WorkerKey>,
     pub(crate) workers: Vec<Option<Worker>>,
+    /// Workers whose load dropped during this step: their heap entries are out of date until
+    /// `dispatch` brings them up to date (see there why they wait).
+    released: Vec<u32>,
     free_workers: Vec<u32>,
     pub(crate) worker_ids: SeededMap<PeerId, u32>,
     /// Delayed jobs: (due, slot, generation).
@@ -118,6 +121,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             heads_typed: HandleHeap::default(),
             wildcard: HandleHeap::default(),
             workers: Vec::new(),
+            released: Vec::new(),
             free_workers: Vec::new(),
             worker_ids: hasher.map(),
             delayed: BinaryHeap::new(),

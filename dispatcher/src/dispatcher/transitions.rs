@@ -249,7 +249,8 @@ impl<P: Clone, R> Dispatcher<P, R> {
             {
                 other.held_pos = run.held_pos;
             }
-            self.rekey_worker(w);
+            // Its heap entries are brought up to date when the step dispatches.
+            self.released.push(w);
         }
         Some((id, record))
     }
