@@ -171,7 +171,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
         let delayed = self.delayed.peek().map(|Reverse(e)| e.0);
         let deadline = self.deadlines.peek().map(|Reverse(e)| e.0);
         let lease = self.leases.peek().map(|Reverse(e)| e.0);
-        [delayed, deadline, lease].into_iter().flatten().min()
+        earliest(earliest(delayed, deadline), lease)
     }
 
     fn apply(&mut self, input: Input<P, R>) -> Result<(), StepError> {
@@ -278,6 +278,14 @@ impl<P: Clone, R> Dispatcher<P, R> {
             Input::Tick => Ok(()),
             Input::Restore(jobs) => self.restore(jobs),
         }
+    }
+}
+
+/// The earlier of two optional times; `None` means never.
+fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
