@@ -1,14 +1,20 @@
 //! The ordering keys of the hot indexes.
 //!
 //! Pending jobs ready to run sit in one [`ReadyQueue`] per job type, ordered by priority then
-//! submission order. The head of every non-empty queue sits in an ordered set, so the best ready
-//! job of any type is found in O(log types), and the best one a typed worker can serve is found
-//! through a second set holding only the heads of types that some eligible typed worker serves.
-//! Eligible workers sit in ordered sets (one per type, one for workers that run every type)
-//! keyed by load, then by when they last got a job, which makes ties go round-robin.
+//! submission order. The head of every non-empty queue sits in a [`HandleHeap`], so the best
+//! ready job of any type is found in O(1) and moved in O(log types), and the best one a typed
+//! worker can serve is found through a second heap holding only the heads of types that some
+//! eligible typed worker serves. Eligible workers sit in heaps too (one per type, one for
+//! workers that run every type) keyed by load, then by when they last got a job, which makes
+//! ties go round-robin.
+//!
+//! Every key in these heaps is unique (a job's sequence number, a worker's slot), so the first
+//! entry is the one an ordered set would give. Heaps are used rather than ordered sets because
+//! the keys move on every pick: a heap re-keys an entry where it is, without allocating or
+//! rebalancing, and what the dispatch loop needs is only ever the first entry.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 /// The order of ready jobs: smaller is better (higher priority, then earlier submission).
@@ -160,6 +166,153 @@ impl PartialEq for WorkerKey {
 
 impl Eq for WorkerKey {}
 
+/// A binary min-heap whose entries can be re-keyed or removed where they are.
+///
+/// `push` returns a handle that stays valid until the entry is removed; the heap keeps, per
+/// handle, where the entry is, so `set` and `remove` need no search. Handles of removed entries
+/// are reused.
+pub(crate) struct HandleHeap<K> {
+    /// The heap: each key with its handle.
+    entries: Vec<(K, u32)>,
+    /// Per handle, the index of its entry in `entries` (meaningless for a free handle).
+    positions: Vec<u32>,
+    free: Vec<u32>,
+}
+
+impl<K> Default for HandleHeap<K> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            positions: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<K: Ord + Copy> HandleHeap<K> {
+    /// The smallest key.
+    pub(crate) fn first(&self) -> Option<&K> {
+        self.entries.first().map(|(key, _)| key)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Adds a key; the handle names its entry until it is removed.
+    pub(crate) fn push(&mut self, key: K) -> u32 {
+        let at = self.entries.len();
+        let handle = match self.free.pop() {
+            Some(handle) => {
+                self.positions[handle as usize] = index_u32(at);
+                handle
+            }
+            None => {
+                self.positions.push(index_u32(at));
+                index_u32(self.positions.len() - 1)
+            }
+        };
+        self.entries.push((key, handle));
+        self.sift_up(at);
+        handle
+    }
+
+    /// Gives the entry of `handle` a new key.
+    pub(crate) fn set(&mut self, handle: u32, key: K) {
+        let at = self.positions[handle as usize] as usize;
+        let old = std::mem::replace(&mut self.entries[at].0, key);
+        if key < old {
+            self.sift_up(at);
+        } else {
+            self.sift_down(at);
+        }
+    }
+
+    /// Takes the entry of `handle` out; the handle is free afterwards.
+    pub(crate) fn remove(&mut self, handle: u32) {
+        let at = self.positions[handle as usize] as usize;
+        self.free.push(handle);
+        let last = self.entries.len() - 1;
+        if at == last {
+            self.entries.pop();
+            return;
+        }
+        self.entries.swap(at, last);
+        let removed = self.entries.pop().map(|(key, _)| key);
+        self.positions[self.entries[at].1 as usize] = index_u32(at);
+        if removed.is_some_and(|removed| self.entries[at].0 < removed) {
+            self.sift_up(at);
+        } else {
+            self.sift_down(at);
+        }
+    }
+
+    fn sift_up(&mut self, mut at: usize) {
+        while at > 0 {
+            let parent = (at - 1) / 2;
+            if self.entries[parent].0 <= self.entries[at].0 {
+                break;
+            }
+            self.swap(at, parent);
+            at = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut at: usize) {
+        let len = self.entries.len();
+        loop {
+            let left = 2 * at + 1;
+            if left >= len {
+                return;
+            }
+            let right = left + 1;
+            let child = if right < len && self.entries[right].0 < self.entries[left].0 {
+                right
+            } else {
+                left
+            };
+            if self.entries[at].0 <= self.entries[child].0 {
+                return;
+            }
+            self.swap(at, child);
+            at = child;
+        }
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        self.entries.swap(a, b);
+        self.positions[self.entries[a].1 as usize] = index_u32(a);
+        self.positions[self.entries[b].1 as usize] = index_u32(b);
+    }
+}
+
+/// Heaps hold at most one entry per worker or job type, both counted in `u32`.
+fn index_u32(index: usize) -> u32 {
+    u32::try_from(index).expect("heap entries are counted in u32")
+}
+
+/// Moves the entry `link` names in `heap` to `key`: adds it, re-keys it or removes it.
+pub(crate) fn relink<K: Ord + Copy>(
+    heap: &mut HandleHeap<K>,
+    link: &mut Option<u32>,
+    key: Option<K>,
+) {
+    match (*link, key) {
+        (Some(handle), Some(key)) => heap.set(handle, key),
+        (Some(handle), None) => {
+            heap.remove(handle);
+            *link = None;
+        }
+        (None, Some(key)) => *link = Some(heap.push(key)),
+        (None, None) => {}
+    }
+}
+
 /// Everything about one job type.
 pub(crate) struct TypeQueue {
     pub(crate) name: Arc<str>,
@@ -167,9 +320,13 @@ pub(crate) struct TypeQueue {
     /// Entries of `ready` that are not stale.
     pub(crate) live: usize,
     /// Eligible workers that list this type (workers that run every type are kept apart).
-    pub(crate) workers: BTreeSet<WorkerKey>,
-    /// The key of the best live entry, as mirrored in the head sets.
+    pub(crate) workers: HandleHeap<WorkerKey>,
+    /// The key of the best live entry, as mirrored in the head heaps.
     pub(crate) head: Option<HeadKey>,
+    /// The head's entry in the heap of every type's head.
+    pub(crate) any_link: Option<u32>,
+    /// The head's entry in the heap of the heads of types an eligible typed worker serves.
+    pub(crate) typed_link: Option<u32>,
 }
 
 impl TypeQueue {
@@ -178,8 +335,10 @@ impl TypeQueue {
             name,
             ready: ReadyQueue::default(),
             live: 0,
-            workers: BTreeSet::new(),
+            workers: HandleHeap::default(),
             head: None,
+            any_link: None,
+            typed_link: None,
         }
     }
 }
@@ -234,6 +393,54 @@ mod tests {
             seen.push(queue.pop().expect("live").seq);
         }
         assert_eq!(seen, [1, 5, 7, 2, 4, 8]);
+    }
+
+    /// Random pushes, re-keys and removals, checked against an ordered set after each one.
+    #[test]
+    fn handle_heap_agrees_with_an_ordered_set() {
+        use std::collections::BTreeSet;
+        let mut heap = HandleHeap::default();
+        let mut model: BTreeSet<(u64, u32)> = BTreeSet::new();
+        // Per live handle, the key it holds; keys carry their handle so they stay unique.
+        let mut live: Vec<(u32, (u64, u32))> = Vec::new();
+        let mut state = 7u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            state >> 33
+        };
+        for _ in 0..20_000 {
+            let op = next() % 10;
+            if op < 4 || live.is_empty() {
+                let value = next() % 64;
+                let handle = heap.push((value, u32::MAX));
+                heap.set(handle, (value, handle));
+                model.insert((value, handle));
+                live.push((handle, (value, handle)));
+            } else if op < 7 {
+                let at = (next() as usize) % live.len();
+                let (handle, old) = live[at];
+                let key = (next() % 64, handle);
+                heap.set(handle, key);
+                model.remove(&old);
+                model.insert(key);
+                live[at].1 = key;
+            } else {
+                let at = (next() as usize) % live.len();
+                let (handle, old) = live.swap_remove(at);
+                heap.remove(handle);
+                model.remove(&old);
+            }
+            assert_eq!(heap.first(), model.first());
+            assert_eq!(heap.len(), model.len());
+        }
+        let mut drained = Vec::new();
+        while let Some(&key) = heap.first() {
+            heap.remove(key.1);
+            drained.push(key);
+        }
+        assert_eq!(drained, model.into_iter().collect::<Vec<_>>());
     }
 
     #[test]

@@ -88,10 +88,14 @@ impl Hasher for SeededHasher {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
+            // The same little-endian word a zero-padded copy would give, assembled in a
+            // register: short strings (type names) are hashed on every submit.
+            let word = rest
+                .iter()
+                .rev()
+                .fold(0u64, |word, &byte| (word << 8) | u64::from(byte));
             // The length keeps "ab" and "ab\0" apart.
-            self.mix(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 56));
+            self.mix(word ^ ((rest.len() as u64) << 56));
         }
     }
 
@@ -141,5 +145,11 @@ mod tests {
         assert_eq!(h(1, 5), h(1, 5));
         let s = SeededState::new(3);
         assert_ne!(s.hash_one("ab"), s.hash_one("ab\0"));
+        // The tail of a string is read as a little-endian word.
+        let mut hasher = s.build_hasher();
+        hasher.write(b"abc");
+        let mut expected = s.build_hasher();
+        expected.mix(u64::from_le_bytes(*b"abc\0\0\0\0\0") ^ (3 << 56));
+        assert_eq!(hasher.finish(), expected.finish());
     }
 }

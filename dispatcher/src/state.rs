@@ -161,6 +161,9 @@ pub(crate) struct Worker {
     pub(crate) lease_until: Millis,
     /// Slots of the jobs whose current attempt it holds.
     pub(crate) held: Vec<u32>,
+    /// While it is eligible, its entries in the worker heaps: one per type in `types`, in the
+    /// same order, or the one in the heap of workers that run every type. Empty otherwise.
+    pub(crate) links: Vec<u32>,
 }
 
 impl Worker {

@@ -1,5 +1,6 @@
 //! Jobs coming and going: submit, cancel, retry, forget and restore.
 
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use proto::{Attempt, JobId, JobStatus};
@@ -57,11 +58,11 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 break;
             }
             match self.ids.entry(spec.id) {
-                std::collections::hash_map::Entry::Occupied(_) => {
+                Entry::Occupied(_) => {
                     outcome = Err(StepError::DuplicateJob(spec.id));
                     break;
                 }
-                std::collections::hash_map::Entry::Vacant(entry) => {
+                Entry::Vacant(entry) => {
                     entry.insert(Known::Reserved);
                     reserved += 1;
                 }
@@ -117,6 +118,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
         let spare = self.free_slots.len();
         self.slots.reserve(jobs.len().saturating_sub(spare));
         self.generations.reserve(jobs.len().saturating_sub(spare));
+        self.run_stamps.reserve(jobs.len().saturating_sub(spare));
         if jobs.len() >= 1024 && spare <= jobs.len().saturating_mul(4) {
             // Slots come back in completion order, scattered over the slab; a large batch
             // fills them in address order instead, which the caches handle far better. The
@@ -151,12 +153,20 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 dependency,
             });
         }
-        if self.is_known(job.id) {
-            return Err(StepError::DuplicateJob(job.id));
+        // One probe of the id map both refuses a duplicate and records the job, at the slot
+        // `alloc` is about to give it: on a large queue that probe is a cache miss.
+        let slot = match self.free_slots.last() {
+            Some(&slot) => slot,
+            None => u32::try_from(self.slots.len()).unwrap_or(u32::MAX),
+        };
+        match self.ids.entry(job.id) {
+            Entry::Occupied(_) => return Err(StepError::DuplicateJob(job.id)),
+            Entry::Vacant(entry) => {
+                entry.insert(Known::Live(slot));
+            }
         }
-        let id = job.id;
-        let slot = self.insert(job, None);
-        self.ids.insert(id, Known::Live(slot));
+        let placed = self.insert(job, None);
+        debug_assert_eq!(placed, slot, "the slot alloc gave");
         Ok(slot)
     }
 
@@ -224,6 +234,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             Some(slot) => {
                 let generation = &mut self.generations[slot as usize];
                 *generation = generation.wrapping_add(1);
+                self.run_stamps[slot as usize] = 0;
                 self.slots[slot as usize] = Some(job);
                 slot
             }
@@ -231,6 +242,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
                 self.slots.push(Some(job));
                 self.generations.push(0);
+                self.run_stamps.push(0);
                 slot
             }
         };
@@ -288,7 +300,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 attempt,
                 reason: CancelReason::Cancelled,
             });
-            self.end_run(slot, AttemptEnd::Cancelled);
+            self.end_last_run(slot, AttemptEnd::Cancelled);
         }
         self.finish(slot, State::Cancelled, None);
         Ok(())

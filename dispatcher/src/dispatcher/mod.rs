@@ -15,14 +15,14 @@
 //! `pick` (the dispatch loop).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use proto::{Attempt, JobId, PeerId};
 
 use crate::config::Config;
 use crate::error::{IgnoreReason, StepError};
-use crate::index::{HeadKey, TypeQueue, WorkerKey};
+use crate::index::{HandleHeap, HeadKey, TypeQueue, WorkerKey};
 use crate::io::{AttemptEnd, Input, Output, Report};
 use crate::seeded::{SeededMap, SeededState, SplitMix};
 use crate::state::{Job, Known, State, Worker};
@@ -50,6 +50,10 @@ pub struct Dispatcher<P, R> {
     /// reuse, so that lazily removed index entries can be told stale. Kept apart from the
     /// slab so that checking an entry does not touch the (large) job record.
     pub(crate) generations: Vec<u32>,
+    /// Per slot, the stamp of the assignment whose attempt is in flight there (stamps are
+    /// unique and start at 1; 0 means none): a deadline entry is live while its slot holds its
+    /// stamp, which is checked without touching the job record or a map.
+    run_stamps: Vec<u64>,
     free_slots: Vec<u32>,
     /// Every job the dispatcher knows: live ones by slab slot, terminal ones by status. One
     /// map rather than two, because each lookup is a likely cache miss.
@@ -62,19 +66,23 @@ pub struct Dispatcher<P, R> {
     dependents: SeededMap<JobId, Vec<(JobId, u32)>>,
     pub(crate) types: Vec<TypeQueue>,
     type_ids: SeededMap<Arc<str>, u32>,
-    /// Heads of every non-empty ready heap.
-    heads_any: BTreeSet<(HeadKey, u32)>,
-    /// Heads of the non-empty ready heaps of types some eligible typed worker serves.
-    heads_typed: BTreeSet<(HeadKey, u32)>,
+    /// Heads of every non-empty ready queue, with their type.
+    heads_any: HandleHeap<(HeadKey, u32)>,
+    /// Heads of the non-empty ready queues of types some eligible typed worker serves.
+    heads_typed: HandleHeap<(HeadKey, u32)>,
     /// Eligible workers that run every type.
-    wildcard: BTreeSet<WorkerKey>,
+    wildcard: HandleHeap<WorkerKey>,
     pub(crate) workers: Vec<Option<Worker>>,
+    /// Workers whose load dropped during this step: their heap entries are out of date until
+    /// `dispatch` brings them up to date (see there why they wait).
+    released: Vec<u32>,
     free_workers: Vec<u32>,
     pub(crate) worker_ids: SeededMap<PeerId, u32>,
     /// Delayed jobs: (due, slot, generation).
     delayed: BinaryHeap<Reverse<(Millis, u32, u32)>>,
-    /// Attempt deadlines: (deadline, slot, job id, attempt).
-    deadlines: BinaryHeap<Reverse<(Millis, u32, u64, u32)>>,
+    /// Attempt deadlines: (deadline, slot, job id, stamp of the assignment). An entry is live
+    /// while `run_stamps` holds its stamp at its slot.
+    deadlines: BinaryHeap<Reverse<(Millis, u32, u64, u64)>>,
     deadlines_live: usize,
     /// Worker leases: (until, slot, incarnation); one entry per worker, pushed again when it
     /// fires early because a heartbeat moved the lease.
@@ -101,6 +109,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             now: Millis::ZERO,
             slots: Vec::new(),
             generations: Vec::new(),
+            run_stamps: Vec::new(),
             free_slots: Vec::new(),
             ids: hasher.map(),
             inflight: hasher.map(),
@@ -108,10 +117,11 @@ impl<P: Clone, R> Dispatcher<P, R> {
             dependents: hasher.map(),
             types: Vec::new(),
             type_ids: hasher.map(),
-            heads_any: BTreeSet::new(),
-            heads_typed: BTreeSet::new(),
-            wildcard: BTreeSet::new(),
+            heads_any: HandleHeap::default(),
+            heads_typed: HandleHeap::default(),
+            wildcard: HandleHeap::default(),
             workers: Vec::new(),
+            released: Vec::new(),
             free_workers: Vec::new(),
             worker_ids: hasher.map(),
             delayed: BinaryHeap::new(),
@@ -161,7 +171,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
         let delayed = self.delayed.peek().map(|Reverse(e)| e.0);
         let deadline = self.deadlines.peek().map(|Reverse(e)| e.0);
         let lease = self.leases.peek().map(|Reverse(e)| e.0);
-        [delayed, deadline, lease].into_iter().flatten().min()
+        earliest(earliest(delayed, deadline), lease)
     }
 
     fn apply(&mut self, input: Input<P, R>) -> Result<(), StepError> {
@@ -245,7 +255,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 let slot = self.holder(&worker, job, attempt)?;
                 match report {
                     Report::Completed(result) => {
-                        self.end_run(slot, AttemptEnd::Completed);
+                        self.end_last_run(slot, AttemptEnd::Completed);
                         self.finish(slot, State::Completed, Some(result));
                     }
                     Report::Failed(error) => {
@@ -268,6 +278,14 @@ impl<P: Clone, R> Dispatcher<P, R> {
             Input::Tick => Ok(()),
             Input::Restore(jobs) => self.restore(jobs),
         }
+    }
+}
+
+/// The earlier of two optional times; `None` means never.
+fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -3,8 +3,6 @@
 use std::cmp::Reverse;
 use std::sync::Arc;
 
-use proto::Attempt;
-
 use super::Dispatcher;
 use crate::io::{AttemptEnd, CancelReason, LeaveReason, Output};
 use crate::state::State;
@@ -35,26 +33,21 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 reason: LeaveReason::LeaseExpired,
             });
         }
-        while let Some(&Reverse((deadline, slot, id, attempt))) = self.deadlines.peek() {
+        while let Some(&Reverse((deadline, slot, _, stamp))) = self.deadlines.peek() {
             if deadline > now {
                 break;
             }
             self.deadlines.pop();
-            let current = self.slots[slot as usize].as_ref().is_some_and(|j| {
-                j.id.as_u64() == id
-                    && j.attempt.0 == attempt
-                    && j.run.as_ref().is_some_and(|r| r.deadline == Some(deadline))
-            });
-            if !current {
+            if !self.deadline_is_live(slot, stamp) || self.job_state(slot).is_none() {
                 continue;
             }
             let job = self.job(slot);
-            let (job_id, timeout_s) = (job.id, job.timeout_s);
+            let (job_id, attempt, timeout_s) = (job.id, job.attempt, job.timeout_s);
             if let Some(worker) = self.holder_peer(slot) {
                 self.outputs.push(Output::Cancel {
                     worker,
                     job: job_id,
-                    attempt: Attempt(attempt),
+                    attempt,
                     reason: CancelReason::TimedOut,
                 });
             }

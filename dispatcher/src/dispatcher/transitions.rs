@@ -7,7 +7,7 @@ use proto::{Attempt, JobId, JobStatus, PeerId};
 
 use super::{COMPACT_SLACK, Dispatcher, dependency_error, ignored};
 use crate::error::{IgnoreReason, StepError};
-use crate::index::{HeadKey, ReadyEntry, TypeQueue};
+use crate::index::{HeadKey, ReadyEntry, TypeQueue, relink};
 use crate::io::{Assignment, AttemptEnd, AttemptRecord, JobUpdate, Output};
 use crate::state::{Job, Known, Run, State};
 use crate::time::Millis;
@@ -92,22 +92,14 @@ impl<P: Clone, R> Dispatcher<P, R> {
         }
     }
 
-    /// Mirrors a type's new head in the head sets.
+    /// Mirrors a type's new head in the head heaps.
     pub(super) fn set_head(&mut self, ty: u32, head: Option<HeadKey>) {
         let queue = &mut self.types[ty as usize];
-        let old = std::mem::replace(&mut queue.head, head);
-        let typed = !queue.workers.is_empty();
-        if let Some(old) = old {
-            self.heads_any.remove(&(old, ty));
-            if typed {
-                self.heads_typed.remove(&(old, ty));
-            }
-        }
-        if let Some(new) = head {
-            self.heads_any.insert((new, ty));
-            if typed {
-                self.heads_typed.insert((new, ty));
-            }
+        queue.head = head;
+        let key = head.map(|head| (head, ty));
+        relink(&mut self.heads_any, &mut queue.any_link, key);
+        if !queue.workers.is_empty() {
+            relink(&mut self.heads_typed, &mut queue.typed_link, key);
         }
     }
 
@@ -150,7 +142,6 @@ impl<P: Clone, R> Dispatcher<P, R> {
     /// Gives the job at `slot` (just popped from its ready heap) to worker `w`.
     pub(super) fn start_attempt(&mut self, slot: u32, w: u32) {
         let now = self.now;
-        self.unindex_worker(w);
         let stamp = self.next_stamp;
         self.next_stamp += 1;
         let (peer, held_pos) = {
@@ -162,7 +153,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             worker.held.push(slot);
             (worker.peer.clone(), pos)
         };
-        self.index_worker(w);
+        self.rekey_worker(w);
         let grace = self.config.timeout_grace;
         let slab = &mut self.slots[slot as usize];
         let job = slab.as_mut().expect("slot indexes point at live jobs");
@@ -179,6 +170,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             deadline,
         });
         self.inflight.insert(job.id, slot);
+        self.run_stamps[slot as usize] = stamp;
         let assignment = Assignment {
             worker: peer,
             job: job.id,
@@ -191,8 +183,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
         };
         if let Some(deadline) = deadline {
             let id = assignment.job.as_u64();
-            self.deadlines
-                .push(Reverse((deadline, slot, id, assignment.attempt.0)));
+            self.deadlines.push(Reverse((deadline, slot, id, stamp)));
             self.deadlines_live += 1;
         }
         self.set_state(slot, State::Assigned);
@@ -201,13 +192,33 @@ impl<P: Clone, R> Dispatcher<P, R> {
     }
 
     /// Ends the current attempt of a job: frees the worker's capacity and announces the
-    /// attempt. Returns its record, for the history of a job that stays live.
+    /// attempt. Returns its record, for the history of a job that may stay live.
     pub(super) fn end_run(&mut self, slot: u32, end: AttemptEnd) -> Option<AttemptRecord> {
+        let (job, record) = self.close_run(slot, end)?;
+        self.outputs.push(Output::AttemptEnded {
+            job,
+            record: record.clone(),
+        });
+        Some(record)
+    }
+
+    /// Ends the current attempt of a job that is about to finish, which keeps no history:
+    /// the record only goes to the shell.
+    pub(super) fn end_last_run(&mut self, slot: u32, end: AttemptEnd) {
+        if let Some((job, record)) = self.close_run(slot, end) {
+            self.outputs.push(Output::AttemptEnded { job, record });
+        }
+    }
+
+    /// Ends the current attempt of a job and frees the worker's capacity; the caller announces
+    /// the record.
+    fn close_run(&mut self, slot: u32, end: AttemptEnd) -> Option<(JobId, AttemptRecord)> {
         let now = self.now;
         let job = self.job_mut(slot);
         let run = job.run.take()?;
         let (id, attempt) = (job.id, job.attempt);
         self.inflight.remove(&id);
+        self.run_stamps[slot as usize] = 0;
         if run.deadline.is_some() {
             self.deadlines_live -= 1;
             if self.deadlines.len() > 2 * self.deadlines_live + COMPACT_SLACK {
@@ -228,7 +239,6 @@ impl<P: Clone, R> Dispatcher<P, R> {
         };
         // A worker being removed has emptied its list already.
         if worker.held.get(run.held_pos as usize) == Some(&slot) {
-            self.unindex_worker(w);
             let worker = self.workers[w as usize]
                 .as_mut()
                 .expect("checked just above");
@@ -239,24 +249,21 @@ impl<P: Clone, R> Dispatcher<P, R> {
             {
                 other.held_pos = run.held_pos;
             }
-            self.index_worker(w);
+            // Its heap entries are brought up to date when the step dispatches.
+            self.released.push(w);
         }
-        self.outputs.push(Output::AttemptEnded {
-            job: id,
-            record: record.clone(),
-        });
-        Some(record)
+        Some((id, record))
+    }
+
+    /// Whether a deadline entry belongs to an attempt still in flight.
+    pub(super) fn deadline_is_live(&self, slot: u32, stamp: u64) -> bool {
+        self.run_stamps[slot as usize] == stamp
     }
 
     pub(super) fn compact_deadlines(&mut self) {
-        let slots = &self.slots;
-        self.deadlines.retain(|Reverse((t, s, id, attempt))| {
-            slots[*s as usize].as_ref().is_some_and(|j| {
-                j.id.as_u64() == *id
-                    && j.attempt.0 == *attempt
-                    && j.run.as_ref().is_some_and(|r| r.deadline == Some(*t))
-            })
-        });
+        let run_stamps = &self.run_stamps;
+        self.deadlines
+            .retain(|&Reverse((_, slot, _, stamp))| run_stamps[slot as usize] == stamp);
     }
 
     /// Counts a failure against the job's retry budget: back to the queue after a backoff, or

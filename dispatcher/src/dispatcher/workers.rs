@@ -7,7 +7,7 @@ use proto::{Attempt, JobId, PeerId};
 
 use super::Dispatcher;
 use crate::error::StepError;
-use crate::index::WorkerKey;
+use crate::index::{WorkerKey, relink};
 use crate::io::{AttemptEnd, CancelReason, LeaveReason, Output};
 use crate::state::Worker;
 use crate::time::Millis;
@@ -30,7 +30,8 @@ impl<P: Clone, R> Dispatcher<P, R> {
         Ok(())
     }
 
-    /// Applies `change` to a worker, keeping the eligible sets in step.
+    /// Applies `change` to a worker, keeping the eligible-worker heaps in step. The change may
+    /// touch anything, its types included.
     pub(super) fn reindex_worker(&mut self, w: u32, change: impl FnOnce(&mut Worker)) {
         self.unindex_worker(w);
         if let Some(worker) = self.workers[w as usize].as_mut() {
@@ -49,51 +50,73 @@ impl<P: Clone, R> Dispatcher<P, R> {
         })
     }
 
-    pub(super) fn unindex_worker(&mut self, w: u32) {
-        let Some(key) = self.worker_key(w) else {
-            return;
-        };
+    /// Brings a worker's heap entries in line with its load, stamp and eligibility after they
+    /// changed (its types must not have): re-keyed where they are while it stays eligible,
+    /// added or removed when that changed.
+    pub(super) fn rekey_worker(&mut self, w: u32) {
+        let key = self.worker_key(w);
         let Some(worker) = self.workers[w as usize].as_ref() else {
             return;
         };
+        match (worker.links.is_empty(), key) {
+            (false, Some(key)) => match worker.types.as_deref() {
+                None => self.wildcard.set(worker.links[0], key),
+                Some(types) => {
+                    for (&ty, &link) in types.iter().zip(&worker.links) {
+                        self.types[ty as usize].workers.set(link, key);
+                    }
+                }
+            },
+            (false, None) => self.unindex_worker(w),
+            (true, Some(_)) => self.index_worker(w),
+            (true, None) => {}
+        }
+    }
+
+    /// Takes a worker out of the eligible-worker heaps, if it is in them.
+    pub(super) fn unindex_worker(&mut self, w: u32) {
+        let Some(worker) = self.workers[w as usize].as_mut() else {
+            return;
+        };
+        if worker.links.is_empty() {
+            return;
+        }
         match worker.types.as_deref() {
-            None => {
-                self.wildcard.remove(&key);
-            }
+            None => self.wildcard.remove(worker.links[0]),
             Some(types) => {
-                for &ty in types {
+                for (&ty, &link) in types.iter().zip(&worker.links) {
                     let queue = &mut self.types[ty as usize];
-                    queue.workers.remove(&key);
-                    if queue.workers.is_empty()
-                        && let Some(head) = queue.head
-                    {
-                        self.heads_typed.remove(&(head, ty));
+                    queue.workers.remove(link);
+                    if queue.workers.is_empty() {
+                        relink(&mut self.heads_typed, &mut queue.typed_link, None);
                     }
                 }
             }
         }
+        worker.links.clear();
     }
 
+    /// Puts a worker in the eligible-worker heaps if it is eligible and not in them yet.
     pub(super) fn index_worker(&mut self, w: u32) {
         let Some(key) = self.worker_key(w) else {
             return;
         };
-        let Some(worker) = self.workers[w as usize].as_ref() else {
+        let Some(worker) = self.workers[w as usize].as_mut() else {
             return;
         };
+        if !worker.links.is_empty() {
+            return;
+        }
         match worker.types.as_deref() {
-            None => {
-                self.wildcard.insert(key);
-            }
+            None => worker.links.push(self.wildcard.push(key)),
             Some(types) => {
                 for &ty in types {
                     let queue = &mut self.types[ty as usize];
-                    if queue.workers.is_empty()
-                        && let Some(head) = queue.head
-                    {
-                        self.heads_typed.insert((head, ty));
+                    if queue.workers.is_empty() {
+                        let head = queue.head.map(|head| (head, ty));
+                        relink(&mut self.heads_typed, &mut queue.typed_link, head);
                     }
-                    queue.workers.insert(key);
+                    worker.links.push(queue.workers.push(key));
                 }
             }
         }
@@ -122,6 +145,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             stamp: 0,
             lease_until,
             held: Vec::new(),
+            links: Vec::new(),
         };
         let w = match self.free_workers.pop() {
             Some(w) => {

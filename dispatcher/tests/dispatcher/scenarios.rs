@@ -70,6 +70,41 @@ fn least_loaded_worker_wins_and_ties_go_round_robin() {
 }
 
 #[test]
+fn a_worker_freed_in_a_full_cluster_takes_the_best_job_it_can_run() {
+    // Every worker is full, so a result frees the only candidate: it must get the best job of
+    // its own types, never one it cannot run, and the other workers must still be found later.
+    let mut h = Harness::new();
+    for (n, ty, priority) in [
+        (1, "a", 0),
+        (2, "b", 0),
+        (3, "a", 0),
+        (4, "b", 9),
+        (5, "a", 1),
+    ] {
+        let mut j = job(n, ty);
+        j.priority = priority;
+        h.submit(j);
+    }
+    h.worker(1, &["a"], 1);
+    h.worker(2, &["b"], 1);
+    h.worker(3, &[], 1);
+    assert_eq!(h.pairs(), [(1, 5), (2, 4), (3, 1)]);
+    h.result(2, 4, true).unwrap();
+    assert_eq!(h.pairs(), [(2, 2)]);
+    h.result(3, 1, true).unwrap();
+    assert_eq!(h.pairs(), [(3, 3)]);
+    // A worker that joins later is found through the heaps as usual.
+    h.worker(4, &["a"], 1);
+    for n in 6..=7 {
+        h.submit(job(n, "a"));
+    }
+    assert_eq!(h.pairs(), [(4, 6)]);
+    h.result(1, 5, true).unwrap();
+    assert_eq!(h.pairs(), [(1, 7)]);
+    assert_eq!(h.d.stats().busy, 4);
+}
+
+#[test]
 fn equal_workers_share_jobs_round_robin() {
     // Goop² bug 6: the "round-robin" was map-iteration order.
     let mut h = Harness::new();
