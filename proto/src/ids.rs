@@ -80,12 +80,14 @@ impl<'de> Deserialize<'de> for JobId {
     }
 }
 
-/// Defines a validated string id with `Display`, `FromStr` and serde as a plain string.
+/// Defines a validated string id with `Display`, `FromStr` and serde as a plain string. The text
+/// is shared: a clone (one per report a host takes, per event, per stored change) only counts a
+/// reference instead of copying the string.
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $err:ident, $valid:expr) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(Box<str>);
+        pub struct $name(std::sync::Arc<str>);
 
         impl $name {
             /// The id as a string slice.
