@@ -618,11 +618,18 @@ fn main() -> Result<()> {
     );
     let mut runs = Vec::new();
     for workers in [0, 1, 2] {
-        let run = cluster_run(&options, workers, &dir.join(format!("{workers}-workers")));
+        let run_dir = dir.join(format!("{workers}-workers"));
+        let mut run = match cluster_run(&options, workers, &run_dir) {
+            Ok(run) => run,
+            Err(error) => {
+                // The logs of a failed run stay, for whoever finds out why.
+                eprintln!("the run failed; its data and logs are in {}", run_dir.display());
+                return Err(error);
+            }
+        };
         if !options.keep {
-            let _ = std::fs::remove_dir_all(dir.join(format!("{workers}-workers")));
+            let _ = std::fs::remove_dir_all(&run_dir);
         }
-        let mut run = run?;
         if workers == 0 {
             println!(
                 "host alone (no workers): {} jobs in batches of {} from {} submitter(s): \
