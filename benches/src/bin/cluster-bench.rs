@@ -623,7 +623,10 @@ fn main() -> Result<()> {
             Ok(run) => run,
             Err(error) => {
                 // The logs of a failed run stay, for whoever finds out why.
-                eprintln!("the run failed; its data and logs are in {}", run_dir.display());
+                eprintln!(
+                    "the run failed; its data and logs are in {}",
+                    run_dir.display()
+                );
                 return Err(error);
             }
         };

@@ -20,7 +20,7 @@ use proto::api::{
 };
 use proto::cluster::{
     AttemptOutcome, AttemptRecord, ClusterMessage, JobAssign, JobRef, Json, QueueStats,
-    ResultStatus, Sender, WorkerInfo, WorkerStatus,
+    ResultStatus, Sender, WorkerInfo, WorkerStatus, WorkerVerified,
 };
 use proto::{Attempt, GroupId, JobId, JobStatus, PeerId};
 use store::{JobStore, NewJob as StoredNew, StateRow, StoreError, Submitted, Write};
@@ -40,6 +40,9 @@ use super::{Incoming, Link};
 /// puts in-flight jobs back to pending whatever their stored status, and changes that count
 /// retries or losses are never held.
 const HOLD: Duration = Duration::from_millis(50);
+
+/// The most peers whose verification may wait for their join.
+const MAX_EARLY: usize = 1024;
 
 /// Limits on what a submit may carry, beyond what the dispatcher checks.
 #[derive(Clone, Debug)]
@@ -358,6 +361,7 @@ pub(crate) async fn spawn<L: Link>(
         release_order: VecDeque::new(),
         release_at: None,
         flush_waiting: Vec::new(),
+        early: HashMap::new(),
         payloads: HashMap::new(),
         payload_bytes: 0,
     };
@@ -469,6 +473,8 @@ struct Host<L: Link> {
     release_at: Option<tokio::time::Instant>,
     /// Flush requests to answer once the held states are written.
     flush_waiting: Vec<oneshot::Sender<Result<(), HostError>>>,
+    /// Verifications from peers whose join has not arrived yet (at most [`MAX_EARLY`]).
+    early: HashMap<PeerId, WorkerVerified>,
     /// The payload size of each live job that has one.
     payloads: HashMap<JobId, usize>,
     /// Their sum, plus the payloads of submits waiting for the store.
@@ -522,11 +528,7 @@ impl<L: Link> Host<L> {
         match event {
             Event::Request(request) => self.request(request),
             Event::Incoming(message) => self.incoming(message),
-            Event::Member(MemberEvent::Joined(peer)) => {
-                tracing::info!(worker = %peer, "worker joined");
-                self.meta.entry(peer.clone()).or_default().last_seen = now();
-                log_refusal(self.step(Input::WorkerJoined(peer)));
-            }
+            Event::Member(MemberEvent::Joined(peer)) => self.worker_joined(peer),
             Event::Member(MemberEvent::Left(peer, reason)) => self.worker_gone(peer, reason),
             Event::Committed(done) => self.committed(done),
             Event::Loaded(loaded) => self.retry_loaded(*loaded),
@@ -543,8 +545,19 @@ impl<L: Link> Host<L> {
         }
     }
 
+    fn worker_joined(&mut self, peer: PeerId) {
+        tracing::info!(worker = %peer, "worker joined");
+        self.meta.entry(peer.clone()).or_default().last_seen = now();
+        log_refusal(self.step(Input::WorkerJoined(peer.clone())));
+        // A verification that came before the join counts now.
+        if let Some(verified) = self.early.remove(&peer) {
+            self.message(&peer, ClusterMessage::WorkerVerified(verified));
+        }
+    }
+
     fn worker_gone(&mut self, worker: PeerId, reason: LeaveReason) {
         tracing::info!(%worker, reason = reason.as_str(), "worker gone");
+        self.early.remove(&worker);
         self.outboxes.remove(&worker);
         log_refusal(self.step(Input::WorkerLeft {
             worker: worker.clone(),
@@ -1029,6 +1042,17 @@ impl<L: Link> Host<L> {
                         msg: log.msg,
                         stream: log.stream,
                     }));
+                }
+                Ok(())
+            }
+            ClusterMessage::WorkerVerified(v) if !self.meta.contains_key(from) => {
+                // Not a member (yet): its join may still be on the way, since the MQ bus does
+                // not wait for the group layer. Only a member becomes a worker, so the
+                // verification waits for the join (see `worker_joined`).
+                if self.early.len() < MAX_EARLY || self.early.contains_key(from) {
+                    self.early.insert(from.clone(), v);
+                } else {
+                    tracing::warn!(%worker, "dropped a verification from a peer that is not a member");
                 }
                 Ok(())
             }

@@ -466,3 +466,51 @@ async fn live_payloads_are_bounded_and_the_room_comes_back_when_jobs_end() {
     cluster.host.submit(vec![echo(&sixty, 0)]).await.unwrap();
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_counts_only_once_its_peer_has_joined() {
+    let cluster = start_host("early").await;
+    let peer: PeerId = "12D3KooWearly".parse().unwrap();
+    let (to_peer, mut at_peer) = mpsc::channel(64);
+    let host_route = {
+        let mut routes = cluster.routes.lock().unwrap();
+        routes.insert(peer.clone(), to_peer);
+        routes[&cluster.host_peer].clone()
+    };
+    // The verification overtakes the join, as it may over the MQ bus.
+    host_route
+        .send(Incoming {
+            from: peer.clone(),
+            msg_type: "worker:verified".into(),
+            payload: r#"{"ok":true,"types":[],"capacity":1}"#.into(),
+        })
+        .await
+        .unwrap();
+    let id = cluster.host.submit(vec![echo("[1]", 0)]).await.unwrap()[0];
+    // Not a member: no job goes to it.
+    let early = tokio::time::timeout(Duration::from_millis(500), at_peer.recv()).await;
+    assert!(early.is_err(), "a job went to a peer that is not a member");
+
+    // Its join arrives: the verification it sent before counts, and the job goes to it.
+    cluster
+        .members
+        .send(MemberEvent::Joined(peer.clone()))
+        .await
+        .unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(10), at_peer.recv())
+        .await
+        .expect("the job is assigned once the peer has joined")
+        .unwrap();
+    assert!(message.msg_type == "job:assign" || message.msg_type == "batch");
+    assert!(
+        message.payload.contains(&id.to_string()),
+        "{}",
+        message.payload
+    );
+    let workers = cluster.host.workers().await.unwrap();
+    assert!(
+        workers.iter().any(|w| w.peer_id == peer && w.verified),
+        "{workers:?}"
+    );
+    cluster.stop().await;
+}
