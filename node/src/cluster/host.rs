@@ -541,6 +541,7 @@ impl<L: Link> Host<L> {
                 self.wake = None;
                 log_refusal(self.step(Input::Tick));
             }
+            // Carried out by `run`: writing to the store waits, and this does not.
             Event::ReleaseHeld => {}
         }
     }
@@ -732,11 +733,7 @@ impl<L: Link> Host<L> {
                 return;
             }
         }
-        let bytes: usize = jobs
-            .iter()
-            .filter_map(|j| j.payload.as_ref())
-            .map(|p| p.get().len())
-            .sum();
+        let bytes: usize = jobs.iter().map(|j| payload_size(&j.payload)).sum();
         let limit = self.config.limits.max_live_payload_bytes;
         if bytes > 0 && self.payload_bytes + bytes > limit {
             let _ = reply.send(Err(HostError::Busy(format!(
