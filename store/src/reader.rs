@@ -409,9 +409,17 @@ fn add_unrecorded_attempt(state: &mut JobState) {
         JobStatus::Completed => (state.done_at, Some(AttemptOutcome::Completed)),
         _ => return,
     };
-    let recorded = state.attempts.iter().any(|a| a.attempt == state.attempt);
-    if let (false, Some(worker), Some(started_at)) = (recorded, &state.worker_id, state.started_at)
-    {
+    let current = state.attempt;
+    if let Some(recorded) = state.attempts.iter_mut().find(|a| a.attempt == current) {
+        // A row written while the attempt ran (the store's callers may write one) is finished
+        // from the job's row once the attempt completed the job.
+        if recorded.outcome.is_none() && outcome.is_some() {
+            recorded.ended_at = ended_at;
+            recorded.outcome = outcome;
+        }
+        return;
+    }
+    if let (Some(worker), Some(started_at)) = (&state.worker_id, state.started_at) {
         state.attempts.push(AttemptRecord {
             attempt: state.attempt,
             worker_id: worker.clone(),
