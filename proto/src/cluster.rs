@@ -463,6 +463,9 @@ pub enum ClusterMessage {
     WorkerPause(WorkerAction),
     /// `worker:resume`
     WorkerResume(WorkerAction),
+    /// `worker:verify` (an addition): the host asks the worker to tell its executor again, as
+    /// after a join the host took for a restart.
+    WorkerVerify(WorkerAction),
     /// `worker:heartbeat`
     WorkerHeartbeat(WorkerHeartbeat),
     /// `shutdown`
@@ -532,6 +535,7 @@ impl ClusterMessage {
             Self::WorkerStatus(_) => "worker:status",
             Self::WorkerPause(_) => "worker:pause",
             Self::WorkerResume(_) => "worker:resume",
+            Self::WorkerVerify(_) => "worker:verify",
             Self::WorkerHeartbeat(_) => "worker:heartbeat",
             Self::Shutdown(_) => "shutdown",
             Self::Batch(_) => "batch",
@@ -545,6 +549,7 @@ impl ClusterMessage {
             | Self::JobCancel(_)
             | Self::WorkerPause(_)
             | Self::WorkerResume(_)
+            | Self::WorkerVerify(_)
             | Self::Shutdown(_) => Sender::Host,
             Self::Batch(_) => Sender::Either,
             _ => Sender::Worker,
@@ -575,6 +580,7 @@ impl ClusterMessage {
             "worker:status" => Self::WorkerStatus(parse(msg_type, payload)?),
             "worker:pause" => Self::WorkerPause(parse(msg_type, payload)?),
             "worker:resume" => Self::WorkerResume(parse(msg_type, payload)?),
+            "worker:verify" => Self::WorkerVerify(parse(msg_type, payload)?),
             "worker:heartbeat" => Self::WorkerHeartbeat(parse(msg_type, payload)?),
             "shutdown" => Self::Shutdown(parse(msg_type, payload)?),
             "batch" => {
@@ -612,7 +618,7 @@ impl ClusterMessage {
             Self::WorkerVerified(m) => json(m),
             Self::WorkerBinary(m) => json(m),
             Self::WorkerStatus(m) => json(m),
-            Self::WorkerPause(m) | Self::WorkerResume(m) => json(m),
+            Self::WorkerPause(m) | Self::WorkerResume(m) | Self::WorkerVerify(m) => json(m),
             Self::WorkerHeartbeat(m) => json(m),
             Self::Shutdown(m) => json(m),
             Self::Batch(messages) => {

@@ -195,6 +195,7 @@ fn goop2_cluster_messages_decode() {
         ("worker:status", r#"{"status":"paused"}"#, Sender::Worker),
         ("worker:pause", r#"{"action":"pause"}"#, Sender::Host),
         ("worker:resume", r#"{"action":"resume"}"#, Sender::Host),
+        ("worker:verify", r#"{"action":"verify"}"#, Sender::Host),
         ("shutdown", r#"{"reason":"cluster closed"}"#, Sender::Host),
     ] {
         let message = ClusterMessage::decode(msg_type, payload).unwrap();

@@ -20,7 +20,7 @@ use proto::api::{
 };
 use proto::cluster::{
     AttemptOutcome, AttemptRecord, ClusterMessage, JobAssign, JobRef, Json, QueueStats,
-    ResultStatus, Sender, WorkerInfo, WorkerStatus, WorkerVerified,
+    ResultStatus, Sender, WorkerAction, WorkerInfo, WorkerStatus, WorkerVerified,
 };
 use proto::{Attempt, GroupId, JobId, JobStatus, PeerId};
 use store::{JobStore, NewJob as StoredNew, StateRow, StoreError, Submitted, Write};
@@ -554,6 +554,22 @@ impl<L: Link> Host<L> {
         if let Some(verified) = self.early.remove(&peer) {
             self.message(&peer, ClusterMessage::WorkerVerified(verified));
         }
+        // Still unverified (a join taken for a restart undoes the verification, and the worker's
+        // own may have come just before it): ask for one, so the order of the two never
+        // leaves a worker idle.
+        let verified = self
+            .dispatcher
+            .workers()
+            .iter()
+            .any(|w| *w.peer == peer && w.verified);
+        if !verified {
+            self.send(
+                &peer,
+                ClusterMessage::WorkerVerify(WorkerAction {
+                    action: "verify".into(),
+                }),
+            );
+        }
     }
 
     fn worker_gone(&mut self, worker: PeerId, reason: LeaveReason) {
@@ -603,7 +619,7 @@ impl<L: Link> Host<L> {
                 };
                 let result = self.step(input).map_err(HostError::from);
                 if result.is_ok() {
-                    let action = proto::cluster::WorkerAction {
+                    let action = WorkerAction {
                         action: if pause { "pause" } else { "resume" }.into(),
                     };
                     let message = if pause {
@@ -1096,6 +1112,7 @@ impl<L: Link> Host<L> {
             | ClusterMessage::JobCancel(_)
             | ClusterMessage::WorkerPause(_)
             | ClusterMessage::WorkerResume(_)
+            | ClusterMessage::WorkerVerify(_)
             | ClusterMessage::Shutdown(_) => Ok(()),
         };
         log_refusal(result);

@@ -275,6 +275,7 @@ impl Member {
                 }))
                 .await;
             }
+            ClusterMessage::WorkerVerify(_) => self.announce().await,
             ClusterMessage::Shutdown(s) => {
                 tracing::info!(reason = %s.reason, "host shut the cluster down")
             }

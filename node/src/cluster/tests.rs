@@ -514,3 +514,75 @@ async fn a_verification_counts_only_once_its_peer_has_joined() {
     );
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_join_undid_its_verification_is_asked_for_another() {
+    let cluster = start_host("rejoin").await;
+    let peer = cluster.add_worker("workerR", 2).await;
+    let verified = async || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let workers = cluster.host.workers().await.unwrap();
+            if workers.iter().any(|w| w.peer_id == peer && w.verified) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not verified: {workers:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    verified().await;
+    // A join without a leave, as from a worker that restarted: the host takes back the
+    // verification, and asks the worker for a new one rather than wait for it.
+    cluster
+        .members
+        .send(MemberEvent::Joined(peer.clone()))
+        .await
+        .unwrap();
+    verified().await;
+    let ids = cluster.host.submit(vec![echo("[7]", 0)]).await.unwrap();
+    let states = wait_all(&cluster.host, &ids, Duration::from_secs(20)).await;
+    assert_eq!(states[0].status, JobStatus::Completed, "{:?}", states[0]);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_asks_an_unverified_member_to_verify() {
+    let cluster = start_host("verify-ask").await;
+    let peer: PeerId = "12D3KooWasked".parse().unwrap();
+    let (to_peer, mut at_peer) = mpsc::channel(64);
+    let host_route = {
+        let mut routes = cluster.routes.lock().unwrap();
+        routes.insert(peer.clone(), to_peer);
+        routes[&cluster.host_peer].clone()
+    };
+    let asked = async |at_peer: &mut mpsc::Receiver<Incoming>| {
+        let message = tokio::time::timeout(Duration::from_secs(10), at_peer.recv())
+            .await
+            .expect("the host asks for a verification")
+            .unwrap();
+        assert_eq!(message.msg_type, "worker:verify", "{}", message.payload);
+    };
+    // Joined, not verified yet: asked.
+    cluster
+        .members
+        .send(MemberEvent::Joined(peer.clone()))
+        .await
+        .unwrap();
+    asked(&mut at_peer).await;
+    host_route
+        .send(Incoming {
+            from: peer.clone(),
+            msg_type: "worker:verified".into(),
+            payload: r#"{"ok":true,"types":[],"capacity":1}"#.into(),
+        })
+        .await
+        .unwrap();
+    // A join without a leave undoes the verification: asked again.
+    cluster
+        .members
+        .send(MemberEvent::Joined(peer.clone()))
+        .await
+        .unwrap();
+    asked(&mut at_peer).await;
+    cluster.stop().await;
+}
