@@ -219,13 +219,23 @@ impl ApiClient {
         })
     }
 
-    /// The stored state of each of `ids` that exists, read 1000 at a time.
+    /// The stored state of each of `ids` that exists, asked 1000 at a time (a page of large
+    /// payloads may hold fewer: the pages of each request are followed to the end).
     pub fn jobs(&self, ids: &[JobId]) -> Result<Vec<JobState>, ClientError> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(1000) {
             let list: Vec<String> = chunk.iter().map(ToString::to_string).collect();
-            let path = format!("/api/cluster/jobs?limit=1000&ids={}", list.join(","));
-            out.extend(self.get::<Vec<JobState>>(&path)?);
+            let base = format!("/api/cluster/jobs?limit=1000&ids={}", list.join(","));
+            let mut path = base.clone();
+            loop {
+                let (page, next): (Vec<JobState>, _) =
+                    self.get_with_header(&path, "x-next-cursor")?;
+                out.extend(page);
+                match next {
+                    Some(cursor) => path = format!("{base}&cursor={cursor}"),
+                    None => break,
+                }
+            }
         }
         Ok(out)
     }

@@ -601,6 +601,24 @@ impl ClusterMessage {
         })
     }
 
+    /// The payload of a `batch` of messages already encoded, each given as its type and its
+    /// payload: a sender can size its batches by the bytes they will take.
+    pub fn batch_payload<'a>(parts: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+        let mut out = String::from("{\"messages\":[");
+        for (i, (msg_type, payload)) in parts.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"type\":\"");
+            out.push_str(msg_type);
+            out.push_str("\",\"payload\":");
+            out.push_str(payload);
+            out.push('}');
+        }
+        out.push_str("]}");
+        out
+    }
+
     /// The payload as JSON text.
     pub fn encode_payload(&self) -> String {
         fn json<T: Serialize>(value: &T) -> String {
@@ -622,19 +640,11 @@ impl ClusterMessage {
             Self::WorkerHeartbeat(m) => json(m),
             Self::Shutdown(m) => json(m),
             Self::Batch(messages) => {
-                let mut out = String::from("{\"messages\":[");
-                for (i, m) in messages.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str("{\"type\":\"");
-                    out.push_str(m.msg_type());
-                    out.push_str("\",\"payload\":");
-                    out.push_str(&m.encode_payload());
-                    out.push('}');
-                }
-                out.push_str("]}");
-                out
+                let parts: Vec<(&str, String)> = messages
+                    .iter()
+                    .map(|m| (m.msg_type(), m.encode_payload()))
+                    .collect();
+                Self::batch_payload(parts.iter().map(|(t, p)| (*t, p.as_str())))
             }
         }
     }

@@ -12,5 +12,5 @@ mod schema;
 mod writer;
 
 pub use error::StoreError;
-pub use reader::{JobPage, ListFilter, Reader, StoredJob};
+pub use reader::{JobPage, ListFilter, PAGE_BYTES, Reader, StoredJob};
 pub use writer::{JobStore, NewJob, StateRow, StoreConfig, Submitted, Synchronous, Write};

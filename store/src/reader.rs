@@ -40,8 +40,17 @@ pub struct ListFilter {
     pub ids: Option<Vec<JobId>>,
     /// Jobs after this cursor (a `seq` from an earlier page).
     pub cursor: Option<u64>,
-    /// At most this many (clamped to 1..=1000).
+    /// At most this many (clamped to 1..=1000), and fewer when they carry more than
+    /// [`PAGE_BYTES`] of payloads and results.
     pub limit: usize,
+}
+
+/// The most payload and result bytes one page of a list carries (a single job may carry more).
+pub const PAGE_BYTES: usize = 32 * 1024 * 1024;
+
+fn job_bytes(job: &StoredJob) -> usize {
+    let len = |json: &Option<Json>| json.as_ref().map_or(0, |j| j.get().len());
+    len(&job.state.job.payload) + len(&job.state.result)
 }
 
 /// One page of a list.
@@ -176,10 +185,20 @@ impl Reader {
             })
             .context("listing jobs")?;
         let mut jobs = Vec::with_capacity(limit);
+        let mut bytes = 0;
+        let mut full = false;
         for row in rows {
-            jobs.push(row.context("reading a job")??);
+            let job = row.context("reading a job")??;
+            // A page of large payloads and results ends early (with at least one job) rather
+            // than grow to gigabytes; the cursor takes the reader on.
+            if !jobs.is_empty() && bytes + job_bytes(&job) > PAGE_BYTES {
+                full = true;
+                break;
+            }
+            bytes += job_bytes(&job);
+            jobs.push(job);
         }
-        let next_cursor = if jobs.len() > limit {
+        let next_cursor = if full || jobs.len() > limit {
             jobs.truncate(limit);
             jobs.last().map(|j| j.seq)
         } else {

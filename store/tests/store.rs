@@ -451,6 +451,46 @@ async fn lists_page_and_filter_in_submission_order() {
 }
 
 #[tokio::test]
+async fn a_page_of_large_payloads_ends_early_and_the_cursor_goes_on() {
+    let db = TempDb::new();
+    let store = JobStore::open(&db.path(), StoreConfig::default()).unwrap();
+    // Four jobs of 12 MiB each: two fit in a page's 32 MiB, the third would not.
+    let big = format!("\"{}\"", "x".repeat(12 * 1024 * 1024));
+    let jobs = (1..=4)
+        .map(|i| {
+            let mut job = job(i, "t", 0);
+            job.payload = Some(RawValue::from_string(big.clone()).unwrap().into());
+            new_job(job)
+        })
+        .collect();
+    store.submit(jobs).await.unwrap();
+    let reader = store.reader().unwrap();
+    let mut pages = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = reader
+            .list(&ListFilter {
+                group: Some(group()),
+                cursor,
+                limit: 1000,
+                ..ListFilter::default()
+            })
+            .unwrap();
+        pages.push(
+            page.jobs
+                .iter()
+                .map(|j| j.state.job.id.as_u64())
+                .collect::<Vec<_>>(),
+        );
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, [vec![1, 2], vec![3, 4]]);
+}
+
+#[tokio::test]
 async fn committed_submits_survive_a_reopen() {
     let db = TempDb::new();
     {

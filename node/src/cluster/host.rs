@@ -65,7 +65,8 @@ pub(crate) struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_payload_bytes: 16 * 1024 * 1024,
+            // An assign carries the payload in one MQ message, which holds 16 MiB by default.
+            max_payload_bytes: proto::DEFAULT_MAX_FRAME_BYTES - 64 * 1024,
             max_live_payload_bytes: 1024 * 1024 * 1024,
             max_labels: 32,
             max_text_len: 256,

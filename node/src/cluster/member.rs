@@ -25,6 +25,10 @@ use worker::{Event, EventKind, Executor, ExecutorConfig, JobSpec, LogStream, Out
 use super::outbox::{self, OnFailure};
 use super::{Incoming, Link};
 
+/// The largest result a worker sends: a result travels in one MQ message, which holds 16 MiB by
+/// default; a larger one would be refused again and again, so the job fails saying why.
+const MAX_RESULT_BYTES: usize = proto::DEFAULT_MAX_FRAME_BYTES - 64 * 1024;
+
 /// The worker side's settings.
 #[derive(Clone, Debug)]
 pub(crate) struct MemberConfig {
@@ -333,6 +337,20 @@ impl Member {
             EventKind::Finished(outcome) => {
                 self.running.remove(&job);
                 let result = match outcome {
+                    Outcome::Completed { result } if result.get().len() > MAX_RESULT_BYTES => {
+                        tracing::warn!(job_id = %job, bytes = result.get().len(), "result too large to send");
+                        JobResult {
+                            job_id: job,
+                            attempt,
+                            status: ResultStatus::Failed,
+                            result: None,
+                            error: Some(format!(
+                                "result too large: {} bytes, over the limit of {MAX_RESULT_BYTES}",
+                                result.get().len()
+                            )),
+                            elapsed_ms: None,
+                        }
+                    }
                     Outcome::Completed { result } => JobResult {
                         job_id: job,
                         attempt,

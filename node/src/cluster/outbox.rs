@@ -14,6 +14,31 @@ use tokio_util::sync::CancellationToken;
 
 use super::Link;
 
+/// The most bytes of encoded messages one batch carries, well within the MQ bus's frame limit
+/// (16 MiB by default): a batch of large jobs is split, and a message larger than this goes
+/// alone.
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// One message, encoded.
+struct Part {
+    msg_type: &'static str,
+    payload: String,
+}
+
+impl Part {
+    fn of(message: &ClusterMessage) -> Self {
+        Self {
+            msg_type: message.msg_type(),
+            payload: message.encode_payload(),
+        }
+    }
+
+    /// What it adds to a batch: its payload, its type and the batch's framing.
+    fn bytes(&self) -> usize {
+        self.payload.len() + self.msg_type.len() + 24
+    }
+}
+
 /// What an outbox does when the link cannot deliver.
 pub(crate) enum OnFailure {
     /// Stop, and say so on this channel (the host, about a worker).
@@ -32,28 +57,45 @@ pub(crate) async fn run<L: Link>(
     on_failure: OnFailure,
     cancel: CancellationToken,
 ) {
-    let mut batch = Vec::new();
+    let mut parts: Vec<Part> = Vec::new();
+    // A message that did not fit the last batch: it opens the next one.
+    let mut carried: Option<Part> = None;
     loop {
-        let first = tokio::select! {
-            () = cancel.cancelled() => return,
-            first = messages.recv() => match first {
-                Some(first) => first,
-                None => return,
+        let first = match carried.take() {
+            Some(part) => part,
+            None => tokio::select! {
+                () = cancel.cancelled() => return,
+                first = messages.recv() => match first {
+                    Some(first) => Part::of(&first),
+                    None => return,
+                },
             },
         };
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match messages.try_recv() {
-                Ok(message) => batch.push(message),
-                Err(_) => break,
+        let mut bytes = first.bytes();
+        parts.push(first);
+        while parts.len() < MAX_BATCH {
+            let Ok(message) = messages.try_recv() else {
+                break;
+            };
+            let part = Part::of(&message);
+            if bytes + part.bytes() > BATCH_BYTES {
+                carried = Some(part);
+                break;
             }
+            bytes += part.bytes();
+            parts.push(part);
         }
-        let message = match batch.len() {
-            1 => batch.pop().unwrap_or(ClusterMessage::Batch(Vec::new())),
-            _ => ClusterMessage::Batch(std::mem::take(&mut batch)),
+        let (msg_type, payload) = if parts.len() == 1 {
+            let part = parts.swap_remove(0);
+            (part.msg_type, part.payload)
+        } else {
+            let batch = ClusterMessage::batch_payload(
+                parts.iter().map(|p| (p.msg_type, p.payload.as_str())),
+            );
+            parts.clear();
+            ("batch", batch)
         };
-        let topic = cluster_topic(&group, message.msg_type());
-        let payload = message.encode_payload();
+        let topic = cluster_topic(&group, msg_type);
         let mut backoff = Duration::from_millis(100);
         loop {
             let Err(error) = link

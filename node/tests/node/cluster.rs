@@ -1249,3 +1249,69 @@ async fn the_command_line_submits_waits_lists_and_shows_workers() {
     let shown: Value = serde_json::from_str(&shown).unwrap_or_else(|e| panic!("{e}: {shown}"));
     assert_eq!(shown["status"], "completed", "{shown}");
 }
+
+#[tokio::test]
+async fn jobs_with_large_payloads_run_and_are_waited_for_page_by_page() {
+    let host = host().await;
+    let _worker = worker(&host, &echo_executor(), 4).await;
+    // Three jobs of 9 MiB: their assigns do not fit one MQ message together, and a job with its
+    // result (18 MiB) fills a page of the job list on its own.
+    let dir = temp_dir("large-payloads");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("jobs.jsonl");
+    let big = "x".repeat(9 * 1024 * 1024);
+    let lines: Vec<String> = (0..3)
+        .map(|i| json!({ "type": "echo", "payload": { "i": i, "pad": big } }).to_string())
+        .collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let (code, out, err) = cli_any(
+        host.api(),
+        &["job", "submit", "-f", &file.to_string_lossy(), "--wait"],
+    )
+    .await;
+    assert_eq!(code, 0, "{}", err.chars().take(2000).collect::<String>());
+    let finished: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(finished.len(), 3);
+    for (i, line) in finished.iter().enumerate() {
+        assert_eq!(line["status"], "completed");
+        assert_eq!(line["result"]["i"], i);
+        assert_eq!(
+            line["result"]["pad"].as_str().map(str::len),
+            Some(big.len())
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_result_too_large_to_send_fails_its_job_and_the_worker_goes_on() {
+    let host = host().await;
+    let _worker = worker(&host, &fixture_executor(), 2).await;
+    // Within the executor's 16 MiB line, beyond what one MQ message carries back.
+    let too_large = 16 * 1024 * 1024 - 1024;
+    let ids = submit(
+        host.api(),
+        &[
+            json!({ "type": "echo", "payload": { "result_bytes": too_large } }),
+            json!({ "type": "echo", "payload": { "result_bytes": 1024 * 1024 } }),
+        ],
+    )
+    .await;
+    let states = wait_terminal(host.api(), &ids, 60).await;
+    assert_eq!(states[0].status, JobStatus::Failed, "{:?}", states[0].error);
+    let error = states[0].error.as_deref().unwrap_or_default();
+    assert!(error.contains("result too large"), "{error}");
+    assert_eq!(
+        states[1].status,
+        JobStatus::Completed,
+        "{:?}",
+        states[1].error
+    );
+    assert_eq!(
+        states[1].result.as_ref().map(|r| r.get().len()),
+        Some(1024 * 1024)
+    );
+}
