@@ -164,6 +164,27 @@ impl Cluster {
         peer
     }
 
+    /// A peer whose messages the test sends and whose inbox it reads: what the host sends it
+    /// arrives on the returned channel.
+    fn fake_peer(&self, peer: &PeerId) -> mpsc::Receiver<Incoming> {
+        let (to_peer, at_peer) = mpsc::channel(64);
+        self.routes.lock().unwrap().insert(peer.clone(), to_peer);
+        at_peer
+    }
+
+    /// `peer` tells the host its executor passed the check.
+    async fn verified_by(&self, peer: &PeerId) {
+        let host_route = self.routes.lock().unwrap()[&self.host_peer].clone();
+        host_route
+            .send(Incoming {
+                from: peer.clone(),
+                msg_type: "worker:verified".into(),
+                payload: r#"{"ok":true,"types":[],"capacity":1}"#.into(),
+            })
+            .await
+            .unwrap();
+    }
+
     async fn stop(self) {
         self.cancel.cancel();
         self.tracker.close();
@@ -471,21 +492,9 @@ async fn live_payloads_are_bounded_and_the_room_comes_back_when_jobs_end() {
 async fn a_verification_counts_only_once_its_peer_has_joined() {
     let cluster = start_host("early").await;
     let peer: PeerId = "12D3KooWearly".parse().unwrap();
-    let (to_peer, mut at_peer) = mpsc::channel(64);
-    let host_route = {
-        let mut routes = cluster.routes.lock().unwrap();
-        routes.insert(peer.clone(), to_peer);
-        routes[&cluster.host_peer].clone()
-    };
+    let mut at_peer = cluster.fake_peer(&peer);
     // The verification overtakes the join, as it may over the MQ bus.
-    host_route
-        .send(Incoming {
-            from: peer.clone(),
-            msg_type: "worker:verified".into(),
-            payload: r#"{"ok":true,"types":[],"capacity":1}"#.into(),
-        })
-        .await
-        .unwrap();
+    cluster.verified_by(&peer).await;
     let id = cluster.host.submit(vec![echo("[1]", 0)]).await.unwrap()[0];
     // Not a member: no job goes to it.
     let early = tokio::time::timeout(Duration::from_millis(500), at_peer.recv()).await;
@@ -549,12 +558,7 @@ async fn a_worker_whose_join_undid_its_verification_is_asked_for_another() {
 async fn the_host_asks_an_unverified_member_to_verify() {
     let cluster = start_host("verify-ask").await;
     let peer: PeerId = "12D3KooWasked".parse().unwrap();
-    let (to_peer, mut at_peer) = mpsc::channel(64);
-    let host_route = {
-        let mut routes = cluster.routes.lock().unwrap();
-        routes.insert(peer.clone(), to_peer);
-        routes[&cluster.host_peer].clone()
-    };
+    let mut at_peer = cluster.fake_peer(&peer);
     let asked = async |at_peer: &mut mpsc::Receiver<Incoming>| {
         let message = tokio::time::timeout(Duration::from_secs(10), at_peer.recv())
             .await
@@ -569,14 +573,7 @@ async fn the_host_asks_an_unverified_member_to_verify() {
         .await
         .unwrap();
     asked(&mut at_peer).await;
-    host_route
-        .send(Incoming {
-            from: peer.clone(),
-            msg_type: "worker:verified".into(),
-            payload: r#"{"ok":true,"types":[],"capacity":1}"#.into(),
-        })
-        .await
-        .unwrap();
+    cluster.verified_by(&peer).await;
     // A join without a leave undoes the verification: asked again.
     cluster
         .members
