@@ -76,6 +76,14 @@ fn state_of(store: &JobStore, id: u64) -> JobState {
         .state
 }
 
+async fn write_state(store: &JobStore, row: StateRow) {
+    store.write(Write::State(Box::new(row))).await.unwrap();
+}
+
+async fn write_attempt(store: &JobStore, job: JobId, record: AttemptRecord) {
+    store.write(Write::Attempt { job, record }).await.unwrap();
+}
+
 #[tokio::test]
 async fn submitted_jobs_round_trip_with_exact_numbers() {
     let db = TempDb::new();
@@ -172,17 +180,8 @@ async fn state_attempts_and_coalesced_progress_are_written() {
         outcome: None,
         error: None,
     };
-    store
-        .write(Write::State(Box::new(StateRow::of(&state))))
-        .await
-        .unwrap();
-    store
-        .write(Write::Attempt {
-            job: JobId::from_u64(1),
-            record: record.clone(),
-        })
-        .await
-        .unwrap();
+    write_state(&store, StateRow::of(&state)).await;
+    write_attempt(&store, JobId::from_u64(1), record.clone()).await;
     for pct in [10.0, 20.0, 42.5] {
         store
             .write(Write::Progress {
@@ -204,10 +203,7 @@ async fn state_attempts_and_coalesced_progress_are_written() {
         .unwrap();
     let mut second = state_of(&store, 2);
     second.progress = 5.0;
-    store
-        .write(Write::State(Box::new(StateRow::of(&second))))
-        .await
-        .unwrap();
+    write_state(&store, StateRow::of(&second)).await;
     store.flush().await.unwrap();
 
     let got = store
@@ -232,13 +228,7 @@ async fn state_attempts_and_coalesced_progress_are_written() {
         error: Some("timed out after 1s".into()),
         ..record
     };
-    store
-        .write(Write::Attempt {
-            job: JobId::from_u64(1),
-            record: ended.clone(),
-        })
-        .await
-        .unwrap();
+    write_attempt(&store, JobId::from_u64(1), ended.clone()).await;
     // A state change that carries no progress and no start time keeps the stored ones, and the
     // store works out the elapsed time of the finished job.
     let mut failed = StateRow::of(&state_of(&store, 1));
@@ -247,7 +237,7 @@ async fn state_attempts_and_coalesced_progress_are_written() {
     failed.started_at = None;
     failed.done_at = Some(Timestamp::from_unix_ms(3_500));
     failed.elapsed_ms = None;
-    store.write(Write::State(Box::new(failed))).await.unwrap();
+    write_state(&store, failed).await;
     store.flush().await.unwrap();
     let got = state_of(&store, 1);
     assert_eq!(got.attempts, [ended]);
@@ -271,19 +261,13 @@ async fn the_running_and_the_completing_attempt_are_read_from_the_job_row() {
         outcome: Some(AttemptOutcome::Lost),
         error: Some("worker left".into()),
     };
-    store
-        .write(Write::Attempt {
-            job: JobId::from_u64(1),
-            record: lost.clone(),
-        })
-        .await
-        .unwrap();
+    write_attempt(&store, JobId::from_u64(1), lost.clone()).await;
     let mut running = StateRow::of(&state_of(&store, 1));
     running.status = JobStatus::Running;
     running.worker_id = Some(peer("peerB"));
     running.attempt = Attempt(2);
     running.started_at = Some(Timestamp::from_unix_ms(3_000));
-    store.write(Write::State(Box::new(running))).await.unwrap();
+    write_state(&store, running).await;
     store.flush().await.unwrap();
     let current = AttemptRecord {
         attempt: Attempt(2),
@@ -298,13 +282,7 @@ async fn the_running_and_the_completing_attempt_are_read_from_the_job_row() {
         [lost.clone(), current.clone()]
     );
     // A caller may store the running attempt too, in a transaction of its own.
-    store
-        .write(Write::Attempt {
-            job: JobId::from_u64(1),
-            record: current.clone(),
-        })
-        .await
-        .unwrap();
+    write_attempt(&store, JobId::from_u64(1), current.clone()).await;
     store.flush().await.unwrap();
 
     // It completes: the completing attempt is not stored as a row, yet reads back whole.
@@ -313,22 +291,13 @@ async fn the_running_and_the_completing_attempt_are_read_from_the_job_row() {
         outcome: Some(AttemptOutcome::Completed),
         ..current
     };
-    store
-        .write(Write::Attempt {
-            job: JobId::from_u64(1),
-            record: done.clone(),
-        })
-        .await
-        .unwrap();
+    write_attempt(&store, JobId::from_u64(1), done.clone()).await;
     let mut completed = StateRow::of(&state_of(&store, 1));
     completed.status = JobStatus::Completed;
     completed.worker_id = None;
     completed.started_at = None;
     completed.done_at = Some(Timestamp::from_unix_ms(4_000));
-    store
-        .write(Write::State(Box::new(completed)))
-        .await
-        .unwrap();
+    write_state(&store, completed).await;
     store.flush().await.unwrap();
     let reader = store.reader().unwrap();
     // Rows: the lost attempt and the running one; none for its completion.
@@ -354,10 +323,7 @@ async fn lists_page_and_filter_in_submission_order() {
     store.submit(jobs.collect()).await.unwrap();
     let mut done = state_of(&store, 4);
     done.status = JobStatus::Failed;
-    store
-        .write(Write::State(Box::new(StateRow::of(&done))))
-        .await
-        .unwrap();
+    write_state(&store, StateRow::of(&done)).await;
     store.flush().await.unwrap();
     let reader = store.reader().unwrap();
 
@@ -595,14 +561,8 @@ async fn writes_of_one_transaction_coalesce_without_losing_what_earlier_ones_sai
         ..started.clone()
     };
     // Queued back to back, these land in one transaction.
-    store.write(Write::State(Box::new(assigned))).await.unwrap();
-    store
-        .write(Write::Attempt {
-            job: JobId::from_u64(1),
-            record: started,
-        })
-        .await
-        .unwrap();
+    write_state(&store, assigned).await;
+    write_attempt(&store, JobId::from_u64(1), started).await;
     store
         .write(Write::Progress {
             id: JobId::from_u64(1),
@@ -611,14 +571,8 @@ async fn writes_of_one_transaction_coalesce_without_losing_what_earlier_ones_sai
         })
         .await
         .unwrap();
-    store.write(Write::State(Box::new(done))).await.unwrap();
-    store
-        .write(Write::Attempt {
-            job: JobId::from_u64(1),
-            record: ended.clone(),
-        })
-        .await
-        .unwrap();
+    write_state(&store, done).await;
+    write_attempt(&store, JobId::from_u64(1), ended.clone()).await;
     store.flush().await.unwrap();
     let got = state_of(&store, 1);
     assert_eq!(got.status, JobStatus::Completed);
