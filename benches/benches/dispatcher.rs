@@ -500,8 +500,13 @@ fn main() {
         _ => None,
     };
     if let Some(queued) = pick_queued {
+        // `DISPATCHER_BENCH_CYCLES` shortens the run for slow profilers (callgrind).
+        let cycles = std::env::var("DISPATCHER_BENCH_CYCLES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(3_000_000);
         let mut bench = PickBench::new(queued);
-        for _ in 0..3_000_000 {
+        for _ in 0..cycles {
             bench.cycle();
         }
         return;

@@ -84,14 +84,17 @@ impl ReadyQueue {
         self.len += 1;
     }
 
-    /// Drops stale entries from the front, then gives the key of the best live one.
-    pub(crate) fn clean_front(&mut self, live: impl Fn(&ReadyEntry) -> bool) -> Option<HeadKey> {
+    /// Drops stale entries from the front, then gives the best live one with its key.
+    pub(crate) fn clean_front(
+        &mut self,
+        live: impl Fn(&ReadyEntry) -> bool,
+    ) -> Option<(HeadKey, ReadyEntry)> {
         loop {
             let mut first = self.levels.first_entry()?;
             let level = first.get_mut();
             while let Some(front) = level.front() {
                 if live(&front) {
-                    return Some((Reverse(first.key().0), front.seq));
+                    return Some(((Reverse(first.key().0), front.seq), front));
                 }
                 level.pop_front();
                 self.len -= 1;
@@ -359,7 +362,7 @@ mod tests {
             queue.push(priority, entry(seq));
         }
         let mut order = Vec::new();
-        while let Some(key) = queue.clean_front(|_| true) {
+        while let Some((key, _)) = queue.clean_front(|_| true) {
             let popped = queue.pop().expect("a live front");
             assert_eq!(popped.seq, key.1);
             order.push((key.0.0, key.1));
@@ -385,7 +388,10 @@ mod tests {
             );
         }
         let live = |e: &ReadyEntry| !e.seq.is_multiple_of(3);
-        assert_eq!(queue.clean_front(live), Some((Reverse(1), 1)));
+        assert_eq!(
+            queue.clean_front(live).map(|(key, _)| key),
+            Some((Reverse(1), 1))
+        );
         queue.retain(live);
         assert_eq!(queue.len(), 6);
         let mut seen = Vec::new();

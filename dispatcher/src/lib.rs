@@ -45,6 +45,7 @@ mod dispatcher;
 mod error;
 mod index;
 mod io;
+mod known;
 mod query;
 mod seeded;
 mod state;

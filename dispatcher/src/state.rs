@@ -31,6 +31,21 @@ impl State {
         self as usize
     }
 
+    /// The state of index `index`, the inverse of [`State::index`].
+    pub(crate) const fn from_index(index: usize) -> Option<Self> {
+        Some(match index {
+            0 => Self::Ready,
+            1 => Self::Delayed,
+            2 => Self::Blocked,
+            3 => Self::Assigned,
+            4 => Self::Running,
+            5 => Self::Completed,
+            6 => Self::Failed,
+            7 => Self::Cancelled,
+            _ => return None,
+        })
+    }
+
     pub(crate) const fn status(self) -> JobStatus {
         match self {
             Self::Ready | Self::Delayed | Self::Blocked => JobStatus::Pending,
@@ -44,7 +59,7 @@ impl State {
 }
 
 /// What the dispatcher knows about a job id.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Known {
     /// A live job, at this slab slot.
     Live(u32),

@@ -1,6 +1,5 @@
 //! Jobs coming and going: submit, cancel, retry, forget and restore.
 
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use proto::{Attempt, JobId, JobStatus};
@@ -13,19 +12,19 @@ use crate::time::Millis;
 
 impl<P: Clone, R> Dispatcher<P, R> {
     pub(super) fn is_known(&self, id: JobId) -> bool {
-        self.ids.contains_key(&id)
+        self.ids.contains(id)
     }
 
     pub(crate) fn live_slot(&self, id: JobId) -> Option<u32> {
-        match self.ids.get(&id) {
-            Some(Known::Live(slot)) => Some(*slot),
+        match self.ids.get(id) {
+            Some(Known::Live(slot)) => Some(slot),
             _ => None,
         }
     }
 
     pub(crate) fn finished_state(&self, id: JobId) -> Option<State> {
-        match self.ids.get(&id) {
-            Some(Known::Finished(state)) => Some(*state),
+        match self.ids.get(id) {
+            Some(Known::Finished(state)) => Some(state),
             _ => None,
         }
     }
@@ -57,20 +56,15 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 });
                 break;
             }
-            match self.ids.entry(spec.id) {
-                Entry::Occupied(_) => {
-                    outcome = Err(StepError::DuplicateJob(spec.id));
-                    break;
-                }
-                Entry::Vacant(entry) => {
-                    entry.insert(Known::Reserved);
-                    reserved += 1;
-                }
+            if self.ids.claim(spec.id, Known::Reserved).is_none() {
+                outcome = Err(StepError::DuplicateJob(spec.id));
+                break;
             }
+            reserved += 1;
         }
         if outcome.is_err() {
             for spec in specs.take(reserved) {
-                self.ids.remove(&spec.id);
+                self.ids.remove(spec.id);
             }
         }
         outcome
@@ -155,19 +149,21 @@ impl<P: Clone, R> Dispatcher<P, R> {
         }
         // One probe of the id map both refuses a duplicate and records the job, at the slot
         // `alloc` is about to give it: on a large queue that probe is a cache miss.
-        let slot = match self.free_slots.last() {
-            Some(&slot) => slot,
-            None => u32::try_from(self.slots.len()).unwrap_or(u32::MAX),
+        let slot = self.next_slot();
+        let Some(seq) = self.ids.claim(job.id, Known::Live(slot)) else {
+            return Err(StepError::DuplicateJob(job.id));
         };
-        match self.ids.entry(job.id) {
-            Entry::Occupied(_) => return Err(StepError::DuplicateJob(job.id)),
-            Entry::Vacant(entry) => {
-                entry.insert(Known::Live(slot));
-            }
-        }
-        let placed = self.insert(job, None);
+        let placed = self.insert(job, seq, None);
         debug_assert_eq!(placed, slot, "the slot alloc gave");
         Ok(slot)
+    }
+
+    /// The slot `alloc` gives next.
+    fn next_slot(&self) -> u32 {
+        match self.free_slots.last() {
+            Some(&slot) => slot,
+            None => u32::try_from(self.slots.len()).unwrap_or(u32::MAX),
+        }
     }
 
     /// Takes back a job `place` put in, for a refused batch.
@@ -175,7 +171,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
         let generation = &mut self.generations[slot as usize];
         *generation = generation.wrapping_add(1);
         if let Some(job) = self.slots[slot as usize].take() {
-            self.ids.remove(&job.id);
+            self.ids.remove(job.id);
             self.counts[job.state.index()] -= 1;
             self.live_count -= 1;
             self.free_slots.push(slot);
@@ -183,10 +179,9 @@ impl<P: Clone, R> Dispatcher<P, R> {
     }
 
     /// Builds a job record in a new slab slot, in state `Blocked` until `admit` places it.
-    pub(super) fn insert(&mut self, spec: NewJob<P>, created_at: Option<Millis>) -> u32 {
+    /// `seq` is the number of the job's cell in the id map, given when its id was recorded.
+    pub(super) fn insert(&mut self, spec: NewJob<P>, seq: u64, created_at: Option<Millis>) -> u32 {
         let ty = self.intern(&spec.job_type);
-        let seq = self.next_seq;
-        self.next_seq += 1;
         let mut after = spec.after;
         after.sort_unstable();
         after.dedup();
@@ -344,8 +339,9 @@ impl<P: Clone, R> Dispatcher<P, R> {
         }
         self.check_room(1)?;
         self.counts[state.index()] -= 1;
-        let slot = self.insert(spec, None);
-        self.ids.insert(id, Known::Live(slot));
+        // A new life: a new cell, so a new place in the submission order.
+        let seq = self.ids.rebind(id, Known::Live(self.next_slot()));
+        let slot = self.insert(spec, seq, None);
         self.job_mut(slot).attempt = attempt;
         self.admit(slot, true);
         Ok(())
@@ -353,7 +349,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
 
     pub(super) fn forget(&mut self, id: JobId) -> Result<(), StepError> {
         if let Some(state) = self.finished_state(id) {
-            self.ids.remove(&id);
+            self.ids.remove(id);
             self.counts[state.index()] -= 1;
             return Ok(());
         }
@@ -369,10 +365,12 @@ impl<P: Clone, R> Dispatcher<P, R> {
     pub(super) fn restore(&mut self, jobs: Vec<RestoredJob<P>>) -> Result<(), StepError> {
         let live_count = jobs.iter().filter(|j| !j.status.is_terminal()).count();
         self.check_room(live_count)?;
-        self.reserve_ids(jobs.iter().map(|j| &j.job), false)?;
         let mut jobs = jobs;
-        // Submission order is creation order; the sort is stable so equal times keep theirs.
+        // Submission order is creation order, and ids are given cells (whose numbers are the
+        // jobs' sequence numbers) in the order they are reserved; the sort is stable so equal
+        // times keep theirs.
         jobs.sort_by_key(|j| j.created_at);
+        self.reserve_ids(jobs.iter().map(|j| &j.job), false)?;
         let mut placed = Vec::with_capacity(live_count);
         let now = self.now;
         for restored in jobs {
@@ -395,7 +393,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             };
             if let Some(state) = terminal {
                 // The store keeps the record; the dispatcher only needs the status.
-                self.ids.insert(spec.id, Known::Finished(state));
+                self.ids.set(spec.id, Known::Finished(state));
                 self.counts[state.index()] += 1;
                 continue;
             }
@@ -409,8 +407,9 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 last.end = Some(AttemptEnd::Interrupted);
             }
             let id = spec.id;
-            let slot = self.insert(spec, Some(created_at));
-            self.ids.insert(id, Known::Live(slot));
+            let seq = self.ids.cell_of(id).unwrap_or_default();
+            let slot = self.insert(spec, seq, Some(created_at));
+            self.ids.set(id, Known::Live(slot));
             let job = self.job_mut(slot);
             job.attempt = attempt;
             job.retries = retries;

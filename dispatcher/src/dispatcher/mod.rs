@@ -24,8 +24,9 @@ use crate::config::Config;
 use crate::error::{IgnoreReason, StepError};
 use crate::index::{HandleHeap, HeadKey, TypeQueue, WorkerKey};
 use crate::io::{AttemptEnd, Input, Output, Report};
-use crate::seeded::{SeededMap, SeededState, SplitMix};
-use crate::state::{Job, Known, State, Worker};
+use crate::known::KnownIds;
+use crate::seeded::{IdMap, SeededMap, SeededState, SplitMix};
+use crate::state::{Job, State, Worker};
 use crate::time::Millis;
 
 mod jobs;
@@ -55,15 +56,15 @@ pub struct Dispatcher<P, R> {
     /// stamp, which is checked without touching the job record or a map.
     run_stamps: Vec<u64>,
     free_slots: Vec<u32>,
-    /// Every job the dispatcher knows: live ones by slab slot, terminal ones by status. One
-    /// map rather than two, because each lookup is a likely cache miss.
-    pub(crate) ids: SeededMap<JobId, Known>,
+    /// Every job the dispatcher knows: live ones by slab slot, terminal ones by status. A
+    /// live job's cell number there is its `seq`.
+    pub(crate) ids: KnownIds,
     /// Jobs whose current attempt a worker holds: at most the cluster's capacity, so it stays
     /// in cache for the reports, which only ever concern these.
-    inflight: SeededMap<JobId, u32>,
+    inflight: IdMap<u32>,
     live_count: usize,
     /// Jobs blocked on a job, with the `dep_epoch` they registered under.
-    dependents: SeededMap<JobId, Vec<(JobId, u32)>>,
+    dependents: IdMap<Vec<(JobId, u32)>>,
     pub(crate) types: Vec<TypeQueue>,
     type_ids: SeededMap<Arc<str>, u32>,
     /// Heads of every non-empty ready queue, with their type.
@@ -88,7 +89,6 @@ pub struct Dispatcher<P, R> {
     /// fires early because a heartbeat moved the lease.
     leases: BinaryHeap<Reverse<(Millis, u32, u64)>>,
     pub(crate) counts: [usize; State::COUNT],
-    next_seq: u64,
     next_stamp: u64,
     next_incarnation: u64,
     /// Dependents to fail because a job they wait for failed; drained iteratively so long
@@ -111,10 +111,10 @@ impl<P: Clone, R> Dispatcher<P, R> {
             generations: Vec::new(),
             run_stamps: Vec::new(),
             free_slots: Vec::new(),
-            ids: hasher.map(),
-            inflight: hasher.map(),
+            ids: KnownIds::new(hasher.id_map()),
+            inflight: hasher.id_map(),
             live_count: 0,
-            dependents: hasher.map(),
+            dependents: hasher.id_map(),
             types: Vec::new(),
             type_ids: hasher.map(),
             heads_any: HandleHeap::default(),
@@ -129,7 +129,6 @@ impl<P: Clone, R> Dispatcher<P, R> {
             deadlines_live: 0,
             leases: BinaryHeap::new(),
             counts: [0; State::COUNT],
-            next_seq: 0,
             next_stamp: 1,
             next_incarnation: 0,
             cascade: Vec::new(),

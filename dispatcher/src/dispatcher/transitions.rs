@@ -107,9 +107,16 @@ impl<P: Clone, R> Dispatcher<P, R> {
     pub(super) fn sync_head(&mut self, ty: u32) {
         let generations = &self.generations;
         let queue = &mut self.types[ty as usize];
-        let head = queue
+        let front = queue
             .ready
             .clean_front(|e| generations[e.slot as usize] == e.generation);
+        let head = front.map(|(key, entry)| {
+            // The head is the next job of this type to be picked: start fetching its record
+            // now, so that on a queue too large for the caches the pick does not wait for it.
+            prefetch(&self.slots[entry.slot as usize]);
+            prefetch(&self.run_stamps[entry.slot as usize]);
+            key
+        });
         if head != queue.head {
             self.set_head(ty, head);
         }
@@ -375,7 +382,8 @@ impl<P: Clone, R> Dispatcher<P, R> {
             .take()
             .expect("slot indexes point at live jobs");
         self.free_slots.push(slot);
-        self.ids.insert(job.id, Known::Finished(state));
+        // Through the job's cell: no hash lookup of its id.
+        self.ids.set_cell(job.seq, Known::Finished(state));
         self.live_count -= 1;
         job.id
     }
@@ -450,7 +458,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
         // Valid reports are about attempts in flight: the small map answers them from cache.
         let slot = match self.inflight.get(&job) {
             Some(&slot) => slot,
-            None => match self.ids.get(&job) {
+            None => match self.ids.get(job) {
                 Some(Known::Live(_)) => return reject(IgnoreReason::NotAssigned),
                 Some(Known::Finished(done)) => {
                     return reject(IgnoreReason::Finished(done.status()));
@@ -493,4 +501,28 @@ impl<P: Clone, R> Dispatcher<P, R> {
         self.type_ids.insert(name, ty);
         ty
     }
+}
+
+/// Asks the processor to bring the cache lines of `value` in, without waiting for them. A
+/// hint: it changes no state, and does nothing on other architectures.
+fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let start: *const i8 = std::ptr::from_ref(value).cast();
+        let size = std::mem::size_of::<T>();
+        // Every line the value touches: one per 64 bytes from its start, and the line of its
+        // last byte (a value need not start on a line).
+        for offset in (0..size).step_by(64).chain(size.checked_sub(1)) {
+            #[expect(unsafe_code, reason = "the prefetch intrinsic is an unsafe fn")]
+            // SAFETY: `_mm_prefetch` only hints the cache: it reads nothing the program sees
+            // and cannot fault. The address lies inside `value`, and SSE is part of every
+            // x86_64 target.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(start.add(offset));
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }
