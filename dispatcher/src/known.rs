@@ -172,6 +172,17 @@ impl KnownIds {
     fn push(&mut self, known: Known) {
         let cell = self.next;
         self.next += 1;
+        #[expect(clippy::cast_possible_truncation, reason = "masked to the page size")]
+        let at = (cell as usize) & (PAGE_CELLS - 1);
+        // Within a page, the last page is this cell's: it was made for the page's first cell
+        // given, and is not freed while cells still go to it.
+        if at != 0
+            && let Some(Some(page)) = self.pages.back_mut()
+        {
+            page.cells[at] = Cell::pack(known);
+            page.used += 1;
+            return;
+        }
         if self.pages.is_empty() {
             self.first_page = cell >> PAGE_BITS;
         }
@@ -182,8 +193,6 @@ impl KnownIds {
             self.pages.push_back(None);
         }
         let page = self.pages[index].get_or_insert_with(Page::new);
-        #[expect(clippy::cast_possible_truncation, reason = "masked to the page size")]
-        let at = (cell as usize) & (PAGE_CELLS - 1);
         page.cells[at] = Cell::pack(known);
         page.used += 1;
         if at == 0 && index > 0 {

@@ -60,8 +60,9 @@ pub struct Dispatcher<P, R> {
     /// live job's cell number there is its `seq`.
     pub(crate) ids: KnownIds,
     /// Jobs whose current attempt a worker holds: at most the cluster's capacity, so it stays
-    /// in cache for the reports, which only ever concern these.
-    inflight: IdMap<u32>,
+    /// in cache for the reports, which only ever concern these (and the plain hash, one
+    /// multiply, is the cheaper one here).
+    inflight: SeededMap<JobId, u32>,
     live_count: usize,
     /// Jobs blocked on a job, with the `dep_epoch` they registered under.
     dependents: IdMap<Vec<(JobId, u32)>>,
@@ -112,7 +113,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             run_stamps: Vec::new(),
             free_slots: Vec::new(),
             ids: KnownIds::new(hasher.id_map()),
-            inflight: hasher.id_map(),
+            inflight: hasher.map(),
             live_count: 0,
             dependents: hasher.id_map(),
             types: Vec::new(),
