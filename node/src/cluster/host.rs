@@ -1318,18 +1318,21 @@ impl<L: Link> Host<L> {
         };
         let worker = update.worker.as_deref().cloned();
         let error = update.error.as_deref().map(str::to_owned);
-        let latency = update
-            .done_at
-            .map(|done| done.0.saturating_sub(update.created_at.0));
-        let _ = self.events.send(ClusterEvent::Job(JobEvent {
-            job_id: update.id,
-            status: update.status,
-            attempt: update.attempt,
-            worker_id: worker.clone(),
-            retries: update.retries,
-            error: error.clone(),
-            latency_ms: latency,
-        }));
+        // Four of these per job: with nobody following the stream, not even built.
+        if self.events.receiver_count() > 0 {
+            let latency = update
+                .done_at
+                .map(|done| done.0.saturating_sub(update.created_at.0));
+            let _ = self.events.send(ClusterEvent::Job(JobEvent {
+                job_id: update.id,
+                status: update.status,
+                attempt: update.attempt,
+                worker_id: worker.clone(),
+                retries: update.retries,
+                error: error.clone(),
+                latency_ms: latency,
+            }));
+        }
         self.pending_writes.push(Write::State(Box::new(StateRow {
             id: update.id,
             status: update.status,
