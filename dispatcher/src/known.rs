@@ -55,7 +55,9 @@ impl Cell {
 }
 
 struct Page {
-    cells: Box<[Cell; PAGE_CELLS]>,
+    /// Packed [`Cell`]s. Plain integers so that a new page comes zeroed from the allocator
+    /// (all cells forgotten) instead of being written cell by cell.
+    cells: Box<[u32]>,
     /// Cells in use (not forgotten).
     used: u32,
 }
@@ -63,7 +65,7 @@ struct Page {
 impl Page {
     fn new() -> Self {
         Self {
-            cells: Box::new([Cell::GONE; PAGE_CELLS]),
+            cells: vec![Cell::GONE.0; PAGE_CELLS].into_boxed_slice(),
             used: 0,
         }
     }
@@ -136,8 +138,8 @@ impl KnownIds {
         if let Some((page, at)) = self.locate(cell)
             && let Some(page) = self.pages[page].as_mut()
         {
-            debug_assert_ne!(page.cells[at], Cell::GONE, "cell {cell} is in use");
-            page.cells[at] = Cell::pack(known);
+            debug_assert_ne!(page.cells[at], Cell::GONE.0, "cell {cell} is in use");
+            page.cells[at] = Cell::pack(known).0;
         }
     }
 
@@ -158,7 +160,7 @@ impl KnownIds {
 
     fn cell(&self, cell: u64) -> Option<Known> {
         let (page, at) = self.locate(cell)?;
-        self.pages[page].as_ref()?.cells[at].unpack()
+        Cell(self.pages[page].as_ref()?.cells[at]).unpack()
     }
 
     /// The page index in `pages` and the position in it of cell `cell`, if its page exists.
@@ -179,7 +181,7 @@ impl KnownIds {
         if at != 0
             && let Some(Some(page)) = self.pages.back_mut()
         {
-            page.cells[at] = Cell::pack(known);
+            page.cells[at] = Cell::pack(known).0;
             page.used += 1;
             return;
         }
@@ -193,7 +195,7 @@ impl KnownIds {
             self.pages.push_back(None);
         }
         let page = self.pages[index].get_or_insert_with(Page::new);
-        page.cells[at] = Cell::pack(known);
+        page.cells[at] = Cell::pack(known).0;
         page.used += 1;
         if at == 0 && index > 0 {
             // The page before may have emptied while cells still went to it.
@@ -209,10 +211,10 @@ impl KnownIds {
         let Some(page) = self.pages[index].as_mut() else {
             return;
         };
-        if page.cells[at] == Cell::GONE {
+        if page.cells[at] == Cell::GONE.0 {
             return;
         }
-        page.cells[at] = Cell::GONE;
+        page.cells[at] = Cell::GONE.0;
         page.used -= 1;
         self.release_if_empty(index);
     }
