@@ -13,6 +13,7 @@ use proto::{Attempt, GroupId, JobId, JobStatus, PeerId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Statement, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::codes::{self, Codes};
 use crate::error::{Context, StoreError};
 use crate::reader::{self, Reader};
 use crate::schema;
@@ -195,11 +196,12 @@ impl JobStore {
     pub fn open(path: &Path, config: StoreConfig) -> Result<Self, StoreError> {
         let mut conn = schema::open(path, config.synchronous)?;
         schema::migrate(&mut conn)?;
+        let keys = Keys::load(&conn)?;
         let (commands, receiver) = mpsc::channel(config.queue.max(1));
         let max_batch = config.max_batch.max(1);
         let thread = std::thread::Builder::new()
             .name("goop-job-store".to_owned())
-            .spawn(move || writer_loop(conn, receiver, max_batch))
+            .spawn(move || writer_loop(conn, keys, receiver, max_batch))
             .map_err(|e| StoreError::Corrupt {
                 job: String::new(),
                 reason: e.to_string(),
@@ -260,7 +262,12 @@ impl Drop for JobStore {
     }
 }
 
-fn writer_loop(mut conn: Connection, mut commands: mpsc::Receiver<Command>, max_batch: usize) {
+fn writer_loop(
+    mut conn: Connection,
+    mut keys: Keys,
+    mut commands: mpsc::Receiver<Command>,
+    max_batch: usize,
+) {
     let mut batch = Vec::new();
     while let Some(first) = commands.blocking_recv() {
         batch.push(first);
@@ -270,7 +277,7 @@ fn writer_loop(mut conn: Connection, mut commands: mpsc::Receiver<Command>, max_
                 Err(_) => break,
             }
         }
-        commit(&mut conn, &mut batch);
+        commit(&mut conn, &mut keys, &mut batch);
     }
     tracing::debug!("job store writer stopped");
 }
@@ -284,12 +291,35 @@ enum Reply {
     Flush(oneshot::Sender<Result<(), StoreError>>),
 }
 
-fn commit(conn: &mut Connection, batch: &mut Vec<Command>) {
+/// What the writer hands out to new jobs besides their ids.
+struct Keys {
+    /// The codes of groups and types.
+    codes: Codes,
+    /// The next job's place in submission order. The writer is the only one to insert jobs,
+    /// so it counts them itself; a submit rolled back leaves a gap, which orders nothing wrong.
+    next_seq: i64,
+}
+
+impl Keys {
+    fn load(conn: &Connection) -> Result<Self, StoreError> {
+        let last: i64 = conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM cluster_jobs", [], |r| {
+                r.get(0)
+            })
+            .context("reading the last sequence number")?;
+        Ok(Self {
+            codes: Codes::new(),
+            next_seq: last + 1,
+        })
+    }
+}
+
+fn commit(conn: &mut Connection, keys: &mut Keys, batch: &mut Vec<Command>) {
     let size = batch.len();
     let mut replies = Vec::new();
     let outcome = (|| -> Result<(), StoreError> {
         let tx = conn.transaction().context("starting a transaction")?;
-        apply(&tx, batch, &mut replies)?;
+        apply(&tx, keys, batch, &mut replies)?;
         tx.commit().context("committing")
     })();
     batch.clear();
@@ -309,6 +339,7 @@ fn commit(conn: &mut Connection, batch: &mut Vec<Command>) {
         }
         Err(error) => {
             tracing::error!(%error, commands = size, "job store transaction failed; its writes are lost");
+            keys.codes.forget();
             let message = error.to_string();
             for reply in replies {
                 let failed = || StoreError::Corrupt {
@@ -394,6 +425,7 @@ impl Coalesced {
 
 fn apply(
     tx: &Transaction<'_>,
+    keys: &mut Keys,
     batch: &mut Vec<Command>,
     replies: &mut Vec<Reply>,
 ) -> Result<(), StoreError> {
@@ -401,7 +433,7 @@ fn apply(
     for (index, command) in batch.drain(..).enumerate() {
         match command {
             Command::Submit(jobs, reply) => {
-                let result = submit_all(tx, jobs);
+                let result = submit_all(tx, keys, jobs);
                 replies.push(Reply::Submit(reply, result));
             }
             Command::Flush(reply) => replies.push(Reply::Flush(reply)),
@@ -428,23 +460,25 @@ fn apply(
             }
             Command::Write(Write::ClearGroup(group)) => {
                 pending.flush(tx)?;
+                // A group without a code never had a job. Its code is kept: codes are never
+                // deleted, so the cached ones stay right.
+                let Some(code) = keys.codes.existing_group(tx, group.as_str())? else {
+                    continue;
+                };
                 tx.execute(
                     "DELETE FROM cluster_attempts WHERE job_id IN
-                        (SELECT id FROM cluster_jobs WHERE group_id = ?1)",
-                    [group.as_str()],
+                        (SELECT id FROM cluster_jobs WHERE group_code = ?1)",
+                    [code],
                 )
                 .context("clearing attempts")?;
                 tx.execute(
                     "DELETE FROM cluster_payloads WHERE job_id IN
-                        (SELECT id FROM cluster_jobs WHERE group_id = ?1)",
-                    [group.as_str()],
+                        (SELECT id FROM cluster_jobs WHERE group_code = ?1)",
+                    [code],
                 )
                 .context("clearing payloads")?;
-                tx.execute(
-                    "DELETE FROM cluster_jobs WHERE group_id = ?1",
-                    [group.as_str()],
-                )
-                .context("clearing jobs")?;
+                tx.execute("DELETE FROM cluster_jobs WHERE group_code = ?1", [code])
+                    .context("clearing jobs")?;
             }
         }
     }
@@ -453,7 +487,11 @@ fn apply(
 
 /// Inserts one submit's jobs inside a savepoint, so a failing submit leaves the rest of the
 /// group commit intact.
-fn submit_all(tx: &Transaction<'_>, jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError> {
+fn submit_all(
+    tx: &Transaction<'_>,
+    keys: &mut Keys,
+    jobs: Vec<NewJob>,
+) -> Result<Vec<Submitted>, StoreError> {
     let savepoint = |sql: &str| -> Result<(), StoreError> {
         tx.prepare_cached(sql)
             .and_then(|mut stmt| stmt.execute([]))
@@ -473,19 +511,20 @@ fn submit_all(tx: &Transaction<'_>, jobs: Vec<NewJob>) -> Result<Vec<Submitted>,
         let mut by_key = None;
         let mut out = Vec::with_capacity(jobs.len());
         for new in jobs {
+            let group = keys.codes.group(tx, new.group.as_str())?;
             if let Some(key) = &new.idempotency_key {
                 let lookup = match &mut by_key {
                     Some(lookup) => lookup,
                     None => by_key.insert(
                         tx.prepare_cached(
                             "SELECT id FROM cluster_jobs
-                             WHERE group_id = ?1 AND idempotency_key = ?2",
+                             WHERE group_code = ?1 AND idempotency_key = ?2",
                         )
                         .context("preparing an idempotency lookup")?,
                     ),
                 };
                 let existing: Option<i64> = lookup
-                    .query_row(params![new.group.as_str(), key], |row| row.get(0))
+                    .query_row(params![group, key], |row| row.get(0))
                     .optional()
                     .context("looking up an idempotency key")?;
                 if let Some(id) = existing {
@@ -493,20 +532,24 @@ fn submit_all(tx: &Transaction<'_>, jobs: Vec<NewJob>) -> Result<Vec<Submitted>,
                     continue;
                 }
             }
-            out.push(insert_job(&mut insert, new)?);
+            let job_type = keys.codes.job_type(tx, &new.job.job_type)?;
+            let seq = keys.next_seq;
+            keys.next_seq += 1;
+            out.push(insert_job(&mut insert, new, seq, group, job_type)?);
         }
         Ok(out)
     })();
     if result.is_err() {
+        keys.codes.forget();
         savepoint("ROLLBACK TO submit")?;
     }
     savepoint("RELEASE submit")?;
     result
 }
 
-const INSERT_JOB: &str = "INSERT INTO cluster_jobs (id, group_id, type, mode, priority,
-        timeout_s, max_retry, labels, not_before, after, idempotency_key, status, created_at)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending', ?12)";
+const INSERT_JOB: &str = "INSERT INTO cluster_jobs (id, group_code, type_code, mode, priority,
+        timeout_s, max_retry, labels, not_before, after, idempotency_key, status, created_at, seq)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 
 const INSERT_PAYLOAD: &str = "INSERT INTO cluster_payloads (job_id, payload) VALUES (?1, ?2)";
 
@@ -516,14 +559,20 @@ struct Inserts<'tx> {
     payload: rusqlite::CachedStatement<'tx>,
 }
 
-fn insert_job(insert: &mut Inserts<'_>, new: NewJob) -> Result<Submitted, StoreError> {
+fn insert_job(
+    insert: &mut Inserts<'_>,
+    new: NewJob,
+    seq: i64,
+    group: i64,
+    job_type: i64,
+) -> Result<Submitted, StoreError> {
     let job = &new.job;
     let labels = (!job.labels.is_empty()).then(|| to_json(&job.labels));
     let after = (!job.after.is_empty()).then(|| to_json(&job.after));
     let inserted = insert.job.execute(params![
         reader::sql_id(job.id),
-        new.group.as_str(),
-        job.job_type,
+        group,
+        job_type,
         reader::mode_str(job.mode),
         job.priority,
         i64::try_from(job.timeout_s).unwrap_or(i64::MAX),
@@ -532,7 +581,9 @@ fn insert_job(insert: &mut Inserts<'_>, new: NewJob) -> Result<Submitted, StoreE
         job.not_before.map(Timestamp::as_unix_ms),
         after,
         new.idempotency_key,
+        codes::status_code(JobStatus::Pending),
         new.created_at.as_unix_ms(),
+        seq,
     ]);
     match inserted {
         Ok(_) => {
@@ -579,7 +630,7 @@ fn write_state(update: &mut Statement<'_>, state: &StateRow) -> Result<(), Store
     update
         .execute(params![
             reader::sql_id(state.id),
-            status_str(state.status),
+            codes::status_code(state.status),
             state.worker_id.as_ref().map(|w| w.as_str()),
             state.attempt.0,
             state.retries,
@@ -625,10 +676,6 @@ fn write_attempt(
         ])
         .context("writing an attempt")?;
     Ok(())
-}
-
-pub(crate) fn status_str(status: JobStatus) -> &'static str {
-    status.as_str()
 }
 
 fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
