@@ -5,6 +5,7 @@
 //! within a transaction are coalesced: only the last is written.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
@@ -196,12 +197,12 @@ impl JobStore {
     pub fn open(path: &Path, config: StoreConfig) -> Result<Self, StoreError> {
         let mut conn = schema::open(path, config.synchronous)?;
         schema::migrate(&mut conn)?;
-        let keys = Keys::load(&conn)?;
+        let writer = Writer::load(&conn)?;
         let (commands, receiver) = mpsc::channel(config.queue.max(1));
         let max_batch = config.max_batch.max(1);
         let thread = std::thread::Builder::new()
             .name("goop-job-store".to_owned())
-            .spawn(move || writer_loop(conn, keys, receiver, max_batch))
+            .spawn(move || writer_loop(conn, writer, receiver, max_batch))
             .map_err(|e| StoreError::Corrupt {
                 job: String::new(),
                 reason: e.to_string(),
@@ -264,7 +265,7 @@ impl Drop for JobStore {
 
 fn writer_loop(
     mut conn: Connection,
-    mut keys: Keys,
+    mut writer: Writer,
     mut commands: mpsc::Receiver<Command>,
     max_batch: usize,
 ) {
@@ -277,7 +278,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        commit(&mut conn, &mut keys, &mut batch);
+        commit(&mut conn, &mut writer, &mut batch);
     }
     tracing::debug!("job store writer stopped");
 }
@@ -291,16 +292,19 @@ enum Reply {
     Flush(oneshot::Sender<Result<(), StoreError>>),
 }
 
-/// What the writer hands out to new jobs besides their ids.
-struct Keys {
+/// What the writer thread keeps from one transaction to the next.
+struct Writer {
     /// The codes of groups and types.
     codes: Codes,
     /// The next job's place in submission order. The writer is the only one to insert jobs,
     /// so it counts them itself; a submit rolled back leaves a gap, which orders nothing wrong.
     next_seq: i64,
+    /// The coalesced writes of the transaction being built, empty between two (kept to reuse
+    /// the maps' memory).
+    pending: Coalesced,
 }
 
-impl Keys {
+impl Writer {
     fn load(conn: &Connection) -> Result<Self, StoreError> {
         let last: i64 = conn
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM cluster_jobs", [], |r| {
@@ -310,16 +314,17 @@ impl Keys {
         Ok(Self {
             codes: Codes::new(),
             next_seq: last + 1,
+            pending: Coalesced::default(),
         })
     }
 }
 
-fn commit(conn: &mut Connection, keys: &mut Keys, batch: &mut Vec<Command>) {
+fn commit(conn: &mut Connection, writer: &mut Writer, batch: &mut Vec<Command>) {
     let size = batch.len();
     let mut replies = Vec::new();
     let outcome = (|| -> Result<(), StoreError> {
         let tx = conn.transaction().context("starting a transaction")?;
-        apply(&tx, keys, batch, &mut replies)?;
+        apply(&tx, writer, batch, &mut replies)?;
         tx.commit().context("committing")
     })();
     batch.clear();
@@ -339,7 +344,8 @@ fn commit(conn: &mut Connection, keys: &mut Keys, batch: &mut Vec<Command>) {
         }
         Err(error) => {
             tracing::error!(%error, commands = size, "job store transaction failed; its writes are lost");
-            keys.codes.forget();
+            writer.codes.forget();
+            writer.pending.clear();
             let message = error.to_string();
             for reply in replies {
                 let failed = || StoreError::Corrupt {
@@ -364,9 +370,38 @@ fn commit(conn: &mut Connection, keys: &mut Keys, batch: &mut Vec<Command>) {
 /// record of each attempt. Deletes and submits apply in order, after what came before them.
 #[derive(Default)]
 struct Coalesced {
-    states: HashMap<JobId, (usize, StateRow)>,
-    progress: HashMap<JobId, (usize, f64, Option<String>)>,
-    attempts: HashMap<(JobId, u32), AttemptRecord>,
+    states: IdMap<JobId, (usize, StateRow)>,
+    progress: IdMap<JobId, (usize, f64, Option<String>)>,
+    attempts: IdMap<(JobId, u32), AttemptRecord>,
+}
+
+/// A map keyed by job ids, hashed by one multiplication per word: the host makes the ids (they
+/// are not chosen by a client), so the DoS-resistant default hasher buys nothing here and costs
+/// a few percent of a write.
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u64(u64::from(*byte));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // The multiplier spreads growing ids over the high bits, which the map's probing uses.
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
 }
 
 impl Coalesced {
@@ -376,6 +411,13 @@ impl Coalesced {
             None => row,
         };
         self.states.insert(row.id, (index, row));
+    }
+
+    /// Forgets what a failed transaction left.
+    fn clear(&mut self) {
+        self.states.clear();
+        self.progress.clear();
+        self.attempts.clear();
     }
 
     fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
@@ -392,10 +434,7 @@ impl Coalesced {
                 .prepare_cached(UPSERT_ATTEMPT)
                 .context("preparing an attempt write")?;
             for ((job, _), record) in self.attempts.drain() {
-                // The attempt that completed a job is the job's row (see `Reader::get`).
-                if record.outcome != Some(AttemptOutcome::Completed) {
-                    write_attempt(&mut upsert, job, &record)?;
-                }
+                write_attempt(&mut upsert, job, &record)?;
             }
         }
         if !self.progress.is_empty() {
@@ -425,15 +464,19 @@ impl Coalesced {
 
 fn apply(
     tx: &Transaction<'_>,
-    keys: &mut Keys,
+    writer: &mut Writer,
     batch: &mut Vec<Command>,
     replies: &mut Vec<Reply>,
 ) -> Result<(), StoreError> {
-    let mut pending = Coalesced::default();
+    let Writer {
+        codes,
+        next_seq,
+        pending,
+    } = writer;
     for (index, command) in batch.drain(..).enumerate() {
         match command {
             Command::Submit(jobs, reply) => {
-                let result = submit_all(tx, keys, jobs);
+                let result = submit_all(tx, codes, next_seq, jobs);
                 replies.push(Reply::Submit(reply, result));
             }
             Command::Flush(reply) => replies.push(Reply::Flush(reply)),
@@ -446,7 +489,14 @@ fn apply(
             }
             Command::Write(Write::State(state)) => pending.state(index, *state),
             Command::Write(Write::Attempt { job, record }) => {
-                pending.attempts.insert((job, record.attempt.0), record);
+                let key = (job, record.attempt.0);
+                // The attempt that completed a job is the job's row (see `Reader::get`): it
+                // replaces any earlier record of the attempt and is not written itself.
+                if record.outcome == Some(AttemptOutcome::Completed) {
+                    pending.attempts.remove(&key);
+                } else {
+                    pending.attempts.insert(key, record);
+                }
             }
             Command::Write(Write::Delete(id)) => {
                 pending.flush(tx)?;
@@ -462,7 +512,7 @@ fn apply(
                 pending.flush(tx)?;
                 // A group without a code never had a job. Its code is kept: codes are never
                 // deleted, so the cached ones stay right.
-                let Some(code) = keys.codes.existing_group(tx, group.as_str())? else {
+                let Some(code) = codes.existing_group(tx, group.as_str())? else {
                     continue;
                 };
                 tx.execute(
@@ -489,7 +539,8 @@ fn apply(
 /// group commit intact.
 fn submit_all(
     tx: &Transaction<'_>,
-    keys: &mut Keys,
+    codes: &mut Codes,
+    next_seq: &mut i64,
     jobs: Vec<NewJob>,
 ) -> Result<Vec<Submitted>, StoreError> {
     let savepoint = |sql: &str| -> Result<(), StoreError> {
@@ -511,7 +562,7 @@ fn submit_all(
         let mut by_key = None;
         let mut out = Vec::with_capacity(jobs.len());
         for new in jobs {
-            let group = keys.codes.group(tx, new.group.as_str())?;
+            let group = codes.group(tx, new.group.as_str())?;
             if let Some(key) = &new.idempotency_key {
                 let lookup = match &mut by_key {
                     Some(lookup) => lookup,
@@ -532,15 +583,15 @@ fn submit_all(
                     continue;
                 }
             }
-            let job_type = keys.codes.job_type(tx, &new.job.job_type)?;
-            let seq = keys.next_seq;
-            keys.next_seq += 1;
+            let job_type = codes.job_type(tx, &new.job.job_type)?;
+            let seq = *next_seq;
+            *next_seq += 1;
             out.push(insert_job(&mut insert, new, seq, group, job_type)?);
         }
         Ok(out)
     })();
     if result.is_err() {
-        keys.codes.forget();
+        codes.forget();
         savepoint("ROLLBACK TO submit")?;
     }
     savepoint("RELEASE submit")?;
