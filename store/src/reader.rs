@@ -10,7 +10,7 @@ use proto::{Attempt, GroupId, JobId, JobMode, JobStatus, PeerId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row};
 use serde_json::value::RawValue;
 
-use crate::codes::{status_code, status_of};
+use crate::codes::{GROUP_SHIFT, MAX_SEQ, SEQ_BITS, status_code, status_key, status_of};
 use crate::error::{Context, StoreError};
 use crate::schema;
 use crate::writer::Synchronous;
@@ -81,6 +81,17 @@ const COLUMNS: &str = "seq, id, (SELECT name FROM cluster_groups WHERE code = gr
 /// none.
 fn group_code(n: usize) -> String {
     format!("(SELECT code FROM cluster_groups WHERE name = ?{n})")
+}
+
+/// The jobs of the group named by parameter `?n` whose status codes run from `first` to `last`,
+/// as a range of the status index.
+fn statuses_of_group(n: usize, first: JobStatus, last: JobStatus) -> String {
+    format!(
+        "status_key BETWEEN ({g} << {GROUP_SHIFT}) + {} AND ({g} << {GROUP_SHIFT}) + {}",
+        status_key(0, status_code(first), 0),
+        status_key(0, status_code(last), MAX_SEQ),
+        g = group_code(n),
+    )
 }
 
 /// The code of the job type named by parameter `?n`, or NULL.
@@ -158,13 +169,40 @@ impl Reader {
         let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(
             i64::try_from(filter.cursor.unwrap_or(0)).unwrap_or(i64::MAX),
         )];
-        if let Some(group) = &filter.group {
-            args.push(Box::new(group.as_str().to_owned()));
-            sql.push_str(&format!(" AND group_code = {}", group_code(args.len())));
-        }
-        if let Some(status) = filter.status {
-            args.push(Box::new(status_code(status)));
-            sql.push_str(&format!(" AND status = ?{}", args.len()));
+        let mut order = "seq";
+        match (&filter.group, filter.status) {
+            (Some(group), Some(status)) => {
+                // A range of the status index, from just after the cursor; within it the keys
+                // are in submission order.
+                let first_seq = filter
+                    .cursor
+                    .unwrap_or(0)
+                    .saturating_add(1)
+                    .min(MAX_SEQ.unsigned_abs() + 1);
+                let low = status_key(0, status_code(status), 0)
+                    + i64::try_from(first_seq).unwrap_or(MAX_SEQ + 1);
+                let high = status_key(0, status_code(status), MAX_SEQ);
+                args.push(Box::new(group.as_str().to_owned()));
+                let g = group_code(args.len());
+                args.push(Box::new(low));
+                args.push(Box::new(high));
+                sql.push_str(&format!(
+                    " AND status_key BETWEEN ({g} << {GROUP_SHIFT}) + ?{} AND ({g} << {GROUP_SHIFT}) + ?{}",
+                    args.len() - 1,
+                    args.len()
+                ));
+                order = "status_key";
+            }
+            (group, status) => {
+                if let Some(group) = group {
+                    args.push(Box::new(group.as_str().to_owned()));
+                    sql.push_str(&format!(" AND group_code = {}", group_code(args.len())));
+                }
+                if let Some(status) = status {
+                    args.push(Box::new(status_code(status)));
+                    sql.push_str(&format!(" AND status = ?{}", args.len()));
+                }
+            }
         }
         if let Some(job_type) = &filter.job_type {
             args.push(Box::new(job_type.clone()));
@@ -188,7 +226,7 @@ impl Reader {
             }
             sql.push_str(&format!(" AND id IN ({})", placeholders.join(",")));
         }
-        sql.push_str(&format!(" ORDER BY seq LIMIT {}", limit + 1));
+        sql.push_str(&format!(" ORDER BY {order} LIMIT {}", limit + 1));
         let mut stmt = self
             .conn
             .prepare_cached(&sql)
@@ -225,12 +263,8 @@ impl Reader {
     /// puts back into its dispatcher.
     pub fn load_active(&self, group: &GroupId) -> Result<Vec<StoredJob>, StoreError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM {JOBS}
-             WHERE group_code = {} AND status IN ({}, {}, {}) ORDER BY seq",
-            group_code(1),
-            status_code(JobStatus::Pending),
-            status_code(JobStatus::Assigned),
-            status_code(JobStatus::Running),
+            "SELECT {COLUMNS} FROM {JOBS} WHERE {} ORDER BY seq",
+            statuses_of_group(1, JobStatus::Pending, JobStatus::Running),
         );
         let mut stmt = self
             .conn
@@ -255,11 +289,8 @@ impl Reader {
     ) -> Result<Vec<(JobId, String, JobStatus, Timestamp)>, StoreError> {
         let sql = format!(
             "SELECT id, (SELECT name FROM cluster_types WHERE code = type_code), status, created_at
-             FROM cluster_jobs WHERE group_code = {} AND status IN ({}, {}, {}) ORDER BY seq",
-            group_code(1),
-            status_code(JobStatus::Completed),
-            status_code(JobStatus::Failed),
-            status_code(JobStatus::Cancelled),
+             FROM cluster_jobs WHERE {} ORDER BY seq",
+            statuses_of_group(1, JobStatus::Completed, JobStatus::Cancelled),
         );
         let mut stmt = self
             .conn
@@ -323,9 +354,10 @@ impl Reader {
 
     /// Job counters of a group (`workers` is left 0: the store does not know workers).
     pub fn stats(&self, group: &GroupId) -> Result<QueueStats, StoreError> {
+        // The status is read from the key, so the count reads the index alone.
         let sql = format!(
-            "SELECT status, COUNT(*) FROM cluster_jobs WHERE group_code = {} GROUP BY status",
-            group_code(1)
+            "SELECT (status_key >> {SEQ_BITS}) & 7, COUNT(*) FROM cluster_jobs WHERE {} GROUP BY 1",
+            statuses_of_group(1, JobStatus::Pending, JobStatus::Cancelled),
         );
         let mut stmt = self.conn.prepare_cached(&sql).context("preparing stats")?;
         let rows = stmt

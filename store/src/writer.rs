@@ -585,6 +585,9 @@ fn submit_all(
             }
             let job_type = codes.job_type(tx, &new.job.job_type)?;
             let seq = *next_seq;
+            if seq > codes::MAX_SEQ {
+                return Err(StoreError::Full("no more jobs fit in the status index"));
+            }
             *next_seq += 1;
             out.push(insert_job(&mut insert, new, seq, group, job_type)?);
         }
@@ -599,7 +602,8 @@ fn submit_all(
 }
 
 const INSERT_JOB: &str = "INSERT INTO cluster_jobs (id, group_code, type_code, mode, priority,
-        timeout_s, max_retry, labels, not_before, after, idempotency_key, status, created_at, seq)
+        timeout_s, max_retry, labels, not_before, after, idempotency_key, status_key, created_at,
+        seq)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 
 const INSERT_PAYLOAD: &str = "INSERT INTO cluster_payloads (job_id, payload) VALUES (?1, ?2)";
@@ -632,7 +636,7 @@ fn insert_job(
         job.not_before.map(Timestamp::as_unix_ms),
         after,
         new.idempotency_key,
-        codes::status_code(JobStatus::Pending),
+        codes::status_key(group, codes::status_code(JobStatus::Pending), seq),
         new.created_at.as_unix_ms(),
         seq,
     ]);
@@ -658,10 +662,12 @@ fn insert_job(
     }
 }
 
-/// The state update. Whether the status is terminal (`?15`) and whether an elapsed time is to
-/// be worked out (`?16`) come as flags rather than `IN` lists, which SQLite would build a
+/// The state update. The status goes into the bits of `status_key` above the seq (see
+/// `codes::status_key`). Whether the status is terminal (`?15`) and whether an elapsed time is
+/// to be worked out (`?16`) come as flags rather than `IN` lists, which SQLite would build a
 /// temporary table for on every run.
-const UPDATE_STATE: &str = "UPDATE cluster_jobs SET status = ?2,
+const UPDATE_STATE: &str = "UPDATE cluster_jobs
+    SET status_key = (status_key & ~(7 << 42)) | (?2 << 42),
         worker_id = CASE WHEN ?15 THEN COALESCE(?3, worker_id) ELSE ?3 END,
         attempt = ?4, retries = ?5, losses = ?6, result = ?7, error = ?8,
         progress = CASE WHEN ?14 THEN ?9 ELSE progress END,
