@@ -182,7 +182,8 @@ mod tests {
         for status in all {
             assert_eq!(status_of(status_code(status)), Some(status));
         }
-        // The reader asks for the active and the finished statuses as two ranges of codes.
+        // The reader asks for the active and the finished statuses as two ranges of codes, and
+        // the writer's state update knows the terminal ones as the codes from 3 up.
         assert_eq!(
             [JobStatus::Pending, JobStatus::Assigned, JobStatus::Running].map(status_code),
             [0, 1, 2]

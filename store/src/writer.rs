@@ -663,27 +663,27 @@ fn insert_job(
 }
 
 /// The state update. The status goes into the bits of `status_key` above the seq (see
-/// `codes::status_key`). Whether the status is terminal (`?15`) and whether an elapsed time is
-/// to be worked out (`?16`) come as flags rather than `IN` lists, which SQLite would build a
-/// temporary table for on every run.
+/// `codes::status_key`). The terminal statuses are the codes from 3 up (completed and failed,
+/// whose elapsed time the store works out, are 3 and 4): comparisons rather than `IN` lists,
+/// which SQLite would build a temporary table for on every run. A NULL progress (`?9`) keeps
+/// the stored progress and message.
 const UPDATE_STATE: &str = "UPDATE cluster_jobs
     SET status_key = (status_key & ~(7 << 42)) | (?2 << 42),
-        worker_id = CASE WHEN ?15 THEN COALESCE(?3, worker_id) ELSE ?3 END,
+        worker_id = CASE WHEN ?2 >= 3 THEN COALESCE(?3, worker_id) ELSE ?3 END,
         attempt = ?4, retries = ?5, losses = ?6, result = ?7, error = ?8,
-        progress = CASE WHEN ?14 THEN ?9 ELSE progress END,
-        progress_msg = CASE WHEN ?14 THEN ?10 ELSE progress_msg END,
+        progress = COALESCE(?9, progress),
+        progress_msg = CASE WHEN ?9 IS NULL THEN progress_msg ELSE ?10 END,
         started_at = COALESCE(?11, started_at), done_at = ?12,
-        elapsed_ms = COALESCE(?13, CASE WHEN ?16 THEN ?12 - COALESCE(?11, started_at) END)
+        elapsed_ms = COALESCE(?13,
+            CASE WHEN ?2 BETWEEN 3 AND 4 THEN ?12 - COALESCE(?11, started_at) END)
      WHERE id = ?1";
 
 fn write_state(update: &mut Statement<'_>, state: &StateRow) -> Result<(), StoreError> {
     // Without progress in the change, the stored progress is kept.
-    let (has_progress, progress, progress_msg) = match &state.progress {
-        Some((pct, msg)) => (true, *pct, msg.as_deref()),
-        None => (false, 0.0, None),
+    let (progress, progress_msg) = match &state.progress {
+        Some((pct, msg)) => (Some(*pct), msg.as_deref()),
+        None => (None, None),
     };
-    let finished =
-        state.done_at.is_some() && matches!(state.status, JobStatus::Completed | JobStatus::Failed);
     update
         .execute(params![
             reader::sql_id(state.id),
@@ -701,9 +701,6 @@ fn write_state(update: &mut Statement<'_>, state: &StateRow) -> Result<(), Store
             state
                 .elapsed_ms
                 .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
-            has_progress,
-            state.status.is_terminal(),
-            finished,
         ])
         .context("writing job state")?;
     Ok(())
