@@ -68,12 +68,14 @@ pub struct Reader {
     conn: Connection,
 }
 
-/// Jobs with their payloads, which live in a table of their own (see the schema).
+/// Jobs with their payloads: a small one in the job's row, a large one in a table of its own
+/// (see the schema).
 const JOBS: &str = "cluster_jobs LEFT JOIN cluster_payloads ON job_id = id";
 
 /// The columns `read_row` reads, the group and type turned back from codes into text.
 const COLUMNS: &str = "seq, id, (SELECT name FROM cluster_groups WHERE code = group_code),
-    (SELECT name FROM cluster_types WHERE code = type_code), mode, payload, priority, timeout_s,
+    (SELECT name FROM cluster_types WHERE code = type_code), mode,
+    COALESCE(cluster_jobs.payload, cluster_payloads.payload), priority, timeout_s,
     max_retry, labels, not_before, after, status, worker_id, attempt, retries, losses, result,
     error, progress, progress_msg, created_at, started_at, done_at, elapsed_ms";
 

@@ -603,8 +603,12 @@ fn submit_all(
 
 const INSERT_JOB: &str = "INSERT INTO cluster_jobs (id, group_code, type_code, mode, priority,
         timeout_s, max_retry, labels, not_before, after, idempotency_key, status_key, created_at,
-        seq)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+        seq, payload)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+
+/// Payloads up to this many bytes are kept in the job's row, larger ones in `cluster_payloads`:
+/// a small payload costs less carried along by the row's rewrites than inserted on its own.
+const INLINE_PAYLOAD: usize = 256;
 
 const INSERT_PAYLOAD: &str = "INSERT INTO cluster_payloads (job_id, payload) VALUES (?1, ?2)";
 
@@ -624,6 +628,11 @@ fn insert_job(
     let job = &new.job;
     let labels = (!job.labels.is_empty()).then(|| to_json(&job.labels));
     let after = (!job.after.is_empty()).then(|| to_json(&job.after));
+    let payload = job.payload.as_ref().map(|p| p.get());
+    let (inline, apart) = match payload {
+        Some(p) if p.len() <= INLINE_PAYLOAD => (Some(p), None),
+        other => (None, other),
+    };
     let inserted = insert.job.execute(params![
         reader::sql_id(job.id),
         group,
@@ -639,13 +648,14 @@ fn insert_job(
         codes::status_key(group, codes::status_code(JobStatus::Pending), seq),
         new.created_at.as_unix_ms(),
         seq,
+        inline,
     ]);
     match inserted {
         Ok(_) => {
-            if let Some(payload) = &job.payload {
+            if let Some(payload) = apart {
                 insert
                     .payload
-                    .execute(params![reader::sql_id(job.id), payload.get()])
+                    .execute(params![reader::sql_id(job.id), payload])
                     .context("inserting a payload")?;
             }
             Ok(Submitted::Created(job.id))
