@@ -193,7 +193,8 @@ pub struct JobStore {
 }
 
 impl JobStore {
-    /// Opens (or creates) the store in the database file at `path` and starts its writer.
+    /// Opens (or creates) the store in the database file at `path` and starts its writer. One
+    /// store at a time may be open on a database: its writer numbers the jobs (their `seq`).
     pub fn open(path: &Path, config: StoreConfig) -> Result<Self, StoreError> {
         let mut conn = schema::open(path, config.synchronous)?;
         schema::migrate(&mut conn)?;
@@ -660,8 +661,9 @@ fn insert_job(
             }
             Ok(Submitted::Created(job.id))
         }
+        // The id is the row key: only a job already stored under it breaks that constraint.
         Err(rusqlite::Error::SqliteFailure(e, _))
-            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
         {
             Err(StoreError::Duplicate(job.id.to_string()))
         }
