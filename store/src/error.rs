@@ -30,6 +30,9 @@ pub enum StoreError {
     /// The writer thread has stopped (the store was closed or a commit failed for good).
     #[error("job store: the writer has stopped")]
     Closed,
+    /// A number the store keys jobs by ran out of bits; nothing was stored.
+    #[error("job store is full: {0}")]
+    Full(&'static str),
     /// A job id was submitted twice without an idempotency key.
     #[error("job store: job {0} already exists")]
     Duplicate(String),

@@ -6,6 +6,7 @@
 //! lost when the process is killed. Reads use their own connections (WAL lets them run beside
 //! the writer), on the caller's thread: call them from `spawn_blocking`.
 
+mod codes;
 mod error;
 mod reader;
 mod schema;

@@ -10,6 +10,7 @@ use proto::{Attempt, GroupId, JobId, JobMode, JobStatus, PeerId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row};
 use serde_json::value::RawValue;
 
+use crate::codes::{GROUP_SHIFT, MAX_SEQ, SEQ_BITS, status_code, status_key, status_of};
 use crate::error::{Context, StoreError};
 use crate::schema;
 use crate::writer::Synchronous;
@@ -67,12 +68,38 @@ pub struct Reader {
     conn: Connection,
 }
 
-/// Jobs with their payloads, which live in a table of their own (see the schema).
+/// Jobs with their payloads: a small one in the job's row, a large one in a table of its own
+/// (see the schema).
 const JOBS: &str = "cluster_jobs LEFT JOIN cluster_payloads ON job_id = id";
 
-const COLUMNS: &str = "seq, id, group_id, type, mode, payload, priority, timeout_s, max_retry,
-    labels, not_before, after, status, worker_id, attempt, retries, losses, result, error,
-    progress, progress_msg, created_at, started_at, done_at, elapsed_ms";
+/// The columns `read_row` reads, the group and type turned back from codes into text.
+const COLUMNS: &str = "seq, id, (SELECT name FROM cluster_groups WHERE code = group_code),
+    (SELECT name FROM cluster_types WHERE code = type_code), mode,
+    COALESCE(cluster_jobs.payload, cluster_payloads.payload), priority, timeout_s,
+    max_retry, labels, not_before, after, status, worker_id, attempt, retries, losses, result,
+    error, progress, progress_msg, created_at, started_at, done_at, elapsed_ms";
+
+/// The code of the group named by parameter `?n`; NULL (matching no job) for a group that has
+/// none.
+fn group_code(n: usize) -> String {
+    format!("(SELECT code FROM cluster_groups WHERE name = ?{n})")
+}
+
+/// The jobs of the group named by parameter `?n` whose status codes run from `first` to `last`,
+/// as a range of the status index.
+fn statuses_of_group(n: usize, first: JobStatus, last: JobStatus) -> String {
+    format!(
+        "status_key BETWEEN ({g} << {GROUP_SHIFT}) + {} AND ({g} << {GROUP_SHIFT}) + {}",
+        status_key(0, status_code(first), 0),
+        status_key(0, status_code(last), MAX_SEQ),
+        g = group_code(n),
+    )
+}
+
+/// The code of the job type named by parameter `?n`, or NULL.
+fn type_code(n: usize) -> String {
+    format!("(SELECT code FROM cluster_types WHERE name = ?{n})")
+}
 
 impl Reader {
     pub(crate) fn open(path: &Path, sync: Synchronous) -> Result<Self, StoreError> {
@@ -144,17 +171,44 @@ impl Reader {
         let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(
             i64::try_from(filter.cursor.unwrap_or(0)).unwrap_or(i64::MAX),
         )];
-        if let Some(group) = &filter.group {
-            args.push(Box::new(group.as_str().to_owned()));
-            sql.push_str(&format!(" AND group_id = ?{}", args.len()));
-        }
-        if let Some(status) = filter.status {
-            args.push(Box::new(status.as_str()));
-            sql.push_str(&format!(" AND status = ?{}", args.len()));
+        let mut order = "seq";
+        match (&filter.group, filter.status) {
+            (Some(group), Some(status)) => {
+                // A range of the status index, from just after the cursor; within it the keys
+                // are in submission order.
+                let first_seq = filter
+                    .cursor
+                    .unwrap_or(0)
+                    .saturating_add(1)
+                    .min(MAX_SEQ.unsigned_abs() + 1);
+                let low = status_key(0, status_code(status), 0)
+                    + i64::try_from(first_seq).unwrap_or(MAX_SEQ + 1);
+                let high = status_key(0, status_code(status), MAX_SEQ);
+                args.push(Box::new(group.as_str().to_owned()));
+                let g = group_code(args.len());
+                args.push(Box::new(low));
+                args.push(Box::new(high));
+                sql.push_str(&format!(
+                    " AND status_key BETWEEN ({g} << {GROUP_SHIFT}) + ?{} AND ({g} << {GROUP_SHIFT}) + ?{}",
+                    args.len() - 1,
+                    args.len()
+                ));
+                order = "status_key";
+            }
+            (group, status) => {
+                if let Some(group) = group {
+                    args.push(Box::new(group.as_str().to_owned()));
+                    sql.push_str(&format!(" AND group_code = {}", group_code(args.len())));
+                }
+                if let Some(status) = status {
+                    args.push(Box::new(status_code(status)));
+                    sql.push_str(&format!(" AND status = ?{}", args.len()));
+                }
+            }
         }
         if let Some(job_type) = &filter.job_type {
             args.push(Box::new(job_type.clone()));
-            sql.push_str(&format!(" AND type = ?{}", args.len()));
+            sql.push_str(&format!(" AND type_code = {}", type_code(args.len())));
         }
         if let Some(label) = &filter.label {
             args.push(Box::new(label.clone()));
@@ -174,7 +228,7 @@ impl Reader {
             }
             sql.push_str(&format!(" AND id IN ({})", placeholders.join(",")));
         }
-        sql.push_str(&format!(" ORDER BY seq LIMIT {}", limit + 1));
+        sql.push_str(&format!(" ORDER BY {order} LIMIT {}", limit + 1));
         let mut stmt = self
             .conn
             .prepare_cached(&sql)
@@ -211,8 +265,8 @@ impl Reader {
     /// puts back into its dispatcher.
     pub fn load_active(&self, group: &GroupId) -> Result<Vec<StoredJob>, StoreError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM {JOBS}
-             WHERE group_id = ?1 AND status IN ('pending', 'assigned', 'running') ORDER BY seq"
+            "SELECT {COLUMNS} FROM {JOBS} WHERE {} ORDER BY seq",
+            statuses_of_group(1, JobStatus::Pending, JobStatus::Running),
         );
         let mut stmt = self
             .conn
@@ -235,19 +289,21 @@ impl Reader {
         &self,
         group: &GroupId,
     ) -> Result<Vec<(JobId, String, JobStatus, Timestamp)>, StoreError> {
+        let sql = format!(
+            "SELECT id, (SELECT name FROM cluster_types WHERE code = type_code), status, created_at
+             FROM cluster_jobs WHERE {} ORDER BY seq",
+            statuses_of_group(1, JobStatus::Completed, JobStatus::Cancelled),
+        );
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT id, type, status, created_at FROM cluster_jobs
-                 WHERE group_id = ?1 AND status IN ('completed', 'failed', 'cancelled') ORDER BY seq",
-            )
+            .prepare_cached(&sql)
             .context("preparing the finished-jobs query")?;
         let rows = stmt
             .query_map([group.as_str()], |row| {
                 Ok((
                     row.get::<_, i64>(0)?,
                     row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
+                    row.get::<_, i64>(2)?,
                     row.get::<_, i64>(3)?,
                 ))
             })
@@ -256,7 +312,7 @@ impl Reader {
         for row in rows {
             let (raw, job_type, status, created) = row.context("reading a finished job")?;
             let id = job_id(raw);
-            let status = parse_status(&status).ok_or_else(|| corrupt(id, &status))?;
+            let status = status_of(status).ok_or_else(|| corrupt(id, status))?;
             out.push((id, job_type, status, Timestamp::from_unix_ms(created)));
         }
         Ok(out)
@@ -287,15 +343,12 @@ impl Reader {
             .context("preparing a status lookup")?;
         let mut out = Vec::new();
         for id in ids {
-            let status: Option<String> = stmt
+            let status: Option<i64> = stmt
                 .query_row([sql_id(*id)], |r| r.get(0))
                 .optional()
                 .context("reading a status")?;
             if let Some(status) = status {
-                out.push((
-                    *id,
-                    parse_status(&status).ok_or_else(|| corrupt(*id, status))?,
-                ));
+                out.push((*id, status_of(status).ok_or_else(|| corrupt(*id, status))?));
             }
         }
         Ok(out)
@@ -303,22 +356,22 @@ impl Reader {
 
     /// Job counters of a group (`workers` is left 0: the store does not know workers).
     pub fn stats(&self, group: &GroupId) -> Result<QueueStats, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT status, COUNT(*) FROM cluster_jobs WHERE group_id = ?1 GROUP BY status",
-            )
-            .context("preparing stats")?;
+        // The status is read from the key, so the count reads the index alone.
+        let sql = format!(
+            "SELECT (status_key >> {SEQ_BITS}) & 7, COUNT(*) FROM cluster_jobs WHERE {} GROUP BY 1",
+            statuses_of_group(1, JobStatus::Pending, JobStatus::Cancelled),
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).context("preparing stats")?;
         let rows = stmt
             .query_map([group.as_str()], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
             })
             .context("counting jobs")?;
         let mut stats = QueueStats::default();
         for row in rows {
             let (status, count) = row.context("reading a count")?;
             let count = u64::try_from(count).unwrap_or(0);
-            match parse_status(&status) {
+            match status_of(status) {
                 Some(JobStatus::Pending) => stats.pending += count,
                 Some(JobStatus::Assigned) => {
                     stats.pending += count;
@@ -359,7 +412,7 @@ fn read_row(row: &Row<'_>) -> Result<StoredJob, StoreError> {
     let seq: i64 = row.get(0).map_err(get_err)?;
     let group: String = row.get(2).map_err(get_err)?;
     let mode: String = row.get(4).map_err(get_err)?;
-    let status: String = row.get(12).map_err(get_err)?;
+    let status: i64 = row.get(12).map_err(get_err)?;
     let labels = text(9)?
         .map(|s| serde_json::from_str(&s).map_err(|e| corrupt(id, e)))
         .transpose()?;
@@ -387,7 +440,7 @@ fn read_row(row: &Row<'_>) -> Result<StoredJob, StoreError> {
     let worker: Option<String> = text(13)?;
     let state = JobState {
         job,
-        status: parse_status(&status).ok_or_else(|| corrupt(id, &status))?,
+        status: status_of(status).ok_or_else(|| corrupt(id, status))?,
         worker_id: worker
             .map(|w| w.parse::<PeerId>().map_err(|e| corrupt(id, e)))
             .transpose()?,
@@ -464,10 +517,6 @@ pub(crate) fn mode_str(mode: JobMode) -> &'static str {
         JobMode::Oneshot => "oneshot",
         JobMode::Continuous => "continuous",
     }
-}
-
-fn parse_status(s: &str) -> Option<JobStatus> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
 }
 
 pub(crate) fn outcome_str(outcome: AttemptOutcome) -> &'static str {

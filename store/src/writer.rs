@@ -5,6 +5,7 @@
 //! within a transaction are coalesced: only the last is written.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
@@ -13,6 +14,7 @@ use proto::{Attempt, GroupId, JobId, JobStatus, PeerId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Statement, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::codes::{self, Codes};
 use crate::error::{Context, StoreError};
 use crate::reader::{self, Reader};
 use crate::schema;
@@ -191,15 +193,17 @@ pub struct JobStore {
 }
 
 impl JobStore {
-    /// Opens (or creates) the store in the database file at `path` and starts its writer.
+    /// Opens (or creates) the store in the database file at `path` and starts its writer. One
+    /// store at a time may be open on a database: its writer numbers the jobs (their `seq`).
     pub fn open(path: &Path, config: StoreConfig) -> Result<Self, StoreError> {
         let mut conn = schema::open(path, config.synchronous)?;
         schema::migrate(&mut conn)?;
+        let writer = Writer::load(&conn)?;
         let (commands, receiver) = mpsc::channel(config.queue.max(1));
         let max_batch = config.max_batch.max(1);
         let thread = std::thread::Builder::new()
             .name("goop-job-store".to_owned())
-            .spawn(move || writer_loop(conn, receiver, max_batch))
+            .spawn(move || writer_loop(conn, writer, receiver, max_batch))
             .map_err(|e| StoreError::Corrupt {
                 job: String::new(),
                 reason: e.to_string(),
@@ -260,7 +264,12 @@ impl Drop for JobStore {
     }
 }
 
-fn writer_loop(mut conn: Connection, mut commands: mpsc::Receiver<Command>, max_batch: usize) {
+fn writer_loop(
+    mut conn: Connection,
+    mut writer: Writer,
+    mut commands: mpsc::Receiver<Command>,
+    max_batch: usize,
+) {
     let mut batch = Vec::new();
     while let Some(first) = commands.blocking_recv() {
         batch.push(first);
@@ -270,7 +279,7 @@ fn writer_loop(mut conn: Connection, mut commands: mpsc::Receiver<Command>, max_
                 Err(_) => break,
             }
         }
-        commit(&mut conn, &mut batch);
+        commit(&mut conn, &mut writer, &mut batch);
     }
     tracing::debug!("job store writer stopped");
 }
@@ -284,12 +293,39 @@ enum Reply {
     Flush(oneshot::Sender<Result<(), StoreError>>),
 }
 
-fn commit(conn: &mut Connection, batch: &mut Vec<Command>) {
+/// What the writer thread keeps from one transaction to the next.
+struct Writer {
+    /// The codes of groups and types.
+    codes: Codes,
+    /// The next job's place in submission order. The writer is the only one to insert jobs,
+    /// so it counts them itself; a submit rolled back leaves a gap, which orders nothing wrong.
+    next_seq: i64,
+    /// The coalesced writes of the transaction being built, empty between two (kept to reuse
+    /// the maps' memory).
+    pending: Coalesced,
+}
+
+impl Writer {
+    fn load(conn: &Connection) -> Result<Self, StoreError> {
+        let last: i64 = conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM cluster_jobs", [], |r| {
+                r.get(0)
+            })
+            .context("reading the last sequence number")?;
+        Ok(Self {
+            codes: Codes::new(),
+            next_seq: last + 1,
+            pending: Coalesced::default(),
+        })
+    }
+}
+
+fn commit(conn: &mut Connection, writer: &mut Writer, batch: &mut Vec<Command>) {
     let size = batch.len();
     let mut replies = Vec::new();
     let outcome = (|| -> Result<(), StoreError> {
         let tx = conn.transaction().context("starting a transaction")?;
-        apply(&tx, batch, &mut replies)?;
+        apply(&tx, writer, batch, &mut replies)?;
         tx.commit().context("committing")
     })();
     batch.clear();
@@ -309,6 +345,8 @@ fn commit(conn: &mut Connection, batch: &mut Vec<Command>) {
         }
         Err(error) => {
             tracing::error!(%error, commands = size, "job store transaction failed; its writes are lost");
+            writer.codes.forget();
+            writer.pending.clear();
             let message = error.to_string();
             for reply in replies {
                 let failed = || StoreError::Corrupt {
@@ -333,9 +371,38 @@ fn commit(conn: &mut Connection, batch: &mut Vec<Command>) {
 /// record of each attempt. Deletes and submits apply in order, after what came before them.
 #[derive(Default)]
 struct Coalesced {
-    states: HashMap<JobId, (usize, StateRow)>,
-    progress: HashMap<JobId, (usize, f64, Option<String>)>,
-    attempts: HashMap<(JobId, u32), AttemptRecord>,
+    states: IdMap<JobId, (usize, StateRow)>,
+    progress: IdMap<JobId, (usize, f64, Option<String>)>,
+    attempts: IdMap<(JobId, u32), AttemptRecord>,
+}
+
+/// A map keyed by job ids, hashed by one multiplication per word: the host makes the ids (they
+/// are not chosen by a client), so the DoS-resistant default hasher buys nothing here and costs
+/// a few percent of a write.
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u64(u64::from(*byte));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // The multiplier spreads growing ids over the high bits, which the map's probing uses.
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
 }
 
 impl Coalesced {
@@ -345,6 +412,13 @@ impl Coalesced {
             None => row,
         };
         self.states.insert(row.id, (index, row));
+    }
+
+    /// Forgets what a failed transaction left.
+    fn clear(&mut self) {
+        self.states.clear();
+        self.progress.clear();
+        self.attempts.clear();
     }
 
     fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
@@ -361,10 +435,7 @@ impl Coalesced {
                 .prepare_cached(UPSERT_ATTEMPT)
                 .context("preparing an attempt write")?;
             for ((job, _), record) in self.attempts.drain() {
-                // The attempt that completed a job is the job's row (see `Reader::get`).
-                if record.outcome != Some(AttemptOutcome::Completed) {
-                    write_attempt(&mut upsert, job, &record)?;
-                }
+                write_attempt(&mut upsert, job, &record)?;
             }
         }
         if !self.progress.is_empty() {
@@ -394,14 +465,19 @@ impl Coalesced {
 
 fn apply(
     tx: &Transaction<'_>,
+    writer: &mut Writer,
     batch: &mut Vec<Command>,
     replies: &mut Vec<Reply>,
 ) -> Result<(), StoreError> {
-    let mut pending = Coalesced::default();
+    let Writer {
+        codes,
+        next_seq,
+        pending,
+    } = writer;
     for (index, command) in batch.drain(..).enumerate() {
         match command {
             Command::Submit(jobs, reply) => {
-                let result = submit_all(tx, jobs);
+                let result = submit_all(tx, codes, next_seq, jobs);
                 replies.push(Reply::Submit(reply, result));
             }
             Command::Flush(reply) => replies.push(Reply::Flush(reply)),
@@ -414,7 +490,14 @@ fn apply(
             }
             Command::Write(Write::State(state)) => pending.state(index, *state),
             Command::Write(Write::Attempt { job, record }) => {
-                pending.attempts.insert((job, record.attempt.0), record);
+                let key = (job, record.attempt.0);
+                // The attempt that completed a job is the job's row (see `Reader::get`): it
+                // replaces any earlier record of the attempt and is not written itself.
+                if record.outcome == Some(AttemptOutcome::Completed) {
+                    pending.attempts.remove(&key);
+                } else {
+                    pending.attempts.insert(key, record);
+                }
             }
             Command::Write(Write::Delete(id)) => {
                 pending.flush(tx)?;
@@ -428,23 +511,25 @@ fn apply(
             }
             Command::Write(Write::ClearGroup(group)) => {
                 pending.flush(tx)?;
+                // A group without a code never had a job. Its code is kept: codes are never
+                // deleted, so the cached ones stay right.
+                let Some(code) = codes.existing_group(tx, group.as_str())? else {
+                    continue;
+                };
                 tx.execute(
                     "DELETE FROM cluster_attempts WHERE job_id IN
-                        (SELECT id FROM cluster_jobs WHERE group_id = ?1)",
-                    [group.as_str()],
+                        (SELECT id FROM cluster_jobs WHERE group_code = ?1)",
+                    [code],
                 )
                 .context("clearing attempts")?;
                 tx.execute(
                     "DELETE FROM cluster_payloads WHERE job_id IN
-                        (SELECT id FROM cluster_jobs WHERE group_id = ?1)",
-                    [group.as_str()],
+                        (SELECT id FROM cluster_jobs WHERE group_code = ?1)",
+                    [code],
                 )
                 .context("clearing payloads")?;
-                tx.execute(
-                    "DELETE FROM cluster_jobs WHERE group_id = ?1",
-                    [group.as_str()],
-                )
-                .context("clearing jobs")?;
+                tx.execute("DELETE FROM cluster_jobs WHERE group_code = ?1", [code])
+                    .context("clearing jobs")?;
             }
         }
     }
@@ -453,7 +538,12 @@ fn apply(
 
 /// Inserts one submit's jobs inside a savepoint, so a failing submit leaves the rest of the
 /// group commit intact.
-fn submit_all(tx: &Transaction<'_>, jobs: Vec<NewJob>) -> Result<Vec<Submitted>, StoreError> {
+fn submit_all(
+    tx: &Transaction<'_>,
+    codes: &mut Codes,
+    next_seq: &mut i64,
+    jobs: Vec<NewJob>,
+) -> Result<Vec<Submitted>, StoreError> {
     let savepoint = |sql: &str| -> Result<(), StoreError> {
         tx.prepare_cached(sql)
             .and_then(|mut stmt| stmt.execute([]))
@@ -473,19 +563,20 @@ fn submit_all(tx: &Transaction<'_>, jobs: Vec<NewJob>) -> Result<Vec<Submitted>,
         let mut by_key = None;
         let mut out = Vec::with_capacity(jobs.len());
         for new in jobs {
+            let group = codes.group(tx, new.group.as_str())?;
             if let Some(key) = &new.idempotency_key {
                 let lookup = match &mut by_key {
                     Some(lookup) => lookup,
                     None => by_key.insert(
                         tx.prepare_cached(
                             "SELECT id FROM cluster_jobs
-                             WHERE group_id = ?1 AND idempotency_key = ?2",
+                             WHERE group_code = ?1 AND idempotency_key = ?2",
                         )
                         .context("preparing an idempotency lookup")?,
                     ),
                 };
                 let existing: Option<i64> = lookup
-                    .query_row(params![new.group.as_str(), key], |row| row.get(0))
+                    .query_row(params![group, key], |row| row.get(0))
                     .optional()
                     .context("looking up an idempotency key")?;
                 if let Some(id) = existing {
@@ -493,20 +584,32 @@ fn submit_all(tx: &Transaction<'_>, jobs: Vec<NewJob>) -> Result<Vec<Submitted>,
                     continue;
                 }
             }
-            out.push(insert_job(&mut insert, new)?);
+            let job_type = codes.job_type(tx, &new.job.job_type)?;
+            let seq = *next_seq;
+            if seq > codes::MAX_SEQ {
+                return Err(StoreError::Full("no more jobs fit in the status index"));
+            }
+            *next_seq += 1;
+            out.push(insert_job(&mut insert, new, seq, group, job_type)?);
         }
         Ok(out)
     })();
     if result.is_err() {
+        codes.forget();
         savepoint("ROLLBACK TO submit")?;
     }
     savepoint("RELEASE submit")?;
     result
 }
 
-const INSERT_JOB: &str = "INSERT INTO cluster_jobs (id, group_id, type, mode, priority,
-        timeout_s, max_retry, labels, not_before, after, idempotency_key, status, created_at)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending', ?12)";
+const INSERT_JOB: &str = "INSERT INTO cluster_jobs (id, group_code, type_code, mode, priority,
+        timeout_s, max_retry, labels, not_before, after, idempotency_key, status_key, created_at,
+        seq, payload)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+
+/// Payloads up to this many bytes are kept in the job's row, larger ones in `cluster_payloads`:
+/// a small payload costs less carried along by the row's rewrites than inserted on its own.
+const INLINE_PAYLOAD: usize = 256;
 
 const INSERT_PAYLOAD: &str = "INSERT INTO cluster_payloads (job_id, payload) VALUES (?1, ?2)";
 
@@ -516,14 +619,25 @@ struct Inserts<'tx> {
     payload: rusqlite::CachedStatement<'tx>,
 }
 
-fn insert_job(insert: &mut Inserts<'_>, new: NewJob) -> Result<Submitted, StoreError> {
+fn insert_job(
+    insert: &mut Inserts<'_>,
+    new: NewJob,
+    seq: i64,
+    group: i64,
+    job_type: i64,
+) -> Result<Submitted, StoreError> {
     let job = &new.job;
     let labels = (!job.labels.is_empty()).then(|| to_json(&job.labels));
     let after = (!job.after.is_empty()).then(|| to_json(&job.after));
+    let payload = job.payload.as_ref().map(|p| p.get());
+    let (inline, apart) = match payload {
+        Some(p) if p.len() <= INLINE_PAYLOAD => (Some(p), None),
+        other => (None, other),
+    };
     let inserted = insert.job.execute(params![
         reader::sql_id(job.id),
-        new.group.as_str(),
-        job.job_type,
+        group,
+        job_type,
         reader::mode_str(job.mode),
         job.priority,
         i64::try_from(job.timeout_s).unwrap_or(i64::MAX),
@@ -532,20 +646,24 @@ fn insert_job(insert: &mut Inserts<'_>, new: NewJob) -> Result<Submitted, StoreE
         job.not_before.map(Timestamp::as_unix_ms),
         after,
         new.idempotency_key,
+        codes::status_key(group, codes::status_code(JobStatus::Pending), seq),
         new.created_at.as_unix_ms(),
+        seq,
+        inline,
     ]);
     match inserted {
         Ok(_) => {
-            if let Some(payload) = &job.payload {
+            if let Some(payload) = apart {
                 insert
                     .payload
-                    .execute(params![reader::sql_id(job.id), payload.get()])
+                    .execute(params![reader::sql_id(job.id), payload])
                     .context("inserting a payload")?;
             }
             Ok(Submitted::Created(job.id))
         }
+        // The id is the row key: only a job already stored under it breaks that constraint.
         Err(rusqlite::Error::SqliteFailure(e, _))
-            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
         {
             Err(StoreError::Duplicate(job.id.to_string()))
         }
@@ -556,30 +674,32 @@ fn insert_job(insert: &mut Inserts<'_>, new: NewJob) -> Result<Submitted, StoreE
     }
 }
 
-/// The state update. Whether the status is terminal (`?15`) and whether an elapsed time is to
-/// be worked out (`?16`) come as flags rather than `IN` lists, which SQLite would build a
-/// temporary table for on every run.
-const UPDATE_STATE: &str = "UPDATE cluster_jobs SET status = ?2,
-        worker_id = CASE WHEN ?15 THEN COALESCE(?3, worker_id) ELSE ?3 END,
+/// The state update. The status goes into the bits of `status_key` above the seq (see
+/// `codes::status_key`). The terminal statuses are the codes from 3 up (completed and failed,
+/// whose elapsed time the store works out, are 3 and 4): comparisons rather than `IN` lists,
+/// which SQLite would build a temporary table for on every run. A NULL progress (`?9`) keeps
+/// the stored progress and message.
+const UPDATE_STATE: &str = "UPDATE cluster_jobs
+    SET status_key = (status_key & ~(7 << 42)) | (?2 << 42),
+        worker_id = CASE WHEN ?2 >= 3 THEN COALESCE(?3, worker_id) ELSE ?3 END,
         attempt = ?4, retries = ?5, losses = ?6, result = ?7, error = ?8,
-        progress = CASE WHEN ?14 THEN ?9 ELSE progress END,
-        progress_msg = CASE WHEN ?14 THEN ?10 ELSE progress_msg END,
+        progress = COALESCE(?9, progress),
+        progress_msg = CASE WHEN ?9 IS NULL THEN progress_msg ELSE ?10 END,
         started_at = COALESCE(?11, started_at), done_at = ?12,
-        elapsed_ms = COALESCE(?13, CASE WHEN ?16 THEN ?12 - COALESCE(?11, started_at) END)
+        elapsed_ms = COALESCE(?13,
+            CASE WHEN ?2 BETWEEN 3 AND 4 THEN ?12 - COALESCE(?11, started_at) END)
      WHERE id = ?1";
 
 fn write_state(update: &mut Statement<'_>, state: &StateRow) -> Result<(), StoreError> {
     // Without progress in the change, the stored progress is kept.
-    let (has_progress, progress, progress_msg) = match &state.progress {
-        Some((pct, msg)) => (true, *pct, msg.as_deref()),
-        None => (false, 0.0, None),
+    let (progress, progress_msg) = match &state.progress {
+        Some((pct, msg)) => (Some(*pct), msg.as_deref()),
+        None => (None, None),
     };
-    let finished =
-        state.done_at.is_some() && matches!(state.status, JobStatus::Completed | JobStatus::Failed);
     update
         .execute(params![
             reader::sql_id(state.id),
-            status_str(state.status),
+            codes::status_code(state.status),
             state.worker_id.as_ref().map(|w| w.as_str()),
             state.attempt.0,
             state.retries,
@@ -593,9 +713,6 @@ fn write_state(update: &mut Statement<'_>, state: &StateRow) -> Result<(), Store
             state
                 .elapsed_ms
                 .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
-            has_progress,
-            state.status.is_terminal(),
-            finished,
         ])
         .context("writing job state")?;
     Ok(())
@@ -625,10 +742,6 @@ fn write_attempt(
         ])
         .context("writing an attempt")?;
     Ok(())
-}
-
-pub(crate) fn status_str(status: JobStatus) -> &'static str {
-    status.as_str()
 }
 
 fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {

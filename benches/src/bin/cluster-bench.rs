@@ -559,13 +559,13 @@ impl CpuSplit {
     }
 }
 
-/// Jobs completed per worker, from the host's store.
+/// Jobs completed per worker, from the host's store (where 3 is the stored code of `completed`).
 fn count_per_worker(db: &Path, peers: &[String]) -> Result<Vec<i64>> {
     let db = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut counts = Vec::with_capacity(peers.len());
     for peer in peers {
         counts.push(db.query_row(
-            "SELECT count(*) FROM cluster_jobs WHERE worker_id = ?1 AND status = 'completed'",
+            "SELECT count(*) FROM cluster_jobs WHERE worker_id = ?1 AND status = 3",
             [peer],
             |row| row.get(0),
         )?);
