@@ -152,5 +152,10 @@ async fn a_volatile_group_given_at_startup_keeps_its_members_across_a_restart() 
         member_ids(&host.handle, &g).await == vec![worker.id.clone()]
     })
     .await;
-    assert!(worker.handle.subscriptions().await.unwrap()[0].connected);
+    // The host counts the member when the join arrives; the worker counts itself connected
+    // when the answer does, a moment later.
+    eventually("the worker is connected again", || async {
+        worker.handle.subscriptions().await.unwrap()[0].connected
+    })
+    .await;
 }

@@ -1,10 +1,11 @@
 //! Job ids: they grow with submission order.
 //!
 //! An id is the submit time in milliseconds shifted left by [`COUNTER_BITS`], plus a counter
-//! for the jobs of the same millisecond. Growing ids keep the store's id index and attempt
-//! table appending at their right edge, where a random id would dirty a random page of each
-//! per job (and the store would slow down as it grows). An idempotent submit gets a fresh id
-//! too: the store finds a repeated key by its own index and answers with the first job's id.
+//! for the jobs of the same millisecond. Growing ids keep the store's job table (keyed by id)
+//! and attempt table appending at their right edge, where a random id would dirty a random page
+//! of each per job (and the store would slow down as it grows). An idempotent submit gets a
+//! fresh id too: the store finds a repeated key by its own index and answers with the first
+//! job's id.
 
 use dispatcher::Millis;
 use proto::JobId;
