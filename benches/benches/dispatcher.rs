@@ -161,21 +161,25 @@ fn with_workers() -> Disp {
 
 /// Submits the batch, then acks and completes every assignment until the queue is empty.
 /// Returns how many jobs completed.
+///
+/// The outputs are taken after each job's reports, as a host carries them out after each
+/// message it handles: they stay in cache instead of piling up over a whole round.
 fn drain(d: &mut Disp, batch: Vec<NewJob<()>>) -> usize {
     let mut now = 1;
     let mut work = Vec::with_capacity(16 * 1024);
-    d.step(Millis(now), Input::SubmitBatch(batch))
-        .expect("batch accepted");
-    let mut done = 0;
-    loop {
+    let mut next = Vec::with_capacity(16 * 1024);
+    let take = |d: &mut Disp, into: &mut Vec<_>| {
         for output in d.drain_outputs() {
             if let Output::Assign(a) = output {
-                work.push(a);
+                into.push(a);
             }
         }
-        if work.is_empty() {
-            return done;
-        }
+    };
+    d.step(Millis(now), Input::SubmitBatch(batch))
+        .expect("batch accepted");
+    take(d, &mut work);
+    let mut done = 0;
+    while !work.is_empty() {
         now += 1;
         for a in work.drain(..) {
             let worker: PeerId = (*a.worker).clone();
@@ -198,9 +202,12 @@ fn drain(d: &mut Disp, batch: Vec<NewJob<()>>) -> usize {
                 },
             )
             .expect("result applies");
+            take(d, &mut next);
             done += 1;
         }
+        std::mem::swap(&mut work, &mut next);
     }
+    done
 }
 
 /// The floor: push and pop the same (priority, seq) keys through a bare binary heap.

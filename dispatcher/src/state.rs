@@ -71,13 +71,24 @@ pub(crate) enum Known {
 
 /// One live job. Kept small, because the slab holds one per queued job: what most jobs never
 /// use (dependencies, labels, an error, past attempts) lives behind one optional box.
+///
+/// `repr(C)` to fix the field order: what a worker's report reads (the attempt it holds, its
+/// number, the state, the id) comes first and fills the first 64 bytes, so a report about a
+/// job whose record fell out of the cache waits for one line, not two.
+#[repr(C)]
 pub(crate) struct Job<P> {
+    pub(crate) run: Option<Run>,
     pub(crate) id: JobId,
+    /// The current or last attempt; 0 before the first.
+    pub(crate) attempt: Attempt,
+    pub(crate) state: State,
+    pub(crate) mode: JobMode,
     /// Submission order: the FIFO tie-break within a priority.
     pub(crate) seq: u64,
     pub(crate) created_at: Millis,
     /// A pending job is not assigned before this (backoff or `not_before`).
     pub(crate) due_at: Millis,
+    pub(crate) cold: Option<Box<Cold>>,
     /// Interned type.
     pub(crate) ty: u32,
     pub(crate) priority: i32,
@@ -85,18 +96,12 @@ pub(crate) struct Job<P> {
     pub(crate) max_retry: u32,
     pub(crate) retries: u32,
     pub(crate) losses: u32,
-    /// The current or last attempt; 0 before the first.
-    pub(crate) attempt: Attempt,
     /// Dependencies not completed yet (while `Blocked`).
     pub(crate) unmet: u32,
     /// Bumped each time the job registers with its dependencies, so registrations left over
     /// from an earlier life of the same id are recognised and skipped.
     pub(crate) dep_epoch: u32,
-    pub(crate) state: State,
-    pub(crate) mode: JobMode,
     pub(crate) payload: P,
-    pub(crate) run: Option<Run>,
-    pub(crate) cold: Option<Box<Cold>>,
 }
 
 /// The rarely used parts of a job.
@@ -198,6 +203,16 @@ mod tests {
     #[test]
     fn records_stay_small() {
         assert!(std::mem::size_of::<super::Job<()>>() <= 128);
+        assert!(std::mem::size_of::<Option<super::Job<()>>>() <= 128);
+        // What a report reads sits in the first cache line.
+        for offset in [
+            std::mem::offset_of!(super::Job<()>, run),
+            std::mem::offset_of!(super::Job<()>, id),
+            std::mem::offset_of!(super::Job<()>, attempt),
+            std::mem::offset_of!(super::Job<()>, state),
+        ] {
+            assert!(offset < 64, "{offset}");
+        }
         assert!(std::mem::size_of::<crate::Output<(), ()>>() <= 112);
     }
 }
