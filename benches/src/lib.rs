@@ -8,6 +8,32 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use worker::{EventKind, Executor, ExecutorConfig, JobSpec, Outcome};
 
+/// Whether the command line asks for help (`-h` or `--help`); if so, `usage` is printed.
+pub fn wants_help(usage: &str) -> bool {
+    let asked = std::env::args()
+        .skip(1)
+        .any(|arg| arg == "-h" || arg == "--help");
+    if asked {
+        println!("{usage}");
+    }
+    asked
+}
+
+/// The `index`th positional argument as a count, `default` when absent; an argument that is
+/// not a count is an error rather than silently the default.
+pub fn count_arg(index: usize, name: &str, default: usize) -> anyhow::Result<usize> {
+    match std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .nth(index)
+    {
+        None => Ok(default),
+        Some(arg) => arg
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name} must be a count, not {arg:?} (see --help)")),
+    }
+}
+
 /// The baseline of the MQ and group benchmarks: `n` copies of `line` written on a bare libp2p
 /// stream, many lines per write as the MQ link does, while a reader counts the answers the
 /// other end echoes. Returns lines per second.

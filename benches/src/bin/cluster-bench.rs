@@ -602,7 +602,30 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.min(sorted.len()) - 1]
 }
 
+const USAGE: &str = "\
+cluster-bench: no-op jobs through the whole cluster stack (HTTP submit, host, libp2p, worker
+node, daemon executor, result stored) with one and then two worker nodes, next to the worker
+runtime alone measured in the same run. Reported, not asserted.
+
+usage: cluster-bench [--jobs N] [--batch N] [--latency-jobs N] [--runtime-jobs N]
+                     [--submitters N] [--capacity N] [--goop PATH] [--executor PATH] [--keep]
+
+  --jobs N           jobs per throughput run (default 50000)
+  --batch N          jobs per submit request, 1 to 10000 (default 1000)
+  --latency-jobs N   jobs submitted one at a time for the latency figures (default 500)
+  --runtime-jobs N   jobs for the runtime baseline (default 200000)
+  --submitters N     threads submitting in parallel (default 1)
+  --capacity N       executor capacity per worker (default 1024)
+  --goop PATH        the goop binary (default target/release/goop)
+  --executor PATH    the executor (default target/release/echo-executor)
+  --keep             keep the nodes' data directories and logs
+
+Build first: cargo build --release -p node -p examples -p benches";
+
 fn main() -> Result<()> {
+    if benches::wants_help(USAGE) {
+        return Ok(());
+    }
     let options = options()?;
     let dir = std::env::temp_dir().join(format!("goop-cluster-bench-{}", std::process::id()));
     println!(

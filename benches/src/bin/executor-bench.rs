@@ -170,7 +170,26 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+const USAGE: &str = "\
+executor-bench: no-op jobs through the worker runtime (worker::Executor) and an executor, in
+daemon and oneshot mode, next to bare pipes in the same run. Reported, not asserted.
+
+usage: executor-bench [--executor PATH] [--daemon-jobs N] [--oneshot-jobs N] [--capacity N]
+                      [--concurrency N] [--rounds N]
+
+  --executor PATH     the executor (default $GOOP_BENCH_EXECUTOR, else
+                      target/release/echo-executor)
+  --daemon-jobs N     jobs through the daemon executor (default 200000)
+  --oneshot-jobs N    jobs through oneshot processes (default 2000)
+  --capacity N        the daemon's capacity (default 1024)
+  --concurrency N     oneshot processes at once (default 4)
+  --rounds N          rounds, baseline and runtime alternating; medians reported
+                      (default 3)";
+
 fn main() -> Result<()> {
+    if benches::wants_help(USAGE) {
+        return Ok(());
+    }
     let options = options()?;
     if !options.executor.exists() {
         return Err(format!(

@@ -52,9 +52,16 @@ impl Peer {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let messages: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(50_000);
-    let samples: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000);
+    const USAGE: &str = "\
+group-bench: small messages from one member to the others through the group host, over the MQ
+bus on libp2p, next to a bare libp2p stream in the same run. Reported, not asserted.
+
+usage: group-bench [MESSAGES] [LATENCY-SAMPLES]   (defaults 50000 and 1000)";
+    if benches::wants_help(USAGE) {
+        return Ok(());
+    }
+    let messages = benches::count_arg(0, "MESSAGES", 50_000)?;
+    let samples = benches::count_arg(1, "LATENCY-SAMPLES", 1_000)?;
 
     let host = peer().await?;
     let mut members = Vec::new();

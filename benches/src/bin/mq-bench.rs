@@ -22,9 +22,16 @@ const PAYLOAD_BYTES: usize = 100;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let messages: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let samples: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2_000);
+    const USAGE: &str = "\
+mq-bench: small messages from one peer to another over the MQ bus, next to a bare libp2p stream
+between the same two peers in the same run. Reported, not asserted.
+
+usage: mq-bench [MESSAGES] [LATENCY-SAMPLES]   (defaults 100000 and 2000)";
+    if benches::wants_help(USAGE) {
+        return Ok(());
+    }
+    let messages = benches::count_arg(0, "MESSAGES", 100_000)?;
+    let samples = benches::count_arg(1, "LATENCY-SAMPLES", 2_000)?;
 
     let a = start().await;
     let b = start().await;
