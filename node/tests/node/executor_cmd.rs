@@ -159,6 +159,7 @@ fn run_exits_0_when_all_complete_and_reads_a_jobs_file() {
         assert_eq!(line["result"], i);
     }
     assert!(stderr(&output).contains("50 completed, 0 failed"));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

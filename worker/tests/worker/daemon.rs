@@ -178,6 +178,7 @@ async fn a_daemon_that_keeps_failing_its_check_becomes_unusable() {
     let done = run(&executor, job(2, "null")).await;
     assert_eq!(done.lost().kind, FailureKind::Rejected);
     executor.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -264,6 +265,7 @@ async fn a_crash_kills_what_the_daemon_started_even_if_it_holds_stdout() {
     })
     .await;
     executor.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

@@ -218,6 +218,7 @@ async fn a_grandchild_holding_stdout_does_not_hang_the_job_and_dies() {
     let pid = read_pid(&pidfile);
     crate::support::eventually("the grandchild to die", || process_gone(pid)).await;
     executor.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -236,6 +237,7 @@ async fn stopping_a_job_kills_its_whole_process_group() {
     assert!(matches!(finish(&mut rx).await.outcome, Outcome::Cancelled));
     crate::support::eventually("the grandchild to die", || process_gone(pid)).await;
     executor.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
