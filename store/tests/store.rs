@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use proto::cluster::{AttemptOutcome, AttemptRecord, Job, JobState};
 use proto::{Attempt, GroupId, JobId, JobMode, JobStatus, Timestamp};
 use serde_json::value::RawValue;
-use store::{JobStore, ListFilter, NewJob, StateRow, StoreConfig, StoreError, Submitted, Write};
+use store::{
+    JobStore, ListFilter, NewJob, Reader, StateRow, StoreConfig, StoreError, Submitted, Write,
+};
 
 /// A fresh database path under the system temp dir, removed when dropped.
 struct TempDb(PathBuf);
@@ -74,6 +76,27 @@ fn state_of(store: &JobStore, id: u64) -> JobState {
         .unwrap()
         .expect("job exists")
         .state
+}
+
+/// The ids of the group's jobs, page by page, following the cursor to the end.
+fn pages_of(reader: &Reader, limit: usize) -> Vec<Vec<u64>> {
+    let mut pages = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = reader
+            .list(&ListFilter {
+                group: Some(group()),
+                cursor,
+                limit,
+                ..ListFilter::default()
+            })
+            .unwrap();
+        pages.push(page.jobs.iter().map(|j| j.state.job.id.as_u64()).collect());
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return pages,
+        }
+    }
 }
 
 async fn write_state(store: &JobStore, row: StateRow) {
@@ -327,23 +350,7 @@ async fn lists_page_and_filter_in_submission_order() {
     store.flush().await.unwrap();
     let reader = store.reader().unwrap();
 
-    let mut seen = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = reader
-            .list(&ListFilter {
-                group: Some(group()),
-                cursor,
-                limit: 10,
-                ..ListFilter::default()
-            })
-            .unwrap();
-        seen.extend(page.jobs.iter().map(|j| j.state.job.id.as_u64()));
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    let seen: Vec<u64> = pages_of(&reader, 10).into_iter().flatten().collect();
     assert_eq!(seen, (1..=25).collect::<Vec<_>>());
 
     let evens = reader
@@ -431,28 +438,7 @@ async fn a_page_of_large_payloads_ends_early_and_the_cursor_goes_on() {
         .collect();
     store.submit(jobs).await.unwrap();
     let reader = store.reader().unwrap();
-    let mut pages = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = reader
-            .list(&ListFilter {
-                group: Some(group()),
-                cursor,
-                limit: 1000,
-                ..ListFilter::default()
-            })
-            .unwrap();
-        pages.push(
-            page.jobs
-                .iter()
-                .map(|j| j.state.job.id.as_u64())
-                .collect::<Vec<_>>(),
-        );
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    let pages = pages_of(&reader, 1000);
     assert_eq!(pages, [vec![1, 2], vec![3, 4]]);
 }
 

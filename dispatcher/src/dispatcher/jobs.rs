@@ -409,7 +409,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             let id = spec.id;
             let seq = self.ids.cell_of(id).unwrap_or_default();
             let slot = self.insert(spec, seq, Some(created_at));
-            self.ids.set(id, Known::Live(slot));
+            self.ids.set_cell(seq, Known::Live(slot));
             let job = self.job_mut(slot);
             job.attempt = attempt;
             job.retries = retries;

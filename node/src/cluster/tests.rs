@@ -147,10 +147,7 @@ impl Cluster {
             me: peer.clone(),
             routes: self.routes.clone(),
         };
-        self.members
-            .send(MemberEvent::Joined(peer.clone()))
-            .await
-            .unwrap();
+        self.joined(&peer).await;
         member::spawn(
             config,
             link,
@@ -162,6 +159,14 @@ impl Cluster {
         .await
         .unwrap();
         peer
+    }
+
+    /// The group layer reports that `peer` joined.
+    async fn joined(&self, peer: &PeerId) {
+        self.members
+            .send(MemberEvent::Joined(peer.clone()))
+            .await
+            .unwrap();
     }
 
     /// A peer whose messages the test sends and whose inbox it reads: what the host sends it
@@ -501,11 +506,7 @@ async fn a_verification_counts_only_once_its_peer_has_joined() {
     assert!(early.is_err(), "a job went to a peer that is not a member");
 
     // Its join arrives: the verification it sent before counts, and the job goes to it.
-    cluster
-        .members
-        .send(MemberEvent::Joined(peer.clone()))
-        .await
-        .unwrap();
+    cluster.joined(&peer).await;
     let message = tokio::time::timeout(Duration::from_secs(10), at_peer.recv())
         .await
         .expect("the job is assigned once the peer has joined")
@@ -542,11 +543,7 @@ async fn a_worker_whose_join_undid_its_verification_is_asked_for_another() {
     verified().await;
     // A join without a leave, as from a worker that restarted: the host takes back the
     // verification, and asks the worker for a new one rather than wait for it.
-    cluster
-        .members
-        .send(MemberEvent::Joined(peer.clone()))
-        .await
-        .unwrap();
+    cluster.joined(&peer).await;
     verified().await;
     let ids = cluster.host.submit(vec![echo("[7]", 0)]).await.unwrap();
     let states = wait_all(&cluster.host, &ids, Duration::from_secs(20)).await;
@@ -567,19 +564,11 @@ async fn the_host_asks_an_unverified_member_to_verify() {
         assert_eq!(message.msg_type, "worker:verify", "{}", message.payload);
     };
     // Joined, not verified yet: asked.
-    cluster
-        .members
-        .send(MemberEvent::Joined(peer.clone()))
-        .await
-        .unwrap();
+    cluster.joined(&peer).await;
     asked(&mut at_peer).await;
     cluster.verified_by(&peer).await;
     // A join without a leave undoes the verification: asked again.
-    cluster
-        .members
-        .send(MemberEvent::Joined(peer.clone()))
-        .await
-        .unwrap();
+    cluster.joined(&peer).await;
     asked(&mut at_peer).await;
     cluster.stop().await;
 }
