@@ -138,9 +138,10 @@ pub enum Report<R> {
 /// Something that happened, fed to [`Dispatcher::step`](crate::Dispatcher::step).
 #[derive(Clone, Debug)]
 pub enum Input<P, R> {
-    /// Queue one job.
+    /// Queue one job. Once `step` returns `Ok` it is pending; no `JobChanged` says so.
     Submit(NewJob<P>),
-    /// Queue many jobs, all or none.
+    /// Queue many jobs, all or none. Once `step` returns `Ok` they are pending; no
+    /// `JobChanged` says so.
     SubmitBatch(Vec<NewJob<P>>),
     /// Cancel a job: terminal at once.
     Cancel(JobId),
@@ -343,6 +344,9 @@ pub enum Output<P, R> {
     },
     /// A job changed: persist it and notify watchers. A terminal status is the last word on
     /// the job: the dispatcher keeps only that status afterwards.
+    ///
+    /// A submitted job is not announced as pending: the submit's `Ok` says that every job in
+    /// it is pending now, except one announced as failed because a job it waits for failed.
     JobChanged(JobUpdate<R>),
     /// An attempt ended: append it to the job's stored history. Comes before the
     /// `JobChanged` it causes.

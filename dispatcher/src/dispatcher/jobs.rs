@@ -98,7 +98,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
     pub(super) fn submit_one(&mut self, job: NewJob<P>) -> Result<(), StepError> {
         self.check_room(1)?;
         let slot = self.place(job)?;
-        self.admit(slot, true);
+        self.admit(slot, true, false);
         Ok(())
     }
 
@@ -132,7 +132,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             }
         }
         for slot in placed {
-            self.admit(slot, true);
+            self.admit(slot, true, false);
         }
         Ok(())
     }
@@ -246,11 +246,14 @@ impl<P: Clone, R> Dispatcher<P, R> {
     }
 
     /// Places a freshly inserted (or retried) job: registers it with the jobs it waits for,
-    /// announces it, then queues it, or fails it if one of them already failed.
+    /// queues it and, if `announce`, announces it; or fails it (always announced) if one of
+    /// them already failed.
     ///
     /// `strict` is false on restore, where a dependency the store no longer has counts as done:
     /// only terminal jobs are ever deleted, and a failed one would have failed its dependents.
-    pub(super) fn admit(&mut self, slot: u32, strict: bool) {
+    /// `announce` is false on submit: the submit's `Ok` tells the shell its jobs are pending,
+    /// and a large batch would otherwise fill the output buffer with one update per job.
+    pub(super) fn admit(&mut self, slot: u32, strict: bool, announce: bool) {
         let (id, epoch, after) = {
             let job = self.job_mut(slot);
             job.dep_epoch = job.dep_epoch.wrapping_add(1);
@@ -280,7 +283,9 @@ impl<P: Clone, R> Dispatcher<P, R> {
             return;
         }
         self.enqueue(slot);
-        self.changed(slot, None);
+        if announce {
+            self.changed(slot, None);
+        }
     }
 
     pub(super) fn cancel(&mut self, id: JobId) -> Result<(), StepError> {
@@ -343,7 +348,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
         let seq = self.ids.rebind(id, Known::Live(self.next_slot()));
         let slot = self.insert(spec, seq, None);
         self.job_mut(slot).attempt = attempt;
-        self.admit(slot, true);
+        self.admit(slot, true, true);
         Ok(())
     }
 
@@ -423,7 +428,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
         for (slot, interrupted) in placed {
             // Only the jobs whose stored status changes need writing back.
             let before = self.outputs.len();
-            self.admit(slot, false);
+            self.admit(slot, false, true);
             let failed = self.job_state(slot).is_none();
             if !interrupted && !failed {
                 self.outputs.truncate(before);

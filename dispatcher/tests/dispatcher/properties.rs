@@ -169,7 +169,20 @@ impl Model {
 
     /// Runs one input and checks every output against the model.
     fn step(&mut self, input: Input<u32, String>, retried: Option<usize>) -> Result<(), StepError> {
+        let submitted: Vec<JobId> = match &input {
+            Input::Submit(job) => vec![job.id],
+            Input::SubmitBatch(jobs) => jobs.iter().map(|j| j.id).collect(),
+            _ => Vec::new(),
+        };
         let result = self.d.step(Millis(self.now), input);
+        if result.is_ok() {
+            // An accepted submit is pending without an update saying so.
+            for id in submitted {
+                let j = self.index[&id];
+                assert_eq!(self.jobs[j].status, None, "submitted twice");
+                self.jobs[j].status = Some(JobStatus::Pending);
+            }
+        }
         let outputs: Vec<_> = self.d.drain_outputs().collect();
         let mut assigned = Vec::new();
         for output in &outputs {
@@ -339,7 +352,7 @@ impl Model {
                     self.jobs.pop();
                 } else {
                     assert_eq!(result, Ok(()));
-                    assert!(self.jobs[n].status.is_some(), "submit is announced");
+                    assert!(self.jobs[n].status.is_some(), "submit is known");
                 }
             }
             Op::Batch { jobs, poison } => {
@@ -386,7 +399,7 @@ impl Model {
                     assert_eq!(result, Ok(()));
                     self.next_seq += ids.len() as u64;
                     for j in first..self.jobs.len() {
-                        assert!(self.jobs[j].status.is_some(), "submit is announced");
+                        assert!(self.jobs[j].status.is_some(), "submit is known");
                     }
                 }
             }

@@ -725,6 +725,31 @@ fn after_waits_for_its_jobs_and_fails_when_one_fails() {
 }
 
 #[test]
+fn a_submit_is_pending_on_its_ok_and_only_a_failure_on_admission_is_announced() {
+    let mut h = Harness::new();
+    h.submit(job(1, "t"));
+    h.ok(Input::SubmitBatch(vec![job(2, "t"), job(3, "u")]));
+    assert!(
+        updates(&h.take()).is_empty(),
+        "the Ok says they are pending"
+    );
+    for n in 1..=3 {
+        assert_eq!(h.status(n), JobStatus::Pending);
+    }
+    h.ok(Input::Cancel(id(1)));
+    h.take();
+    let mut waiter = job(4, "t");
+    waiter.after = vec![id(1)];
+    h.ok(Input::SubmitBatch(vec![job(5, "t"), waiter]));
+    let out = h.take();
+    let announced: Vec<_> = updates(&out).iter().map(|u| (u.id, u.status)).collect();
+    assert_eq!(announced, [(id(4), JobStatus::Failed)]);
+    // Whatever happens next is announced: the assignment, as before.
+    h.worker(1, &[], 1);
+    assert_eq!(h.last(2).status, JobStatus::Assigned);
+}
+
+#[test]
 fn after_must_name_known_jobs() {
     let mut h = Harness::new();
     let mut j = job(1, "t");

@@ -852,8 +852,22 @@ impl<L: Link> Host<L> {
         let result = self.step(Input::SubmitBatch(fresh));
         match result {
             Ok(()) => {
+                // The dispatcher does not announce a submit (the store row already says
+                // pending): followers of the stream hear of it here, before any later change.
+                let follow = self.events.receiver_count() > 0;
                 for (id, size) in sizes {
                     self.track_payload(id, size);
+                    if follow {
+                        let _ = self.events.send(ClusterEvent::Job(JobEvent {
+                            job_id: id,
+                            status: JobStatus::Pending,
+                            attempt: Attempt(0),
+                            worker_id: None,
+                            retries: 0,
+                            error: None,
+                            latency_ms: None,
+                        }));
+                    }
                 }
                 tracing::debug!(jobs = count, "jobs queued");
                 let _ = done.reply.send(Ok(ids));
@@ -1318,7 +1332,7 @@ impl<L: Link> Host<L> {
         };
         let worker = update.worker.as_deref().cloned();
         let error = update.error.as_deref().map(str::to_owned);
-        // Four of these per job: with nobody following the stream, not even built.
+        // Three of these per job: with nobody following the stream, not even built.
         if self.events.receiver_count() > 0 {
             let latency = update
                 .done_at

@@ -267,15 +267,26 @@ async fn jobs_flow_from_submit_to_stored_result_with_exact_numbers() {
     assert_eq!(workers.len(), 1);
     assert!(workers[0].verified);
     assert_eq!(workers[0].capacity, 4);
-    let mut completed_events = 0;
+    // Each job is heard of once as pending (its submit), and that comes first.
+    let mut heard = std::collections::HashMap::new();
     while let Ok(event) = events.try_recv() {
-        if let ClusterEvent::Job(job) = event
-            && job.status == JobStatus::Completed
-        {
-            completed_events += 1;
+        if let ClusterEvent::Job(job) = event {
+            heard
+                .entry(job.job_id)
+                .or_insert_with(Vec::new)
+                .push(job.status);
         }
     }
-    assert_eq!(completed_events, 200);
+    assert_eq!(heard.len(), 200);
+    for statuses in heard.values() {
+        assert_eq!(statuses.first(), Some(&JobStatus::Pending), "{statuses:?}");
+        assert_eq!(statuses.last(), Some(&JobStatus::Completed), "{statuses:?}");
+        let pending = statuses
+            .iter()
+            .filter(|s| **s == JobStatus::Pending)
+            .count();
+        assert_eq!(pending, 1, "{statuses:?}");
+    }
     cluster.stop().await;
 }
 
