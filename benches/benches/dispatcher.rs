@@ -546,8 +546,8 @@ fn summary() {
 criterion_group!(dispatcher_benches, benches);
 
 fn main() {
-    // `DISPATCHER_BENCH_PROFILE=drain` (or `=pick`, `=pick-1m`) only drains batches (or runs
-    // pick cycles with 10k or 1M queued), for a profiler to look at.
+    // `DISPATCHER_BENCH_PROFILE=drain` (or `=drain-warm`, `=pick`, `=pick-1m`) only drains
+    // batches (or runs pick cycles with 10k or 1M queued), for a profiler to look at.
     let pick_queued = match std::env::var("DISPATCHER_BENCH_PROFILE").as_deref() {
         Ok("pick") => Some(10_000),
         Ok("pick-1m") => Some(1_000_000),
@@ -566,8 +566,10 @@ fn main() {
     if std::env::var_os("DISPATCHER_BENCH_PROFILE").is_some() {
         let mut rng = Lcg(1);
         let batch = jobs(1, JOBS, &mut rng);
+        let warm = std::env::var("DISPATCHER_BENCH_PROFILE").as_deref() == Ok("drain-warm");
         for _ in 0..20 {
-            let mut d = with_workers();
+            // `drain-warm` also drains and forgets a warm-up batch first, each time.
+            let mut d = if warm { warmed() } else { with_workers() };
             black_box(drain(&mut d, batch.clone()));
         }
         return;
