@@ -351,8 +351,8 @@ impl Model {
                     self.index.remove(&self.jobs[n].id);
                     self.jobs.pop();
                 } else {
+                    // `check` found it in the dispatcher with the status the model gave it.
                     assert_eq!(result, Ok(()));
-                    assert!(self.jobs[n].status.is_some(), "submit is known");
                 }
             }
             Op::Batch { jobs, poison } => {
@@ -398,9 +398,6 @@ impl Model {
                 } else {
                     assert_eq!(result, Ok(()));
                     self.next_seq += ids.len() as u64;
-                    for j in first..self.jobs.len() {
-                        assert!(self.jobs[j].status.is_some(), "submit is known");
-                    }
                 }
             }
             Op::Cancel(n) => {
