@@ -143,13 +143,6 @@ impl KnownIds {
         }
     }
 
-    /// Updates what is known of `id`, if it is known.
-    pub(crate) fn set(&mut self, id: JobId, known: Known) {
-        if let Some(cell) = self.cell_of(id) {
-            self.set_cell(cell, known);
-        }
-    }
-
     /// Forgets `id`, returning what was known of it.
     pub(crate) fn remove(&mut self, id: JobId) -> Option<Known> {
         let cell = self.map.remove(&id)?;

@@ -390,6 +390,11 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 done_at: _,
                 mut history,
             } = restored;
+            // The cell `reserve_ids` gave it: its number is the job's sequence number.
+            let seq = self
+                .ids
+                .cell_of(spec.id)
+                .expect("reserve_ids gave every restored id a cell");
             let terminal = match status {
                 JobStatus::Completed => Some(State::Completed),
                 JobStatus::Failed => Some(State::Failed),
@@ -398,7 +403,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
             };
             if let Some(state) = terminal {
                 // The store keeps the record; the dispatcher only needs the status.
-                self.ids.set(spec.id, Known::Finished(state));
+                self.ids.set_cell(seq, Known::Finished(state));
                 self.counts[state.index()] += 1;
                 continue;
             }
@@ -411,8 +416,6 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 last.ended_at = Some(now);
                 last.end = Some(AttemptEnd::Interrupted);
             }
-            let id = spec.id;
-            let seq = self.ids.cell_of(id).unwrap_or_default();
             let slot = self.insert(spec, seq, Some(created_at));
             self.ids.set_cell(seq, Known::Live(slot));
             let job = self.job_mut(slot);
