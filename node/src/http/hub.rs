@@ -21,9 +21,12 @@ pub(crate) const RING_CAPACITY: usize = 4096;
 
 /// Topics that reach subscribers but are not shown as raw messages: their owning subsystems
 /// publish their own events (Goop² §1.4 step 7). `mq.ack` becomes a `delivered` event.
+/// Cluster traffic is suppressed too, which Goop² did not do (its bug 31): `/api/cluster/events`
+/// carries what it means, and a busy cluster's batches would fill the ring and cost a copy each.
 fn suppressed(topic: &str) -> bool {
     topic == "group.invite"
         || topic.starts_with("group:")
+        || topic.starts_with("cluster:")
         || topic.starts_with("chat.room:")
         || topic == "identity"
         || topic == "identity.response"
@@ -266,17 +269,26 @@ mod tests {
     }
 
     #[test]
-    fn suppressed_topics_match_goop2() {
+    fn suppressed_topics_are_goop2s_and_cluster_traffic() {
         for t in [
             "group.invite",
             "group:1:msg",
+            "cluster:1:job:assign",
+            "cluster:1:batch",
             "chat.room:1:msg",
             "identity",
             "identity.response",
         ] {
             assert!(suppressed(t), "{t}");
         }
-        for t in ["chat", "chat.broadcast", "call:1", "custom:x", "groups"] {
+        for t in [
+            "chat",
+            "chat.broadcast",
+            "call:1",
+            "custom:x",
+            "groups",
+            "clusters",
+        ] {
             assert!(!suppressed(t), "{t}");
         }
     }

@@ -74,13 +74,19 @@ async fn a_message_sent_over_http_reaches_the_other_peers_event_stream() {
     assert!(data.contains(payload), "payload changed: {data}");
     assert!(events.seen.contains("event: message"));
 
-    // Group traffic reaches subscribers but is not shown as raw messages; the next visible
-    // message proves the group one was skipped rather than late.
-    let group = format!(
-        r#"{{"peer_id":"{}","topic":"group:g1:msg","payload":"hidden"}}"#,
-        b.ready.peer_id
-    );
-    assert_eq!(post(&a.ready.api, "/api/mq/send", &group).await.status, 200);
+    // Group and cluster traffic reaches subscribers but is not shown as raw messages (Goop²
+    // showed cluster traffic: its bug 31); the next visible message proves they were skipped
+    // rather than late.
+    for topic in ["group:g1:msg", "cluster:g1:job:ack"] {
+        let hidden = format!(
+            r#"{{"peer_id":"{}","topic":"{topic}","payload":"hidden"}}"#,
+            b.ready.peer_id
+        );
+        assert_eq!(
+            post(&a.ready.api, "/api/mq/send", &hidden).await.status,
+            200
+        );
+    }
     let visible = format!(
         r#"{{"peer_id":"{}","topic":"custom:x","payload":"shown"}}"#,
         b.ready.peer_id
