@@ -133,7 +133,8 @@ pub async fn runtime_throughput(
                     let end = (next + batch as u64).min(jobs as u64 + 1);
                     executor
                         .submit_batch((next..end).map(noop_spec).collect(), &tx)
-                        .await?;
+                        .await
+                        .map_err(|refused| refused.error)?;
                     next = end;
                 }
             }

@@ -61,6 +61,17 @@ pub enum SubmitError {
     ShutDown,
 }
 
+/// Why some jobs of a batch were not taken: the executor shut down before they were handed
+/// over. The jobs handed over before that run (or end as `ExecutorLost`) as usual.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}: {} job(s) of the batch not taken", jobs.len())]
+pub struct BatchRefused {
+    /// Why.
+    pub error: SubmitError,
+    /// The jobs that were not handed over, in their order in the batch.
+    pub jobs: Vec<JobSpec>,
+}
+
 /// A job inside the runtime, with its event channel and its place in the admission bound.
 pub(crate) struct Submitted {
     pub(crate) spec: JobSpec,
@@ -244,39 +255,42 @@ impl Executor {
 
     /// Hands many jobs to the runtime at once, all reporting to `events`: one admission and one
     /// message per batch rather than per job. Waits while the runtime is full; a batch larger
-    /// than the runtime's bound is handed over in parts.
+    /// than the runtime's bound is handed over in parts. When the executor shuts down midway,
+    /// the jobs not handed over come back in the error.
     pub async fn submit_batch(
         &self,
         jobs: Vec<JobSpec>,
         events: &mpsc::Sender<Event>,
-    ) -> Result<(), SubmitError> {
+    ) -> Result<(), BatchRefused> {
         let limit = self.capacity.saturating_add(self.max_queued).max(1);
-        let mut jobs = jobs.into_iter().peekable();
-        while jobs.peek().is_some() {
+        let mut jobs = jobs.into_iter();
+        loop {
             let part: Vec<JobSpec> = jobs.by_ref().take(limit).collect();
+            if part.is_empty() {
+                return Ok(());
+            }
             let count = u32::try_from(part.len()).unwrap_or(u32::MAX);
-            let mut permits = Arc::clone(&self.admission)
-                .acquire_many_owned(count)
-                .await
-                .map_err(|_| SubmitError::ShutDown)?;
+            let Ok(mut permits) = Arc::clone(&self.admission).acquire_many_owned(count).await
+            else {
+                return Err(refused(part, jobs));
+            };
             let mut batch = Vec::with_capacity(part.len());
             for spec in part {
-                // The permits were taken together; each job frees its own.
-                let Some(permit) = permits.split(1) else {
-                    break;
-                };
+                // The permits were taken together, one per job; each job frees its own.
+                let permit = permits.split(1).expect("one permit per job of the part");
                 batch.push(Submitted {
                     spec,
                     events: events.clone(),
                     permit,
                 });
             }
-            self.commands
-                .send(Command::SubmitBatch(batch))
-                .await
-                .map_err(|_| SubmitError::ShutDown)?;
+            if let Err(mpsc::error::SendError(Command::SubmitBatch(batch))) =
+                self.commands.send(Command::SubmitBatch(batch)).await
+            {
+                let part = batch.into_iter().map(|job| job.spec).collect();
+                return Err(refused(part, jobs));
+            }
         }
-        Ok(())
     }
 
     /// Cancels a job: a queued one is dropped, a running one is stopped (SIGTERM to its process
@@ -292,6 +306,14 @@ impl Executor {
         self.admission.close();
         let _ = self.commands.send(Command::Shutdown).await;
         self.tasks.wait().await;
+    }
+}
+
+/// The jobs of a batch from `part` on, refused because the executor shut down.
+fn refused(part: Vec<JobSpec>, rest: std::vec::IntoIter<JobSpec>) -> BatchRefused {
+    BatchRefused {
+        error: SubmitError::ShutDown,
+        jobs: part.into_iter().chain(rest).collect(),
     }
 }
 
@@ -340,5 +362,82 @@ pub async fn check(config: ExecutorConfig) -> Result<CheckInfo, StartError> {
             executor.shutdown().await;
             Ok(info)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::{Attempt, JobMode};
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    fn spec(id: u64) -> JobSpec {
+        JobSpec {
+            id: JobId::from_u64(id),
+            attempt: Attempt(1),
+            job_type: "noop".to_owned(),
+            mode: JobMode::Oneshot,
+            payload: RawValue::NULL.to_owned().into(),
+            timeout: None,
+        }
+    }
+
+    /// A handle whose runtime takes `parts` batch commands, then stops. It stops before it
+    /// lets the last part's jobs go, so a part waiting for their places finds it stopped.
+    fn executor_taking(parts: usize) -> (Executor, tokio::task::JoinHandle<Vec<Vec<u64>>>) {
+        let (commands, mut rx) = mpsc::channel(1);
+        let taken = tokio::spawn(async move {
+            let mut taken = Vec::new();
+            loop {
+                let Some(Command::SubmitBatch(batch)) = rx.recv().await else {
+                    return taken;
+                };
+                taken.push(batch.iter().map(|job| job.spec.id.as_u64()).collect());
+                if taken.len() == parts {
+                    drop(rx);
+                    drop(batch);
+                    return taken;
+                }
+            }
+        });
+        let executor = Executor {
+            commands,
+            admission: Arc::new(Semaphore::new(2)),
+            status: watch::channel(ExecutorStatus::Stopped).1,
+            info: CheckInfo::default(),
+            capacity: 2,
+            max_queued: 0,
+            tasks: TaskTracker::new(),
+        };
+        (executor, taken)
+    }
+
+    #[tokio::test]
+    async fn a_batch_refused_midway_returns_exactly_the_jobs_not_handed_over() {
+        let (executor, taken) = executor_taking(1);
+        let (events, _rx) = mpsc::channel(16);
+        let refused = executor
+            .submit_batch((1..=5).map(spec).collect(), &events)
+            .await
+            .expect_err("the runtime stopped after one part");
+        let ids: Vec<u64> = refused.jobs.iter().map(|job| job.id.as_u64()).collect();
+        assert_eq!(taken.await.unwrap(), vec![vec![1, 2]]);
+        assert_eq!(ids, [3, 4, 5]);
+        assert_eq!(
+            refused.to_string(),
+            "the executor is shut down: 3 job(s) of the batch not taken"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_the_bound_goes_in_parts() {
+        let (executor, taken) = executor_taking(3);
+        let (events, _rx) = mpsc::channel(16);
+        executor
+            .submit_batch((1..=5).map(spec).collect(), &events)
+            .await
+            .unwrap();
+        assert_eq!(taken.await.unwrap(), vec![vec![1, 2], vec![3, 4], vec![5]]);
     }
 }

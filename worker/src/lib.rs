@@ -23,6 +23,6 @@ mod sink;
 mod stderr;
 
 pub use config::{DEFAULT_CHECK_TIMEOUT, DEFAULT_MAX_LINE_BYTES, ExecutorConfig};
-pub use executor::{Executor, ExecutorStatus, StartError, SubmitError, check};
+pub use executor::{BatchRefused, Executor, ExecutorStatus, StartError, SubmitError, check};
 pub use job::{Event, EventKind, Failure, FailureKind, JobSpec, LogStream, Outcome};
 pub use proto::{BinaryMode, CheckInfo};

@@ -29,6 +29,9 @@ use super::{Incoming, Link};
 /// default; a larger one would be refused again and again, so the job fails saying why.
 const MAX_RESULT_BYTES: usize = proto::DEFAULT_MAX_FRAME_BYTES - 64 * 1024;
 
+/// The most job events the actor takes from their channel at once.
+const EVENTS_AT_ONCE: usize = 1024;
+
 /// The worker side's settings.
 #[derive(Clone, Debug)]
 pub(crate) struct MemberConfig {
@@ -55,7 +58,8 @@ pub(crate) enum HostEvent {
 enum Event2 {
     Incoming(Incoming),
     Host(HostEvent),
-    Job(Event),
+    /// Job events, taken from their channel together (`jobs` holds them).
+    Jobs,
     Heartbeat,
 }
 
@@ -103,6 +107,7 @@ pub(crate) async fn spawn<L: Link>(
         outbox: outbox_tx,
         events: events_tx,
         running: HashMap::new(),
+        assigned: Vec::new(),
         tracker: tracker.clone(),
         cancel,
     };
@@ -118,6 +123,8 @@ struct Member {
     events: mpsc::Sender<Event>,
     /// The attempts this worker runs, by job.
     running: HashMap<JobId, Attempt>,
+    /// Jobs of the message being handled, handed to the runtime together once it is done.
+    assigned: Vec<JobSpec>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 }
@@ -129,6 +136,7 @@ impl Member {
         mut host_events: mpsc::Receiver<HostEvent>,
         mut events: mpsc::Receiver<Event>,
     ) {
+        let mut jobs = Vec::with_capacity(EVENTS_AT_ONCE);
         let mut heartbeat = tokio::time::interval(self.config.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -136,7 +144,8 @@ impl Member {
                 () = self.cancel.cancelled() => break,
                 Some(message) = incoming.recv() => Event2::Incoming(message),
                 Some(event) = host_events.recv() => Event2::Host(event),
-                Some(event) = events.recv() => Event2::Job(event),
+                // Never 0: the actor holds a sender of its own (`self.events`).
+                _ = events.recv_many(&mut jobs, EVENTS_AT_ONCE) => Event2::Jobs,
                 _ = heartbeat.tick() => Event2::Heartbeat,
             };
             match event {
@@ -149,7 +158,11 @@ impl Member {
                     }))
                     .await;
                 }
-                Event2::Job(event) => self.job_event(event).await,
+                Event2::Jobs => {
+                    for event in jobs.drain(..) {
+                        self.job_event(event).await;
+                    }
+                }
                 Event2::Heartbeat => {
                     let running = self.running.iter().map(|(job, attempt)| JobRef {
                         job_id: *job,
@@ -199,6 +212,39 @@ impl Member {
             Ok(decoded) => self.message(decoded).await,
             Err(error) => tracing::warn!(%error, "dropped a malformed message from the host"),
         }
+        self.hand_over();
+    }
+
+    /// Hands the jobs the last message assigned to the runtime, together: one task, one
+    /// admission and one runtime command for the lot. `submit_batch` waits while the runtime
+    /// is full; the actor must not, so a task does it. A job the runtime refuses (it shut
+    /// down) is reported lost, so the host runs it elsewhere.
+    fn hand_over(&mut self) {
+        if self.assigned.is_empty() {
+            return;
+        }
+        let jobs = std::mem::take(&mut self.assigned);
+        let executor = self.executor.clone();
+        let events = self.events.clone();
+        self.tracker.spawn(async move {
+            let Err(refused) = executor.submit_batch(jobs, &events).await else {
+                return;
+            };
+            tracing::warn!(error = %refused, "executor refused jobs");
+            for spec in refused.jobs {
+                let lost = Outcome::ExecutorLost(worker::Failure {
+                    kind: worker::FailureKind::Rejected,
+                    message: refused.error.to_string(),
+                    stderr_tail: None,
+                });
+                let finished = Event {
+                    job: spec.id,
+                    attempt: spec.attempt,
+                    kind: EventKind::Finished(lost),
+                };
+                let _ = events.send(finished).await;
+            }
+        });
     }
 
     async fn message(&mut self, message: ClusterMessage) {
@@ -220,7 +266,9 @@ impl Member {
                 }
                 if let Some(previous) = self.running.insert(assign.job_id, assign.attempt) {
                     tracing::warn!(job_id = %assign.job_id, %previous, "host reassigned a job this worker still runs; stopping the old attempt");
-                    self.executor.cancel(assign.job_id).await;
+                    if !self.withdraw(assign.job_id) {
+                        self.executor.cancel(assign.job_id).await;
+                    }
                 }
                 self.report(ClusterMessage::JobAck(JobRef {
                     job_id: assign.job_id,
@@ -239,32 +287,17 @@ impl Member {
                     payload,
                     timeout: (assign.timeout_s > 0).then(|| Duration::from_secs(assign.timeout_s)),
                 };
-                let executor = self.executor.clone();
-                let events = self.events.clone();
-                // `submit` waits while the runtime is full; the actor must not.
-                self.tracker.spawn(async move {
-                    let (job, attempt) = (spec.id, spec.attempt);
-                    if let Err(error) = executor.submit(spec, events.clone()).await {
-                        tracing::warn!(job_id = %job, %error, "executor refused a job");
-                        let lost = Outcome::ExecutorLost(worker::Failure {
-                            kind: worker::FailureKind::Rejected,
-                            message: error.to_string(),
-                            stderr_tail: None,
-                        });
-                        let _ = events
-                            .send(Event {
-                                job,
-                                attempt,
-                                kind: EventKind::Finished(lost),
-                            })
-                            .await;
-                    }
-                });
+                self.assigned.push(spec);
             }
             ClusterMessage::JobCancel(JobRef { job_id, attempt }) => {
                 if self.running.get(&job_id) == Some(&attempt) || attempt == Attempt(0) {
                     tracing::info!(%job_id, %attempt, "host cancelled a job");
-                    self.executor.cancel(job_id).await;
+                    if self.withdraw(job_id) {
+                        // Never reached the runtime: nothing to stop and nothing to report.
+                        self.running.remove(&job_id);
+                    } else {
+                        self.executor.cancel(job_id).await;
+                    }
                 }
             }
             ClusterMessage::WorkerPause(_) => {
@@ -288,6 +321,13 @@ impl Member {
                 "dropped a worker message sent to a worker"
             ),
         }
+    }
+
+    /// Takes `job` out of the jobs not yet handed to the runtime; false when it is not there.
+    fn withdraw(&mut self, job: JobId) -> bool {
+        let before = self.assigned.len();
+        self.assigned.retain(|spec| spec.id != job);
+        self.assigned.len() != before
     }
 
     async fn report(&self, message: ClusterMessage) {

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use proto::api::{ClusterEvent, SubmitJob};
-use proto::cluster::parse_cluster_topic;
-use proto::{BinaryMode, GroupId, JobId, JobStatus, PeerId};
+use proto::cluster::{ClusterMessage, JobAssign, JobRef, parse_cluster_topic};
+use proto::{Attempt, BinaryMode, GroupId, JobId, JobMode, JobStatus, PeerId};
 use serde_json::value::RawValue;
 use store::{JobStore, StoreConfig};
 use tokio::sync::mpsc;
@@ -582,4 +582,110 @@ async fn the_host_asks_an_unverified_member_to_verify() {
     cluster.joined(&peer).await;
     asked(&mut at_peer).await;
     cluster.stop().await;
+}
+
+/// The messages of one delivery, batches opened.
+fn flatten(message: ClusterMessage, into: &mut Vec<ClusterMessage>) {
+    match message {
+        ClusterMessage::Batch(messages) => {
+            for message in messages {
+                flatten(message, into);
+            }
+        }
+        other => into.push(other),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_in_the_batch_that_assigned_it_never_runs() {
+    // A worker alone, its host played by the test.
+    let host: PeerId = "12D3KooWplayedhost".parse().unwrap();
+    let worker: PeerId = "12D3KooWworkerC".parse().unwrap();
+    let routes = Arc::new(Mutex::new(HashMap::new()));
+    let (to_host, mut at_host) = mpsc::channel(1024);
+    routes.lock().unwrap().insert(host.clone(), to_host);
+    let (to_worker, incoming) = mpsc::channel(64);
+    let (_host_events_tx, host_events) = mpsc::channel::<HostEvent>(8);
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let config = MemberConfig {
+        group: "cluster1".parse().unwrap(),
+        host: host.clone(),
+        executor: ExecutorConfig::new(python_executor(), BinaryMode::Daemon),
+        heartbeat: Duration::from_secs(60),
+    };
+    let link = MemLink {
+        me: worker.clone(),
+        routes,
+    };
+    member::spawn(
+        config,
+        link,
+        incoming,
+        host_events,
+        &tracker,
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    let assign = |id: u64, payload: &str| {
+        ClusterMessage::JobAssign(JobAssign {
+            job_id: JobId::from_u64(id),
+            job_type: "echo".into(),
+            payload: Some(RawValue::from_string(payload.to_owned()).unwrap().into()),
+            timeout_s: 0,
+            attempt: Attempt(1),
+            mode: JobMode::Oneshot,
+            priority: 0,
+        })
+    };
+    let parts = [
+        assign(1, "[1]"),
+        ClusterMessage::JobCancel(JobRef {
+            job_id: JobId::from_u64(1),
+            attempt: Attempt(1),
+        }),
+        assign(2, r#"{"sleep_ms":200}"#),
+    ];
+    let encoded: Vec<_> = parts
+        .iter()
+        .map(|m| (m.msg_type(), m.encode_payload()))
+        .collect();
+    let payload = ClusterMessage::batch_payload(encoded.iter().map(|(t, p)| (*t, p.as_str())));
+    to_worker
+        .send(Incoming {
+            from: host,
+            msg_type: "batch".into(),
+            payload,
+        })
+        .await
+        .unwrap();
+    // Job 1 comes before job 2 in the batch and runs in no time: had it reached the
+    // executor, its result would come before job 2's.
+    let mut heard = Vec::new();
+    while !heard
+        .iter()
+        .any(|m| matches!(m, ClusterMessage::JobResult(r) if r.job_id == JobId::from_u64(2)))
+    {
+        let message = tokio::time::timeout(Duration::from_secs(20), at_host.recv())
+            .await
+            .expect("the worker reports job 2")
+            .unwrap();
+        flatten(
+            ClusterMessage::decode(&message.msg_type, &message.payload).unwrap(),
+            &mut heard,
+        );
+    }
+    let reports: Vec<(&str, u64)> = heard
+        .iter()
+        .filter_map(|m| match m {
+            ClusterMessage::JobAck(r) => Some(("ack", r.job_id.as_u64())),
+            ClusterMessage::JobResult(r) => Some(("result", r.job_id.as_u64())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reports, [("ack", 1), ("ack", 2), ("result", 2)]);
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
 }
