@@ -181,6 +181,7 @@ enum Command {
         oneshot::Sender<Result<Vec<Submitted>, StoreError>>,
     ),
     Write(Write),
+    Writes(Vec<Write>),
     Flush(oneshot::Sender<Result<(), StoreError>>),
 }
 
@@ -244,6 +245,18 @@ impl JobStore {
             .map_err(|_| StoreError::Closed)
     }
 
+    /// Queues many changes at once, in order: one message to the writer rather than one per
+    /// change. Waits only when the queue is full.
+    pub async fn write_all(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.sender()?
+            .send(Command::Writes(writes))
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
     /// Returns once everything queued before it is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
@@ -272,16 +285,31 @@ fn writer_loop(
 ) {
     let mut batch = Vec::new();
     while let Some(first) = commands.blocking_recv() {
+        let mut size = first.size();
         batch.push(first);
-        while batch.len() < max_batch {
+        while size < max_batch {
             match commands.try_recv() {
-                Ok(command) => batch.push(command),
+                Ok(command) => {
+                    size += command.size();
+                    batch.push(command);
+                }
                 Err(_) => break,
             }
         }
         commit(&mut conn, &mut writer, &mut batch);
     }
     tracing::debug!("job store writer stopped");
+}
+
+impl Command {
+    /// What it counts for against `StoreConfig::max_batch`: a change each, a submit or flush
+    /// one.
+    fn size(&self) -> usize {
+        match self {
+            Self::Writes(writes) => writes.len(),
+            Self::Submit(..) | Self::Write(_) | Self::Flush(_) => 1,
+        }
+    }
 }
 
 /// Replies owed once the transaction is settled.
@@ -474,66 +502,92 @@ fn apply(
         next_seq,
         pending,
     } = writer;
-    for (index, command) in batch.drain(..).enumerate() {
+    // Orders progress against states across every change of the transaction.
+    let mut index = 0;
+    for command in batch.drain(..) {
         match command {
             Command::Submit(jobs, reply) => {
                 let result = submit_all(tx, codes, next_seq, jobs);
                 replies.push(Reply::Submit(reply, result));
             }
             Command::Flush(reply) => replies.push(Reply::Flush(reply)),
-            Command::Write(Write::Progress {
-                id,
-                percent,
-                message,
-            }) => {
-                pending.progress.insert(id, (index, percent, message));
+            Command::Write(write) => {
+                queue(tx, codes, pending, index, write)?;
+                index += 1;
             }
-            Command::Write(Write::State(state)) => pending.state(index, *state),
-            Command::Write(Write::Attempt { job, record }) => {
-                let key = (job, record.attempt.0);
-                // The attempt that completed a job is the job's row (see `Reader::get`): it
-                // replaces any earlier record of the attempt and is not written itself.
-                if record.outcome == Some(AttemptOutcome::Completed) {
-                    pending.attempts.remove(&key);
-                } else {
-                    pending.attempts.insert(key, record);
+            Command::Writes(writes) => {
+                for write in writes {
+                    queue(tx, codes, pending, index, write)?;
+                    index += 1;
                 }
-            }
-            Command::Write(Write::Delete(id)) => {
-                pending.flush(tx)?;
-                let id = reader::sql_id(id);
-                tx.execute("DELETE FROM cluster_attempts WHERE job_id = ?1", [id])
-                    .context("deleting attempts")?;
-                tx.execute("DELETE FROM cluster_payloads WHERE job_id = ?1", [id])
-                    .context("deleting a payload")?;
-                tx.execute("DELETE FROM cluster_jobs WHERE id = ?1", [id])
-                    .context("deleting a job")?;
-            }
-            Command::Write(Write::ClearGroup(group)) => {
-                pending.flush(tx)?;
-                // A group without a code never had a job. Its code is kept: codes are never
-                // deleted, so the cached ones stay right.
-                let Some(code) = codes.existing_group(tx, group.as_str())? else {
-                    continue;
-                };
-                tx.execute(
-                    "DELETE FROM cluster_attempts WHERE job_id IN
-                        (SELECT id FROM cluster_jobs WHERE group_code = ?1)",
-                    [code],
-                )
-                .context("clearing attempts")?;
-                tx.execute(
-                    "DELETE FROM cluster_payloads WHERE job_id IN
-                        (SELECT id FROM cluster_jobs WHERE group_code = ?1)",
-                    [code],
-                )
-                .context("clearing payloads")?;
-                tx.execute("DELETE FROM cluster_jobs WHERE group_code = ?1", [code])
-                    .context("clearing jobs")?;
             }
         }
     }
     pending.flush(tx)
+}
+
+/// Adds one change to the transaction being built: states, progress and attempts are
+/// coalesced per job; deletes apply at once, after what came before them.
+fn queue(
+    tx: &Transaction<'_>,
+    codes: &mut Codes,
+    pending: &mut Coalesced,
+    index: usize,
+    write: Write,
+) -> Result<(), StoreError> {
+    match write {
+        Write::Progress {
+            id,
+            percent,
+            message,
+        } => {
+            pending.progress.insert(id, (index, percent, message));
+        }
+        Write::State(state) => pending.state(index, *state),
+        Write::Attempt { job, record } => {
+            let key = (job, record.attempt.0);
+            // The attempt that completed a job is the job's row (see `Reader::get`): it
+            // replaces any earlier record of the attempt and is not written itself.
+            if record.outcome == Some(AttemptOutcome::Completed) {
+                pending.attempts.remove(&key);
+            } else {
+                pending.attempts.insert(key, record);
+            }
+        }
+        Write::Delete(id) => {
+            pending.flush(tx)?;
+            let id = reader::sql_id(id);
+            tx.execute("DELETE FROM cluster_attempts WHERE job_id = ?1", [id])
+                .context("deleting attempts")?;
+            tx.execute("DELETE FROM cluster_payloads WHERE job_id = ?1", [id])
+                .context("deleting a payload")?;
+            tx.execute("DELETE FROM cluster_jobs WHERE id = ?1", [id])
+                .context("deleting a job")?;
+        }
+        Write::ClearGroup(group) => {
+            pending.flush(tx)?;
+            // A group without a code never had a job. Its code is kept: codes are never
+            // deleted, so the cached ones stay right.
+            let Some(code) = codes.existing_group(tx, group.as_str())? else {
+                return Ok(());
+            };
+            tx.execute(
+                "DELETE FROM cluster_attempts WHERE job_id IN
+                    (SELECT id FROM cluster_jobs WHERE group_code = ?1)",
+                [code],
+            )
+            .context("clearing attempts")?;
+            tx.execute(
+                "DELETE FROM cluster_payloads WHERE job_id IN
+                    (SELECT id FROM cluster_jobs WHERE group_code = ?1)",
+                [code],
+            )
+            .context("clearing payloads")?;
+            tx.execute("DELETE FROM cluster_jobs WHERE group_code = ?1", [code])
+                .context("clearing jobs")?;
+        }
+    }
+    Ok(())
 }
 
 /// Inserts one submit's jobs inside a savepoint, so a failing submit leaves the rest of the

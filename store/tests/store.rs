@@ -510,6 +510,13 @@ async fn a_database_from_a_newer_version_is_refused() {
 
 #[tokio::test]
 async fn writes_of_one_transaction_coalesce_without_losing_what_earlier_ones_said() {
+    // The same changes queued one by one and as one `write_all`.
+    for together in [false, true] {
+        writes_coalesce(together).await;
+    }
+}
+
+async fn writes_coalesce(together: bool) {
     let db = TempDb::new();
     let store = JobStore::open(&db.path(), StoreConfig::default()).unwrap();
     store.submit(vec![new_job(job(1, "t", 0))]).await.unwrap();
@@ -546,22 +553,34 @@ async fn writes_of_one_transaction_coalesce_without_losing_what_earlier_ones_sai
         outcome: Some(AttemptOutcome::Completed),
         ..started.clone()
     };
-    // Queued back to back, these land in one transaction.
-    write_state(&store, assigned).await;
-    write_attempt(&store, JobId::from_u64(1), started).await;
-    store
-        .write(Write::Progress {
+    let writes = vec![
+        Write::State(Box::new(assigned)),
+        Write::Attempt {
+            job: JobId::from_u64(1),
+            record: started,
+        },
+        Write::Progress {
             id: JobId::from_u64(1),
             percent: 50.0,
             message: None,
-        })
-        .await
-        .unwrap();
-    write_state(&store, done).await;
-    write_attempt(&store, JobId::from_u64(1), ended.clone()).await;
+        },
+        Write::State(Box::new(done)),
+        Write::Attempt {
+            job: JobId::from_u64(1),
+            record: ended.clone(),
+        },
+    ];
+    // Queued back to back, these land in one transaction.
+    if together {
+        store.write_all(writes).await.unwrap();
+    } else {
+        for write in writes {
+            store.write(write).await.unwrap();
+        }
+    }
     store.flush().await.unwrap();
     let got = state_of(&store, 1);
-    assert_eq!(got.status, JobStatus::Completed);
+    assert_eq!(got.status, JobStatus::Completed, "together: {together}");
     assert_eq!(
         got.worker_id,
         Some(worker),

@@ -1227,6 +1227,7 @@ impl<L: Link> Host<L> {
                 Output::WakeAt(at) => self.wake = Some(at),
             }
         }
+        let mut writes = Vec::with_capacity(self.pending_writes.len());
         for write in std::mem::take(&mut self.pending_writes) {
             let write = match write {
                 Write::State(row)
@@ -1252,8 +1253,9 @@ impl<L: Link> Host<L> {
                 },
                 other => other,
             };
-            self.write(write).await;
+            writes.push(write);
         }
+        self.write(writes).await;
         if !self.flush_waiting.is_empty() {
             self.release_held(tokio::time::Instant::now() + HOLD).await;
             // The store flush covers everything written above; the actor does not wait for it.
@@ -1268,20 +1270,23 @@ impl<L: Link> Host<L> {
 
     /// Sends the held states due by `now` to the store.
     async fn release_held(&mut self, now: tokio::time::Instant) {
+        let mut writes = Vec::new();
         while let Some(&(due, id)) = self.release_order.front() {
             if due > now {
                 break;
             }
             self.release_order.pop_front();
             if let Some(row) = self.held.remove(&id) {
-                self.write(Write::State(Box::new(row))).await;
+                writes.push(Write::State(Box::new(row)));
             }
         }
         self.release_at = self.release_order.front().map(|&(due, _)| due);
+        self.write(writes).await;
     }
 
-    async fn write(&self, write: Write) {
-        if let Err(error) = self.store.write(write).await {
+    /// Queues changes for the store, in order, as one message to its writer.
+    async fn write(&self, writes: Vec<Write>) {
+        if let Err(error) = self.store.write_all(writes).await {
             tracing::error!(%error, "job store write failed");
         }
     }
