@@ -508,15 +508,26 @@ pub enum DecodeError {
 }
 
 #[derive(Serialize, Deserialize)]
-struct BatchItem<P> {
+struct BatchItem<T, P> {
     #[serde(rename = "type")]
-    msg_type: String,
+    msg_type: T,
     payload: P,
 }
 
 #[derive(Deserialize)]
 struct BatchIn {
-    messages: Vec<BatchItem<Box<RawValue>>>,
+    messages: Vec<BatchItem<String, Box<RawValue>>>,
+}
+
+#[derive(Serialize)]
+struct BatchOut<'a> {
+    messages: Vec<BatchItem<&'a str, &'a RawValue>>,
+}
+
+/// `value` as JSON, without parsing it again: serializing these plain structs cannot fail
+/// (every map key is a string and every value is representable).
+fn raw<T: Serialize>(value: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
 impl ClusterMessage {
@@ -603,48 +614,37 @@ impl ClusterMessage {
 
     /// The payload of a `batch` of messages already encoded, each given as its type and its
     /// payload: a sender can size its batches by the bytes they will take.
-    pub fn batch_payload<'a>(parts: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-        let mut out = String::from("{\"messages\":[");
-        for (i, (msg_type, payload)) in parts.into_iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str("{\"type\":\"");
-            out.push_str(msg_type);
-            out.push_str("\",\"payload\":");
-            out.push_str(payload);
-            out.push('}');
-        }
-        out.push_str("]}");
-        out
+    pub fn batch_payload<'a>(
+        parts: impl IntoIterator<Item = (&'a str, &'a RawValue)>,
+    ) -> Box<RawValue> {
+        let messages = parts
+            .into_iter()
+            .map(|(msg_type, payload)| BatchItem { msg_type, payload })
+            .collect();
+        raw(&BatchOut { messages })
     }
 
-    /// The payload as JSON text.
-    pub fn encode_payload(&self) -> String {
-        fn json<T: Serialize>(value: &T) -> String {
-            // Serializing these plain structs into a string cannot fail: every map key is a
-            // string and every value is representable.
-            serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
-        }
+    /// The payload as JSON.
+    pub fn encode_payload(&self) -> Box<RawValue> {
         match self {
-            Self::JobAssign(m) => json(m),
-            Self::JobAck(m) | Self::JobCancel(m) => json(m),
-            Self::JobProgress(m) => json(m),
-            Self::JobResult(m) => json(m),
-            Self::JobOutput(m) => json(m),
-            Self::JobLog(m) => json(m),
-            Self::WorkerVerified(m) => json(m),
-            Self::WorkerBinary(m) => json(m),
-            Self::WorkerStatus(m) => json(m),
-            Self::WorkerPause(m) | Self::WorkerResume(m) | Self::WorkerVerify(m) => json(m),
-            Self::WorkerHeartbeat(m) => json(m),
-            Self::Shutdown(m) => json(m),
+            Self::JobAssign(m) => raw(m),
+            Self::JobAck(m) | Self::JobCancel(m) => raw(m),
+            Self::JobProgress(m) => raw(m),
+            Self::JobResult(m) => raw(m),
+            Self::JobOutput(m) => raw(m),
+            Self::JobLog(m) => raw(m),
+            Self::WorkerVerified(m) => raw(m),
+            Self::WorkerBinary(m) => raw(m),
+            Self::WorkerStatus(m) => raw(m),
+            Self::WorkerPause(m) | Self::WorkerResume(m) | Self::WorkerVerify(m) => raw(m),
+            Self::WorkerHeartbeat(m) => raw(m),
+            Self::Shutdown(m) => raw(m),
             Self::Batch(messages) => {
-                let parts: Vec<(&str, String)> = messages
+                let parts: Vec<(&str, Box<RawValue>)> = messages
                     .iter()
                     .map(|m| (m.msg_type(), m.encode_payload()))
                     .collect();
-                Self::batch_payload(parts.iter().map(|(t, p)| (*t, p.as_str())))
+                Self::batch_payload(parts.iter().map(|(t, p)| (*t, &**p)))
             }
         }
     }

@@ -222,7 +222,7 @@ fn big_numbers_pass_through_untouched() {
     );
     let message = ClusterMessage::decode("job:assign", &wire).unwrap();
     assert!(
-        message.encode_payload().contains(payload),
+        message.encode_payload().get().contains(payload),
         "{}",
         message.encode_payload()
     );
@@ -245,7 +245,12 @@ fn batches_round_trip_and_refuse_nesting() {
                         {"type":"job:result","payload":{"job_id":"0000000000000001","attempt":1,"status":"completed","result":[1,2]}}]}"#,
     )
     .unwrap();
-    let again = ClusterMessage::decode("batch", &batch.encode_payload()).unwrap();
+    let encoded = batch.encode_payload();
+    assert_eq!(
+        encoded.get(),
+        r#"{"messages":[{"type":"job:ack","payload":{"job_id":"0000000000000001","attempt":1}},{"type":"job:result","payload":{"job_id":"0000000000000001","attempt":1,"status":"completed","result":[1,2]}}]}"#
+    );
+    let again = ClusterMessage::decode("batch", encoded.get()).unwrap();
     let ClusterMessage::Batch(messages) = again else {
         panic!("not a batch")
     };

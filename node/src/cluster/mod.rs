@@ -16,6 +16,7 @@ mod time;
 use std::future::Future;
 
 use proto::PeerId;
+use serde_json::value::RawValue;
 
 pub(crate) use service::Cluster;
 
@@ -27,7 +28,7 @@ pub(crate) trait Link: Clone + Send + Sync + 'static {
         &self,
         to: PeerId,
         topic: String,
-        payload: String,
+        payload: Box<RawValue>,
     ) -> impl Future<Output = Result<(), String>> + Send;
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use proto::cluster::{ClusterMessage, MAX_BATCH, cluster_topic};
 use proto::{GroupId, PeerId};
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +23,7 @@ const BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// One message, encoded.
 struct Part {
     msg_type: &'static str,
-    payload: String,
+    payload: Box<RawValue>,
 }
 
 impl Part {
@@ -35,7 +36,7 @@ impl Part {
 
     /// What it adds to a batch: its payload, its type and the batch's framing.
     fn bytes(&self) -> usize {
-        self.payload.len() + self.msg_type.len() + 24
+        self.payload.get().len() + self.msg_type.len() + 24
     }
 }
 
@@ -89,9 +90,8 @@ pub(crate) async fn run<L: Link>(
             let part = parts.swap_remove(0);
             (part.msg_type, part.payload)
         } else {
-            let batch = ClusterMessage::batch_payload(
-                parts.iter().map(|p| (p.msg_type, p.payload.as_str())),
-            );
+            let batch =
+                ClusterMessage::batch_payload(parts.iter().map(|p| (p.msg_type, &*p.payload)));
             parts.clear();
             ("batch", batch)
         };

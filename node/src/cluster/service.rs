@@ -152,9 +152,8 @@ struct MqLink {
 }
 
 impl Link for MqLink {
-    async fn send(&self, to: PeerId, topic: String, payload: String) -> Result<(), String> {
+    async fn send(&self, to: PeerId, topic: String, payload: Box<RawValue>) -> Result<(), String> {
         let peer = groups::net::proto_to_peer(&to).map_err(|e| e.to_string())?;
-        let payload = RawValue::from_string(payload).map_err(|e| e.to_string())?;
         self.mq
             .send(peer, &topic, payload)
             .await

@@ -29,7 +29,7 @@ struct MemLink {
 }
 
 impl Link for MemLink {
-    async fn send(&self, to: PeerId, topic: String, payload: String) -> Result<(), String> {
+    async fn send(&self, to: PeerId, topic: String, payload: Box<RawValue>) -> Result<(), String> {
         let route = self
             .routes
             .lock()
@@ -41,7 +41,7 @@ impl Link for MemLink {
         let incoming = Incoming {
             from: self.me.clone(),
             msg_type: msg_type.to_owned(),
-            payload,
+            payload: payload.get().to_owned(),
         };
         route
             .send(incoming)
@@ -651,12 +651,12 @@ async fn a_job_cancelled_in_the_batch_that_assigned_it_never_runs() {
         .iter()
         .map(|m| (m.msg_type(), m.encode_payload()))
         .collect();
-    let payload = ClusterMessage::batch_payload(encoded.iter().map(|(t, p)| (*t, p.as_str())));
+    let payload = ClusterMessage::batch_payload(encoded.iter().map(|(t, p)| (*t, &**p)));
     to_worker
         .send(Incoming {
             from: host,
             msg_type: "batch".into(),
-            payload,
+            payload: payload.get().to_owned(),
         })
         .await
         .unwrap();
