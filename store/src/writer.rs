@@ -180,7 +180,6 @@ enum Command {
         Vec<NewJob>,
         oneshot::Sender<Result<Vec<Submitted>, StoreError>>,
     ),
-    Write(Write),
     Writes(Vec<Write>),
     Flush(oneshot::Sender<Result<(), StoreError>>),
 }
@@ -239,10 +238,7 @@ impl JobStore {
 
     /// Queues a change; it is committed with the next group. Waits only when the queue is full.
     pub async fn write(&self, write: Write) -> Result<(), StoreError> {
-        self.sender()?
-            .send(Command::Write(write))
-            .await
-            .map_err(|_| StoreError::Closed)
+        self.write_all(vec![write]).await
     }
 
     /// Queues many changes at once, in order: one message to the writer rather than one per
@@ -307,7 +303,7 @@ impl Command {
     fn size(&self) -> usize {
         match self {
             Self::Writes(writes) => writes.len(),
-            Self::Submit(..) | Self::Write(_) | Self::Flush(_) => 1,
+            Self::Submit(..) | Self::Flush(_) => 1,
         }
     }
 }
@@ -511,10 +507,6 @@ fn apply(
                 replies.push(Reply::Submit(reply, result));
             }
             Command::Flush(reply) => replies.push(Reply::Flush(reply)),
-            Command::Write(write) => {
-                queue(tx, codes, pending, index, write)?;
-                index += 1;
-            }
             Command::Writes(writes) => {
                 for write in writes {
                     queue(tx, codes, pending, index, write)?;
