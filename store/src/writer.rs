@@ -450,7 +450,11 @@ impl Coalesced {
             let mut update = tx
                 .prepare_cached(UPDATE_STATE)
                 .context("preparing a state update")?;
-            for (_, row) in self.states.values() {
+            // In id order: neighbouring jobs share b-tree pages, and the status index takes
+            // its new keys in order instead of splitting pages at random places.
+            let mut rows: Vec<&StateRow> = self.states.values().map(|(_, row)| row).collect();
+            rows.sort_unstable_by_key(|row| row.id);
+            for row in rows {
                 write_state(&mut update, row)?;
             }
         }
