@@ -14,6 +14,8 @@ use serde_json::value::RawValue;
 
 use crate::{Attempt, GroupId, JobId, JobMode, JobStatus, PeerId, Timestamp};
 
+mod batch;
+
 /// Raw JSON text, carried without being parsed: payloads, results, output data. Shared, so a
 /// payload held for retries is not copied for every attempt.
 pub type Json = Arc<RawValue>;
@@ -507,16 +509,11 @@ pub enum DecodeError {
     BatchTooLarge(usize),
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct BatchItem<T, P> {
     #[serde(rename = "type")]
     msg_type: T,
     payload: P,
-}
-
-#[derive(Deserialize)]
-struct BatchIn {
-    messages: Vec<BatchItem<String, Box<RawValue>>>,
 }
 
 #[derive(Serialize)]
@@ -569,46 +566,41 @@ impl ClusterMessage {
 
     /// Decodes the payload of a message whose topic named `msg_type`.
     pub fn decode(msg_type: &str, payload: &str) -> Result<Self, DecodeError> {
-        fn parse<'a, T: Deserialize<'a>>(
-            msg_type: &str,
-            payload: &'a str,
-        ) -> Result<T, DecodeError> {
-            serde_json::from_str(payload).map_err(|source| DecodeError::Malformed {
-                msg_type: msg_type.to_owned(),
-                source,
-            })
+        if msg_type == "batch" {
+            return batch::decode(payload);
         }
-        Ok(match msg_type {
-            "job:assign" => Self::JobAssign(parse(msg_type, payload)?),
-            "job:ack" => Self::JobAck(parse(msg_type, payload)?),
-            "job:progress" => Self::JobProgress(parse(msg_type, payload)?),
-            "job:result" => Self::JobResult(parse(msg_type, payload)?),
-            "job:output" => Self::JobOutput(parse(msg_type, payload)?),
-            "job:log" => Self::JobLog(parse(msg_type, payload)?),
-            "job:cancel" => Self::JobCancel(parse(msg_type, payload)?),
-            "worker:verified" => Self::WorkerVerified(parse(msg_type, payload)?),
-            "worker:binary" => Self::WorkerBinary(parse(msg_type, payload)?),
-            "worker:status" => Self::WorkerStatus(parse(msg_type, payload)?),
-            "worker:pause" => Self::WorkerPause(parse(msg_type, payload)?),
-            "worker:resume" => Self::WorkerResume(parse(msg_type, payload)?),
-            "worker:verify" => Self::WorkerVerify(parse(msg_type, payload)?),
-            "worker:heartbeat" => Self::WorkerHeartbeat(parse(msg_type, payload)?),
-            "shutdown" => Self::Shutdown(parse(msg_type, payload)?),
-            "batch" => {
-                let batch: BatchIn = parse(msg_type, payload)?;
-                if batch.messages.len() > MAX_BATCH {
-                    return Err(DecodeError::BatchTooLarge(batch.messages.len()));
-                }
-                let mut messages = Vec::with_capacity(batch.messages.len());
-                for item in batch.messages {
-                    if item.msg_type == "batch" {
-                        return Err(DecodeError::NestedBatch);
-                    }
-                    messages.push(Self::decode(&item.msg_type, item.payload.get())?);
-                }
-                Self::Batch(messages)
-            }
-            other => return Err(DecodeError::UnknownType(other.to_owned())),
+        let malformed = |source| DecodeError::Malformed {
+            msg_type: msg_type.to_owned(),
+            source,
+        };
+        let mut de = serde_json::Deserializer::from_str(payload);
+        let message = Self::typed(msg_type, &mut de)
+            .ok_or_else(|| DecodeError::UnknownType(msg_type.to_owned()))?
+            .map_err(malformed)?;
+        de.end().map_err(malformed)?;
+        Ok(message)
+    }
+
+    /// The message of type `msg_type` read from `de`; `None` when the type is not one we know
+    /// or is `batch` (which only [`ClusterMessage::decode`] takes, at the top).
+    fn typed<'de, D: Deserializer<'de>>(msg_type: &str, de: D) -> Option<Result<Self, D::Error>> {
+        Some(match msg_type {
+            "job:assign" => Deserialize::deserialize(de).map(Self::JobAssign),
+            "job:ack" => Deserialize::deserialize(de).map(Self::JobAck),
+            "job:progress" => Deserialize::deserialize(de).map(Self::JobProgress),
+            "job:result" => Deserialize::deserialize(de).map(Self::JobResult),
+            "job:output" => Deserialize::deserialize(de).map(Self::JobOutput),
+            "job:log" => Deserialize::deserialize(de).map(Self::JobLog),
+            "job:cancel" => Deserialize::deserialize(de).map(Self::JobCancel),
+            "worker:verified" => Deserialize::deserialize(de).map(Self::WorkerVerified),
+            "worker:binary" => Deserialize::deserialize(de).map(Self::WorkerBinary),
+            "worker:status" => Deserialize::deserialize(de).map(Self::WorkerStatus),
+            "worker:pause" => Deserialize::deserialize(de).map(Self::WorkerPause),
+            "worker:resume" => Deserialize::deserialize(de).map(Self::WorkerResume),
+            "worker:verify" => Deserialize::deserialize(de).map(Self::WorkerVerify),
+            "worker:heartbeat" => Deserialize::deserialize(de).map(Self::WorkerHeartbeat),
+            "shutdown" => Deserialize::deserialize(de).map(Self::Shutdown),
+            _ => return None,
         })
     }
 

@@ -1,8 +1,8 @@
 //! The wire shapes: Goop²'s exact JSON decodes, ours round-trips, and numbers pass untouched.
 
 use proto::cluster::{
-    AttemptOutcome, ClusterMessage, DecodeError, JobState, QueueStats, ResultStatus, Sender,
-    WorkerInfo, WorkerStatus, cluster_topic, parse_cluster_topic,
+    AttemptOutcome, ClusterMessage, DecodeError, JobState, MAX_BATCH, QueueStats, ResultStatus,
+    Sender, WorkerInfo, WorkerStatus, cluster_topic, parse_cluster_topic,
 };
 use proto::{Attempt, JobId, JobMode, JobStatus};
 
@@ -270,6 +270,147 @@ fn batches_round_trip_and_refuse_nesting() {
         ClusterMessage::decode("job:ack", "[]"),
         Err(DecodeError::Malformed { .. })
     ));
+}
+
+#[test]
+fn a_batch_decodes_in_one_pass_with_keys_in_any_order_and_refuses_what_it_must() {
+    let ack = r#"{"job_id":"0000000000000001","attempt":1}"#;
+    // Payload before type, an unknown key, and an escaped type name.
+    let text = format!(
+        r#"{{"extra":[1,{{"a":2}}],"messages":[{{"payload":{ack},"type":"job:ack"}},
+            {{"note":"x","type":"job\u003aack","payload":{ack}}}]}}"#
+    );
+    let ClusterMessage::Batch(messages) = ClusterMessage::decode("batch", &text).unwrap() else {
+        panic!("not a batch")
+    };
+    assert_eq!(messages.len(), 2);
+    for message in &messages {
+        assert_eq!(message.msg_type(), "job:ack");
+        assert_eq!(message.encode_payload().get(), ack);
+    }
+
+    let refused = |text: &str| ClusterMessage::decode("batch", text).unwrap_err();
+    let item = |msg_type: &str, payload: &str| {
+        format!(
+            r#"{{"messages":[{{"type":"job:ack","payload":{ack}}},{{"type":"{msg_type}","payload":{payload}}}]}}"#
+        )
+    };
+    let early = |msg_type: &str, payload: &str| {
+        format!(r#"{{"messages":[{{"payload":{payload},"type":"{msg_type}"}}]}}"#)
+    };
+    for text in [
+        item("batch", r#"{"messages":[]}"#),
+        early("batch", r#"{"messages":[]}"#),
+    ] {
+        assert!(matches!(refused(&text), DecodeError::NestedBatch), "{text}");
+    }
+    for text in [item("job:teleport", "{}"), early("job:teleport", "{}")] {
+        assert!(
+            matches!(refused(&text), DecodeError::UnknownType(t) if t == "job:teleport"),
+            "{text}"
+        );
+    }
+    for text in [
+        item("job:result", r#"{"job_id":7}"#),
+        early("job:result", "[]"),
+    ] {
+        assert!(
+            matches!(refused(&text), DecodeError::Malformed { msg_type, .. } if msg_type == "job:result"),
+            "{text}"
+        );
+    }
+    for text in [
+        "[]",
+        "{}",
+        r#"{"messages":[{"type":"job:ack"}]}"#,
+        r#"{"messages":[{"payload":{}}]}"#,
+        r#"{"messages":[{"type":"job:ack","type":"job:ack","payload":{}}]}"#,
+        r#"{"messages":[]} trailing"#,
+        r#"{"messages":[],"messages":[]}"#,
+    ] {
+        assert!(
+            matches!(refused(text), DecodeError::Malformed { msg_type, .. } if msg_type == "batch"),
+            "{text}"
+        );
+    }
+
+    let at_limit = format!(
+        r#"{{"messages":[{}]}}"#,
+        vec![format!(r#"{{"type":"job:ack","payload":{ack}}}"#); MAX_BATCH].join(",")
+    );
+    let ClusterMessage::Batch(messages) = ClusterMessage::decode("batch", &at_limit).unwrap()
+    else {
+        panic!("not a batch")
+    };
+    assert_eq!(messages.len(), MAX_BATCH);
+    // Past the limit the rest is counted, not decoded: a bad item there changes nothing.
+    let over = format!(
+        r#"{},{{"type":"job:teleport","payload":0}},1]}}"#,
+        at_limit.strip_suffix("]}").unwrap()
+    );
+    assert!(matches!(refused(&over), DecodeError::BatchTooLarge(n) if n == MAX_BATCH + 2));
+}
+
+mod batch_property {
+    use proptest::prelude::*;
+    use proto::cluster::ClusterMessage;
+
+    /// A job message as text: its type and its payload.
+    fn message() -> impl Strategy<Value = (&'static str, String)> {
+        let id = any::<u64>().prop_map(|n| format!("{n:016x}"));
+        let result = prop_oneof![
+            Just("null".to_owned()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            "[a-z\\\"é ]{0,12}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+            Just(r#"{"deep":[[1,{"x":"y"}],12345678901234567890]}"#.to_owned()),
+        ];
+        prop_oneof![
+            (id.clone(), 1..5u32).prop_map(|(id, a)| {
+                ("job:ack", format!(r#"{{"job_id":"{id}","attempt":{a}}}"#))
+            }),
+            (id.clone(), 1..5u32, result).prop_map(|(id, a, r)| {
+                let payload = format!(
+                    r#"{{"job_id":"{id}","attempt":{a},"status":"completed","result":{r}}}"#
+                );
+                ("job:result", payload)
+            }),
+            (id, 0..=100u32).prop_map(|(id, p)| {
+                (
+                    "job:progress",
+                    format!(r#"{{"job_id":"{id}","attempt":1,"percent":{p}}}"#),
+                )
+            }),
+        ]
+    }
+
+    proptest! {
+        /// The one-pass decode of a batch gives what decoding each item alone gives, whichever
+        /// key of an item comes first.
+        #[test]
+        fn a_batch_decodes_as_its_items_do(
+            items in prop::collection::vec((message(), any::<bool>()), 0..40),
+        ) {
+            let text = items
+                .iter()
+                .map(|((msg_type, payload), type_first)| if *type_first {
+                    format!(r#"{{"type":"{msg_type}","payload":{payload}}}"#)
+                } else {
+                    format!(r#"{{ "payload" : {payload} , "type" : "{msg_type}" }}"#)
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            let decoded = ClusterMessage::decode("batch", &format!(r#"{{"messages":[{text}]}}"#));
+            let Ok(ClusterMessage::Batch(messages)) = decoded else {
+                return Err(TestCaseError::fail(format!("not a batch: {decoded:?}")));
+            };
+            prop_assert_eq!(messages.len(), items.len());
+            for (message, ((msg_type, payload), _)) in messages.iter().zip(&items) {
+                let alone = ClusterMessage::decode(msg_type, payload).unwrap();
+                prop_assert_eq!(message.msg_type(), *msg_type);
+                prop_assert_eq!(message.encode_payload().get().to_owned(), alone.encode_payload().get().to_owned());
+            }
+        }
+    }
 }
 
 #[test]
