@@ -120,8 +120,8 @@ pub struct SubmitArgs {
 /// Flags of `goop job list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Only jobs in this status (pending, assigned, running, completed, failed, cancelled).
-    #[arg(long)]
+    /// Only jobs in this status.
+    #[arg(long, value_parser = ["pending", "assigned", "running", "completed", "failed", "cancelled"])]
     pub status: Option<String>,
     /// Only jobs of this type.
     #[arg(long = "type")]
@@ -234,7 +234,13 @@ fn each(
         match call(*id) {
             Ok(answer) => println!("{answer}"),
             Err(error) => {
-                eprintln!("goop: job {id}: {error}");
+                // The node's message usually names the job already.
+                let error = error.to_string();
+                if error.contains(&id.to_string()) {
+                    eprintln!("goop: {error}");
+                } else {
+                    eprintln!("goop: job {id}: {error}");
+                }
                 code = ExitCode::from(1);
             }
         }
@@ -379,11 +385,6 @@ fn read_jobs(path: &std::path::Path) -> Result<Vec<SubmitJob>, String> {
 }
 
 fn list(client: &ApiClient, args: &ListArgs) -> Result<ExitCode, ClientError> {
-    if let Some(status) = &args.status
-        && serde_json::from_value::<JobStatus>(status.as_str().into()).is_err()
-    {
-        return Ok(fail(format!("invalid --status {status:?}")));
-    }
     let mut query = vec![format!("limit={}", args.limit.clamp(1, 1000))];
     for (key, value) in [
         ("status", &args.status),
@@ -492,6 +493,17 @@ fn watch(client: &ApiClient, ids: &[JobId]) -> Result<ExitCode, ClientError> {
     let style = ProgressStyle::with_template("{prefix:16} {bar:30} {pos:>3}% {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     let mut show = |event: &ClusterEvent| {
+        let job = match event {
+            ClusterEvent::Job(j) => Some(j.job_id),
+            ClusterEvent::Progress(p) => Some(p.job_id),
+            ClusterEvent::Output(o) => Some(o.job_id),
+            ClusterEvent::Log(l) => Some(l.job_id),
+            ClusterEvent::Worker(_) | ClusterEvent::Lagged { .. } => None,
+        };
+        // Given ids, only their jobs' events are shown.
+        if !ids.is_empty() && !job.is_some_and(|job| ids.contains(&job)) {
+            return;
+        }
         if !terminal {
             if let Ok(data) = serde_json::to_string(event) {
                 eprintln!("{} {data}", event.name());
@@ -503,9 +515,6 @@ fn watch(client: &ApiClient, ids: &[JobId]) -> Result<ExitCode, ClientError> {
             ClusterEvent::Job(j) => (j.job_id, None, j.status.as_str().to_owned()),
             _ => return,
         };
-        if !ids.is_empty() && !ids.contains(&id) {
-            return;
-        }
         let bar = by_job.entry(id).or_insert_with(|| {
             let bar = bars.add(ProgressBar::new(100));
             bar.set_style(style.clone());

@@ -1251,6 +1251,81 @@ async fn the_command_line_submits_waits_lists_and_shows_workers() {
 }
 
 #[tokio::test]
+async fn the_command_line_cancels_retries_and_watches_jobs() {
+    let host = host().await;
+    let _worker = worker(&host, &echo_executor(), 4).await;
+    let api = host.api();
+
+    // Cancel a running job; cancelling it again is refused, naming the job once.
+    let slow = submit(
+        api,
+        &[json!({ "type": "echo", "payload": { "sleep_ms": 30_000 } })],
+    )
+    .await;
+    let slow = slow[0].clone();
+    until(20, "the job runs", async || {
+        job(api, &slow).await.status == JobStatus::Running
+    })
+    .await;
+    let (code, out, err) = cli_any(api, &["job", "cancel", &slow]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let answer: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(answer["status"], "cancelled", "{out}");
+    assert_eq!(job(api, &slow).await.status, JobStatus::Cancelled);
+    let (code, out, err) = cli_any(api, &["job", "cancel", &slow]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("terminal state cancelled"), "{err}");
+    assert_eq!(err.matches(slow.as_str()).count(), 1, "{err}");
+
+    // Retry a failed job: it runs again, in a second attempt.
+    let failing = submit(
+        api,
+        &[json!({ "type": "echo", "payload": { "fail": "boom" } })],
+    )
+    .await;
+    assert_eq!(
+        wait_terminal(api, &failing, 20).await[0].status,
+        JobStatus::Failed
+    );
+    let (code, out, err) = cli_any(api, &["job", "retry", &failing[0]]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    until(20, "the retried job fails again", async || {
+        let state = job(api, &failing[0]).await;
+        state.status == JobStatus::Failed && state.attempts.len() == 2
+    })
+    .await;
+
+    // Watch two jobs while a third runs: the outcome of each watched job on stdout, and on
+    // stderr (not a terminal here) the events of the watched jobs and no others.
+    let ids = submit(
+        api,
+        &[
+            json!({ "type": "echo", "payload": { "sleep_ms": 300, "n": 1 } }),
+            json!({ "type": "echo", "payload": { "sleep_ms": 2000, "n": 2 } }),
+            json!({ "type": "echo", "payload": { "sleep_ms": 1500, "n": 3 } }),
+        ],
+    )
+    .await;
+    let (code, out, err) = cli_any(api, &["job", "watch", &ids[0], &ids[1]]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let outcomes: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(outcomes.len(), 2, "{out}");
+    for (outcome, (id, n)) in outcomes.iter().zip([(&ids[0], 1), (&ids[1], 2)]) {
+        assert_eq!(outcome["job_id"], id.as_str(), "{out}");
+        assert_eq!(outcome["status"], "completed", "{out}");
+        assert_eq!(outcome["result"]["n"], n, "{out}");
+    }
+    assert!(err.contains(&ids[1]), "no event of the watched job: {err}");
+    assert!(
+        !err.contains(&ids[2]),
+        "an unwatched job's event was shown: {err}"
+    );
+}
+
+#[tokio::test]
 async fn jobs_with_large_payloads_run_and_are_waited_for_page_by_page() {
     let host = host().await;
     let _worker = worker(&host, &echo_executor(), 4).await;
