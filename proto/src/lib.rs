@@ -27,7 +27,7 @@ pub use group::{
     INVITE_TOPIC, Invite, JoinOptions, MemberInfo, Members, Meta, OWNER_ROLE, PingBody, Relay,
     RelayForm, SetRole, Welcome,
 };
-pub use ids::{Attempt, GroupId, IdError, JobId, PeerId};
+pub use ids::{Attempt, GroupId, IdError, IdHasher, IdMap, IdSet, JobId, PeerId};
 pub use job::{JobMode, JobStatus};
 pub use mq::{
     AckFrame, DEFAULT_MAX_FRAME_BYTES, Frame, FrameError, MAX_MSG_ID_LEN, MQ_PROTOCOL, MsgFrame,

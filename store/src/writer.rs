@@ -4,13 +4,11 @@
 //! large transactions and a quiet one low latency, without a timer. Progress updates of one job
 //! within a transaction are coalesced: only the last is written.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use proto::cluster::{AttemptOutcome, AttemptRecord, Job, JobState, Json};
-use proto::{Attempt, GroupId, JobId, JobStatus, PeerId, Timestamp};
+use proto::{Attempt, GroupId, IdMap, JobId, JobStatus, PeerId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Statement, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -398,35 +396,6 @@ struct Coalesced {
     states: IdMap<JobId, (usize, StateRow)>,
     progress: IdMap<JobId, (usize, f64, Option<String>)>,
     attempts: IdMap<(JobId, u32), AttemptRecord>,
-}
-
-/// A map keyed by job ids, hashed by one multiplication per word: the host makes the ids (they
-/// are not chosen by a client), so the DoS-resistant default hasher buys nothing here and costs
-/// a few percent of a write.
-type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
-
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.write_u64(u64::from(*byte));
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        // The multiplier spreads growing ids over the high bits, which the map's probing uses.
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
 }
 
 impl Coalesced {

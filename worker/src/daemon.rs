@@ -19,7 +19,10 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use proto::{CHECK_JOB_ID, CHECK_LINE, CheckInfo, ExecutorLine, JobId, JobLine, write_cancel_line};
+use proto::{
+    CHECK_JOB_ID, CHECK_LINE, CheckInfo, ExecutorLine, IdMap, IdSet, JobId, JobLine,
+    write_cancel_line,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
@@ -28,7 +31,6 @@ use tokio::time::Instant;
 
 use crate::config::ExecutorConfig;
 use crate::executor::{Command, ExecutorStatus, Submitted};
-use crate::idmap::{IdMap, IdSet};
 use crate::job::{EventKind, Failure, FailureKind, LogStream, Outcome, format_limit};
 use crate::lines::{Line, LineReader};
 use crate::oneshot::cut;
@@ -102,10 +104,10 @@ pub(crate) struct Daemon {
     capacity: usize,
     queue: VecDeque<Submitted>,
     /// The ids in `queue`, to refuse duplicates without a scan.
-    queued: IdSet,
-    running: IdMap<Running>,
+    queued: IdSet<JobId>,
+    running: IdMap<JobId, Running>,
     /// Cancelled or timed-out jobs still holding a slot, until the daemon answers for them.
-    draining: IdMap<Instant>,
+    draining: IdMap<JobId, Instant>,
     deadlines: BTreeSet<(Instant, JobId)>,
     /// Places of jobs finished in this turn of the loop, freed together at its end.
     finished_places: Option<OwnedSemaphorePermit>,

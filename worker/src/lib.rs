@@ -5,8 +5,8 @@
 //! - `executor`: the handle the node drives (start and check, submit, cancel, shutdown).
 //! - `job`: a job to run, its events and its outcome.
 //! - `oneshot`: a process per job; `daemon`: one supervised long-lived process.
-//! - `process`, `lines`, `stderr`, `sink`, `idmap`: process groups and signals, the bounded
-//!   stdout line reader, the stderr tail, event delivery, maps keyed by job id.
+//! - `process`, `lines`, `stderr`, `sink`: process groups and signals, the bounded stdout line
+//!   reader, the stderr tail, event delivery.
 //!
 //! Nothing here knows about the network, the host or storage: the node drives an `Executor`
 //! and carries its events wherever they need to go.
@@ -14,7 +14,6 @@
 mod config;
 mod daemon;
 mod executor;
-mod idmap;
 mod job;
 mod lines;
 mod oneshot;

@@ -7,14 +7,14 @@
 //! `kill_grace` later. When the process exits, whatever is left of its group is killed, so a
 //! grandchild holding stdout open cannot hang the job.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use proto::{ExecutorLine, JobId, JobLine};
+use proto::{ExecutorLine, IdMap, IdSet, JobId, JobLine};
 use serde_json::value::RawValue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::ChildStdin;
@@ -358,8 +358,8 @@ impl Oneshot {
         let stop = CancellationToken::new();
         let mut queue: VecDeque<Submitted> = VecDeque::new();
         // The ids in `queue`, to refuse duplicates without a scan.
-        let mut queued: HashSet<JobId> = HashSet::new();
-        let mut running: HashMap<JobId, Running> = HashMap::new();
+        let mut queued: IdSet<JobId> = IdSet::default();
+        let mut running: IdMap<JobId, Running> = IdMap::default();
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut task_jobs: HashMap<tokio::task::Id, JobId> = HashMap::new();
         let mut shutting_down = false;
@@ -436,8 +436,8 @@ impl Oneshot {
 /// Queues a job unless its id is already in the runtime.
 async fn admit(
     job: Submitted,
-    running: &HashMap<JobId, Running>,
-    queued: &mut HashSet<JobId>,
+    running: &IdMap<JobId, Running>,
+    queued: &mut IdSet<JobId>,
     queue: &mut VecDeque<Submitted>,
 ) {
     let id = job.spec.id;

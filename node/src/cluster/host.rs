@@ -22,7 +22,7 @@ use proto::cluster::{
     AttemptOutcome, AttemptRecord, ClusterMessage, JobAssign, JobRef, Json, QueueStats,
     ResultStatus, Sender, WorkerAction, WorkerInfo, WorkerStatus, WorkerVerified,
 };
-use proto::{Attempt, GroupId, JobId, JobStatus, PeerId};
+use proto::{Attempt, GroupId, IdMap, JobId, JobStatus, PeerId};
 use store::{JobStore, NewJob as StoredNew, StateRow, StoreError, Submitted, Write};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -358,12 +358,12 @@ pub(crate) async fn spawn<L: Link>(
         cancel: cancel.clone(),
         outputs: Vec::new(),
         pending_writes: Vec::new(),
-        held: HashMap::new(),
+        held: IdMap::default(),
         release_order: VecDeque::new(),
         release_at: None,
         flush_waiting: Vec::new(),
         early: HashMap::new(),
-        payloads: HashMap::new(),
+        payloads: IdMap::default(),
         payload_bytes: 0,
     };
     for (id, size) in restored_payloads {
@@ -466,7 +466,7 @@ struct Host<L: Link> {
     /// Store writes produced while handling one event, written before the next.
     pending_writes: Vec<Write>,
     /// Assigned and running states not yet sent to the store (see [`HOLD`]).
-    held: HashMap<JobId, StateRow>,
+    held: IdMap<JobId, StateRow>,
     /// When each job's held state goes to the store, in that order; an entry whose job is no
     /// longer held is skipped.
     release_order: VecDeque<(tokio::time::Instant, JobId)>,
@@ -477,7 +477,7 @@ struct Host<L: Link> {
     /// Verifications from peers whose join has not arrived yet (at most [`MAX_EARLY`]).
     early: HashMap<PeerId, WorkerVerified>,
     /// The payload size of each live job that has one.
-    payloads: HashMap<JobId, usize>,
+    payloads: IdMap<JobId, usize>,
     /// Their sum, plus the payloads of submits waiting for the store.
     payload_bytes: usize,
 }

@@ -7,7 +7,6 @@
 //! again: a result is kept until the host has it (the host ignores duplicates), so a host that
 //! restarts gets every result of the attempts it still knows.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use proto::cluster::{
     ClusterMessage, JobLog, JobOutput, JobProgress, JobRef, JobResult, ResultStatus, WorkerBinary,
     WorkerHeartbeat, WorkerStatusUpdate, WorkerVerified,
 };
-use proto::{Attempt, GroupId, JobId, PeerId};
+use proto::{Attempt, GroupId, IdMap, JobId, PeerId};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -106,7 +105,7 @@ pub(crate) async fn spawn<L: Link>(
         executor,
         outbox: outbox_tx,
         events: events_tx,
-        running: HashMap::new(),
+        running: IdMap::default(),
         assigned: Vec::new(),
         tracker: tracker.clone(),
         cancel,
@@ -122,7 +121,7 @@ struct Member {
     outbox: mpsc::Sender<ClusterMessage>,
     events: mpsc::Sender<Event>,
     /// The attempts this worker runs, by job.
-    running: HashMap<JobId, Attempt>,
+    running: IdMap<JobId, Attempt>,
     /// Jobs of the message being handled, handed to the runtime together once it is done.
     assigned: Vec<JobSpec>,
     tracker: TaskTracker,
