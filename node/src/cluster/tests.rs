@@ -647,11 +647,7 @@ async fn a_job_cancelled_in_the_batch_that_assigned_it_never_runs() {
         }),
         assign(2, r#"{"sleep_ms":200}"#),
     ];
-    let encoded: Vec<_> = parts
-        .iter()
-        .map(|m| (m.msg_type(), m.encode_payload()))
-        .collect();
-    let payload = ClusterMessage::batch_payload(encoded.iter().map(|(t, p)| (*t, &**p)));
+    let payload = ClusterMessage::Batch(Vec::from(parts)).encode_payload();
     to_worker
         .send(Incoming {
             from: host,

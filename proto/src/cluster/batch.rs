@@ -162,7 +162,14 @@ impl<'de> Visitor<'de> for Item<'_> {
         while let Some(key) = map.next_key::<Text<'de>>()? {
             match &*key.0 {
                 "type" if msg_type.is_some() => return Err(de::Error::duplicate_field("type")),
-                "type" => msg_type = Some(map.next_value::<Text<'de>>()?.0),
+                "type" => {
+                    let name = map.next_value::<Text<'de>>()?.0;
+                    // Refused as soon as it is named, whichever key comes first.
+                    if name == "batch" {
+                        return Err(self.found.refuse(DecodeError::NestedBatch));
+                    }
+                    msg_type = Some(name);
+                }
                 "payload" if message.is_some() || early.is_some() => {
                     return Err(de::Error::duplicate_field("payload"));
                 }
@@ -194,9 +201,6 @@ impl<'de> Visitor<'de> for Item<'_> {
             return Ok(message);
         }
         let early = early.ok_or_else(|| de::Error::missing_field("payload"))?;
-        if msg_type == "batch" {
-            return Err(self.found.refuse(DecodeError::NestedBatch));
-        }
         ClusterMessage::decode(&msg_type, early.get()).map_err(|refused| self.found.refuse(refused))
     }
 }
@@ -211,9 +215,6 @@ impl<'de> DeserializeSeed<'de> for Payload<'_, '_> {
     type Value = ClusterMessage;
 
     fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
-        if self.msg_type == "batch" {
-            return Err(self.found.refuse(DecodeError::NestedBatch));
-        }
         match ClusterMessage::typed(self.msg_type, de) {
             Some(decoded) => decoded,
             None => Err(self
