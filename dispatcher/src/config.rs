@@ -23,6 +23,12 @@ pub struct Config {
     pub crash_limit: u32,
     /// The most jobs that may be live (not terminal) at once; submits beyond it are refused.
     pub max_live_jobs: usize,
+    /// The most finished jobs whose status is kept in memory, for `after` and retries. Past
+    /// it, those that finished longest ago are evicted at the end of a step: the counts in
+    /// [`QueueStats`](crate::QueueStats) still include them, and the shell, which stores every
+    /// job, tells the dispatcher of one again with [`Input::Recall`](crate::Input::Recall)
+    /// before naming it.
+    pub max_finished: usize,
     /// The longest job type name, in bytes.
     pub max_type_len: usize,
     /// The most job types one worker may declare; further ones are ignored.
@@ -39,6 +45,8 @@ impl Default for Config {
             assign_grace: Millis(10_000),
             crash_limit: 3,
             max_live_jobs: 10_000_000,
+            // About 32 bytes each: 32 MB.
+            max_finished: 1_000_000,
             max_type_len: 256,
             max_worker_types: 1024,
         }

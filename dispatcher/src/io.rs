@@ -151,6 +151,25 @@ pub enum Input<P, R> {
     Retry(RetryJob<P>),
     /// Drop a terminal job from memory (the shell keeps it in its store, or deletes it).
     Forget(JobId),
+    /// Drop every terminal job from memory, evicted ones included: their counts go to zero.
+    ForgetFinished,
+    /// Know these finished jobs again: the dispatcher evicted them (see
+    /// [`Config::max_finished`](crate::Config::max_finished)) or a restore left them out, and
+    /// the shell is about to name them (in `after`, a retry, a forget). They are counted
+    /// already, so the counts do not change; ids known already and statuses that are not
+    /// terminal are skipped. Nothing is evicted at the end of this step, so the next input
+    /// finds them whatever the limit.
+    Recall(Vec<(JobId, JobStatus)>),
+    /// The store holds finished jobs that a restore left out, this many of each status: they
+    /// count in the stats, and are recalled when named.
+    Unloaded {
+        /// Completed ones.
+        completed: usize,
+        /// Failed ones.
+        failed: usize,
+        /// Cancelled ones.
+        cancelled: usize,
+    },
     /// A peer joined the cluster group. It gets no jobs until it is verified.
     WorkerJoined(PeerId),
     /// A worker's executor passed its check.

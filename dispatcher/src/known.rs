@@ -151,6 +151,38 @@ impl KnownIds {
         known
     }
 
+    /// Forgets `id` if it is still recorded in `cell` as a finished job; says whether it was.
+    pub(crate) fn evict(&mut self, id: JobId, cell: u64) -> bool {
+        if !self.is_finished(cell) {
+            return false;
+        }
+        debug_assert_eq!(self.map.get(&id), Some(&cell), "a cell in use is its id's");
+        self.map.remove(&id);
+        self.clear(cell);
+        true
+    }
+
+    /// Whether cell `cell` records a finished job. Cell numbers are never given twice, and a
+    /// cell is cleared when its id is forgotten or moves on, so the job is still the one that
+    /// was recorded there: no lookup of its id is needed.
+    pub(crate) fn is_finished(&self, cell: u64) -> bool {
+        matches!(self.cell(cell), Some(Known::Finished(_)))
+    }
+
+    /// Forgets every finished id (a walk over every id known).
+    pub(crate) fn forget_finished(&mut self) {
+        let finished: Vec<(JobId, u64)> = self
+            .map
+            .iter()
+            .filter(|&(_, &cell)| self.is_finished(cell))
+            .map(|(&id, &cell)| (id, cell))
+            .collect();
+        for (id, cell) in finished {
+            self.map.remove(&id);
+            self.clear(cell);
+        }
+    }
+
     fn cell(&self, cell: u64) -> Option<Known> {
         let (page, at) = self.locate(cell)?;
         Cell(self.pages[page].as_ref()?.cells[at]).unpack()
@@ -309,6 +341,8 @@ mod tests {
         Rebind(u64, u32),
         Finish(u64),
         Remove(u64),
+        /// Evicts the id through the cell it had `back` changes ago (perhaps no longer its).
+        Evict(u64, usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -319,7 +353,8 @@ mod tests {
             4 => (id.clone(), 0..1000u32).prop_map(|(i, s)| Op::Claim(i, s)),
             1 => (id.clone(), 0..1000u32).prop_map(|(i, s)| Op::Rebind(i, s)),
             2 => id.clone().prop_map(Op::Finish),
-            3 => id.prop_map(Op::Remove),
+            3 => id.clone().prop_map(Op::Remove),
+            2 => (id, 0..4usize).prop_map(|(i, back)| Op::Evict(i, back)),
         ]
     }
 
@@ -330,15 +365,18 @@ mod tests {
         fn behaves_like_a_map(ops in proptest::collection::vec(op(), 1..3000)) {
             let mut known = ids();
             let mut model: HashMap<u64, Known> = HashMap::new();
+            // The cells each id was given, latest last.
+            let mut cells: HashMap<u64, Vec<u64>> = HashMap::new();
             for op in ops {
                 match op {
                     Op::Claim(i, slot) => {
-                        let claimed = known.claim(id(i), Known::Live(slot)).is_some();
-                        prop_assert_eq!(claimed, !model.contains_key(&i));
+                        let claimed = known.claim(id(i), Known::Live(slot));
+                        prop_assert_eq!(claimed.is_some(), !model.contains_key(&i));
+                        cells.entry(i).or_default().extend(claimed);
                         model.entry(i).or_insert(Known::Live(slot));
                     }
                     Op::Rebind(i, slot) => {
-                        known.rebind(id(i), Known::Live(slot));
+                        cells.entry(i).or_default().push(known.rebind(id(i), Known::Live(slot)));
                         model.insert(i, Known::Live(slot));
                     }
                     Op::Finish(i) => {
@@ -349,6 +387,17 @@ mod tests {
                     }
                     Op::Remove(i) => {
                         prop_assert_eq!(known.remove(id(i)), model.remove(&i));
+                    }
+                    Op::Evict(i, back) => {
+                        let given = cells.get(&i).map_or(&[][..], Vec::as_slice);
+                        if let Some(&cell) = given.iter().rev().nth(back) {
+                            let current = known.cell_of(id(i)) == Some(cell);
+                            let finished = matches!(model.get(&i), Some(Known::Finished(_)));
+                            prop_assert_eq!(known.evict(id(i), cell), current && finished);
+                            if current && finished {
+                                model.remove(&i);
+                            }
+                        }
                     }
                 }
                 for i in 0..64 {

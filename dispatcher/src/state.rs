@@ -46,6 +46,16 @@ impl State {
         })
     }
 
+    /// The terminal state of a terminal status.
+    pub(crate) const fn finished(status: JobStatus) -> Option<Self> {
+        match status {
+            JobStatus::Completed => Some(Self::Completed),
+            JobStatus::Failed => Some(Self::Failed),
+            JobStatus::Cancelled => Some(Self::Cancelled),
+            _ => None,
+        }
+    }
+
     pub(crate) const fn status(self) -> JobStatus {
         match self {
             Self::Ready | Self::Delayed | Self::Blocked => JobStatus::Pending,

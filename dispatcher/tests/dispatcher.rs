@@ -2,6 +2,7 @@
 //! rule, and property tests against a model.
 
 mod dispatcher {
+    mod eviction;
     pub(crate) mod harness;
     mod properties;
     mod scenarios;

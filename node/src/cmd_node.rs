@@ -29,7 +29,7 @@ use crate::peer::{Peer, PeerParts};
 #[derive(Debug, Args)]
 pub struct NodeArgs {
     /// A JSON config file (keys: data_dir, label, listen, api, peers, mdns, api_token,
-    /// max_message_bytes, group_ping_ms); flags win over it.
+    /// max_message_bytes, group_ping_ms, max_finished_jobs); flags win over it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Where the identity key and data live [default: $XDG_DATA_HOME/goop or
@@ -61,6 +61,11 @@ pub struct NodeArgs {
     /// member or host not heard from for three intervals is lost.
     #[arg(long, value_name = "MS")]
     pub group_ping_ms: Option<u64>,
+    /// The most finished jobs whose status a cluster host keeps in memory [default: 1000000,
+    /// about 32 bytes each]; older ones are looked up in the job store when named (in
+    /// `after`, a retry, a cancel or a delete).
+    #[arg(long, value_name = "N")]
+    pub max_finished_jobs: Option<usize>,
 }
 
 impl NodeArgs {
@@ -76,6 +81,7 @@ impl NodeArgs {
             api_token: self.api_token.clone(),
             max_message_bytes: None,
             group_ping_ms: self.group_ping_ms,
+            max_finished_jobs: self.max_finished_jobs,
         }
     }
 
@@ -323,9 +329,14 @@ async fn start_cluster(
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Cluster> {
+    let dispatcher = dispatcher::Config {
+        max_finished: config.max_finished_jobs,
+        ..dispatcher::Config::default()
+    };
     let cluster = Cluster::start(
         routes,
         &config.data_dir,
+        dispatcher,
         peer.mq.clone(),
         peer.groups.clone(),
         tasks,

@@ -15,6 +15,8 @@ pub const DEFAULT_API: &str = "127.0.0.1:8787";
 pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/0";
 /// How often a host pings the members of its groups when not set, in milliseconds.
 pub const DEFAULT_GROUP_PING_MS: u64 = 20_000;
+/// The fewest finished jobs a cluster host may keep in memory.
+pub const MIN_FINISHED_JOBS: usize = 10_000;
 /// A member (or a host) not heard from for this many ping intervals is lost.
 pub const GROUP_PINGS_BEFORE_LOST: u32 = 3;
 
@@ -41,6 +43,9 @@ pub struct RawConfig {
     /// How often a host pings the members of its groups, in milliseconds (default 20000). A
     /// member, or a goop host, not heard from for three intervals is lost.
     pub group_ping_ms: Option<u64>,
+    /// The most finished jobs whose status a cluster host keeps in memory (default 1000000);
+    /// older ones are looked up in the job store when named.
+    pub max_finished_jobs: Option<usize>,
 }
 
 /// The validated configuration.
@@ -64,6 +69,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// How often a host pings the members of its groups.
     pub group_ping_interval: Duration,
+    /// The most finished jobs whose status a cluster host keeps in memory.
+    pub max_finished_jobs: usize,
 }
 
 /// Why the configuration is not usable.
@@ -132,6 +139,7 @@ impl RawConfig {
             api_token: over.api_token.or(self.api_token),
             max_message_bytes: over.max_message_bytes.or(self.max_message_bytes),
             group_ping_ms: over.group_ping_ms.or(self.group_ping_ms),
+            max_finished_jobs: over.max_finished_jobs.or(self.max_finished_jobs),
         }
     }
 
@@ -192,6 +200,18 @@ impl RawConfig {
                 reason: "expected 100 to 60000 milliseconds".to_owned(),
             });
         }
+        let max_finished_jobs = self
+            .max_finished_jobs
+            .unwrap_or(dispatcher::Config::default().max_finished);
+        // Far more than finish while a submit is being stored, so that the finished jobs it
+        // names stay known until it is queued.
+        if max_finished_jobs < MIN_FINISHED_JOBS {
+            return Err(ConfigError::Invalid {
+                field: "max finished jobs",
+                value: max_finished_jobs.to_string(),
+                reason: format!("expected at least {MIN_FINISHED_JOBS}"),
+            });
+        }
         Ok(Config {
             data_dir,
             label: self.label.unwrap_or_default(),
@@ -202,6 +222,7 @@ impl RawConfig {
             api_token,
             max_message_bytes,
             group_ping_interval: Duration::from_millis(group_ping_ms),
+            max_finished_jobs,
         })
     }
 }
@@ -274,6 +295,25 @@ mod tests {
             ..open
         };
         assert!(with_token.validate().is_ok());
+    }
+
+    #[test]
+    fn the_finished_job_limit_has_a_floor() {
+        assert_eq!(raw().validate().unwrap().max_finished_jobs, 1_000_000);
+        let small = RawConfig {
+            max_finished_jobs: Some(MIN_FINISHED_JOBS),
+            ..raw()
+        };
+        assert_eq!(
+            small.validate().unwrap().max_finished_jobs,
+            MIN_FINISHED_JOBS
+        );
+        let too_small = RawConfig {
+            max_finished_jobs: Some(MIN_FINISHED_JOBS - 1),
+            ..raw()
+        };
+        let error = too_small.validate().unwrap_err().to_string();
+        assert!(error.contains("max finished jobs"), "{error}");
     }
 
     #[test]

@@ -282,29 +282,43 @@ impl Reader {
         Ok(out)
     }
 
-    /// The group's finished jobs as `(id, type, status, created_at)`, oldest first: a restarting
-    /// host tells its dispatcher their statuses (so `after` and retries still know them) without
-    /// loading their payloads or results.
+    /// The group's `limit` newest finished jobs as `(id, type, status, created_at)`, oldest
+    /// first: a restarting host tells its dispatcher their statuses (so `after` and retries
+    /// still know them) without loading their payloads or results. Older ones are counted by
+    /// [`Reader::stats`] and looked up by [`Reader::statuses`] when named.
     pub fn load_finished(
         &self,
         group: &GroupId,
+        limit: usize,
     ) -> Result<Vec<(JobId, String, JobStatus, Timestamp)>, StoreError> {
-        let sql = format!(
-            "SELECT id, (SELECT name FROM cluster_types WHERE code = type_code), status, created_at
-             FROM cluster_jobs WHERE {} ORDER BY seq",
-            statuses_of_group(1, JobStatus::Completed, JobStatus::Cancelled),
-        );
+        // The newest of each status from its end of the status index, then the newest of
+        // those: the index alone orders them, so no row beyond the limit is read.
+        let mut stmts = Vec::new();
+        for status in [
+            JobStatus::Completed,
+            JobStatus::Failed,
+            JobStatus::Cancelled,
+        ] {
+            stmts.push(format!(
+                "SELECT * FROM (SELECT seq, id,
+                     (SELECT name FROM cluster_types WHERE code = type_code), status, created_at
+                 FROM cluster_jobs WHERE {} ORDER BY status_key DESC LIMIT ?2)",
+                statuses_of_group(1, status, status),
+            ));
+        }
+        let sql = format!("{} ORDER BY seq DESC LIMIT ?2", stmts.join(" UNION ALL "));
         let mut stmt = self
             .conn
             .prepare_cached(&sql)
             .context("preparing the finished-jobs query")?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map([group.as_str()], |row| {
+            .query_map(rusqlite::params![group.as_str(), limit], |row| {
                 Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, String>(2)?,
                     row.get::<_, i64>(3)?,
+                    row.get::<_, i64>(4)?,
                 ))
             })
             .context("reading finished jobs")?;
@@ -315,6 +329,7 @@ impl Reader {
             let status = status_of(status).ok_or_else(|| corrupt(id, status))?;
             out.push((id, job_type, status, Timestamp::from_unix_ms(created)));
         }
+        out.reverse();
         Ok(out)
     }
 

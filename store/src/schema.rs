@@ -485,13 +485,18 @@ mod tests {
             .map(|j| crate::reader::sql_id(j.state.job.id))
             .collect();
         assert_eq!(active, [30, 40]);
-        let finished = reader.load_finished(&g1).unwrap();
+        let finished = reader.load_finished(&g1, 10).unwrap();
         assert_eq!(
             finished,
             [
                 (id(-5), "beta".to_owned(), JobStatus::Completed, ms(1002)),
                 (id(20), "alpha".to_owned(), JobStatus::Failed, ms(1003)),
             ]
+        );
+        assert_eq!(
+            reader.load_finished(&g1, 1).unwrap(),
+            [(id(20), "alpha".to_owned(), JobStatus::Failed, ms(1003))],
+            "the newest only"
         );
         let stats = reader.stats(&g2).unwrap();
         assert_eq!((stats.running, stats.cancelled, stats.pending), (1, 1, 0));

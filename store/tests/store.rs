@@ -414,7 +414,7 @@ async fn lists_page_and_filter_in_submission_order() {
     assert_eq!((stats.pending, stats.failed), (24, 1));
     let active = reader.load_active(&group()).unwrap();
     assert_eq!(active.len(), 24);
-    let finished = reader.load_finished(&group()).unwrap();
+    let finished = reader.load_finished(&group(), usize::MAX).unwrap();
     assert_eq!(finished.len(), 1);
     assert_eq!(
         (finished[0].0, finished[0].1.as_str(), finished[0].2),
@@ -593,4 +593,49 @@ async fn writes_coalesce(together: bool) {
         "the report came after the last state that carried progress"
     );
     assert_eq!(got.attempts, [ended]);
+}
+
+#[tokio::test]
+async fn a_restore_loads_the_newest_finished_jobs_of_every_status() {
+    let db = TempDb::new();
+    let store = JobStore::open(&db.path(), StoreConfig::default()).unwrap();
+    let jobs = (1..=30).map(|n| new_job(job(n, "t", 0))).collect();
+    store.submit(jobs).await.unwrap();
+    let finals = [
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Completed,
+        JobStatus::Cancelled,
+    ];
+    // Every job but the multiples of 7 finishes, with the statuses in turn.
+    for n in (1..=30u64).filter(|n| n % 7 != 0) {
+        let mut row = StateRow::of(&state_of(&store, n));
+        row.status = finals[(n % 4) as usize];
+        write_state(&store, row).await;
+    }
+    store.flush().await.unwrap();
+    let reader = store.reader().unwrap();
+    let newest = |limit| -> Vec<(u64, JobStatus)> {
+        reader
+            .load_finished(&group(), limit)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _, status, _)| (id.as_u64(), status))
+            .collect()
+    };
+    let expect = |ids: &[u64]| -> Vec<(u64, JobStatus)> {
+        ids.iter().map(|&n| (n, finals[(n % 4) as usize])).collect()
+    };
+    assert_eq!(newest(6), expect(&[24, 25, 26, 27, 29, 30]));
+    assert_eq!(newest(1), expect(&[30]));
+    assert_eq!(newest(0), expect(&[]));
+    let all = newest(usize::MAX);
+    assert_eq!(
+        all.len(),
+        26,
+        "every finished job, 7, 14, 21 and 28 still pending"
+    );
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "oldest first");
+    let stats = reader.stats(&group()).unwrap();
+    assert_eq!(stats.completed + stats.failed + stats.cancelled, 26);
 }

@@ -344,6 +344,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
         }
         self.check_room(1)?;
         self.counts[state.index()] -= 1;
+        self.finished_known -= 1;
         // A new life: a new cell, so a new place in the submission order.
         let seq = self.ids.rebind(id, Known::Live(self.next_slot()));
         let slot = self.insert(spec, seq, None);
@@ -356,6 +357,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
         if let Some(state) = self.finished_state(id) {
             self.ids.remove(id);
             self.counts[state.index()] -= 1;
+            self.finished_known -= 1;
             return Ok(());
         }
         match self.live_slot(id) {
@@ -395,16 +397,11 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 .ids
                 .cell_of(spec.id)
                 .expect("reserve_ids gave every restored id a cell");
-            let terminal = match status {
-                JobStatus::Completed => Some(State::Completed),
-                JobStatus::Failed => Some(State::Failed),
-                JobStatus::Cancelled => Some(State::Cancelled),
-                _ => None,
-            };
-            if let Some(state) = terminal {
+            if let Some(state) = State::finished(status) {
                 // The store keeps the record; the dispatcher only needs the status.
                 self.ids.set_cell(seq, Known::Finished(state));
                 self.counts[state.index()] += 1;
+                self.remember_finished(spec.id, seq);
                 continue;
             }
             let interrupted = matches!(status, JobStatus::Assigned | JobStatus::Running);
@@ -438,5 +435,97 @@ impl<P: Clone, R> Dispatcher<P, R> {
             }
         }
         Ok(())
+    }
+
+    /// Records that `id`, in cell `cell`, is now known as finished.
+    pub(super) fn remember_finished(&mut self, id: JobId, cell: u64) {
+        self.finished_known += 1;
+        self.finished.push_back((id, cell));
+    }
+
+    /// Knows finished jobs again without counting them (see [`Input::Recall`]).
+    ///
+    /// [`Input::Recall`]: crate::Input::Recall
+    pub(super) fn recall(&mut self, jobs: Vec<(JobId, JobStatus)>) {
+        for (id, status) in jobs {
+            let Some(state) = State::finished(status) else {
+                continue;
+            };
+            if let Some(cell) = self.ids.claim(id, Known::Finished(state)) {
+                self.remember_finished(id, cell);
+            }
+        }
+    }
+
+    /// Forgets every finished job, evicted and unloaded ones included.
+    pub(super) fn forget_finished(&mut self) {
+        self.ids.forget_finished();
+        for state in [State::Completed, State::Failed, State::Cancelled] {
+            self.counts[state.index()] = 0;
+        }
+        self.finished.clear();
+        self.finished_known = 0;
+    }
+
+    /// Evicts the jobs that finished longest ago while more than `max_finished` are known,
+    /// keeping their counts. Stale entries of the finish order are dropped on the way, and
+    /// all at once when they outnumber the live ones, so the order stays proportional to
+    /// what is known.
+    pub(super) fn evict_finished(&mut self) {
+        let max = self.config.max_finished;
+        while self.finished_known > max {
+            let Some((id, cell)) = self.finished.pop_front() else {
+                break;
+            };
+            if self.ids.evict(id, cell) {
+                self.finished_known -= 1;
+            }
+        }
+        if self.finished.len() > 2 * self.finished_known + 1024 {
+            let ids = &self.ids;
+            self.finished.retain(|&(_, cell)| ids.is_finished(cell));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::{JobId, JobStatus};
+
+    use crate::{Config, Dispatcher, Input, Millis, NewJob};
+
+    /// Forgotten and retried jobs leave stale entries in the finish order; they are dropped
+    /// once they outnumber the finished jobs known, so the order stays bounded.
+    #[test]
+    fn the_finish_order_stays_proportional_to_the_finished_jobs_known() {
+        let mut d: Dispatcher<(), ()> = Dispatcher::new(
+            Config {
+                max_finished: 10,
+                ..Config::default()
+            },
+            1,
+        );
+        for n in 0..20_000u64 {
+            let id = JobId::from_u64(n);
+            d.step(Millis(n), Input::Submit(NewJob::new(id, "t", ())))
+                .unwrap();
+            d.step(Millis(n), Input::Cancel(id)).unwrap();
+            // Below the limit, so nothing is evicted: only the clean-up drops the entries.
+            if n < 19_995 {
+                d.step(Millis(n), Input::Forget(id)).unwrap();
+            }
+        }
+        assert_eq!(d.finished_known, 5);
+        assert!(
+            d.finished.len() <= 2 * 5 + 1024,
+            "{} entries",
+            d.finished.len()
+        );
+        assert_eq!(d.stats().cancelled, 5);
+        assert_eq!(
+            d.status(JobId::from_u64(19_999)),
+            Some(JobStatus::Cancelled)
+        );
+        assert_eq!(d.status(JobId::from_u64(19_000)), None);
     }
 }

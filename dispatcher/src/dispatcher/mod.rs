@@ -15,7 +15,7 @@
 //! `pick` (the dispatch loop).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use proto::{Attempt, JobId, PeerId};
@@ -89,7 +89,15 @@ pub struct Dispatcher<P, R> {
     /// Worker leases: (until, slot, incarnation); one entry per worker, pushed again when it
     /// fires early because a heartbeat moved the lease.
     leases: BinaryHeap<Reverse<(Millis, u32, u64)>>,
+    /// Jobs by state; the terminal ones include those evicted from `ids` or never loaded.
     pub(crate) counts: [usize; State::COUNT],
+    /// Finished jobs in the order they finished, with their cell: the oldest are evicted first.
+    /// An entry whose id has since moved to another cell (retried, forgotten, recalled) is
+    /// stale and skipped.
+    pub(crate) finished: VecDeque<(JobId, u64)>,
+    /// Ids known as finished in `ids`: at most `config.max_finished` between steps, except
+    /// right after an `Input::Recall`.
+    pub(crate) finished_known: usize,
     next_stamp: u64,
     next_incarnation: u64,
     /// Dependents to fail because a job they wait for failed; drained iteratively so long
@@ -130,6 +138,8 @@ impl<P: Clone, R> Dispatcher<P, R> {
             deadlines_live: 0,
             leases: BinaryHeap::new(),
             counts: [0; State::COUNT],
+            finished: VecDeque::new(),
+            finished_known: 0,
             next_stamp: 1,
             next_incarnation: 0,
             cascade: Vec::new(),
@@ -150,9 +160,14 @@ impl<P: Clone, R> Dispatcher<P, R> {
     pub fn step(&mut self, now: Millis, input: Input<P, R>) -> Result<(), StepError> {
         self.now = self.now.max(now);
         self.fire_timers();
+        // Recalled jobs are about to be named by the next input: they stay until it is applied.
+        let evict = !matches!(input, Input::Recall(_));
         let result = self.apply(input);
         self.dispatch();
         self.announce_wakeup();
+        if evict {
+            self.evict_finished();
+        }
         result
     }
 
@@ -181,6 +196,24 @@ impl<P: Clone, R> Dispatcher<P, R> {
             Input::Cancel(id) => self.cancel(id),
             Input::Retry(retry) => self.retry(retry),
             Input::Forget(id) => self.forget(id),
+            Input::ForgetFinished => {
+                self.forget_finished();
+                Ok(())
+            }
+            Input::Recall(jobs) => {
+                self.recall(jobs);
+                Ok(())
+            }
+            Input::Unloaded {
+                completed,
+                failed,
+                cancelled,
+            } => {
+                self.counts[State::Completed.index()] += completed;
+                self.counts[State::Failed.index()] += failed;
+                self.counts[State::Cancelled.index()] += cancelled;
+                Ok(())
+            }
             Input::WorkerJoined(peer) => {
                 self.worker_joined(peer);
                 Ok(())

@@ -385,6 +385,7 @@ impl<P: Clone, R> Dispatcher<P, R> {
         // Through the job's cell: no hash lookup of its id.
         self.ids.set_cell(job.seq, Known::Finished(state));
         self.live_count -= 1;
+        self.remember_finished(job.id, job.seq);
         job.id
     }
 

@@ -1047,3 +1047,79 @@ fn many_types_and_a_long_dependency_chain_stay_cheap() {
     h.worker(1, &["mine"], 1);
     assert_eq!(h.pairs(), [(1, 200_000)]);
 }
+
+#[test]
+fn finished_jobs_past_the_limit_are_evicted_oldest_first_and_recalled_when_named() {
+    let mut h = Harness::with(Config {
+        lease: None,
+        max_finished: 3,
+        ..Config::default()
+    });
+    h.worker(1, &[], 10);
+    for n in 1..=6 {
+        h.submit(job(n, "t"));
+    }
+    for n in 1..=6 {
+        h.result(1, n, n != 1).unwrap();
+    }
+    let known = |h: &Harness| (1..=6).filter(|&n| h.d.status(id(n)).is_some()).count();
+    assert_eq!(known(&h), 3);
+    for n in 1..=3 {
+        assert_eq!(h.d.status(id(n)), None, "job {n} finished among the first");
+    }
+    assert_eq!(h.status(6), JobStatus::Completed);
+    let stats = h.d.stats();
+    assert_eq!(
+        (stats.completed, stats.failed),
+        (5, 1),
+        "evicted jobs still count"
+    );
+
+    // Named while evicted, a job is unknown; recalled, it is known with the store's status.
+    let mut waiter = job(7, "t");
+    waiter.after = vec![id(2)];
+    assert_eq!(
+        h.step(Input::Submit(waiter.clone())),
+        Err(StepError::UnknownDependency {
+            job: id(7),
+            dependency: id(2)
+        })
+    );
+    h.ok(Input::Recall(vec![(id(2), JobStatus::Completed)]));
+    assert_eq!(h.d.stats().completed, 5, "a recall does not count again");
+    h.submit(waiter);
+    assert_eq!(h.status(7), JobStatus::Assigned, "its dependency completed");
+
+    assert_eq!(h.retry(job(1, "t")), Err(StepError::UnknownJob(id(1))));
+    h.ok(Input::Recall(vec![(id(1), JobStatus::Failed)]));
+    h.retry(job(1, "t")).unwrap();
+    assert_eq!(h.d.stats().failed, 0, "the retried job is live again");
+
+    // What a recall skips: ids known already, statuses that are not terminal.
+    h.ok(Input::Recall(vec![
+        (id(6), JobStatus::Failed),
+        (id(50), JobStatus::Running),
+    ]));
+    assert_eq!(h.status(6), JobStatus::Completed);
+    assert_eq!(h.d.status(id(50)), None);
+
+    // Forgetting a recalled job takes it out of the counts.
+    h.ok(Input::Recall(vec![(id(3), JobStatus::Completed)]));
+    h.ok(Input::Forget(id(3)));
+    assert_eq!(h.d.stats().completed, 4);
+
+    // Counts of jobs a restore left out, then a clear of every finished job.
+    h.ok(Input::Unloaded {
+        completed: 10,
+        failed: 2,
+        cancelled: 1,
+    });
+    let stats = h.d.stats();
+    assert_eq!((stats.completed, stats.failed, stats.cancelled), (14, 2, 1));
+    h.ok(Input::ForgetFinished);
+    let stats = h.d.stats();
+    assert_eq!((stats.completed, stats.failed, stats.cancelled), (0, 0, 0));
+    assert_eq!(h.d.status(id(6)), None);
+    assert_eq!(h.status(7), JobStatus::Assigned, "live jobs stay");
+    assert_eq!(h.status(1), JobStatus::Assigned);
+}

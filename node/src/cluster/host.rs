@@ -263,44 +263,35 @@ struct WorkerMeta {
     last_seen: Millis,
 }
 
-/// A job read back from the store for a retry.
-struct Loaded {
-    id: JobId,
-    stored: Result<Option<store::StoredJob>, HostError>,
-    reply: oneshot::Sender<Result<(), HostError>>,
-}
-
-/// The ids of the finished jobs to clear, read from the store.
-type Cleared = (
-    Result<Vec<JobId>, HostError>,
-    oneshot::Sender<Result<u64, HostError>>,
-);
+/// What a request that read the store does next, in the actor, with what it read.
+type AfterRead<L> = Box<dyn FnOnce(&mut Host<L>) + Send>;
 
 /// Everything the host actor reads from.
-struct Inbox {
+struct Inbox<L: Link> {
     requests: mpsc::Receiver<Request>,
     incoming: mpsc::Receiver<Incoming>,
     members: mpsc::Receiver<MemberEvent>,
     committed: mpsc::Receiver<Committed>,
-    loaded: mpsc::Receiver<Loaded>,
-    cleared: mpsc::Receiver<Cleared>,
+    reads: mpsc::Receiver<AfterRead<L>>,
     failures: mpsc::Receiver<(PeerId, String)>,
 }
 
 /// A submit whose jobs the store has committed.
 struct Committed {
     jobs: Vec<NewJob<Payload>>,
+    /// The finished jobs they wait for, told to the dispatcher again just before the jobs
+    /// (it may have evicted them since the submit was checked).
+    recall: Vec<(JobId, JobStatus)>,
     submitted: Result<Vec<Submitted>, StoreError>,
     reply: oneshot::Sender<Result<Vec<JobId>, HostError>>,
 }
 
-enum Event {
+enum Event<L: Link> {
     Request(Request),
     Incoming(Incoming),
     Member(MemberEvent),
     Committed(Committed),
-    Loaded(Box<Loaded>),
-    Cleared(Cleared),
+    Read(AfterRead<L>),
     SendFailed(PeerId, String),
     Wake,
     ReleaseHeld,
@@ -318,7 +309,11 @@ pub(crate) async fn spawn<L: Link>(
     cancel: CancellationToken,
 ) -> Result<HostHandle, HostError> {
     let mut dispatcher = Dispatcher::new(config.dispatcher.clone(), config.seed);
-    let (restored, max_id) = restore(&store, &config.group).await?;
+    let Restored {
+        jobs: restored,
+        unloaded,
+        max_id,
+    } = restore(&store, &config.group, config.dispatcher.max_finished).await?;
     let restored_payloads: Vec<(JobId, usize)> = restored
         .iter()
         .filter(|r| !r.status.is_terminal())
@@ -328,11 +323,11 @@ pub(crate) async fn spawn<L: Link>(
         tracing::info!(group = %config.group, jobs = restored.len(), "restoring the job queue");
         dispatcher.step(now(), Input::Restore(restored))?;
     }
+    dispatcher.step(now(), unloaded)?;
     let (requests, requests_rx) = mpsc::channel(1024);
     let (events, _) = broadcast::channel(4096);
     let (committed, committed_rx) = mpsc::channel(1024);
-    let (loaded, loaded_rx) = mpsc::channel(64);
-    let (cleared, cleared_rx) = mpsc::channel(4);
+    let (reads, reads_rx) = mpsc::channel(64);
     let (failures, failures_rx) = mpsc::channel(256);
     let handle = HostHandle {
         group: config.group.clone(),
@@ -351,8 +346,7 @@ pub(crate) async fn spawn<L: Link>(
         ids: IdMaker::new(max_id),
         wake: None,
         committed,
-        loaded,
-        cleared,
+        reads,
         failures,
         tracker: tracker.clone(),
         cancel: cancel.clone(),
@@ -374,32 +368,40 @@ pub(crate) async fn spawn<L: Link>(
         incoming,
         members,
         committed: committed_rx,
-        loaded: loaded_rx,
-        cleared: cleared_rx,
+        reads: reads_rx,
         failures: failures_rx,
     };
     tracker.spawn(host.run(inbox));
     Ok(handle)
 }
 
-/// The group's jobs for the dispatcher, and the greatest id of the store (of every group), above
-/// which new ids are made.
+/// The group's jobs for the dispatcher.
 async fn restore(
     store: &Arc<JobStore>,
     group: &GroupId,
-) -> Result<(Vec<RestoredJob<Payload>>, Option<JobId>), HostError> {
+    max_finished: usize,
+) -> Result<Restored, HostError> {
     let reader = store.reader()?;
     let group = group.clone();
-    let (finished, active, max_id) = tokio::task::spawn_blocking(move || {
+    let (finished, stats, active, max_id) = tokio::task::spawn_blocking(move || {
         Ok::<_, StoreError>((
-            reader.load_finished(&group)?,
+            reader.load_finished(&group, max_finished)?,
+            reader.stats(&group)?,
             reader.load_active(&group)?,
             reader.max_id()?,
         ))
     })
     .await
     .map_err(|_| HostError::Stopped)??;
-    // Finished jobs come back as their status only, so `after` and retries still know them.
+    // The newest finished jobs come back as their status only, so `after` and retries know
+    // them; the older ones only as counts, and from the store when named.
+    let loaded = |status: JobStatus| finished.iter().filter(|f| f.2 == status).count() as u64;
+    let unloaded = |count: u64, status| usize::try_from(count.saturating_sub(loaded(status)));
+    let unloaded = Input::Unloaded {
+        completed: unloaded(stats.completed, JobStatus::Completed).unwrap_or(usize::MAX),
+        failed: unloaded(stats.failed, JobStatus::Failed).unwrap_or(usize::MAX),
+        cancelled: unloaded(stats.cancelled, JobStatus::Cancelled).unwrap_or(usize::MAX),
+    };
     let finished = finished
         .into_iter()
         .map(|(id, job_type, status, created_at)| RestoredJob {
@@ -427,7 +429,21 @@ async fn restore(
             history: Vec::new(),
         }
     });
-    Ok((finished.chain(active).collect(), max_id))
+    Ok(Restored {
+        jobs: finished.chain(active).collect(),
+        unloaded,
+        max_id,
+    })
+}
+
+/// What a starting host reads back from its store.
+struct Restored {
+    /// The live jobs and the newest finished ones.
+    jobs: Vec<RestoredJob<Payload>>,
+    /// The counts of the finished jobs left out.
+    unloaded: Input<Payload, Carried>,
+    /// The greatest id of the store (of every group), above which new ids are made.
+    max_id: Option<JobId>,
 }
 
 /// The dispatcher's view of a stored job.
@@ -457,8 +473,7 @@ struct Host<L: Link> {
     ids: IdMaker,
     wake: Option<Millis>,
     committed: mpsc::Sender<Committed>,
-    loaded: mpsc::Sender<Loaded>,
-    cleared: mpsc::Sender<Cleared>,
+    reads: mpsc::Sender<AfterRead<L>>,
     failures: mpsc::Sender<(PeerId, String)>,
     tracker: TaskTracker,
     cancel: CancellationToken,
@@ -483,7 +498,7 @@ struct Host<L: Link> {
 }
 
 impl<L: Link> Host<L> {
-    async fn run(mut self, mut inbox: Inbox) {
+    async fn run(mut self, mut inbox: Inbox<L>) {
         tracing::info!(group = %self.config.group, "cluster host running");
         self.carry_out().await;
         loop {
@@ -499,8 +514,7 @@ impl<L: Link> Host<L> {
                 Some(message) = inbox.incoming.recv() => Event::Incoming(message),
                 Some(member) = inbox.members.recv() => Event::Member(member),
                 Some(done) = inbox.committed.recv() => Event::Committed(done),
-                Some(loaded) = inbox.loaded.recv() => Event::Loaded(Box::new(loaded)),
-                Some(cleared) = inbox.cleared.recv() => Event::Cleared(cleared),
+                Some(then) = inbox.reads.recv() => Event::Read(then),
                 Some((worker, error)) = inbox.failures.recv() => Event::SendFailed(worker, error),
                 () = tokio::time::sleep(sleep) => Event::Wake,
             };
@@ -525,15 +539,14 @@ impl<L: Link> Host<L> {
         result
     }
 
-    fn handle(&mut self, event: Event) {
+    fn handle(&mut self, event: Event<L>) {
         match event {
             Event::Request(request) => self.request(request),
             Event::Incoming(message) => self.incoming(message),
             Event::Member(MemberEvent::Joined(peer)) => self.worker_joined(peer),
             Event::Member(MemberEvent::Left(peer, reason)) => self.worker_gone(peer, reason),
             Event::Committed(done) => self.committed(done),
-            Event::Loaded(loaded) => self.retry_loaded(*loaded),
-            Event::Cleared((ids, reply)) => self.clear_loaded(ids, reply),
+            Event::Read(then) => then(self),
             Event::SendFailed(worker, error) => {
                 tracing::warn!(%worker, %error, "cannot reach worker; its attempts go back to the queue");
                 self.worker_gone(worker, LeaveReason::Disconnected);
@@ -594,18 +607,10 @@ impl<L: Link> Host<L> {
 
     fn request(&mut self, request: Request) {
         match request {
-            Request::Submit { jobs, reply } => self.submit(jobs, reply),
-            Request::Cancel { id, reply } => {
-                let _ = reply.send(self.step(Input::Cancel(id)).map_err(HostError::from));
-            }
+            Request::Submit { jobs, reply } => self.submit(jobs, reply, None),
+            Request::Cancel { id, reply } => self.cancel(id, reply),
             Request::Retry { id, reply } => self.retry(id, reply),
-            Request::Delete { id, reply } => {
-                let result = self.step(Input::Forget(id)).map_err(HostError::from);
-                if result.is_ok() {
-                    self.pending_writes.push(Write::Delete(id));
-                }
-                let _ = reply.send(result);
-            }
+            Request::Delete { id, reply } => self.delete(id, reply, true),
             Request::Clear { reply } => self.clear(reply),
             Request::Flush { reply } => self.flush_waiting.push(reply),
             Request::Pause {
@@ -730,10 +735,13 @@ impl<L: Link> Host<L> {
         Ok(())
     }
 
+    /// A submit; `stored` holds the statuses the store gave for jobs named in `after` that
+    /// the dispatcher did not know, once they were looked up.
     fn submit(
         &mut self,
         jobs: Vec<SubmitJob>,
         reply: oneshot::Sender<Result<Vec<JobId>, HostError>>,
+        stored: Option<Vec<(JobId, JobStatus)>>,
     ) {
         if jobs.is_empty() {
             let _ = reply.send(Err(HostError::Invalid("no jobs to submit".into())));
@@ -761,26 +769,50 @@ impl<L: Link> Host<L> {
             return;
         }
         // Dependencies are checked before anything is stored: each must be known to the
-        // dispatcher or come earlier in the same batch.
+        // dispatcher, come earlier in the same batch, or be a finished job of the store (one
+        // the dispatcher evicted).
         let created_at = now();
         let mut seen = std::collections::HashSet::new();
         let mut ids = Vec::with_capacity(jobs.len());
+        let mut recall = Vec::new();
+        let mut unknown: Vec<(JobId, JobId)> = Vec::new();
         for job in &jobs {
             let id = self.ids.next(created_at);
-            if let Some(unknown) = job
-                .after
-                .iter()
-                .find(|dep| !seen.contains(*dep) && self.dispatcher.status(**dep).is_none())
-            {
-                let _ = reply.send(Err(StepError::UnknownDependency {
-                    job: id,
-                    dependency: *unknown,
+            for &dep in &job.after {
+                if seen.contains(&dep) {
+                    continue;
                 }
-                .into()));
-                return;
+                // Only a finished job can be unknown to the dispatcher and still count.
+                let status = self.dispatcher.status(dep).or_else(|| {
+                    let stored = stored.as_deref()?;
+                    let found = stored.iter().find(|(id, _)| *id == dep)?;
+                    Some(found.1).filter(|s| s.is_terminal())
+                });
+                match status {
+                    Some(status) if status.is_terminal() => recall.push((dep, status)),
+                    Some(_) => {}
+                    None => unknown.push((id, dep)),
+                }
             }
             seen.insert(id);
             ids.push(id);
+        }
+        if let Some(&(job, dependency)) = unknown.first() {
+            if stored.is_some() {
+                let _ = reply.send(Err(StepError::UnknownDependency { job, dependency }.into()));
+                return;
+            }
+            let named: Vec<JobId> = unknown.iter().map(|&(_, dep)| dep).collect();
+            self.read_store(
+                move |reader| reader.statuses(&named),
+                move |host, found| match found {
+                    Ok(found) => host.submit(jobs, reply, Some(found)),
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                },
+            );
+            return;
         }
         let mut for_store = Vec::with_capacity(jobs.len());
         let mut for_dispatcher = Vec::with_capacity(jobs.len());
@@ -814,6 +846,7 @@ impl<L: Link> Host<L> {
             let _ = committed
                 .send(Committed {
                     jobs: for_dispatcher,
+                    recall,
                     submitted,
                     reply,
                 })
@@ -849,6 +882,7 @@ impl<L: Link> Host<L> {
             .iter()
             .map(|j| (j.id, payload_size(&j.payload)))
             .collect();
+        self.recall(done.recall);
         let result = self.step(Input::SubmitBatch(fresh));
         match result {
             Ok(()) => {
@@ -901,27 +935,26 @@ impl<L: Link> Host<L> {
     }
 
     /// Deletes every job, which only a cluster with no live job allows (Goop² removed running
-    /// jobs too, and their workers were never told). The finished jobs' ids come from the
-    /// store, off the actor; [`Host::clear_loaded`] finishes the work.
+    /// jobs too, and their workers were never told). The count comes from the store.
     fn clear(&mut self, reply: oneshot::Sender<Result<u64, HostError>>) {
         if let Err(error) = self.no_live_jobs() {
             let _ = reply.send(Err(error));
             return;
         }
-        let store = self.store.clone();
         let group = self.config.group.clone();
-        let cleared = self.cleared.clone();
-        self.tracker.spawn(async move {
-            let ids = match store.reader() {
-                Ok(reader) => tokio::task::spawn_blocking(move || reader.load_finished(&group))
-                    .await
-                    .unwrap_or(Ok(Vec::new()))
-                    .map(|rows| rows.into_iter().map(|row| row.0).collect())
-                    .map_err(HostError::from),
-                Err(error) => Err(error.into()),
-            };
-            let _ = cleared.send((ids, reply)).await;
-        });
+        self.read_store(
+            move |reader| reader.stats(&group),
+            move |host, stats| {
+                let result = stats.and_then(|stats| {
+                    host.no_live_jobs()?;
+                    log_refusal(host.step(Input::ForgetFinished));
+                    host.pending_writes
+                        .push(Write::ClearGroup(host.config.group.clone()));
+                    Ok(stats.completed + stats.failed + stats.cancelled)
+                });
+                let _ = reply.send(result);
+            },
+        );
     }
 
     fn no_live_jobs(&self) -> Result<(), HostError> {
@@ -935,56 +968,113 @@ impl<L: Link> Host<L> {
         Ok(())
     }
 
-    fn clear_loaded(
-        &mut self,
-        ids: Result<Vec<JobId>, HostError>,
-        reply: oneshot::Sender<Result<u64, HostError>>,
-    ) {
-        let result = ids.and_then(|ids| {
-            self.no_live_jobs()?;
-            for id in &ids {
-                log_refusal(self.step(Input::Forget(*id)));
-            }
-            self.pending_writes
-                .push(Write::ClearGroup(self.config.group.clone()));
-            Ok(ids.len() as u64)
-        });
-        let _ = reply.send(result);
-    }
-
-    /// A user retry: the dispatcher keeps only the status of finished jobs, so the job's spec
-    /// comes back from the store first.
+    /// A user retry: the dispatcher keeps only the status of finished jobs (and not even that
+    /// once it evicted them), so the job's spec and the statuses of the jobs it waits for come
+    /// back from the store first.
     fn retry(&mut self, id: JobId, reply: oneshot::Sender<Result<(), HostError>>) {
-        let store = self.store.clone();
-        let loaded = self.loaded.clone();
-        self.tracker.spawn(async move {
-            let stored = match store.reader() {
-                Ok(reader) => tokio::task::spawn_blocking(move || reader.get(id))
-                    .await
-                    .unwrap_or(Ok(None))
-                    .map_err(HostError::from),
-                Err(error) => Err(error.into()),
-            };
-            let _ = loaded.send(Loaded { id, stored, reply }).await;
-        });
+        self.read_store(
+            move |reader| {
+                let Some(stored) = reader.get(id)? else {
+                    return Ok(None);
+                };
+                let after = reader.statuses(&stored.state.job.after)?;
+                Ok(Some((stored, after)))
+            },
+            move |host, found| {
+                let result = found.and_then(|found| {
+                    let (stored, mut recall) = found.ok_or(StepError::UnknownJob(id))?;
+                    recall.push((id, stored.state.status));
+                    host.recall(recall);
+                    let attempt = stored.state.attempt;
+                    let job = spec_of(stored.state.job);
+                    let size = payload_size(&job.payload);
+                    host.step(Input::Retry(RetryJob { job, attempt }))?;
+                    host.track_payload(id, size);
+                    Ok(())
+                });
+                let _ = reply.send(result);
+            },
+        );
     }
 
-    fn retry_loaded(&mut self, loaded: Loaded) {
-        let result = match loaded.stored {
-            Ok(Some(stored)) => {
-                let attempt = stored.state.attempt;
-                let job = spec_of(stored.state.job);
-                let (id, size) = (job.id, payload_size(&job.payload));
-                let result = self.step(Input::Retry(RetryJob { job, attempt }));
-                if result.is_ok() {
-                    self.track_payload(id, size);
-                }
-                result.map_err(HostError::from)
+    /// A cancel; of a job the dispatcher does not know, the store says whether it finished.
+    fn cancel(&mut self, id: JobId, reply: oneshot::Sender<Result<(), HostError>>) {
+        match self.step(Input::Cancel(id)) {
+            Err(StepError::UnknownJob(_)) => self.read_store(
+                move |reader| reader.statuses(&[id]),
+                move |_, found| {
+                    let error = |found: Vec<(JobId, JobStatus)>| match found.first() {
+                        Some(&(job, status)) if status.is_terminal() => {
+                            StepError::AlreadyTerminal { job, status }
+                        }
+                        _ => StepError::UnknownJob(id),
+                    };
+                    let _ = reply.send(found.and_then(|found| Err(error(found).into())));
+                },
+            ),
+            result => {
+                let _ = reply.send(result.map_err(HostError::from));
             }
-            Ok(None) => Err(StepError::UnknownJob(loaded.id).into()),
-            Err(error) => Err(error),
-        };
-        let _ = loaded.reply.send(result);
+        }
+    }
+
+    /// Deletes a finished job; one the dispatcher evicted is recalled from the store first.
+    fn delete(&mut self, id: JobId, reply: oneshot::Sender<Result<(), HostError>>, look: bool) {
+        match self.step(Input::Forget(id)) {
+            Ok(()) => {
+                self.pending_writes.push(Write::Delete(id));
+                let _ = reply.send(Ok(()));
+            }
+            Err(StepError::UnknownJob(_)) if look => self.read_store(
+                move |reader| reader.statuses(&[id]),
+                move |host, found| match found {
+                    Ok(found) => {
+                        host.recall(found);
+                        host.delete(id, reply, false);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                },
+            ),
+            Err(error) => {
+                let _ = reply.send(Err(error.into()));
+            }
+        }
+    }
+
+    /// Tells the dispatcher of finished jobs it evicted; it skips the others.
+    fn recall(&mut self, jobs: Vec<(JobId, JobStatus)>) {
+        if !jobs.is_empty() {
+            log_refusal(self.step(Input::Recall(jobs)));
+        }
+    }
+
+    /// Reads the store off the actor, once every change the host made so far is written
+    /// (held ones included), then carries on in the actor with `then`.
+    fn read_store<T: Send + 'static>(
+        &mut self,
+        read: impl FnOnce(&store::Reader) -> Result<T, StoreError> + Send + 'static,
+        then: impl FnOnce(&mut Self, Result<T, HostError>) + Send + 'static,
+    ) {
+        let (flushed, flush) = oneshot::channel();
+        self.flush_waiting.push(flushed);
+        let store = self.store.clone();
+        let reads = self.reads.clone();
+        self.tracker.spawn(async move {
+            let found = async {
+                flush.await.map_err(|_| HostError::Stopped)??;
+                let reader = store.reader()?;
+                tokio::task::spawn_blocking(move || read(&reader))
+                    .await
+                    .map_err(|_| HostError::Stopped)?
+                    .map_err(HostError::from)
+            }
+            .await;
+            let _ = reads
+                .send(Box::new(move |host: &mut Self| then(host, found)))
+                .await;
+        });
     }
 
     fn incoming(&mut self, message: Incoming) {

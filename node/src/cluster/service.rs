@@ -170,6 +170,8 @@ pub(crate) struct Cluster {
 
 struct Inner {
     data_dir: PathBuf,
+    /// Scheduling settings of the cluster this peer hosts.
+    dispatcher: dispatcher::Config,
     mq: Mq,
     groups: GroupHandle,
     routes: Arc<RwLock<Routes>>,
@@ -202,6 +204,7 @@ impl Cluster {
     pub(crate) async fn start(
         routes: ClusterRoutes,
         data_dir: &Path,
+        dispatcher: dispatcher::Config,
         mq: Mq,
         groups: GroupHandle,
         tracker: &TaskTracker,
@@ -210,6 +213,7 @@ impl Cluster {
         let cluster = Self {
             inner: Arc::new(Inner {
                 data_dir: data_dir.to_owned(),
+                dispatcher,
                 mq: mq.clone(),
                 groups,
                 routes: routes.0,
@@ -320,7 +324,7 @@ impl Cluster {
         let (members_tx, members) = mpsc::channel(1024);
         let config = HostConfig {
             group: group.clone(),
-            dispatcher: dispatcher::Config::default(),
+            dispatcher: self.inner.dispatcher.clone(),
             seed: rand_seed(),
             limits: Limits::default(),
         };

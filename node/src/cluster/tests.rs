@@ -58,7 +58,9 @@ struct Cluster {
     group: GroupId,
     tracker: TaskTracker,
     cancel: CancellationToken,
-    _dir: TempDir,
+    limits: Limits,
+    dispatcher: dispatcher::Config,
+    dir: TempDir,
 }
 
 struct TempDir(PathBuf);
@@ -78,10 +80,19 @@ async fn start_host(name: &str) -> Cluster {
 }
 
 async fn start_host_with(name: &str, limits: Limits) -> Cluster {
+    start_in(fresh_dir(name), limits, dispatcher::Config::default()).await
+}
+
+fn fresh_dir(name: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("goop-cluster-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let store = Arc::new(JobStore::open(&dir.join("goop.db"), StoreConfig::default()).unwrap());
+    TempDir(dir)
+}
+
+/// A host on the store in `dir`, new or left by an earlier host.
+async fn start_in(dir: TempDir, limits: Limits, dispatcher: dispatcher::Config) -> Cluster {
+    let store = Arc::new(JobStore::open(&dir.0.join("goop.db"), StoreConfig::default()).unwrap());
     let host_peer: PeerId = "12D3KooWhost".parse().unwrap();
     let group: GroupId = "cluster1".parse().unwrap();
     let routes = Arc::new(Mutex::new(HashMap::new()));
@@ -95,9 +106,9 @@ async fn start_host_with(name: &str, limits: Limits) -> Cluster {
     let cancel = CancellationToken::new();
     let config = HostConfig {
         group: group.clone(),
-        dispatcher: dispatcher::Config::default(),
+        dispatcher: dispatcher.clone(),
         seed: 7,
-        limits,
+        limits: limits.clone(),
     };
     let link = MemLink {
         me: host_peer.clone(),
@@ -122,7 +133,9 @@ async fn start_host_with(name: &str, limits: Limits) -> Cluster {
         group,
         tracker,
         cancel,
-        _dir: TempDir(dir),
+        limits,
+        dispatcher,
+        dir,
     }
 }
 
@@ -194,6 +207,14 @@ impl Cluster {
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+    }
+
+    /// Stops everything, then starts a new host on the same store (without workers).
+    async fn restart(self) -> Self {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        start_in(self.dir, self.limits, self.dispatcher).await
     }
 }
 
@@ -684,4 +705,116 @@ async fn a_job_cancelled_in_the_batch_that_assigned_it_never_runs() {
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_jobs_past_the_memory_limit_are_found_in_the_store() {
+    let limit = dispatcher::Config {
+        max_finished: 2,
+        ..dispatcher::Config::default()
+    };
+    let cluster = start_in(fresh_dir("evict"), Limits::default(), limit).await;
+    cluster.add_worker("workerE", 2).await;
+    let within = Duration::from_secs(20);
+    let mut failing = SubmitJob::new("calculate");
+    failing.payload = Some(
+        RawValue::from_string(r#"{"expression":"1/0"}"#.into())
+            .unwrap()
+            .into(),
+    );
+    let failed = cluster.host.submit(vec![failing]).await.unwrap()[0];
+    wait_all(&cluster.host, &[failed], within).await;
+    // One at a time, so they finish in this order and the first ones are evicted.
+    let mut done = Vec::new();
+    for i in 0..5 {
+        let id = cluster
+            .host
+            .submit(vec![echo(&format!("{i}"), 0)])
+            .await
+            .unwrap()[0];
+        wait_all(&cluster.host, &[id], within).await;
+        done.push(id);
+    }
+    let stats = cluster.host.stats().await.unwrap();
+    assert_eq!(
+        (stats.completed, stats.failed),
+        (5, 1),
+        "evicted jobs still count"
+    );
+
+    // Named in `after`, an evicted job is found in the store and counts as completed.
+    let mut waiter = echo(r#""after""#, 0);
+    waiter.after = vec![done[0]];
+    let waiter = cluster.host.submit(vec![waiter]).await.unwrap()[0];
+    let state = wait_all(&cluster.host, &[waiter], within).await.remove(0);
+    assert_eq!(state.status, JobStatus::Completed, "{state:?}");
+
+    // An evicted failed job can be retried; an evicted completed one cannot be cancelled.
+    cluster.host.retry(failed).await.unwrap();
+    let deadline = Instant::now() + within;
+    while stored(&cluster.host, failed).attempts.len() < 2
+        || stored(&cluster.host, failed).status != JobStatus::Failed
+    {
+        assert!(Instant::now() < deadline, "the retry never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        cluster.host.flush().await.unwrap();
+    }
+    let err = cluster.host.cancel(done[1]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HostError::Refused(dispatcher::StepError::AlreadyTerminal { .. })
+        ),
+        "{err}"
+    );
+
+    // An evicted job can be deleted; it is then gone for good.
+    cluster.host.delete(done[1]).await.unwrap();
+    cluster.host.flush().await.unwrap();
+    assert!(
+        cluster
+            .host
+            .store()
+            .reader()
+            .unwrap()
+            .get(done[1])
+            .unwrap()
+            .is_none()
+    );
+    let mut orphan = echo("1", 0);
+    orphan.after = vec![done[1]];
+    let err = cluster.host.submit(vec![orphan]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HostError::Refused(dispatcher::StepError::UnknownDependency { .. })
+        ),
+        "{err}"
+    );
+    assert!(matches!(
+        cluster.host.cancel(done[1]).await,
+        Err(HostError::Refused(dispatcher::StepError::UnknownJob(_)))
+    ));
+    let stats = cluster.host.stats().await.unwrap();
+    assert_eq!(
+        (stats.completed, stats.failed),
+        (5, 1),
+        "one deleted, one more completed"
+    );
+
+    // A restarted host loads only the newest finished jobs, counts the others, and finds them
+    // when named.
+    let cluster = cluster.restart().await;
+    let stats = cluster.host.stats().await.unwrap();
+    assert_eq!((stats.completed, stats.failed), (5, 1));
+    cluster.add_worker("workerF", 2).await;
+    let mut waiter = echo(r#""again""#, 0);
+    waiter.after = vec![done[2], done[0]];
+    let waiter = cluster.host.submit(vec![waiter]).await.unwrap()[0];
+    let state = wait_all(&cluster.host, &[waiter], within).await.remove(0);
+    assert_eq!(state.status, JobStatus::Completed, "{state:?}");
+    assert_eq!(cluster.host.clear().await.unwrap(), 7);
+    let stats = cluster.host.stats().await.unwrap();
+    assert_eq!((stats.completed, stats.failed), (0, 0));
+    cluster.stop().await;
 }
