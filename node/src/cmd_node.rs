@@ -62,7 +62,7 @@ pub struct NodeArgs {
     #[arg(long, value_name = "MS")]
     pub group_ping_ms: Option<u64>,
     /// The most finished jobs whose status a cluster host keeps in memory [default: 1000000,
-    /// about 32 bytes each]; older ones are looked up in the job store when named (in
+    /// 40 to 70 bytes each]; older ones are looked up in the job store when named (in
     /// `after`, a retry, a cancel or a delete).
     #[arg(long, value_name = "N")]
     pub max_finished_jobs: Option<usize>,

@@ -469,8 +469,8 @@ impl<P: Clone, R> Dispatcher<P, R> {
 
     /// Evicts the jobs that finished longest ago while more than `max_finished` are known,
     /// keeping their counts. Stale entries of the finish order are dropped on the way, and
-    /// all at once when they outnumber the live ones, so the order stays proportional to
-    /// what is known.
+    /// all at once when they outnumber the finished jobs known, so the order stays
+    /// proportional to what is known.
     pub(super) fn evict_finished(&mut self) {
         let max = self.config.max_finished;
         while self.finished_known > max {

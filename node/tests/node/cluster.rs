@@ -67,7 +67,18 @@ async fn start_node(data_dir: PathBuf, listen: &str) -> Peer {
 
 /// A fresh node made a cluster host over the API.
 async fn host() -> Host {
-    let peer = start_node(temp_dir("host"), "/ip4/127.0.0.1/tcp/0").await;
+    host_with(&[]).await
+}
+
+/// A fresh node with these extra flags, made a cluster host over the API.
+async fn host_with(flags: &[&str]) -> Host {
+    let command = [&["node"], flags].concat();
+    let data_dir = temp_dir("host");
+    let peer = spawn_ready(
+        goop_with(&command, &data_dir, "/ip4/127.0.0.1/tcp/0", PING),
+        data_dir,
+    )
+    .await;
     let answer = post(
         &peer.ready.api,
         "/api/cluster/create",
@@ -498,6 +509,54 @@ async fn a_finished_job_names_the_worker_that_ran_it() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn finished_jobs_past_the_memory_limit_are_named_from_the_store() {
+    let host = host_with(&["--max-finished-jobs", "10000"]).await;
+    let api = host.api();
+    let _worker = worker(&host, &echo_executor(), 64).await;
+    let failed = submit(
+        api,
+        &[json!({ "type": "echo", "payload": { "fail": "first" } })],
+    )
+    .await;
+    wait_terminal(api, &failed, 20).await;
+    let first = submit(api, &[json!({ "type": "echo", "payload": 0 })]).await;
+    wait_terminal(api, &first, 20).await;
+    // Enough jobs after them that both are evicted from the host's memory.
+    for batch in 0..10 {
+        let jobs: Vec<Value> = (0..1000)
+            .map(|i| json!({ "type": "echo", "payload": batch * 1000 + i }))
+            .collect();
+        submit(api, &jobs).await;
+    }
+    until(120, "10,001 jobs completed", async || {
+        completed(api).await == 10_001
+    })
+    .await;
+    assert_eq!(stats(api).await["failed"], 1, "evicted jobs still count");
+
+    // Named in `after`, an evicted job is read from the store; a failed one can be retried,
+    // and a completed one cannot be cancelled.
+    let waiter = submit(
+        api,
+        &[json!({ "type": "echo", "payload": "after", "after": [first[0]] })],
+    )
+    .await;
+    let state = wait_terminal(api, &waiter, 20).await.remove(0);
+    assert_eq!(state.status, JobStatus::Completed, "{state:?}");
+    let body = json!({ "job_id": failed[0] }).to_string();
+    let answer = post(api, "/api/cluster/retry", &body).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    until(20, "the retried job failed again", async || {
+        job(api, &failed[0]).await.attempts.len() == 2
+            && job(api, &failed[0]).await.status == JobStatus::Failed
+    })
+    .await;
+    let body = json!({ "job_id": first[0] }).to_string();
+    let answer = post(api, "/api/cluster/cancel", &body).await;
+    assert_eq!(answer.status, 409, "{answer:?}");
 }
 
 #[tokio::test]
