@@ -160,8 +160,9 @@ pub enum Input<P, R> {
     /// terminal are skipped. Nothing is evicted at the end of this step, so the next input
     /// finds them whatever the limit.
     Recall(Vec<(JobId, JobStatus)>),
-    /// The store holds finished jobs that a restore left out, this many of each status: they
-    /// count in the stats, and are recalled when named.
+    /// The store holds finished jobs the dispatcher was not given (a restore left them out, or
+    /// the shell stored jobs the dispatcher then refused and marked them failed), this many of
+    /// each status: they count in the stats, and are recalled when named.
     Unloaded {
         /// Completed ones.
         completed: usize,

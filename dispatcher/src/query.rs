@@ -182,6 +182,11 @@ impl<P: Clone, R> Dispatcher<P, R> {
         found.into_iter().map(|(_, slot)| self.view(slot)).collect()
     }
 
+    /// The number of live (not terminal) jobs, which `max_live_jobs` bounds.
+    pub fn live_jobs(&self) -> usize {
+        self.live_count
+    }
+
     /// Counts of jobs by status and of workers.
     pub fn stats(&self) -> QueueStats {
         let count = |state: State| self.counts[state.index()];

@@ -63,7 +63,7 @@ pub struct Dispatcher<P, R> {
     /// in cache for the reports, which only ever concern these (and the plain hash, one
     /// multiply, is the cheaper one here).
     inflight: SeededMap<JobId, u32>,
-    live_count: usize,
+    pub(crate) live_count: usize,
     /// Jobs blocked on a job, with the `dep_epoch` they registered under.
     dependents: IdMap<Vec<(JobId, u32)>>,
     pub(crate) types: Vec<TypeQueue>,

@@ -359,6 +359,7 @@ pub(crate) async fn spawn<L: Link>(
         early: HashMap::new(),
         payloads: IdMap::default(),
         payload_bytes: 0,
+        jobs_in_flight: 0,
     };
     for (id, size) in restored_payloads {
         host.track_payload(id, size);
@@ -495,6 +496,9 @@ struct Host<L: Link> {
     payloads: IdMap<JobId, usize>,
     /// Their sum, plus the payloads of submits waiting for the store.
     payload_bytes: usize,
+    /// Jobs of submits waiting for the store, counted against `max_live_jobs` with the live
+    /// ones: a submit the dispatcher would refuse is refused before anything is stored.
+    jobs_in_flight: usize,
 }
 
 impl<L: Link> Host<L> {
@@ -695,6 +699,13 @@ impl<L: Link> Host<L> {
         if job.job_type.trim().is_empty() {
             return Err("missing job type".into());
         }
+        let max_type_len = self.config.dispatcher.max_type_len;
+        if job.job_type.len() > max_type_len {
+            return Err(format!(
+                "job type of {} bytes is over the limit of {max_type_len} bytes",
+                job.job_type.len()
+            ));
+        }
         if let Some(payload) = &job.payload
             && payload.get().len() > limits.max_payload_bytes
         {
@@ -768,6 +779,12 @@ impl<L: Link> Host<L> {
             ))));
             return;
         }
+        let live = self.dispatcher.live_jobs() + self.jobs_in_flight;
+        let max = self.config.dispatcher.max_live_jobs;
+        if live.saturating_add(jobs.len()) > max {
+            let _ = reply.send(Err(StepError::QueueFull { live, max }.into()));
+            return;
+        }
         // Dependencies are checked before anything is stored: each must be known to the
         // dispatcher, come earlier in the same batch, or be a finished job of the store (one
         // the dispatcher evicted).
@@ -839,6 +856,7 @@ impl<L: Link> Host<L> {
         }
         // Reserved until the store answers, so that submits in flight count too.
         self.payload_bytes += bytes;
+        self.jobs_in_flight += for_dispatcher.len();
         let store = self.store.clone();
         let committed = self.committed.clone();
         self.tracker.spawn(async move {
@@ -857,6 +875,7 @@ impl<L: Link> Host<L> {
     fn committed(&mut self, done: Committed) {
         let reserved: usize = done.jobs.iter().map(|j| payload_size(&j.payload)).sum();
         self.payload_bytes -= reserved;
+        self.jobs_in_flight -= done.jobs.len();
         let submitted = match done.submitted {
             Ok(submitted) => submitted,
             Err(error) => {
@@ -910,8 +929,10 @@ impl<L: Link> Host<L> {
                 // Stored but refused: mark them failed so the store does not keep them pending.
                 tracing::warn!(%error, "stored jobs refused by the dispatcher; marking them failed");
                 let at = stamp(now());
+                let mut failed = 0;
                 for submitted in &submitted {
                     if let Submitted::Created(id) = submitted {
+                        failed += 1;
                         let row = StateRow {
                             id: *id,
                             status: JobStatus::Failed,
@@ -929,6 +950,12 @@ impl<L: Link> Host<L> {
                         self.pending_writes.push(Write::State(Box::new(row)));
                     }
                 }
+                // Counted like the store's other finished jobs, and found there when named.
+                log_refusal(self.step(Input::Unloaded {
+                    completed: 0,
+                    failed,
+                    cancelled: 0,
+                }));
                 let _ = done.reply.send(Err(error.into()));
             }
         }

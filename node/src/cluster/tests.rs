@@ -414,6 +414,14 @@ async fn bad_submits_are_refused_whole() {
             .contains("waits for unknown job 000000000000002a"),
         "{err}"
     );
+    // The dispatcher's own limit on type names is checked before anything is stored.
+    let long = SubmitJob::new("t".repeat(257));
+    let err = cluster.host.submit(vec![long]).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("job type of 257 bytes is over the limit of 256"),
+        "{err}"
+    );
     let stats = cluster.host.stats().await.unwrap();
     assert_eq!(
         stats.pending + stats.failed,
@@ -816,5 +824,46 @@ async fn finished_jobs_past_the_memory_limit_are_found_in_the_store() {
     assert_eq!(cluster.host.clear().await.unwrap(), 7);
     let stats = cluster.host.stats().await.unwrap();
     assert_eq!((stats.completed, stats.failed), (0, 0));
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_past_the_live_job_limit_is_refused_before_it_is_stored() {
+    let limit = dispatcher::Config {
+        max_live_jobs: 3,
+        ..dispatcher::Config::default()
+    };
+    let cluster = start_in(fresh_dir("full"), Limits::default(), limit).await;
+    let two = || vec![echo("1", 0), echo("2", 0)];
+    // Submitted together, the second batch counts the first while that one is being stored.
+    let (first, second) = tokio::join!(cluster.host.submit(two()), cluster.host.submit(two()));
+    let (kept, refused) = match (first, second) {
+        (Ok(ids), Err(err)) | (Err(err), Ok(ids)) => (ids, err),
+        other => panic!("one batch fits, not both: {other:?}"),
+    };
+    assert_eq!(kept.len(), 2);
+    assert!(
+        matches!(
+            refused,
+            HostError::Refused(dispatcher::StepError::QueueFull { live: 2, max: 3 })
+        ),
+        "{refused}"
+    );
+    cluster.host.flush().await.unwrap();
+    let stored = cluster
+        .host
+        .store()
+        .reader()
+        .unwrap()
+        .stats(&cluster.group)
+        .unwrap();
+    assert_eq!(
+        (stored.pending, stored.failed),
+        (2, 0),
+        "the refused batch left nothing"
+    );
+    cluster.host.submit(vec![echo("3", 0)]).await.unwrap();
+    let err = cluster.host.submit(vec![echo("4", 0)]).await.unwrap_err();
+    assert!(err.to_string().contains("queue full"), "{err}");
     cluster.stop().await;
 }

@@ -1062,6 +1062,11 @@ async fn bad_http_input_changes_nothing() {
             "/api/cluster/jobs",
             one(json!({ "colour": "red" })),
         ),
+        (
+            "type over 256 bytes",
+            "/api/cluster/jobs",
+            json!({ "jobs": [{ "type": "t".repeat(257) }] }).to_string(),
+        ),
         ("unknown batch field", "/api/cluster/jobs", unknown_top),
         ("no jobs", "/api/cluster/jobs", r#"{"jobs":[]}"#.to_owned()),
         ("missing type", "/api/cluster/jobs", missing_type),
