@@ -7,10 +7,9 @@
 
 use dispatcher::{Config, Input, Output, StepError};
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 use proto::JobStatus;
 
-use super::harness::{Harness, id, job};
+use super::harness::{Harness, id, job, proptest_config};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -210,13 +209,7 @@ fn fail(error: StepError) -> TestCaseError {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/eviction.txt",
-        ))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(proptest_config("proptest-regressions/eviction.txt"))]
 
     #[test]
     fn evicted_jobs_keep_their_counts_and_come_back_when_recalled(

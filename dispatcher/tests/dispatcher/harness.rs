@@ -5,9 +5,25 @@ use dispatcher::{
     Assignment, AttemptRecord, CancelReason, Config, Dispatcher, Input, JobUpdate, Millis, NewJob,
     Output, Report, RetryJob, StepError,
 };
+use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use proto::{Attempt, JobId, JobStatus, PeerId};
 
 pub(crate) type Disp = Dispatcher<u32, String>;
+
+/// The property tests' settings: 200 cases keep the crate's tests fast, and
+/// `PROPTEST_CASES=20000` makes a soak run. Failing cases are saved in
+/// `dispatcher/proptest-regressions/<file>` (tests run from the crate directory) and replayed
+/// first on every later run.
+pub(crate) fn proptest_config(file: &'static str) -> ProptestConfig {
+    ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(file))),
+        ..ProptestConfig::default()
+    }
+}
 pub(crate) type Out = Output<u32, String>;
 
 pub(crate) fn peer(n: u32) -> PeerId {

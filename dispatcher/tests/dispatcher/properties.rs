@@ -15,10 +15,9 @@ use dispatcher::{
     Config, Dispatcher, Input, JobUpdate, Millis, NewJob, Output, Report, RetryJob, StepError,
 };
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 use proto::{Attempt, JobId, JobStatus};
 
-use super::harness::{id, peer, worker_number};
+use super::harness::{id, peer, proptest_config, worker_number};
 
 const TYPES: [&str; 3] = ["a", "b", "c"];
 
@@ -584,16 +583,7 @@ impl Model {
 }
 
 proptest! {
-    // 200 cases keep the crate's tests fast; PROPTEST_CASES=20000 makes a soak run.
-    // Failing cases are saved in `dispatcher/proptest-regressions/` (tests run from the crate
-    // directory) and replayed first on every later run.
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/properties.txt",
-        ))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(proptest_config("proptest-regressions/properties.txt"))]
 
     #[test]
     fn the_dispatcher_agrees_with_the_model(

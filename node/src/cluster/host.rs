@@ -396,12 +396,14 @@ async fn restore(
     .map_err(|_| HostError::Stopped)??;
     // The newest finished jobs come back as their status only, so `after` and retries know
     // them; the older ones only as counts, and from the store when named.
-    let loaded = |status: JobStatus| finished.iter().filter(|f| f.2 == status).count() as u64;
-    let unloaded = |count: u64, status| usize::try_from(count.saturating_sub(loaded(status)));
+    let unloaded = |stored: u64, status: JobStatus| {
+        let loaded = finished.iter().filter(|f| f.2 == status).count() as u64;
+        usize::try_from(stored.saturating_sub(loaded)).unwrap_or(usize::MAX)
+    };
     let unloaded = Input::Unloaded {
-        completed: unloaded(stats.completed, JobStatus::Completed).unwrap_or(usize::MAX),
-        failed: unloaded(stats.failed, JobStatus::Failed).unwrap_or(usize::MAX),
-        cancelled: unloaded(stats.cancelled, JobStatus::Cancelled).unwrap_or(usize::MAX),
+        completed: unloaded(stats.completed, JobStatus::Completed),
+        failed: unloaded(stats.failed, JobStatus::Failed),
+        cancelled: unloaded(stats.cancelled, JobStatus::Cancelled),
     };
     let finished = finished
         .into_iter()
