@@ -153,6 +153,9 @@ pub enum Input<P, R> {
     Forget(JobId),
     /// Drop every terminal job from memory, evicted ones included: their counts go to zero.
     ForgetFinished,
+    /// The shell deleted these finished jobs from its store (with the status each had there):
+    /// those known are forgotten, those evicted leave the counts. Live ids are skipped.
+    Deleted(Vec<(JobId, JobStatus)>),
     /// Know these finished jobs again: the dispatcher evicted them (see
     /// [`Config::max_finished`](crate::Config::max_finished)) or a restore left them out, and
     /// the shell is about to name them (in `after`, a retry, a forget). They are counted

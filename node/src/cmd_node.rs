@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cluster::Cluster;
-use crate::cluster::service::CLUSTER_TYPE;
+use crate::cluster::host::Limits;
+use crate::cluster::service::{CLUSTER_TYPE, HostSettings};
 use crate::http::{self, AppState, Hub};
 use crate::node_config::{Config, GROUP_PINGS_BEFORE_LOST, RawConfig};
 use crate::peer::{Peer, PeerParts};
@@ -29,7 +30,8 @@ use crate::peer::{Peer, PeerParts};
 #[derive(Debug, Args)]
 pub struct NodeArgs {
     /// A JSON config file (keys: data_dir, label, listen, api, peers, mdns, api_token,
-    /// max_message_bytes, group_ping_ms, max_finished_jobs); flags win over it.
+    /// max_message_bytes, group_ping_ms, max_finished_jobs, keep_finished_s); flags win over
+    /// it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Where the identity key and data live [default: $XDG_DATA_HOME/goop or
@@ -66,6 +68,11 @@ pub struct NodeArgs {
     /// `after`, a retry, a cancel or a delete).
     #[arg(long, value_name = "N")]
     pub max_finished_jobs: Option<usize>,
+    /// How long a cluster host keeps finished jobs in its store, in seconds after they were
+    /// submitted and finished [default: 604800, a week]; older ones are deleted, with their
+    /// results and attempts, oldest first. 0 keeps them for ever.
+    #[arg(long, value_name = "SECONDS")]
+    pub keep_finished_s: Option<u64>,
 }
 
 impl NodeArgs {
@@ -82,6 +89,7 @@ impl NodeArgs {
             max_message_bytes: None,
             group_ping_ms: self.group_ping_ms,
             max_finished_jobs: self.max_finished_jobs,
+            keep_finished_s: self.keep_finished_s,
         }
     }
 
@@ -329,14 +337,20 @@ async fn start_cluster(
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Cluster> {
-    let dispatcher = dispatcher::Config {
-        max_finished: config.max_finished_jobs,
-        ..dispatcher::Config::default()
+    let hosting = HostSettings {
+        dispatcher: dispatcher::Config {
+            max_finished: config.max_finished_jobs,
+            ..dispatcher::Config::default()
+        },
+        limits: Limits {
+            keep_finished: config.keep_finished,
+            ..Limits::default()
+        },
     };
     let cluster = Cluster::start(
         routes,
         &config.data_dir,
-        dispatcher,
+        hosting,
         peer.mq.clone(),
         peer.groups.clone(),
         tasks,

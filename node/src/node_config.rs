@@ -46,6 +46,9 @@ pub struct RawConfig {
     /// The most finished jobs whose status a cluster host keeps in memory (default 1000000);
     /// older ones are looked up in the job store when named.
     pub max_finished_jobs: Option<usize>,
+    /// How long a cluster host's store keeps finished jobs, in seconds after they were
+    /// submitted and finished (default 604800, a week); 0 keeps them for ever.
+    pub keep_finished_s: Option<u64>,
 }
 
 /// The validated configuration.
@@ -71,6 +74,8 @@ pub struct Config {
     pub group_ping_interval: Duration,
     /// The most finished jobs whose status a cluster host keeps in memory.
     pub max_finished_jobs: usize,
+    /// How long a cluster host's store keeps finished jobs; `None` keeps them for ever.
+    pub keep_finished: Option<Duration>,
 }
 
 /// Why the configuration is not usable.
@@ -140,6 +145,7 @@ impl RawConfig {
             max_message_bytes: over.max_message_bytes.or(self.max_message_bytes),
             group_ping_ms: over.group_ping_ms.or(self.group_ping_ms),
             max_finished_jobs: over.max_finished_jobs.or(self.max_finished_jobs),
+            keep_finished_s: over.keep_finished_s.or(self.keep_finished_s),
         }
     }
 
@@ -223,6 +229,11 @@ impl RawConfig {
             max_message_bytes,
             group_ping_interval: Duration::from_millis(group_ping_ms),
             max_finished_jobs,
+            keep_finished: match self.keep_finished_s {
+                None => Some(crate::cluster::host::KEEP_FINISHED),
+                Some(0) => None,
+                Some(secs) => Some(Duration::from_secs(secs)),
+            },
         })
     }
 }
@@ -314,6 +325,23 @@ mod tests {
         };
         let error = too_small.validate().unwrap_err().to_string();
         assert!(error.contains("max finished jobs"), "{error}");
+    }
+
+    #[test]
+    fn finished_jobs_are_kept_a_week_unless_told_otherwise() {
+        let week = Duration::from_secs(7 * 24 * 3600);
+        assert_eq!(raw().validate().unwrap().keep_finished, Some(week));
+        let keep = |secs| {
+            RawConfig {
+                keep_finished_s: Some(secs),
+                ..raw()
+            }
+            .validate()
+            .unwrap()
+            .keep_finished
+        };
+        assert_eq!(keep(90), Some(Duration::from_secs(90)));
+        assert_eq!(keep(0), None, "0 keeps them for ever");
     }
 
     #[test]

@@ -14,4 +14,6 @@ mod writer;
 
 pub use error::StoreError;
 pub use reader::{JobPage, ListFilter, PAGE_BYTES, Reader, StoredJob};
-pub use writer::{JobStore, NewJob, StateRow, StoreConfig, Submitted, Synchronous, Write};
+pub use writer::{
+    JobStore, NewJob, Prune, Pruned, StateRow, StoreConfig, Submitted, Synchronous, Write,
+};

@@ -180,7 +180,24 @@ enum Command {
     ),
     Writes(Vec<Write>),
     Flush(oneshot::Sender<Result<(), StoreError>>),
+    Prune(Prune, oneshot::Sender<Result<Vec<Pruned>, StoreError>>),
 }
+
+/// Finished jobs to delete for good: those of `group` submitted and finished before `before`,
+/// oldest first. See [`JobStore::prune`].
+#[derive(Clone, Debug)]
+pub struct Prune {
+    /// The cluster whose jobs go.
+    pub group: GroupId,
+    /// Jobs submitted and finished before this time go.
+    pub before: Timestamp,
+    /// How many of the oldest jobs of each finished status are looked at (and at most
+    /// deleted) by one prune, so one prune holds the writer for a bounded time.
+    pub window: usize,
+}
+
+/// A job a prune deleted, with the status it had.
+pub type Pruned = (JobId, JobStatus);
 
 /// The handle to a job store. Dropping it lets the writer commit what is queued and stop.
 pub struct JobStore {
@@ -260,6 +277,26 @@ impl JobStore {
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
+
+    /// Deletes finished jobs for good: those of `prune.group` submitted and finished before
+    /// `prune.before`, looking at the oldest `prune.window` of each finished status. The
+    /// outer future returns once the prune is queued, in order with the changes queued before
+    /// and after it (a job retried before it is queued is not deleted); the inner one gives the
+    /// deleted jobs once that is committed.
+    pub async fn prune(
+        &self,
+        prune: Prune,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Vec<Pruned>, StoreError>> + use<>,
+        StoreError,
+    > {
+        let (reply, answer) = oneshot::channel();
+        self.sender()?
+            .send(Command::Prune(prune, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(async move { answer.await.map_err(|_| StoreError::Closed)? })
+    }
 }
 
 impl Drop for JobStore {
@@ -301,7 +338,7 @@ impl Command {
     fn size(&self) -> usize {
         match self {
             Self::Writes(writes) => writes.len(),
-            Self::Submit(..) | Self::Flush(_) => 1,
+            Self::Submit(..) | Self::Flush(_) | Self::Prune(..) => 1,
         }
     }
 }
@@ -313,6 +350,10 @@ enum Reply {
         Result<Vec<Submitted>, StoreError>,
     ),
     Flush(oneshot::Sender<Result<(), StoreError>>),
+    Prune(
+        oneshot::Sender<Result<Vec<Pruned>, StoreError>>,
+        Result<Vec<Pruned>, StoreError>,
+    ),
 }
 
 /// What the writer thread keeps from one transaction to the next.
@@ -362,6 +403,9 @@ fn commit(conn: &mut Connection, writer: &mut Writer, batch: &mut Vec<Command>) 
                     Reply::Flush(to) => {
                         let _ = to.send(Ok(()));
                     }
+                    Reply::Prune(to, result) => {
+                        let _ = to.send(result);
+                    }
                 }
             }
         }
@@ -380,6 +424,9 @@ fn commit(conn: &mut Connection, writer: &mut Writer, batch: &mut Vec<Command>) 
                         let _ = to.send(Err(failed()));
                     }
                     Reply::Flush(to) => {
+                        let _ = to.send(Err(failed()));
+                    }
+                    Reply::Prune(to, _) => {
                         let _ = to.send(Err(failed()));
                     }
                 }
@@ -480,6 +527,13 @@ fn apply(
                 replies.push(Reply::Submit(reply, result));
             }
             Command::Flush(reply) => replies.push(Reply::Flush(reply)),
+            Command::Prune(prune, reply) => {
+                // The changes queued before it first: a job retried since it failed is no
+                // longer finished.
+                pending.flush(tx)?;
+                let result = prune_finished(tx, codes, &prune);
+                replies.push(Reply::Prune(reply, result));
+            }
             Command::Writes(writes) => {
                 for write in writes {
                     queue(tx, codes, pending, index, write)?;
@@ -521,13 +575,7 @@ fn queue(
         }
         Write::Delete(id) => {
             pending.flush(tx)?;
-            let id = reader::sql_id(id);
-            tx.execute("DELETE FROM cluster_attempts WHERE job_id = ?1", [id])
-                .context("deleting attempts")?;
-            tx.execute("DELETE FROM cluster_payloads WHERE job_id = ?1", [id])
-                .context("deleting a payload")?;
-            tx.execute("DELETE FROM cluster_jobs WHERE id = ?1", [id])
-                .context("deleting a job")?;
+            delete_job(tx, id)?;
         }
         Write::ClearGroup(group) => {
             pending.flush(tx)?;
@@ -555,6 +603,80 @@ fn queue(
     Ok(())
 }
 
+/// Removes one job, its attempts and its payload.
+fn delete_job(tx: &Transaction<'_>, id: JobId) -> Result<(), StoreError> {
+    let id = reader::sql_id(id);
+    for (sql, context) in [
+        (
+            "DELETE FROM cluster_attempts WHERE job_id = ?1",
+            "deleting attempts",
+        ),
+        (
+            "DELETE FROM cluster_payloads WHERE job_id = ?1",
+            "deleting a payload",
+        ),
+        ("DELETE FROM cluster_jobs WHERE id = ?1", "deleting a job"),
+    ] {
+        tx.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute([id]))
+            .context(context)?;
+    }
+    Ok(())
+}
+
+/// The first `?3` jobs of a range of the status index (one group's jobs of one status, in
+/// submission order), of which those submitted and finished before `?4` go. Only a window of
+/// the range is read: past the jobs old enough, a scan to the end of the range would read
+/// every younger job of that status to find none.
+const SELECT_PRUNABLE: &str = "SELECT id FROM (
+        SELECT id, created_at, done_at FROM cluster_jobs
+        WHERE status_key BETWEEN ?1 AND ?2 ORDER BY status_key LIMIT ?3)
+     WHERE created_at < ?4 AND COALESCE(done_at, created_at) < ?4";
+
+/// Deletes what `prune` asks for inside a savepoint: all of it or, when something fails,
+/// nothing (and the rest of the transaction stands).
+fn prune_finished(
+    tx: &Transaction<'_>,
+    codes: &mut Codes,
+    prune: &Prune,
+) -> Result<Vec<Pruned>, StoreError> {
+    let Some(group) = codes.existing_group(tx, prune.group.as_str())? else {
+        return Ok(Vec::new());
+    };
+    in_savepoint(tx, "prune", || {
+        let window = i64::try_from(prune.window).unwrap_or(i64::MAX);
+        let before = prune.before.as_unix_ms();
+        let mut pruned = Vec::new();
+        let mut select = tx
+            .prepare_cached(SELECT_PRUNABLE)
+            .context("preparing the prune query")?;
+        for status in [
+            JobStatus::Completed,
+            JobStatus::Failed,
+            JobStatus::Cancelled,
+        ] {
+            let code = codes::status_code(status);
+            let first = codes::status_key(group, code, 0);
+            let last = codes::status_key(group, code, codes::MAX_SEQ);
+            let rows = select
+                .query_map(params![first, last, window, before], |row| {
+                    row.get::<_, i64>(0)
+                })
+                .context("finding jobs to prune")?;
+            for row in rows {
+                pruned.push((
+                    reader::job_id(row.context("reading a job to prune")?),
+                    status,
+                ));
+            }
+        }
+        for (id, _) in &pruned {
+            delete_job(tx, *id)?;
+        }
+        Ok(pruned)
+    })
+}
+
 /// Inserts one submit's jobs inside a savepoint, so a failing submit leaves the rest of the
 /// group commit intact.
 fn submit_all(
@@ -563,14 +685,7 @@ fn submit_all(
     next_seq: &mut i64,
     jobs: Vec<NewJob>,
 ) -> Result<Vec<Submitted>, StoreError> {
-    let savepoint = |sql: &str| -> Result<(), StoreError> {
-        tx.prepare_cached(sql)
-            .and_then(|mut stmt| stmt.execute([]))
-            .map(drop)
-            .context("managing a submit's savepoint")
-    };
-    savepoint("SAVEPOINT submit")?;
-    let result = (|| {
+    let result = in_savepoint(tx, "submit", || {
         let mut insert = Inserts {
             job: tx
                 .prepare_cached(INSERT_JOB)
@@ -612,12 +727,32 @@ fn submit_all(
             out.push(insert_job(&mut insert, new, seq, group, job_type)?);
         }
         Ok(out)
-    })();
+    });
     if result.is_err() {
         codes.forget();
-        savepoint("ROLLBACK TO submit")?;
     }
-    savepoint("RELEASE submit")?;
+    result
+}
+
+/// Runs `body` inside the savepoint `name`: when it fails, what it did is rolled back and the
+/// rest of the transaction stands.
+fn in_savepoint<T>(
+    tx: &Transaction<'_>,
+    name: &str,
+    body: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let run = |verb: &str| -> Result<(), StoreError> {
+        tx.prepare_cached(&format!("{verb} {name}"))
+            .and_then(|mut stmt| stmt.execute([]))
+            .map(drop)
+            .context("managing a savepoint")
+    };
+    run("SAVEPOINT")?;
+    let result = body();
+    if result.is_err() {
+        run("ROLLBACK TO")?;
+    }
+    run("RELEASE")?;
     result
 }
 

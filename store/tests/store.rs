@@ -7,7 +7,8 @@ use proto::cluster::{AttemptOutcome, AttemptRecord, Job, JobState};
 use proto::{Attempt, GroupId, JobId, JobMode, JobStatus, Timestamp};
 use serde_json::value::RawValue;
 use store::{
-    JobStore, ListFilter, NewJob, Reader, StateRow, StoreConfig, StoreError, Submitted, Write,
+    JobStore, ListFilter, NewJob, Prune, Pruned, Reader, StateRow, StoreConfig, StoreError,
+    Submitted, Write,
 };
 
 /// A fresh database path under the system temp dir, removed when dropped.
@@ -638,4 +639,111 @@ async fn a_restore_loads_the_newest_finished_jobs_of_every_status() {
     assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "oldest first");
     let stats = reader.stats(&group()).unwrap();
     assert_eq!(stats.completed + stats.failed + stats.cancelled, 26);
+}
+
+#[tokio::test]
+async fn a_prune_deletes_the_jobs_submitted_and_finished_before_its_time_in_windows() {
+    let db = TempDb::new();
+    let store = JobStore::open(&db.path(), StoreConfig::default()).unwrap();
+    // Job n is submitted at n seconds; job 3 has a payload kept apart from its row.
+    let jobs = (1..=12u64)
+        .map(|n| {
+            let mut job = job(n, "t", 0);
+            if n == 3 {
+                let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(400));
+                job.payload = Some(RawValue::from_string(big).unwrap().into());
+            }
+            NewJob {
+                created_at: Timestamp::from_unix_ms(n as i64 * 1_000),
+                ..new_job(job)
+            }
+        })
+        .collect();
+    store.submit(jobs).await.unwrap();
+    let finals = [
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+    // Every job but 5 and 10 finishes half a second after it was submitted, but job 2 at 20 s.
+    for n in (1..=12u64).filter(|n| !n.is_multiple_of(5)) {
+        let mut row = StateRow::of(&state_of(&store, n));
+        row.status = finals[(n % 3) as usize];
+        let done = if n == 2 {
+            20_000
+        } else {
+            n as i64 * 1_000 + 500
+        };
+        row.done_at = Some(Timestamp::from_unix_ms(done));
+        write_state(&store, row).await;
+        if row_failed(n) {
+            let record = AttemptRecord {
+                attempt: Attempt(1),
+                worker_id: "12D3KooWworker".parse().unwrap(),
+                started_at: Timestamp::from_unix_ms(n as i64 * 1_000),
+                ended_at: Some(Timestamp::from_unix_ms(done)),
+                outcome: Some(AttemptOutcome::Failed),
+                error: Some("boom".to_owned()),
+            };
+            write_attempt(&store, JobId::from_u64(n), record).await;
+        }
+    }
+    store.flush().await.unwrap();
+    let prune = |before: i64, window: usize| Prune {
+        group: group(),
+        before: Timestamp::from_unix_ms(before),
+        window,
+    };
+    let ids = |pruned: Vec<Pruned>| -> Vec<(u64, JobStatus)> {
+        let mut ids: Vec<_> = pruned.into_iter().map(|(id, s)| (id.as_u64(), s)).collect();
+        ids.sort_unstable_by_key(|(id, _)| *id);
+        ids
+    };
+    let status = |n: u64| (n, finals[(n % 3) as usize]);
+
+    // A window of 1 looks at the oldest job of each finished status only: 3 (completed), 1
+    // (failed) and 2 (cancelled, but finished late).
+    let pruned = store.prune(prune(8_000, 1)).await.unwrap().await.unwrap();
+    assert_eq!(ids(pruned), vec![status(1), status(3)]);
+    // A job queued again before the prune is not finished any more, so it stays.
+    let mut again = StateRow::of(&state_of(&store, 4));
+    again.status = JobStatus::Pending;
+    again.done_at = None;
+    write_state(&store, again).await;
+    let pruned = store.prune(prune(8_000, 100)).await.unwrap().await.unwrap();
+    assert_eq!(ids(pruned), vec![status(6), status(7)]);
+    store.flush().await.unwrap();
+
+    let reader = store.reader().unwrap();
+    let left: Vec<u64> = pages_of(&reader, 100).concat();
+    assert_eq!(left, vec![2, 4, 5, 8, 9, 10, 11, 12]);
+    let stats = reader.stats(&group()).unwrap();
+    assert_eq!(
+        (
+            stats.pending,
+            stats.completed + stats.failed + stats.cancelled
+        ),
+        (3, 5)
+    );
+    // Nothing of the pruned jobs is left: no attempt, no payload kept apart.
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count("SELECT COUNT(*) FROM cluster_payloads"), 0);
+    let attempts = count("SELECT COUNT(*) FROM cluster_attempts");
+    let failed_left = [2u64, 4, 8, 9, 11, 12]
+        .iter()
+        .filter(|n| row_failed(**n))
+        .count();
+    assert_eq!(attempts as usize, failed_left);
+    // A group with no jobs prunes nothing.
+    let other = Prune {
+        group: "g2".parse().unwrap(),
+        ..prune(i64::MAX, 100)
+    };
+    assert!(store.prune(other).await.unwrap().await.unwrap().is_empty());
+}
+
+/// Whether job `n` of the prune test fails (and so has an attempt record).
+fn row_failed(n: u64) -> bool {
+    !n.is_multiple_of(5) && n % 3 == 1
 }

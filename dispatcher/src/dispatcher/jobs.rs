@@ -458,6 +458,19 @@ impl<P: Clone, R> Dispatcher<P, R> {
     }
 
     /// Forgets every finished job, evicted and unloaded ones included.
+    /// Forgets finished jobs the shell deleted; an evicted one only leaves the counts.
+    pub(super) fn deleted(&mut self, jobs: Vec<(JobId, JobStatus)>) {
+        for (id, status) in jobs {
+            if self.forget(id).is_ok() || self.live_slot(id).is_some() {
+                continue;
+            }
+            if let Some(state) = State::finished(status) {
+                let count = &mut self.counts[state.index()];
+                *count = count.saturating_sub(1);
+            }
+        }
+    }
+
     pub(super) fn forget_finished(&mut self) {
         self.ids.forget_finished();
         for state in [State::Completed, State::Failed, State::Cancelled] {

@@ -204,6 +204,10 @@ impl<P: Clone, R> Dispatcher<P, R> {
                 self.recall(jobs);
                 Ok(())
             }
+            Input::Deleted(jobs) => {
+                self.deleted(jobs);
+                Ok(())
+            }
             Input::Unloaded {
                 completed,
                 failed,

@@ -1,5 +1,5 @@
 //! Property test of the finished-job limit: random submits (some waiting for earlier jobs),
-//! results, cancels, retries, forgets and clears, with the shell recalling from its "store"
+//! results, cancels, retries, forgets, prunes and clears, with the shell recalling from its "store"
 //! (the model) every finished job it names that the dispatcher evicted, as the cluster host
 //! does. Checked after every step: the counts include evicted jobs, no more finished jobs are
 //! known than the limit, a known job has the status its last update announced, and a live job
@@ -18,6 +18,8 @@ enum Op {
     Cancel(usize),
     Retry(usize),
     Forget(usize),
+    /// The store deletes up to this many of its oldest finished jobs, known or evicted.
+    Prune(usize),
     Clear,
 }
 
@@ -28,6 +30,7 @@ fn op() -> impl Strategy<Value = Op> {
         10 => (0..40usize).prop_map(Op::Cancel),
         20 => (0..40usize).prop_map(Op::Retry),
         10 => (0..40usize).prop_map(Op::Forget),
+        5 => (1..8usize).prop_map(Op::Prune),
         1 => Just(Op::Clear),
     ]
 }
@@ -153,6 +156,20 @@ impl Model {
                 self.recall(&[j]);
                 self.step(Input::Forget(id(j as u64))).map_err(fail)?;
                 self.jobs[j].0 = None;
+            }
+            Op::Prune(most) => {
+                let oldest: Vec<usize> = (0..n)
+                    .filter(|&j| self.jobs[j].0.is_some_and(JobStatus::is_terminal))
+                    .take(most)
+                    .collect();
+                let deleted = oldest
+                    .iter()
+                    .filter_map(|&j| Some((id(j as u64), self.jobs[j].0?)))
+                    .collect();
+                self.step(Input::Deleted(deleted)).map_err(fail)?;
+                for j in oldest {
+                    self.jobs[j].0 = None;
+                }
             }
             Op::Clear => {
                 self.step(Input::ForgetFinished).map_err(fail)?;

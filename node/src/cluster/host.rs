@@ -60,7 +60,25 @@ pub(crate) struct Limits {
     pub max_after: usize,
     /// The most messages an outbox holds before the host waits for it.
     pub outbox: usize,
+    /// How long finished jobs stay in the store after they were submitted and finished;
+    /// `None` keeps them for ever. See [`Host::prune`].
+    pub keep_finished: Option<Duration>,
 }
+
+/// How long finished jobs stay in the store by default: a week.
+pub(crate) const KEEP_FINISHED: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The oldest jobs of each finished status one prune looks at: one prune holds the store's
+/// writer for some tens of milliseconds at most.
+const PRUNE_WINDOW: usize = 10_000;
+
+/// How often the host looks for finished jobs past their keep time, when the last look found
+/// fewer than a window of them (a quarter of the keep time when that is shorter).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// The pause between two prunes while there is more to delete, so that other writes go in
+/// between.
+const PRUNE_AGAIN: Duration = Duration::from_millis(50);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -72,6 +90,7 @@ impl Default for Limits {
             max_text_len: 256,
             max_after: 1000,
             outbox: 65_536,
+            keep_finished: Some(KEEP_FINISHED),
         }
     }
 }
@@ -295,6 +314,7 @@ enum Event<L: Link> {
     SendFailed(PeerId, String),
     Wake,
     ReleaseHeld,
+    Prune,
 }
 
 /// Starts the host of `config.group`: restores its queue from the store, then runs until
@@ -360,7 +380,13 @@ pub(crate) async fn spawn<L: Link>(
         payloads: IdMap::default(),
         payload_bytes: 0,
         jobs_in_flight: 0,
+        prune_at: None,
+        pruning: None,
     };
+    // The first look soon after the start, then one every interval.
+    host.prune_at = host
+        .prune_every()
+        .map(|every| tokio::time::Instant::now() + every.min(Duration::from_secs(1)));
     for (id, size) in restored_payloads {
         host.track_payload(id, size);
     }
@@ -501,6 +527,19 @@ struct Host<L: Link> {
     /// Jobs of submits waiting for the store, counted against `max_live_jobs` with the live
     /// ones: a submit the dispatcher would refuse is refused before anything is stored.
     jobs_in_flight: usize,
+    /// When the next prune is queued; `None` while one is being carried out, or when finished
+    /// jobs are kept for ever.
+    prune_at: Option<tokio::time::Instant>,
+    /// What happened while a prune was being carried out that its outcome must leave alone.
+    pruning: Option<PruneWatch>,
+}
+
+/// The jobs a prune must not forget a second time: deleted by the user, or all of them
+/// cleared, while it was being carried out.
+#[derive(Default)]
+struct PruneWatch {
+    deleted: Vec<JobId>,
+    cleared: bool,
 }
 
 impl<L: Link> Host<L> {
@@ -513,9 +552,11 @@ impl<L: Link> Host<L> {
                 None => Duration::from_secs(3600),
             };
             let release_at = self.release_at;
+            let prune_at = self.prune_at;
             let event = tokio::select! {
                 () = self.cancel.cancelled() => break,
                 () = sleep_until_some(release_at) => Event::ReleaseHeld,
+                () = sleep_until_some(prune_at) => Event::Prune,
                 Some(request) = inbox.requests.recv() => Event::Request(request),
                 Some(message) = inbox.incoming.recv() => Event::Incoming(message),
                 Some(member) = inbox.members.recv() => Event::Member(member),
@@ -527,6 +568,10 @@ impl<L: Link> Host<L> {
             match event {
                 Event::ReleaseHeld => {
                     self.release_held(tokio::time::Instant::now()).await;
+                    continue;
+                }
+                Event::Prune => {
+                    self.prune().await;
                     continue;
                 }
                 event => {
@@ -562,7 +607,7 @@ impl<L: Link> Host<L> {
                 log_refusal(self.step(Input::Tick));
             }
             // Carried out by `run`: writing to the store waits, and this does not.
-            Event::ReleaseHeld => {}
+            Event::ReleaseHeld | Event::Prune => {}
         }
     }
 
@@ -977,6 +1022,9 @@ impl<L: Link> Host<L> {
                 let result = stats.and_then(|stats| {
                     host.no_live_jobs()?;
                     log_refusal(host.step(Input::ForgetFinished));
+                    if let Some(watch) = &mut host.pruning {
+                        watch.cleared = true;
+                    }
                     host.pending_writes
                         .push(Write::ClearGroup(host.config.group.clone()));
                     Ok(stats.completed + stats.failed + stats.cancelled)
@@ -1051,6 +1099,9 @@ impl<L: Link> Host<L> {
     fn delete(&mut self, id: JobId, reply: oneshot::Sender<Result<(), HostError>>, look: bool) {
         match self.step(Input::Forget(id)) {
             Ok(()) => {
+                if let Some(watch) = &mut self.pruning {
+                    watch.deleted.push(id);
+                }
                 self.pending_writes.push(Write::Delete(id));
                 let _ = reply.send(Ok(()));
             }
@@ -1077,6 +1128,80 @@ impl<L: Link> Host<L> {
         if !jobs.is_empty() {
             log_refusal(self.step(Input::Recall(jobs)));
         }
+    }
+
+    /// How often to look for finished jobs past their keep time, if they are not kept for ever.
+    fn prune_every(&self) -> Option<Duration> {
+        let keep = self.config.limits.keep_finished?;
+        Some(PRUNE_EVERY.min(keep / 4).max(Duration::from_millis(100)))
+    }
+
+    /// Queues the deletion of the finished jobs submitted and finished longer than
+    /// `keep_finished` ago. The prune is queued in the actor, in order with the host's writes: a
+    /// job retried before it is queued is pending in the store by then, and one retried after
+    /// it is answered from the store without it. The outcome comes back through
+    /// [`Host::pruned`].
+    async fn prune(&mut self) {
+        self.prune_at = None;
+        let Some(keep) = self.config.limits.keep_finished else {
+            return;
+        };
+        let keep_ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX);
+        let prune = store::Prune {
+            group: self.config.group.clone(),
+            before: stamp(Millis(now().0.saturating_sub(keep_ms))),
+            window: PRUNE_WINDOW,
+        };
+        match self.store.prune(prune).await {
+            Ok(done) => {
+                self.pruning = Some(PruneWatch::default());
+                let reads = self.reads.clone();
+                self.tracker.spawn(async move {
+                    let result = done.await.map_err(HostError::from);
+                    let _ = reads
+                        .send(Box::new(move |host: &mut Self| host.pruned(result)))
+                        .await;
+                });
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot prune finished jobs");
+                self.prune_at = self
+                    .prune_every()
+                    .map(|every| tokio::time::Instant::now() + every);
+            }
+        }
+    }
+
+    /// The dispatcher forgets the jobs a prune deleted (each leaves the counts once, evicted or
+    /// not), and the next prune is set.
+    fn pruned(&mut self, result: Result<Vec<store::Pruned>, HostError>) {
+        let watch = self.pruning.take().unwrap_or_default();
+        let more = match result {
+            Ok(pruned) => {
+                let found = pruned.len();
+                if !watch.cleared {
+                    let pruned: Vec<_> = pruned
+                        .into_iter()
+                        .filter(|(id, _)| !watch.deleted.contains(id))
+                        .collect();
+                    log_refusal(self.step(Input::Deleted(pruned)));
+                }
+                if found > 0 {
+                    tracing::info!(jobs = found, "deleted finished jobs past their keep time");
+                }
+                found >= PRUNE_WINDOW
+            }
+            Err(error) => {
+                tracing::error!(%error, "pruning finished jobs failed");
+                false
+            }
+        };
+        let next = if more {
+            Some(PRUNE_AGAIN)
+        } else {
+            self.prune_every()
+        };
+        self.prune_at = next.map(|after| tokio::time::Instant::now() + after);
     }
 
     /// Reads the store off the actor, once every change the host made so far is written

@@ -162,6 +162,15 @@ impl Link for MqLink {
     }
 }
 
+/// How a cluster this peer hosts runs: its scheduling settings and its limits.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HostSettings {
+    /// Scheduling settings.
+    pub dispatcher: dispatcher::Config,
+    /// Submit, memory and retention limits.
+    pub limits: Limits,
+}
+
 /// The cluster side of a peer.
 #[derive(Clone)]
 pub(crate) struct Cluster {
@@ -170,8 +179,8 @@ pub(crate) struct Cluster {
 
 struct Inner {
     data_dir: PathBuf,
-    /// Scheduling settings of the cluster this peer hosts.
-    dispatcher: dispatcher::Config,
+    /// How a cluster this peer hosts runs.
+    hosting: HostSettings,
     mq: Mq,
     groups: GroupHandle,
     routes: Arc<RwLock<Routes>>,
@@ -204,7 +213,7 @@ impl Cluster {
     pub(crate) async fn start(
         routes: ClusterRoutes,
         data_dir: &Path,
-        dispatcher: dispatcher::Config,
+        hosting: HostSettings,
         mq: Mq,
         groups: GroupHandle,
         tracker: &TaskTracker,
@@ -213,7 +222,7 @@ impl Cluster {
         let cluster = Self {
             inner: Arc::new(Inner {
                 data_dir: data_dir.to_owned(),
-                dispatcher,
+                hosting,
                 mq: mq.clone(),
                 groups,
                 routes: routes.0,
@@ -324,9 +333,9 @@ impl Cluster {
         let (members_tx, members) = mpsc::channel(1024);
         let config = HostConfig {
             group: group.clone(),
-            dispatcher: self.inner.dispatcher.clone(),
+            dispatcher: self.inner.hosting.dispatcher.clone(),
             seed: rand_seed(),
-            limits: Limits::default(),
+            limits: self.inner.hosting.limits.clone(),
         };
         let link = MqLink {
             mq: self.inner.mq.clone(),

@@ -225,6 +225,17 @@ fn echo(payload: &str, priority: i32) -> SubmitJob {
     job
 }
 
+/// A job the example executor fails: a division by zero.
+fn failing() -> SubmitJob {
+    let mut job = SubmitJob::new("calculate");
+    job.payload = Some(
+        RawValue::from_string(r#"{"expression":"1/0"}"#.to_owned())
+            .unwrap()
+            .into(),
+    );
+    job
+}
+
 /// The job as the store has it now (without a flush).
 fn stored(host: &HostHandle, id: JobId) -> proto::cluster::JobState {
     host.store()
@@ -356,13 +367,7 @@ async fn a_cancelled_running_job_stays_cancelled() {
 async fn a_failed_job_keeps_its_error_and_a_user_retry_runs_it_again() {
     let cluster = start_host("retry").await;
     cluster.add_worker("workerC", 2).await;
-    let mut job = SubmitJob::new("calculate");
-    job.payload = Some(
-        RawValue::from_string(r#"{"expression":"1/0"}"#.to_owned())
-            .unwrap()
-            .into(),
-    );
-    let ids = cluster.host.submit(vec![job]).await.unwrap();
+    let ids = cluster.host.submit(vec![failing()]).await.unwrap();
     let first = wait_all(&cluster.host, &ids, Duration::from_secs(20))
         .await
         .remove(0);
@@ -724,13 +729,7 @@ async fn finished_jobs_past_the_memory_limit_are_found_in_the_store() {
     let cluster = start_in(fresh_dir("evict"), Limits::default(), limit).await;
     cluster.add_worker("workerE", 2).await;
     let within = Duration::from_secs(20);
-    let mut failing = SubmitJob::new("calculate");
-    failing.payload = Some(
-        RawValue::from_string(r#"{"expression":"1/0"}"#.into())
-            .unwrap()
-            .into(),
-    );
-    let failed = cluster.host.submit(vec![failing]).await.unwrap()[0];
+    let failed = cluster.host.submit(vec![failing()]).await.unwrap()[0];
     wait_all(&cluster.host, &[failed], within).await;
     // One at a time, so they finish in this order and the first ones are evicted.
     let mut done = Vec::new();
@@ -827,6 +826,121 @@ async fn finished_jobs_past_the_memory_limit_are_found_in_the_store() {
     cluster.stop().await;
 }
 
+/// A job waiting for a worker after its dependency completed must still be waiting after a
+/// restart, whether the dependency is among the finished jobs the restore loaded, one it left
+/// in the store, or one the user deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_jobs_whose_finished_dependencies_it_did_not_load() {
+    let limit = dispatcher::Config {
+        max_finished: 2,
+        ..dispatcher::Config::default()
+    };
+    let cluster = start_in(fresh_dir("restore-deps"), Limits::default(), limit).await;
+    cluster.add_worker("workerR", 2).await;
+    let within = Duration::from_secs(20);
+    let deps = cluster
+        .host
+        .submit(vec![echo("1", 0), echo("2", 0)])
+        .await
+        .unwrap();
+    wait_all(&cluster.host, &deps, within).await;
+    // No worker runs this type: the waiters stay pending once their dependency is done.
+    let waiter = |dep: JobId| {
+        let mut job = SubmitJob::new("nobody-runs-this");
+        job.after = vec![dep];
+        job
+    };
+    let waiters = cluster
+        .host
+        .submit(vec![waiter(deps[0]), waiter(deps[1])])
+        .await
+        .unwrap();
+    // Enough later jobs that the restore loads neither dependency.
+    for i in 0..3 {
+        let id = cluster
+            .host
+            .submit(vec![echo(&format!("{i}"), 0)])
+            .await
+            .unwrap()[0];
+        wait_all(&cluster.host, &[id], within).await;
+    }
+    cluster.host.delete(deps[1]).await.unwrap();
+    let cluster = cluster.restart().await;
+    cluster.host.flush().await.unwrap();
+    for id in &waiters {
+        let state = stored(&cluster.host, *id);
+        assert_eq!(state.status, JobStatus::Pending, "{state:?}");
+    }
+    let stats = cluster.host.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.completed, stats.failed), (2, 4, 0));
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_jobs_past_their_keep_time_leave_the_store_and_the_counts() {
+    let limits = Limits {
+        keep_finished: Some(Duration::from_millis(1_500)),
+        ..Limits::default()
+    };
+    // A limit of 2 finished jobs in memory: most of those pruned were evicted first.
+    let memory = dispatcher::Config {
+        max_finished: 2,
+        ..dispatcher::Config::default()
+    };
+    let cluster = start_in(fresh_dir("prune"), limits, memory).await;
+    cluster.add_worker("workerP", 2).await;
+    let within = Duration::from_secs(20);
+    let mut jobs = vec![failing()];
+    jobs.extend((0..5).map(|i| echo(&i.to_string(), 0)));
+    let finished = cluster.host.submit(jobs).await.unwrap();
+    wait_all(&cluster.host, &finished, within).await;
+    // Live jobs are never pruned, however old.
+    let waiting = cluster
+        .host
+        .submit(vec![SubmitJob::new("nobody-runs-this")])
+        .await
+        .unwrap()[0];
+    let deadline = Instant::now() + within;
+    loop {
+        cluster.host.flush().await.unwrap();
+        let reader = cluster.host.store().reader().unwrap();
+        let left = finished
+            .iter()
+            .filter(|id| reader.get(**id).unwrap().is_some())
+            .count();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} finished jobs never pruned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = cluster.host.stats().await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.completed, stats.failed),
+        (1, 0, 0),
+        "pruned jobs leave the counts, evicted or not"
+    );
+    assert_eq!(stored(&cluster.host, waiting).status, JobStatus::Pending);
+    // A pruned job is gone: it cannot be waited for, retried or deleted.
+    let mut orphan = echo("1", 0);
+    orphan.after = vec![finished[5]];
+    assert!(matches!(
+        cluster.host.submit(vec![orphan]).await,
+        Err(HostError::Refused(
+            dispatcher::StepError::UnknownDependency { .. }
+        ))
+    ));
+    assert!(cluster.host.retry(finished[0]).await.is_err());
+    assert!(cluster.host.delete(finished[1]).await.is_err());
+    // A restart counts what is left.
+    let cluster = cluster.restart().await;
+    let stats = cluster.host.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.completed, stats.failed), (1, 0, 0));
+    cluster.stop().await;
+}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submit_past_the_live_job_limit_is_refused_before_it_is_stored() {
     let limit = dispatcher::Config {

@@ -560,6 +560,35 @@ async fn finished_jobs_past_the_memory_limit_are_named_from_the_store() {
 }
 
 #[tokio::test]
+async fn finished_jobs_past_the_keep_time_are_deleted_from_the_store() {
+    let host = host_with(&["--keep-finished-s", "1"]).await;
+    let api = host.api();
+    let _worker = worker(&host, &echo_executor(), 8).await;
+    let jobs: Vec<Value> = (0..20)
+        .map(|i| json!({ "type": "echo", "payload": i }))
+        .collect();
+    let ids = submit(api, &jobs).await;
+    // Not to run before 2099: it stays pending, and so stays in the store.
+    let later = json!({ "type": "echo", "not_before": "2099-01-01T00:00:00Z" });
+    let waiting = submit(api, &[later]).await;
+    let found = async |id: &str| get(api, &format!("/api/cluster/jobs/{id}")).await.status;
+    until(30, "the finished jobs deleted", async || {
+        found(&ids[19]).await == 404
+    })
+    .await;
+    for id in &ids {
+        assert_eq!(found(id).await, 404, "{id}");
+    }
+    assert_eq!(job(api, &waiting[0]).await.status, JobStatus::Pending);
+    let stats = stats(api).await;
+    assert_eq!(
+        (&stats["pending"], &stats["completed"]),
+        (&json!(1), &json!(0)),
+        "{stats}"
+    );
+}
+
+#[tokio::test]
 async fn jobs_go_only_to_workers_that_serve_their_type() {
     let host = host().await;
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
