@@ -5,7 +5,9 @@
 //! then completed with their result and attempt (one group commit), as a host does when its
 //! workers keep up. The store grows to `--jobs` jobs. The baseline does one insert and two
 //! updates per job on a bare rowid table with the same settings (WAL, `synchronous=NORMAL`)
-//! and the same transactions.
+//! and the same transactions. Then the store prunes every job (as a host deletes finished jobs
+//! past their keep time), a window of 10,000 of each status at a time, next to bare SQLite
+//! deleting the same rows by id in transactions of 10,000.
 //!
 //! Usage: `store-bench [--jobs N] [--batch N] [--payload-bytes N] [--dir PATH]`: the payload is
 //! a JSON string of about that many bytes (default a 7-byte object), also the result of each
@@ -18,14 +20,14 @@ use std::time::{Duration, Instant};
 
 use proto::cluster::{AttemptOutcome, AttemptRecord, Job, Json};
 use proto::{Attempt, GroupId, JobId, JobMode, JobStatus, PeerId, Timestamp};
-use store::{JobStore, NewJob, StateRow, StoreConfig, Write};
+use store::{JobStore, NewJob, Prune, StateRow, StoreConfig, Write};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
 const USAGE: &str = "\
 store-bench: the job store's writes per job (submit, running, completed with its attempt) next
-to bare SQLite doing one insert and two updates per job in the same transactions. Reported, not
-asserted.
+to bare SQLite doing one insert and two updates per job in the same transactions, then the
+prune of every job next to bare deletes. Reported, not asserted.
 
 usage: store-bench [--jobs N] [--batch N] [--payload-bytes N] [--dir PATH]
 
@@ -62,8 +64,8 @@ fn main() -> Result<()> {
     };
     let rounds = jobs.div_ceil(batch);
     let total = rounds * batch;
-    let bare = bare_sqlite(&dir.join("bare.db"), rounds, batch, &payload)?;
-    let ours = tokio::runtime::Builder::new_current_thread()
+    let (bare, bare_delete) = bare_sqlite(&dir.join("bare.db"), rounds, batch, &payload)?;
+    let (ours, prune) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(job_store(&dir.join("store.db"), rounds, batch, &payload))?;
@@ -78,15 +80,31 @@ fn main() -> Result<()> {
         100.0 * bare.as_secs_f64() / ours.as_secs_f64(),
         ours.as_secs_f64() * 1e6 / total as f64
     );
+    println!(
+        "prune:       {total} jobs in windows of {PRUNE_WINDOW}: {:.0} jobs/s = {:.0}% of bare deletes ({:.0} jobs/s), {:.1} µs per job",
+        rate(prune),
+        100.0 * bare_delete.as_secs_f64() / prune.as_secs_f64(),
+        rate(bare_delete),
+        prune.as_secs_f64() * 1e6 / total as f64
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// Jobs of each finished status one prune looks at, as the cluster host uses it.
+const PRUNE_WINDOW: usize = 10_000;
 
 fn id(round: usize, index: usize, batch: usize) -> JobId {
     JobId::from_u64((1_u64 << 40) + (round * batch + index) as u64)
 }
 
-fn bare_sqlite(path: &Path, rounds: usize, batch: usize, payload: &str) -> Result<Duration> {
+/// The time of the inserts and updates, then of deleting every row.
+fn bare_sqlite(
+    path: &Path,
+    rounds: usize,
+    batch: usize,
+    payload: &str,
+) -> Result<(Duration, Duration)> {
     let mut conn = rusqlite::Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -124,10 +142,31 @@ fn bare_sqlite(path: &Path, rounds: usize, batch: usize, payload: &str) -> Resul
             tx.commit()?;
         }
     }
-    Ok(start.elapsed())
+    let writes = start.elapsed();
+    let start = Instant::now();
+    let ids: Vec<i64> = (0..rounds)
+        .flat_map(|round| (0..batch).map(move |i| id(round, i, batch).as_u64() as i64))
+        .collect();
+    for chunk in ids.chunks(PRUNE_WINDOW) {
+        let tx = conn.transaction()?;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM jobs WHERE id = ?1")?;
+            for id in chunk {
+                delete.execute([id])?;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok((writes, start.elapsed()))
 }
 
-async fn job_store(path: &Path, rounds: usize, batch: usize, payload: &str) -> Result<Duration> {
+/// The time of the writes, then of pruning every job.
+async fn job_store(
+    path: &Path,
+    rounds: usize,
+    batch: usize,
+    payload: &str,
+) -> Result<(Duration, Duration)> {
     let store = JobStore::open(path, StoreConfig::default())?;
     let group: GroupId = "bench".parse()?;
     let worker: PeerId = "12D3KooWbenchworker".parse()?;
@@ -200,7 +239,19 @@ async fn job_store(path: &Path, rounds: usize, batch: usize, payload: &str) -> R
         per_job(phases[1]),
         per_job(phases[2])
     );
-    Ok(start.elapsed())
+    let writes = start.elapsed();
+    let start = Instant::now();
+    loop {
+        let prune = Prune {
+            group: group.clone(),
+            before: Timestamp::from_unix_ms(i64::MAX),
+            window: PRUNE_WINDOW,
+        };
+        if store.prune(prune).await?.await?.is_empty() {
+            break;
+        }
+    }
+    Ok((writes, start.elapsed()))
 }
 
 fn row(id: JobId, status: JobStatus, worker: &PeerId) -> StateRow {
