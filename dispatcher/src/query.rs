@@ -187,6 +187,14 @@ impl<P: Clone, R> Dispatcher<P, R> {
         self.live_count
     }
 
+    /// The number of finished jobs counted: known, evicted or unloaded.
+    pub fn finished_jobs(&self) -> usize {
+        [State::Completed, State::Failed, State::Cancelled]
+            .iter()
+            .map(|state| self.counts[state.index()])
+            .sum()
+    }
+
     /// Counts of jobs by status and of workers.
     pub fn stats(&self) -> QueueStats {
         let count = |state: State| self.counts[state.index()];

@@ -30,8 +30,8 @@ use crate::peer::{Peer, PeerParts};
 #[derive(Debug, Args)]
 pub struct NodeArgs {
     /// A JSON config file (keys: data_dir, label, listen, api, peers, mdns, api_token,
-    /// max_message_bytes, group_ping_ms, max_finished_jobs, keep_finished_s); flags win over
-    /// it.
+    /// max_message_bytes, group_ping_ms, max_finished_jobs, keep_finished_s,
+    /// keep_finished_jobs); flags win over it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Where the identity key and data live [default: $XDG_DATA_HOME/goop or
@@ -73,6 +73,11 @@ pub struct NodeArgs {
     /// results and attempts, oldest first. 0 keeps them for ever.
     #[arg(long, value_name = "SECONDS")]
     pub keep_finished_s: Option<u64>,
+    /// The most finished jobs a cluster host keeps in its store, whatever their age
+    /// [default: 100000000, about 20 GB for small jobs]; past it the oldest are deleted. 0
+    /// means no limit.
+    #[arg(long, value_name = "N")]
+    pub keep_finished_jobs: Option<u64>,
 }
 
 impl NodeArgs {
@@ -90,6 +95,7 @@ impl NodeArgs {
             group_ping_ms: self.group_ping_ms,
             max_finished_jobs: self.max_finished_jobs,
             keep_finished_s: self.keep_finished_s,
+            keep_finished_jobs: self.keep_finished_jobs,
         }
     }
 
@@ -344,6 +350,7 @@ async fn start_cluster(
         },
         limits: Limits {
             keep_finished: config.keep_finished,
+            keep_finished_jobs: config.keep_finished_jobs,
             ..Limits::default()
         },
     };

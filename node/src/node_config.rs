@@ -49,6 +49,9 @@ pub struct RawConfig {
     /// How long a cluster host's store keeps finished jobs, in seconds after they were
     /// submitted and finished (default 604800, a week); 0 keeps them for ever.
     pub keep_finished_s: Option<u64>,
+    /// The most finished jobs a cluster host's store keeps, whatever their age (default
+    /// 100000000); past it the oldest are deleted. 0 means no limit.
+    pub keep_finished_jobs: Option<u64>,
 }
 
 /// The validated configuration.
@@ -76,6 +79,8 @@ pub struct Config {
     pub max_finished_jobs: usize,
     /// How long a cluster host's store keeps finished jobs; `None` keeps them for ever.
     pub keep_finished: Option<Duration>,
+    /// The most finished jobs a cluster host's store keeps; `None` for no limit.
+    pub keep_finished_jobs: Option<usize>,
 }
 
 /// Why the configuration is not usable.
@@ -146,6 +151,7 @@ impl RawConfig {
             group_ping_ms: over.group_ping_ms.or(self.group_ping_ms),
             max_finished_jobs: over.max_finished_jobs.or(self.max_finished_jobs),
             keep_finished_s: over.keep_finished_s.or(self.keep_finished_s),
+            keep_finished_jobs: over.keep_finished_jobs.or(self.keep_finished_jobs),
         }
     }
 
@@ -233,6 +239,11 @@ impl RawConfig {
                 None => Some(crate::cluster::host::KEEP_FINISHED),
                 Some(0) => None,
                 Some(secs) => Some(Duration::from_secs(secs)),
+            },
+            keep_finished_jobs: match self.keep_finished_jobs {
+                None => Some(crate::cluster::host::KEEP_FINISHED_JOBS),
+                Some(0) => None,
+                Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
             },
         })
     }
@@ -328,7 +339,7 @@ mod tests {
     }
 
     #[test]
-    fn finished_jobs_are_kept_a_week_unless_told_otherwise() {
+    fn finished_jobs_are_kept_a_week_and_a_hundred_million_unless_told_otherwise() {
         let week = Duration::from_secs(7 * 24 * 3600);
         assert_eq!(raw().validate().unwrap().keep_finished, Some(week));
         let keep = |secs| {
@@ -342,6 +353,18 @@ mod tests {
         };
         assert_eq!(keep(90), Some(Duration::from_secs(90)));
         assert_eq!(keep(0), None, "0 keeps them for ever");
+        let most = |n| {
+            RawConfig {
+                keep_finished_jobs: n,
+                ..raw()
+            }
+            .validate()
+            .unwrap()
+            .keep_finished_jobs
+        };
+        assert_eq!(most(None), Some(100_000_000));
+        assert_eq!(most(Some(5)), Some(5));
+        assert_eq!(most(Some(0)), None, "0 is no limit");
     }
 
     #[test]

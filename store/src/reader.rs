@@ -479,7 +479,7 @@ fn read_row(row: &Row<'_>) -> Result<StoredJob, StoreError> {
     })
 }
 
-fn corrupt(id: JobId, reason: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(id: JobId, reason: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         job: id.to_string(),
         reason: reason.to_string(),

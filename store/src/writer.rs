@@ -183,8 +183,8 @@ enum Command {
     Prune(Prune, oneshot::Sender<Result<Vec<Pruned>, StoreError>>),
 }
 
-/// Finished jobs to delete for good: those of `group` submitted and finished before `before`,
-/// oldest first. See [`JobStore::prune`].
+/// Finished jobs of `group` to delete for good: the `oldest` longest submitted, then those
+/// submitted and finished before `before`. See [`JobStore::prune`].
 #[derive(Clone, Debug)]
 pub struct Prune {
     /// The cluster whose jobs go.
@@ -194,6 +194,9 @@ pub struct Prune {
     /// How many of the oldest jobs of each finished status are looked at (and at most
     /// deleted) by one prune, so one prune holds the writer for a bounded time.
     pub window: usize,
+    /// Before those, the oldest finished jobs go whatever their age, this many (at most
+    /// `window`): the store keeps no more than a number of them.
+    pub oldest: usize,
 }
 
 /// A job a prune deleted, with the status it had.
@@ -278,8 +281,9 @@ impl JobStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Deletes finished jobs for good: those of `prune.group` submitted and finished before
-    /// `prune.before`, looking at the oldest `prune.window` of each finished status. The
+    /// Deletes finished jobs of `prune.group` for good: the `prune.oldest` submitted longest
+    /// ago, then those submitted and finished before `prune.before`, looking at the oldest
+    /// `prune.window` of each finished status. The
     /// outer future returns once the prune is queued, in order with the changes queued before
     /// and after it (a job retried before it is queued is not deleted); the inner one gives the
     /// deleted jobs once that is committed.
@@ -633,6 +637,19 @@ const SELECT_PRUNABLE: &str = "SELECT id FROM (
         WHERE status_key BETWEEN ?1 AND ?2 ORDER BY status_key LIMIT ?3)
      WHERE created_at < ?4 AND COALESCE(done_at, created_at) < ?4";
 
+/// The group's oldest `?7` finished jobs, whatever their status: the first `?7` of each
+/// status's range of the status index (completed `?1`–`?2`, failed `?3`–`?4`, cancelled
+/// `?5`–`?6`), then the first `?7` of those in submission order (the `seq` in the key's low
+/// bits). The index alone answers it.
+const SELECT_OLDEST: &str = "SELECT id, status_key FROM (
+        SELECT * FROM (SELECT id, status_key FROM cluster_jobs
+            WHERE status_key BETWEEN ?1 AND ?2 ORDER BY status_key LIMIT ?7)
+        UNION ALL SELECT * FROM (SELECT id, status_key FROM cluster_jobs
+            WHERE status_key BETWEEN ?3 AND ?4 ORDER BY status_key LIMIT ?7)
+        UNION ALL SELECT * FROM (SELECT id, status_key FROM cluster_jobs
+            WHERE status_key BETWEEN ?5 AND ?6 ORDER BY status_key LIMIT ?7))
+     ORDER BY status_key & ?8 LIMIT ?7";
+
 /// Deletes what `prune` asks for inside a savepoint: all of it or, when something fails,
 /// nothing (and the rest of the transaction stands).
 fn prune_finished(
@@ -646,18 +663,48 @@ fn prune_finished(
     in_savepoint(tx, "prune", || {
         let window = i64::try_from(prune.window).unwrap_or(i64::MAX);
         let before = prune.before.as_unix_ms();
-        let mut pruned = Vec::new();
-        let mut select = tx
-            .prepare_cached(SELECT_PRUNABLE)
-            .context("preparing the prune query")?;
-        for status in [
+        let finished = [
             JobStatus::Completed,
             JobStatus::Failed,
             JobStatus::Cancelled,
-        ] {
+        ];
+        let range = |status| {
             let code = codes::status_code(status);
-            let first = codes::status_key(group, code, 0);
-            let last = codes::status_key(group, code, codes::MAX_SEQ);
+            (
+                codes::status_key(group, code, 0),
+                codes::status_key(group, code, codes::MAX_SEQ),
+            )
+        };
+        let mut pruned = Vec::new();
+        let oldest = i64::try_from(prune.oldest.min(prune.window)).unwrap_or(i64::MAX);
+        if oldest > 0 {
+            let [(c1, c2), (f1, f2), (x1, x2)] = finished.map(range);
+            let mut select = tx
+                .prepare_cached(SELECT_OLDEST)
+                .context("preparing the oldest-jobs query")?;
+            let rows = select
+                .query_map(
+                    params![c1, c2, f1, f2, x1, x2, oldest, codes::MAX_SEQ],
+                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+                )
+                .context("finding the oldest finished jobs")?;
+            for row in rows {
+                let (raw, key) = row.context("reading an old finished job")?;
+                let id = reader::job_id(raw);
+                let status = codes::status_of((key >> codes::SEQ_BITS) & 7)
+                    .ok_or_else(|| reader::corrupt(id, format!("status key {key}")))?;
+                pruned.push((id, status));
+            }
+            for (id, _) in &pruned {
+                delete_job(tx, *id)?;
+            }
+        }
+        let by_count = pruned.len();
+        let mut select = tx
+            .prepare_cached(SELECT_PRUNABLE)
+            .context("preparing the prune query")?;
+        for status in finished {
+            let (first, last) = range(status);
             let rows = select
                 .query_map(params![first, last, window, before], |row| {
                     row.get::<_, i64>(0)
@@ -670,7 +717,7 @@ fn prune_finished(
                 ));
             }
         }
-        for (id, _) in &pruned {
+        for (id, _) in &pruned[by_count..] {
             delete_job(tx, *id)?;
         }
         Ok(pruned)

@@ -693,6 +693,7 @@ async fn a_prune_deletes_the_jobs_submitted_and_finished_before_its_time_in_wind
         group: group(),
         before: Timestamp::from_unix_ms(before),
         window,
+        oldest: 0,
     };
     let ids = |pruned: Vec<Pruned>| -> Vec<(u64, JobStatus)> {
         let mut ids: Vec<_> = pruned.into_iter().map(|(id, s)| (id.as_u64(), s)).collect();
@@ -735,6 +736,16 @@ async fn a_prune_deletes_the_jobs_submitted_and_finished_before_its_time_in_wind
         .filter(|n| row_failed(**n))
         .count();
     assert_eq!(attempts as usize, failed_left);
+    // The oldest finished jobs go whatever their age and status, at most a window of them.
+    let oldest = |oldest, window| Prune {
+        oldest,
+        ..prune(0, window)
+    };
+    let pruned = store.prune(oldest(2, 100)).await.unwrap().await.unwrap();
+    assert_eq!(ids(pruned), vec![status(2), status(8)]);
+    let pruned = store.prune(oldest(100, 1)).await.unwrap().await.unwrap();
+    assert_eq!(ids(pruned), vec![status(9)]);
+    assert_eq!(pages_of(&reader, 100).concat(), vec![4, 5, 10, 11, 12]);
     // A group with no jobs prunes nothing.
     let other = Prune {
         group: "g2".parse().unwrap(),

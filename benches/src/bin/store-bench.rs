@@ -246,6 +246,7 @@ async fn job_store(
             group: group.clone(),
             before: Timestamp::from_unix_ms(i64::MAX),
             window: PRUNE_WINDOW,
+            oldest: 0,
         };
         if store.prune(prune).await?.await?.is_empty() {
             break;

@@ -63,10 +63,16 @@ pub(crate) struct Limits {
     /// How long finished jobs stay in the store after they were submitted and finished;
     /// `None` keeps them for ever. See [`Host::prune`].
     pub keep_finished: Option<Duration>,
+    /// The most finished jobs the store keeps, whatever their age; past it the oldest go.
+    pub keep_finished_jobs: Option<usize>,
 }
 
 /// How long finished jobs stay in the store by default: a week.
 pub(crate) const KEEP_FINISHED: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The most finished jobs the store keeps by default: about 20 GB of database for small jobs
+/// (a no-op job takes ~200 bytes).
+pub(crate) const KEEP_FINISHED_JOBS: usize = 100_000_000;
 
 /// The oldest jobs of each finished status one prune looks at: one prune holds the store's
 /// writer for some tens of milliseconds at most.
@@ -91,6 +97,7 @@ impl Default for Limits {
             max_after: 1000,
             outbox: 65_536,
             keep_finished: Some(KEEP_FINISHED),
+            keep_finished_jobs: Some(KEEP_FINISHED_JOBS),
         }
     }
 }
@@ -547,6 +554,7 @@ impl<L: Link> Host<L> {
         tracing::info!(group = %self.config.group, "cluster host running");
         self.carry_out().await;
         loop {
+            self.prune_if_over();
             let sleep = match self.wake {
                 Some(at) => Duration::from_millis(at.0.saturating_sub(now().0)),
                 None => Duration::from_secs(3600),
@@ -1130,6 +1138,25 @@ impl<L: Link> Host<L> {
         }
     }
 
+    /// How many more finished jobs the store has than it keeps.
+    fn over_keep(&self) -> usize {
+        self.config.limits.keep_finished_jobs.map_or(0, |keep| {
+            self.dispatcher.finished_jobs().saturating_sub(keep)
+        })
+    }
+
+    /// Sets a prune soon when the store has more finished jobs than it keeps and none is
+    /// under way or due sooner.
+    fn prune_if_over(&mut self) {
+        if self.pruning.is_some() || self.over_keep() == 0 {
+            return;
+        }
+        let soon = tokio::time::Instant::now() + PRUNE_AGAIN;
+        if self.prune_at.is_none_or(|at| at > soon) {
+            self.prune_at = Some(soon);
+        }
+    }
+
     /// How often to look for finished jobs past their keep time, if they are not kept for ever.
     fn prune_every(&self) -> Option<Duration> {
         let keep = self.config.limits.keep_finished?;
@@ -1143,14 +1170,18 @@ impl<L: Link> Host<L> {
     /// [`Host::pruned`].
     async fn prune(&mut self) {
         self.prune_at = None;
-        let Some(keep) = self.config.limits.keep_finished else {
+        let limits = &self.config.limits;
+        if limits.keep_finished.is_none() && limits.keep_finished_jobs.is_none() {
             return;
-        };
-        let keep_ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX);
+        }
+        let keep_ms = limits.keep_finished.map_or(u64::MAX, |keep| {
+            u64::try_from(keep.as_millis()).unwrap_or(u64::MAX)
+        });
         let prune = store::Prune {
             group: self.config.group.clone(),
             before: stamp(Millis(now().0.saturating_sub(keep_ms))),
             window: PRUNE_WINDOW,
+            oldest: self.over_keep(),
         };
         match self.store.prune(prune).await {
             Ok(done) => {
@@ -1189,7 +1220,7 @@ impl<L: Link> Host<L> {
                 if found > 0 {
                     tracing::info!(jobs = found, "deleted finished jobs past their keep time");
                 }
-                found >= PRUNE_WINDOW
+                found >= PRUNE_WINDOW || self.over_keep() > 0
             }
             Err(error) => {
                 tracing::error!(%error, "pruning finished jobs failed");

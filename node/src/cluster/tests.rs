@@ -941,6 +941,53 @@ async fn finished_jobs_past_their_keep_time_leave_the_store_and_the_counts() {
     assert_eq!((stats.pending, stats.completed, stats.failed), (1, 0, 0));
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_most_finished_jobs_kept_the_oldest_leave_the_store() {
+    let limits = Limits {
+        keep_finished: None,
+        keep_finished_jobs: Some(3),
+        ..Limits::default()
+    };
+    let cluster = start_in(
+        fresh_dir("keep-count"),
+        limits,
+        dispatcher::Config::default(),
+    )
+    .await;
+    cluster.add_worker("workerK", 2).await;
+    let within = Duration::from_secs(20);
+    // One at a time, so they are submitted and finish in this order.
+    let mut done = Vec::new();
+    for job in [
+        failing(),
+        echo("1", 0),
+        echo("2", 0),
+        echo("3", 0),
+        echo("4", 0),
+    ] {
+        let id = cluster.host.submit(vec![job]).await.unwrap()[0];
+        wait_all(&cluster.host, &[id], within).await;
+        done.push(id);
+    }
+    let deadline = Instant::now() + within;
+    loop {
+        cluster.host.flush().await.unwrap();
+        let reader = cluster.host.store().reader().unwrap();
+        let kept: Vec<bool> = done
+            .iter()
+            .map(|id| reader.get(*id).unwrap().is_some())
+            .collect();
+        if kept == [false, false, true, true, true] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "kept {kept:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = cluster.host.stats().await.unwrap();
+    assert_eq!((stats.completed, stats.failed), (3, 0));
+    cluster.stop().await;
+}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submit_past_the_live_job_limit_is_refused_before_it_is_stored() {
     let limit = dispatcher::Config {
