@@ -283,10 +283,9 @@ impl JobStore {
 
     /// Deletes finished jobs of `prune.group` for good: the `prune.oldest` submitted longest
     /// ago, then those submitted and finished before `prune.before`, looking at the oldest
-    /// `prune.window` of each finished status. The
-    /// outer future returns once the prune is queued, in order with the changes queued before
-    /// and after it (a job retried before it is queued is not deleted); the inner one gives the
-    /// deleted jobs once that is committed.
+    /// `prune.window` of each finished status. The outer future returns once the prune is
+    /// queued, in order with the changes queued before and after it (a job retried before it
+    /// is queued is not deleted); the inner one gives the deleted jobs once that is committed.
     pub async fn prune(
         &self,
         prune: Prune,

@@ -1163,10 +1163,11 @@ impl<L: Link> Host<L> {
         Some(PRUNE_EVERY.min(keep / 4).max(Duration::from_millis(100)))
     }
 
-    /// Queues the deletion of the finished jobs submitted and finished longer than
-    /// `keep_finished` ago. The prune is queued in the actor, in order with the host's writes: a
-    /// job retried before it is queued is pending in the store by then, and one retried after
-    /// it is answered from the store without it. The outcome comes back through
+    /// Queues the deletion of the finished jobs past the keep limits: the oldest over
+    /// `keep_finished_jobs`, then those submitted and finished longer than `keep_finished` ago
+    /// (up to a window of each). The prune is queued in the actor, in order with the host's
+    /// writes: a job retried before it is queued is pending in the store by then, and one
+    /// retried after it is answered from the store without it. The outcome comes back through
     /// [`Host::pruned`].
     async fn prune(&mut self) {
         self.prune_at = None;
@@ -1218,7 +1219,7 @@ impl<L: Link> Host<L> {
                     log_refusal(self.step(Input::Deleted(pruned)));
                 }
                 if found > 0 {
-                    tracing::info!(jobs = found, "deleted finished jobs past their keep time");
+                    tracing::info!(jobs = found, "deleted finished jobs past the keep limits");
                 }
                 found >= PRUNE_WINDOW || self.over_keep() > 0
             }
