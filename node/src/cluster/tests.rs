@@ -225,6 +225,14 @@ fn echo(payload: &str, priority: i32) -> SubmitJob {
     job
 }
 
+/// A dispatcher that keeps the statuses of only two finished jobs in memory.
+fn two_finished() -> dispatcher::Config {
+    dispatcher::Config {
+        max_finished: 2,
+        ..dispatcher::Config::default()
+    }
+}
+
 /// A job the example executor fails: a division by zero.
 fn failing() -> SubmitJob {
     let mut job = SubmitJob::new("calculate");
@@ -722,11 +730,7 @@ async fn a_job_cancelled_in_the_batch_that_assigned_it_never_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_jobs_past_the_memory_limit_are_found_in_the_store() {
-    let limit = dispatcher::Config {
-        max_finished: 2,
-        ..dispatcher::Config::default()
-    };
-    let cluster = start_in(fresh_dir("evict"), Limits::default(), limit).await;
+    let cluster = start_in(fresh_dir("evict"), Limits::default(), two_finished()).await;
     cluster.add_worker("workerE", 2).await;
     let within = Duration::from_secs(20);
     let failed = cluster.host.submit(vec![failing()]).await.unwrap()[0];
@@ -831,11 +835,7 @@ async fn finished_jobs_past_the_memory_limit_are_found_in_the_store() {
 /// in the store, or one the user deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_jobs_whose_finished_dependencies_it_did_not_load() {
-    let limit = dispatcher::Config {
-        max_finished: 2,
-        ..dispatcher::Config::default()
-    };
-    let cluster = start_in(fresh_dir("restore-deps"), Limits::default(), limit).await;
+    let cluster = start_in(fresh_dir("restore-deps"), Limits::default(), two_finished()).await;
     cluster.add_worker("workerR", 2).await;
     let within = Duration::from_secs(20);
     let deps = cluster
@@ -882,12 +882,8 @@ async fn finished_jobs_past_their_keep_time_leave_the_store_and_the_counts() {
         keep_finished: Some(Duration::from_millis(1_500)),
         ..Limits::default()
     };
-    // A limit of 2 finished jobs in memory: most of those pruned were evicted first.
-    let memory = dispatcher::Config {
-        max_finished: 2,
-        ..dispatcher::Config::default()
-    };
-    let cluster = start_in(fresh_dir("prune"), limits, memory).await;
+    // Most of those pruned were evicted from memory first.
+    let cluster = start_in(fresh_dir("prune"), limits, two_finished()).await;
     cluster.add_worker("workerP", 2).await;
     let within = Duration::from_secs(20);
     let mut jobs = vec![failing()];
@@ -988,6 +984,7 @@ async fn past_the_most_finished_jobs_kept_the_oldest_leave_the_store() {
     assert_eq!((stats.completed, stats.failed), (3, 0));
     cluster.stop().await;
 }
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submit_past_the_live_job_limit_is_refused_before_it_is_stored() {
     let limit = dispatcher::Config {
