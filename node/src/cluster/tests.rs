@@ -255,6 +255,22 @@ fn stored(host: &HostHandle, id: JobId) -> proto::cluster::JobState {
         .state
 }
 
+/// Submits `jobs` one at a time, each waited for until it is terminal, so they are submitted
+/// and finish in this order; returns their ids.
+async fn one_by_one(
+    host: &HostHandle,
+    jobs: impl IntoIterator<Item = SubmitJob>,
+    within: Duration,
+) -> Vec<JobId> {
+    let mut ids = Vec::new();
+    for job in jobs {
+        let id = host.submit(vec![job]).await.unwrap()[0];
+        wait_all(host, &[id], within).await;
+        ids.push(id);
+    }
+    ids
+}
+
 /// Waits until every job in `ids` is terminal, reading the store.
 async fn wait_all(
     host: &HostHandle,
@@ -736,16 +752,12 @@ async fn finished_jobs_past_the_memory_limit_are_found_in_the_store() {
     let failed = cluster.host.submit(vec![failing()]).await.unwrap()[0];
     wait_all(&cluster.host, &[failed], within).await;
     // One at a time, so they finish in this order and the first ones are evicted.
-    let mut done = Vec::new();
-    for i in 0..5 {
-        let id = cluster
-            .host
-            .submit(vec![echo(&format!("{i}"), 0)])
-            .await
-            .unwrap()[0];
-        wait_all(&cluster.host, &[id], within).await;
-        done.push(id);
-    }
+    let done = one_by_one(
+        &cluster.host,
+        (0..5).map(|i| echo(&i.to_string(), 0)),
+        within,
+    )
+    .await;
     let stats = cluster.host.stats().await.unwrap();
     assert_eq!(
         (stats.completed, stats.failed),
@@ -856,14 +868,12 @@ async fn a_restart_keeps_jobs_whose_finished_dependencies_it_did_not_load() {
         .await
         .unwrap();
     // Enough later jobs that the restore loads neither dependency.
-    for i in 0..3 {
-        let id = cluster
-            .host
-            .submit(vec![echo(&format!("{i}"), 0)])
-            .await
-            .unwrap()[0];
-        wait_all(&cluster.host, &[id], within).await;
-    }
+    one_by_one(
+        &cluster.host,
+        (0..3).map(|i| echo(&i.to_string(), 0)),
+        within,
+    )
+    .await;
     cluster.host.delete(deps[1]).await.unwrap();
     let cluster = cluster.restart().await;
     cluster.host.flush().await.unwrap();
@@ -954,18 +964,14 @@ async fn past_the_most_finished_jobs_kept_the_oldest_leave_the_store() {
     cluster.add_worker("workerK", 2).await;
     let within = Duration::from_secs(20);
     // One at a time, so they are submitted and finish in this order.
-    let mut done = Vec::new();
-    for job in [
+    let jobs = [
         failing(),
         echo("1", 0),
         echo("2", 0),
         echo("3", 0),
         echo("4", 0),
-    ] {
-        let id = cluster.host.submit(vec![job]).await.unwrap()[0];
-        wait_all(&cluster.host, &[id], within).await;
-        done.push(id);
-    }
+    ];
+    let done = one_by_one(&cluster.host, jobs, within).await;
     let deadline = Instant::now() + within;
     loop {
         cluster.host.flush().await.unwrap();
