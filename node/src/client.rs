@@ -158,14 +158,31 @@ impl ApiClient {
     /// Submits jobs in batches of at most `batch` and returns their ids in order.
     pub fn submit(&self, jobs: Vec<SubmitJob>, batch: usize) -> Result<Vec<JobId>, ClientError> {
         let mut ids = Vec::with_capacity(jobs.len());
+        self.submit_each(jobs, batch, |accepted| ids.extend_from_slice(accepted))
+            .map_err(|(_, error)| error)?;
+        Ok(ids)
+    }
+
+    /// Submits jobs in batches of at most `batch`, handing each batch's ids to `accepted` as
+    /// soon as the node took it. On an error, it also says how many jobs the node took
+    /// before: the batches after the one that failed are not sent.
+    pub fn submit_each(
+        &self,
+        jobs: Vec<SubmitJob>,
+        batch: usize,
+        mut accepted: impl FnMut(&[JobId]),
+    ) -> Result<(), (usize, ClientError)> {
+        let mut taken = 0;
         let mut jobs = jobs.into_iter().peekable();
         while jobs.peek().is_some() {
             let chunk: Vec<_> = jobs.by_ref().take(batch.max(1)).collect();
-            let answer: SubmitBatchResponse =
-                self.post("/api/cluster/jobs", &SubmitBatch { jobs: chunk })?;
-            ids.extend(answer.job_ids);
+            let answer: SubmitBatchResponse = self
+                .post("/api/cluster/jobs", &SubmitBatch { jobs: chunk })
+                .map_err(|error| (taken, error))?;
+            taken += answer.job_ids.len();
+            accepted(&answer.job_ids);
         }
-        Ok(ids)
+        Ok(())
     }
 
     /// One job with its attempt history.

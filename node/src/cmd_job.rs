@@ -259,12 +259,40 @@ fn submit(client: &ApiClient, args: SubmitArgs) -> Result<ExitCode, ClientError>
             Err(message) => return Ok(fail(message)),
         },
     };
-    let ids = client.submit(jobs, args.batch)?;
-    if !args.wait {
-        let mut out = std::io::stdout().lock();
-        for id in &ids {
-            let _ = writeln!(out, "{id}");
+    let total = jobs.len();
+    let mut ids = Vec::with_capacity(total);
+    let mut out = std::io::stdout().lock();
+    // Without --wait, each batch's ids are printed as soon as the node took it, so a
+    // submit that fails half way still tells which jobs went in.
+    let submitted = client.submit_each(jobs, args.batch, |accepted| {
+        if args.wait {
+            ids.extend_from_slice(accepted);
+        } else {
+            for id in accepted {
+                let _ = writeln!(out, "{id}");
+            }
+            let _ = out.flush();
         }
+    });
+    if let Err((taken, error)) = submitted {
+        // The jobs taken run whatever happens here: their ids are not kept from the caller.
+        if args.wait {
+            for id in &ids {
+                let _ = writeln!(out, "{id}");
+            }
+        }
+        drop(out);
+        return Ok(fail(format_args!(
+            "{error}; the node took the first {taken} of the {total} jobs{}",
+            if taken == 0 {
+                ""
+            } else {
+                " (their ids are on standard output)"
+            }
+        )));
+    }
+    drop(out);
+    if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
     let bar = std::io::stderr().is_terminal().then(|| {

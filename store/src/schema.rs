@@ -158,6 +158,11 @@ pub(crate) fn open(path: &std::path::Path, sync: Synchronous) -> Result<Connecti
     // pages many times between two checkpoints, and each checkpoint copies them once.
     conn.pragma_update(None, "wal_autocheckpoint", 10_000)
         .context("setting the checkpoint interval")?;
+    // A burst (a large submit, or the changes kept through a full disk) can grow the WAL well
+    // past that; once it is checkpointed, the file is cut back to 64 MiB instead of keeping
+    // its largest size for good.
+    conn.pragma_update(None, "journal_size_limit", 67_108_864_i64)
+        .context("limiting the WAL's size")?;
     Ok(conn)
 }
 

@@ -222,10 +222,7 @@ impl JobStore {
         let thread = std::thread::Builder::new()
             .name("goop-job-store".to_owned())
             .spawn(move || writer_loop(conn, writer, receiver, max_batch))
-            .map_err(|e| StoreError::Corrupt {
-                job: String::new(),
-                reason: e.to_string(),
-            })?;
+            .map_err(StoreError::Spawn)?;
         Ok(Self {
             path: path.to_owned(),
             synchronous: config.synchronous,
@@ -318,22 +315,53 @@ fn writer_loop(
     max_batch: usize,
 ) {
     let mut batch = Vec::new();
-    while let Some(first) = commands.blocking_recv() {
-        let mut size = first.size();
-        batch.push(first);
+    loop {
+        let mut size = 0;
+        if writer.retrying() {
+            // The changes of a failed transaction are written again after a pause, with
+            // whatever arrived meanwhile, whether or not anything did.
+            std::thread::sleep(retry_pause(writer.failures));
+        } else {
+            let Some(first) = commands.blocking_recv() else {
+                break;
+            };
+            size = first.size();
+            batch.push(first);
+        }
+        let mut closed = false;
         while size < max_batch {
             match commands.try_recv() {
                 Ok(command) => {
                     size += command.size();
                     batch.push(command);
                 }
-                Err(_) => break,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
             }
         }
         commit(&mut conn, &mut writer, &mut batch);
+        if closed && writer.retrying() {
+            tracing::error!(
+                changes = writer.pending.len() + writer.removals.len(),
+                "job store closed with changes it could not write"
+            );
+            break;
+        }
     }
     tracing::debug!("job store writer stopped");
 }
+
+/// How long the writer waits before writing again the changes of `failures` failed
+/// transactions in a row: 50 ms, doubling up to 2 s.
+fn retry_pause(failures: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(50 << failures.saturating_sub(1).min(5)).min(RETRY_PAUSE_MAX)
+}
+
+/// The longest pause between two attempts to write the changes of a failed transaction.
+const RETRY_PAUSE_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Command {
     /// What it counts for against `StoreConfig::max_batch`: a change each, a submit or flush
@@ -366,9 +394,19 @@ struct Writer {
     /// The next job's place in submission order. The writer is the only one to insert jobs,
     /// so it counts them itself; a submit rolled back leaves a gap, which orders nothing wrong.
     next_seq: i64,
-    /// The coalesced writes of the transaction being built, empty between two (kept to reuse
-    /// the maps' memory).
+    /// The coalesced changes not yet written in the transaction being built, empty between
+    /// two (kept to reuse the maps' memory); after a failed transaction, its changes to
+    /// stored jobs, to be written again.
     pending: Coalesced,
+    /// The changes written in the open transaction, kept until it commits.
+    written: Coalesced,
+    /// The deletes and clears done in the open transaction; after a failed one, those to
+    /// do again.
+    removals: Vec<Removal>,
+    /// Orders progress against states, across transactions.
+    index: usize,
+    /// Transactions failed in a row.
+    failures: u32,
 }
 
 impl Writer {
@@ -382,8 +420,25 @@ impl Writer {
             codes: Codes::new(),
             next_seq: last + 1,
             pending: Coalesced::default(),
+            written: Coalesced::default(),
+            removals: Vec::new(),
+            index: 0,
+            failures: 0,
         })
     }
+
+    /// Whether changes of a failed transaction wait to be written again.
+    fn retrying(&self) -> bool {
+        self.failures > 0 && (!self.pending.is_empty() || !self.removals.is_empty())
+    }
+}
+
+/// A change that removes rows; done again, after the others, when its transaction failed.
+enum Removal {
+    /// One job, with its attempts and payload.
+    Job(JobId),
+    /// Every job of a group.
+    Group(GroupId),
 }
 
 fn commit(conn: &mut Connection, writer: &mut Writer, batch: &mut Vec<Command>) {
@@ -398,6 +453,15 @@ fn commit(conn: &mut Connection, writer: &mut Writer, batch: &mut Vec<Command>) 
     match outcome {
         Ok(()) => {
             tracing::trace!(commands = size, "job store committed");
+            if writer.failures > 0 {
+                tracing::info!(
+                    failures = writer.failures,
+                    "job store writes again: the changes of the failed transactions are stored"
+                );
+                writer.failures = 0;
+            }
+            writer.written.clear();
+            writer.removals.clear();
             for reply in replies {
                 match reply {
                     Reply::Submit(to, result) => {
@@ -413,15 +477,22 @@ fn commit(conn: &mut Connection, writer: &mut Writer, batch: &mut Vec<Command>) 
             }
         }
         Err(error) => {
-            tracing::error!(%error, commands = size, "job store transaction failed; its writes are lost");
             writer.codes.forget();
-            writer.pending.clear();
-            let message = error.to_string();
+            // What was written and what was not yet, the later over the earlier: every change
+            // to a stored job is written again in the next transaction.
+            writer.written.absorb(&mut writer.pending);
+            std::mem::swap(&mut writer.pending, &mut writer.written);
+            writer.failures += 1;
+            let retained = writer.pending.len() + writer.removals.len();
+            if writer.failures == 1 {
+                tracing::error!(%error, commands = size, retained, "job store transaction failed and was rolled back; its changes to stored jobs will be written again, its submits are refused");
+            } else if writer.failures <= 5 || writer.failures.is_multiple_of(30) {
+                // Then about once a minute, at the longest pause.
+                tracing::warn!(%error, failures = writer.failures, retained, "job store transaction failed again");
+            }
+            let error = std::sync::Arc::new(error);
+            let failed = || StoreError::RolledBack(error.clone());
             for reply in replies {
-                let failed = || StoreError::Corrupt {
-                    job: String::new(),
-                    reason: message.clone(),
-                };
                 match reply {
                     Reply::Submit(to, _) => {
                         let _ = to.send(Err(failed()));
@@ -457,14 +528,59 @@ impl Coalesced {
         self.states.insert(row.id, (index, row));
     }
 
-    /// Forgets what a failed transaction left.
+    /// Adds change number `index`; a delete or clear is handed back, to be done in order.
+    fn coalesce(&mut self, index: usize, write: Write) -> Option<Removal> {
+        match write {
+            Write::Progress {
+                id,
+                percent,
+                message,
+            } => {
+                self.progress.insert(id, (index, percent, message));
+            }
+            Write::State(state) => self.state(index, *state),
+            Write::Attempt { job, record } => {
+                let key = (job, record.attempt.0);
+                // The attempt that completed a job is the job's row (see `Reader::get`): it
+                // replaces any earlier record of the attempt and is not written itself.
+                if record.outcome == Some(AttemptOutcome::Completed) {
+                    self.attempts.remove(&key);
+                } else {
+                    self.attempts.insert(key, record);
+                }
+            }
+            Write::Delete(id) => return Some(Removal::Job(id)),
+            Write::ClearGroup(group) => return Some(Removal::Group(group)),
+        }
+        None
+    }
+
+    /// Takes in `newer`'s changes, which came after these.
+    fn absorb(&mut self, newer: &mut Coalesced) {
+        for (_, (index, row)) in newer.states.drain() {
+            self.state(index, row);
+        }
+        self.progress.extend(newer.progress.drain());
+        self.attempts.extend(newer.attempts.drain());
+    }
+
+    fn len(&self) -> usize {
+        self.states.len() + self.progress.len() + self.attempts.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn clear(&mut self) {
         self.states.clear();
         self.progress.clear();
         self.attempts.clear();
     }
 
-    fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+    /// Writes the changes in `tx`, then moves them to `written`, where they stay until the
+    /// transaction commits.
+    fn flush(&mut self, tx: &Transaction<'_>, written: &mut Coalesced) -> Result<(), StoreError> {
         if !self.states.is_empty() {
             let mut update = tx
                 .prepare_cached(UPDATE_STATE)
@@ -481,8 +597,8 @@ impl Coalesced {
             let mut upsert = tx
                 .prepare_cached(UPSERT_ATTEMPT)
                 .context("preparing an attempt write")?;
-            for ((job, _), record) in self.attempts.drain() {
-                write_attempt(&mut upsert, job, &record)?;
+            for ((job, _), record) in &self.attempts {
+                write_attempt(&mut upsert, *job, record)?;
             }
         }
         if !self.progress.is_empty() {
@@ -491,21 +607,26 @@ impl Coalesced {
                     "UPDATE cluster_jobs SET progress = ?2, progress_msg = ?3 WHERE id = ?1",
                 )
                 .context("preparing a progress update")?;
-            for (id, (index, percent, message)) in self.progress.drain() {
+            for (id, (index, percent, message)) in &self.progress {
                 // A full state written after this report carries newer progress (or none).
                 if self
                     .states
-                    .get(&id)
-                    .is_some_and(|(state, row)| *state > index && row.progress.is_some())
+                    .get(id)
+                    .is_some_and(|(state, row)| state > index && row.progress.is_some())
                 {
                     continue;
                 }
                 update
-                    .execute(params![reader::sql_id(id), percent, message])
+                    .execute(params![reader::sql_id(*id), percent, message])
                     .context("writing progress")?;
             }
         }
-        self.states.clear();
+        if written.is_empty() {
+            // The usual case, one flush per transaction: no copying.
+            std::mem::swap(self, written);
+        } else {
+            written.absorb(self);
+        }
         Ok(())
     }
 }
@@ -520,68 +641,63 @@ fn apply(
         codes,
         next_seq,
         pending,
+        written,
+        removals,
+        index,
+        ..
     } = writer;
-    // Orders progress against states across every change of the transaction.
-    let mut index = 0;
+    // The deletes and clears of a failed transaction are done again first, after the changes
+    // that came before them (none came after them for the jobs they remove).
+    let mut outcome = if removals.is_empty() {
+        Ok(())
+    } else {
+        pending
+            .flush(tx, written)
+            .and_then(|()| removals.iter().try_for_each(|r| remove(tx, codes, r)))
+    };
+    // Once something failed, the transaction is lost: the rest of the batch is only taken
+    // in (changes kept to be written again, replies to be answered with the error).
     for command in batch.drain(..) {
         match command {
             Command::Submit(jobs, reply) => {
-                let result = submit_all(tx, codes, next_seq, jobs);
+                let result = match outcome {
+                    Ok(()) => submit_all(tx, codes, next_seq, jobs),
+                    Err(_) => Ok(Vec::new()),
+                };
                 replies.push(Reply::Submit(reply, result));
             }
             Command::Flush(reply) => replies.push(Reply::Flush(reply)),
             Command::Prune(prune, reply) => {
                 // The changes queued before it first: a job retried since it failed is no
                 // longer finished.
-                pending.flush(tx)?;
-                let result = prune_finished(tx, codes, &prune);
+                outcome = outcome.and_then(|()| pending.flush(tx, written));
+                let result = match outcome {
+                    Ok(()) => prune_finished(tx, codes, &prune),
+                    Err(_) => Ok(Vec::new()),
+                };
                 replies.push(Reply::Prune(reply, result));
             }
             Command::Writes(writes) => {
                 for write in writes {
-                    queue(tx, codes, pending, index, write)?;
-                    index += 1;
+                    *index += 1;
+                    if let Some(removal) = pending.coalesce(*index, write) {
+                        outcome = outcome
+                            .and_then(|()| pending.flush(tx, written))
+                            .and_then(|()| remove(tx, codes, &removal));
+                        removals.push(removal);
+                    }
                 }
             }
         }
     }
-    pending.flush(tx)
+    outcome.and_then(|()| pending.flush(tx, written))
 }
 
-/// Adds one change to the transaction being built: states, progress and attempts are
-/// coalesced per job; deletes apply at once, after what came before them.
-fn queue(
-    tx: &Transaction<'_>,
-    codes: &mut Codes,
-    pending: &mut Coalesced,
-    index: usize,
-    write: Write,
-) -> Result<(), StoreError> {
-    match write {
-        Write::Progress {
-            id,
-            percent,
-            message,
-        } => {
-            pending.progress.insert(id, (index, percent, message));
-        }
-        Write::State(state) => pending.state(index, *state),
-        Write::Attempt { job, record } => {
-            let key = (job, record.attempt.0);
-            // The attempt that completed a job is the job's row (see `Reader::get`): it
-            // replaces any earlier record of the attempt and is not written itself.
-            if record.outcome == Some(AttemptOutcome::Completed) {
-                pending.attempts.remove(&key);
-            } else {
-                pending.attempts.insert(key, record);
-            }
-        }
-        Write::Delete(id) => {
-            pending.flush(tx)?;
-            delete_job(tx, id)?;
-        }
-        Write::ClearGroup(group) => {
-            pending.flush(tx)?;
+/// Deletes the rows `removal` names.
+fn remove(tx: &Transaction<'_>, codes: &mut Codes, removal: &Removal) -> Result<(), StoreError> {
+    match removal {
+        Removal::Job(id) => delete_job(tx, *id),
+        Removal::Group(group) => {
             // A group without a code never had a job. Its code is kept: codes are never
             // deleted, so the cached ones stay right.
             let Some(code) = codes.existing_group(tx, group.as_str())? else {
@@ -601,9 +717,9 @@ fn queue(
             .context("clearing payloads")?;
             tx.execute("DELETE FROM cluster_jobs WHERE group_code = ?1", [code])
                 .context("clearing jobs")?;
+            Ok(())
         }
     }
-    Ok(())
 }
 
 /// Removes one job, its attempts and its payload.

@@ -100,6 +100,24 @@ fn pages_of(reader: &Reader, limit: usize) -> Vec<Vec<u64>> {
     }
 }
 
+/// `state` started as attempt 1 on `peerA` at 2 s, and the attempt's record.
+fn started(state: &JobState) -> (JobState, AttemptRecord) {
+    let mut running = state.clone();
+    running.status = JobStatus::Running;
+    running.worker_id = Some("peerA".parse().unwrap());
+    running.attempt = Attempt(1);
+    running.started_at = Some(Timestamp::from_unix_ms(2_000));
+    let record = AttemptRecord {
+        attempt: Attempt(1),
+        worker_id: "peerA".parse().unwrap(),
+        started_at: Timestamp::from_unix_ms(2_000),
+        ended_at: None,
+        outcome: None,
+        error: None,
+    };
+    (running, record)
+}
+
 async fn write_state(store: &JobStore, row: StateRow) {
     store.write(Write::State(Box::new(row))).await.unwrap();
 }
@@ -191,19 +209,7 @@ async fn state_attempts_and_coalesced_progress_are_written() {
         .submit(vec![new_job(job(1, "t", 0)), new_job(job(2, "t", 0))])
         .await
         .unwrap();
-    let mut state = state_of(&store, 1);
-    state.status = JobStatus::Running;
-    state.worker_id = Some("peerA".parse().unwrap());
-    state.attempt = Attempt(1);
-    state.started_at = Some(Timestamp::from_unix_ms(2_000));
-    let record = AttemptRecord {
-        attempt: Attempt(1),
-        worker_id: "peerA".parse().unwrap(),
-        started_at: Timestamp::from_unix_ms(2_000),
-        ended_at: None,
-        outcome: None,
-        error: None,
-    };
+    let (state, record) = started(&state_of(&store, 1));
     write_state(&store, StateRow::of(&state)).await;
     write_attempt(&store, JobId::from_u64(1), record.clone()).await;
     for pct in [10.0, 20.0, 42.5] {
@@ -757,4 +763,107 @@ async fn a_prune_deletes_the_jobs_submitted_and_finished_before_its_time_in_wind
 /// Whether job `n` of the prune test fails (and so has an attempt record).
 fn row_failed(n: u64) -> bool {
     !n.is_multiple_of(5) && n % 3 == 1
+}
+
+/// Makes every update of a job row fail (`on`) or pass again, from a connection of the test's
+/// own: a trigger in the real database stands in for a disk that refuses writes.
+fn fail_updates(db: &TempDb, on: bool) {
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS test_failing (on_ INTEGER NOT NULL);
+         CREATE TRIGGER IF NOT EXISTS test_failing_updates BEFORE UPDATE ON cluster_jobs
+         WHEN (SELECT max(on_) FROM test_failing) = 1
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END;
+         DELETE FROM test_failing;",
+    )
+    .unwrap();
+    conn.execute("INSERT INTO test_failing VALUES (?1)", [i64::from(on)])
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_transaction_refuses_its_submits_and_writes_its_changes_again() {
+    let db = TempDb::new();
+    let store = JobStore::open(&db.path(), StoreConfig::default()).unwrap();
+    store
+        .submit((1..=3).map(|n| new_job(job(n, "t", 0))).collect())
+        .await
+        .unwrap();
+    let pending = state_of(&store, 1);
+    fail_updates(&db, true);
+
+    // Changes to stored jobs while every transaction fails: a start with its attempt, a
+    // progress report, a delete, then the end of the first job.
+    let (running, record) = started(&pending);
+    let record = AttemptRecord {
+        outcome: Some(AttemptOutcome::Failed),
+        error: Some("exit status 3".into()),
+        ..record
+    };
+    write_state(&store, StateRow::of(&running)).await;
+    write_attempt(&store, JobId::from_u64(1), record.clone()).await;
+    store
+        .write(Write::Progress {
+            id: JobId::from_u64(2),
+            percent: 30.0,
+            message: Some("a third".into()),
+        })
+        .await
+        .unwrap();
+    store
+        .write(Write::Delete(JobId::from_u64(3)))
+        .await
+        .unwrap();
+    let refused = store.submit(vec![new_job(job(4, "t", 0))]).await;
+    let Err(error @ StoreError::RolledBack(_)) = refused else {
+        panic!("a submit in a failing transaction must be refused, got {refused:?}");
+    };
+    assert!(
+        error.to_string().contains("injected failure") && !error.is_disk_full(),
+        "{error}"
+    );
+    let mut failed = StateRow::of(&running);
+    failed.status = JobStatus::Failed;
+    failed.started_at = None;
+    failed.progress = None;
+    failed.error = Some("exit status 3".into());
+    failed.done_at = Some(Timestamp::from_unix_ms(2_500));
+    write_state(&store, failed).await;
+    assert!(matches!(
+        store.flush().await,
+        Err(StoreError::RolledBack(_))
+    ));
+    // Nothing of it is in the database yet.
+    let reader = store.reader().unwrap();
+    assert_eq!(state_of(&store, 1).status, JobStatus::Pending);
+    assert!(reader.get(JobId::from_u64(3)).unwrap().is_some());
+    assert!(reader.get(JobId::from_u64(4)).unwrap().is_none());
+
+    // Once writes pass again, the writer stores every change it kept, in order, by itself.
+    fail_updates(&db, false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while store.flush().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kept changes were never written"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let first = state_of(&store, 1);
+    assert_eq!(first.status, JobStatus::Failed);
+    assert_eq!(first.started_at, Some(Timestamp::from_unix_ms(2_000)));
+    assert_eq!(first.error.as_deref(), Some("exit status 3"));
+    assert_eq!(first.attempts, [record]);
+    let second = state_of(&store, 2);
+    assert_eq!(
+        (second.progress, second.progress_msg.as_deref()),
+        (30.0, Some("a third"))
+    );
+    assert!(reader.get(JobId::from_u64(3)).unwrap().is_none());
+    assert!(reader.get(JobId::from_u64(4)).unwrap().is_none());
+    // And it takes new jobs again.
+    store.submit(vec![new_job(job(5, "t", 0))]).await.unwrap();
+    assert_eq!(state_of(&store, 5).status, JobStatus::Pending);
 }

@@ -62,6 +62,9 @@ impl From<HostError> for ApiError {
                 (StatusCode::BAD_REQUEST, "invalid_request")
             }
             HostError::Refused(_) => (StatusCode::CONFLICT, "conflict"),
+            HostError::Store(e) if e.is_disk_full() => {
+                (StatusCode::INSUFFICIENT_STORAGE, "storage_full")
+            }
             HostError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
             HostError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
             HostError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

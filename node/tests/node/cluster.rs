@@ -1331,6 +1331,46 @@ async fn the_command_line_submits_waits_lists_and_shows_workers() {
         "{out}{err}"
     );
 
+    // A file whose third job the node refuses, sent one job per request: the ids of the two
+    // it took are printed all the same, and the error says how far it got.
+    let dir = temp_dir("cli-partial");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("jobs.jsonl");
+    std::fs::write(
+        &file,
+        concat!(
+            r#"{"type":"echo","payload":{"n":1},"not_before":"2100-01-01T00:00:00Z"}"#,
+            "\n",
+            r#"{"type":"echo","payload":{"n":2},"not_before":"2100-01-01T00:00:00Z"}"#,
+            "\n",
+            r#"{"type":"echo","after":["ffffffffffffffff"]}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = cli_any(
+        &api,
+        &[
+            "job",
+            "submit",
+            "-f",
+            &file.to_string_lossy(),
+            "--batch",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("the node took the first 2 of the 3 jobs"),
+        "{out}{err}"
+    );
+    let taken: Vec<&str> = out.lines().collect();
+    assert_eq!(taken.len(), 2, "{out}");
+    for id in taken {
+        assert_eq!(job(&api, id).await.status, JobStatus::Pending, "{id}");
+    }
+
     // An idempotency key given twice names one job.
     let keyed = ["job", "submit", "--type", "echo", "--key", "nightly-1"];
     let (_, first) = cli(&api, &keyed).await;
