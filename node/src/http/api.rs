@@ -39,7 +39,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             } else {
                 "bad_body"
             };
-            ApiError::new(status, code, rejection.body_text())
+            ApiError::new(status, code, lowercase_first(rejection.body_text()))
         })?;
         serde_json::from_slice(&bytes)
             .map(Self)
@@ -57,7 +57,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
         Query::from_request_parts(parts, state)
             .await
             .map(|Query(value)| Self(value))
-            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+            .map_err(|e| ApiError::bad_request("invalid_query", lowercase_first(e.body_text())))
+    }
+}
+
+/// axum's rejection texts begin with a capital ("Failed to deserialize query string: ..."); the
+/// API's error messages do not.
+fn lowercase_first(text: String) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) if first.is_uppercase() => first.to_lowercase().chain(chars).collect(),
+        _ => text,
     }
 }
 
