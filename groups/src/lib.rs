@@ -5,9 +5,12 @@
 //! - [`net`]: the libp2p node and the handle to it.
 //! - [`mq`]: the MQ bus on `/goop/mq/1.0.0`.
 //! - [`group`]: groups, their persistence and their type handlers.
+//! - [`chat`]: the `chat` group type.
 
+pub mod chat;
 pub mod group;
 pub mod identity;
+mod migrate;
 pub mod mq;
 pub mod net;
 

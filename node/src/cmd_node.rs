@@ -50,7 +50,7 @@ pub struct NodeArgs {
     /// Turn off mDNS discovery on the local network.
     #[arg(long)]
     pub no_mdns: bool,
-    /// A name for this peer, shown by /api/self.
+    /// A name for this peer, shown by /api/self and sent with its chat messages.
     #[arg(long)]
     pub label: Option<String>,
     /// The token every API request must carry as `Authorization: Bearer <token>`.
@@ -250,8 +250,10 @@ async fn serve(
         ..MqConfig::default()
     };
     let (cluster_handler, cluster_routes) = Cluster::handler();
+    let (chat_handler, chat_hooks) = groups::chat::handler();
     let mut registry = HandlerRegistry::new();
     registry.register(CLUSTER_TYPE, cluster_handler);
+    registry.register(groups::chat::CHAT_TYPE, chat_handler);
     let peer = Peer::start(PeerParts {
         node: node_config,
         data_dir: config.data_dir.clone(),
@@ -273,9 +275,26 @@ async fn serve(
     let api_addr = listener.local_addr()?;
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let cluster = match start_cluster(&config, &peer, cluster_routes, worker, &tasks, &cancel).await
-    {
-        Ok(cluster) => cluster,
+    let started = async {
+        let cluster =
+            start_cluster(&config, &peer, cluster_routes, worker, &tasks, &cancel).await?;
+        let chat = groups::chat::start(
+            groups::chat::ChatParts {
+                hooks: chat_hooks,
+                database: config.data_dir.join(crate::peer::DATABASE_FILE),
+                label: config.label.clone(),
+                mq: peer.mq.clone(),
+                groups: peer.groups.clone(),
+            },
+            &tasks,
+            cancel.clone(),
+        )
+        .await
+        .context("cannot start the chat rooms")?;
+        anyhow::Ok((cluster, chat))
+    };
+    let (cluster, chat) = match started.await {
+        Ok(started) => started,
         Err(e) => {
             cancel.cancel();
             tasks.close();
@@ -289,6 +308,7 @@ async fn serve(
         mq: peer.mq.clone(),
         groups: peer.groups.clone(),
         cluster,
+        chat,
         hub: Hub::new(),
         label: config.label.as_str().into(),
         token: config.api_token.as_deref().map(Arc::from),

@@ -5,6 +5,7 @@ mod node {
     pub(crate) mod support;
 
     mod api;
+    mod chat;
     mod cluster;
     mod demo;
     mod executor_cmd;

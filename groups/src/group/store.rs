@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use proto::{Admission, GroupId, PeerId};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
 /// The component name of these tables in `_migrations`.
@@ -251,7 +251,7 @@ impl GroupStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        migrate(&conn)?;
+        crate::migrate::migrate(&conn, COMPONENT, MIGRATIONS)?;
         let (requests, mut rx) = mpsc::channel::<Request>(64);
         let failed = Arc::new(AtomicBool::new(false));
         let failed_flag = Arc::clone(&failed);
@@ -338,35 +338,6 @@ impl GroupStore {
     fn sender(&self) -> Result<&mpsc::Sender<Request>, StoreError> {
         self.requests.as_ref().ok_or(StoreError::Closed)
     }
-}
-
-fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS _migrations (
-            component TEXT PRIMARY KEY, version INTEGER NOT NULL)",
-    )?;
-    let current: i64 = conn
-        .query_row(
-            "SELECT version FROM _migrations WHERE component = ?1",
-            [COMPONENT],
-            |row| row.get(0),
-        )
-        .optional()?
-        .unwrap_or(0);
-    for (index, sql) in MIGRATIONS.iter().enumerate() {
-        let version = i64::try_from(index).unwrap_or(i64::MAX).saturating_add(1);
-        if version <= current {
-            continue;
-        }
-        conn.execute_batch(&format!("BEGIN; {sql}; COMMIT;"))?;
-        conn.execute(
-            "INSERT INTO _migrations (component, version) VALUES (?1, ?2)
-             ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-            params![COMPONENT, version],
-        )?;
-        tracing::info!(component = COMPONENT, version, "migrated group tables");
-    }
-    Ok(())
 }
 
 fn apply(conn: &mut Connection, ops: &[StoreOp]) -> Result<(), StoreError> {

@@ -26,10 +26,10 @@ use super::{ApiError, AppState};
 /// `{"status": "..."}`.
 #[derive(Serialize)]
 pub(crate) struct Status {
-    status: &'static str,
+    pub(super) status: &'static str,
 }
 
-fn ok(status: &'static str) -> Json<Status> {
+pub(super) fn ok(status: &'static str) -> Json<Status> {
     Json(Status { status })
 }
 
@@ -38,7 +38,7 @@ fn missing(message: &str) -> ApiError {
 }
 
 /// A failed group operation: the host's reason when it refused, else the error's own code.
-fn failed(status: StatusCode, what: &str, error: &GroupError) -> ApiError {
+pub(super) fn failed(status: StatusCode, what: &str, error: &GroupError) -> ApiError {
     let status = match error {
         GroupError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
         _ => status,
@@ -58,7 +58,7 @@ fn refused(what: &str) -> impl Fn(GroupError) -> ApiError + '_ {
     move |e| failed(StatusCode::BAD_REQUEST, what, &e)
 }
 
-fn group_id(value: Option<String>, message: &str) -> Result<GroupId, ApiError> {
+pub(super) fn group_id(value: Option<String>, message: &str) -> Result<GroupId, ApiError> {
     let value = value
         .filter(|v| !v.is_empty())
         .ok_or_else(|| missing(message))?;
@@ -68,7 +68,7 @@ fn group_id(value: Option<String>, message: &str) -> Result<GroupId, ApiError> {
 }
 
 /// A peer id, checked to be a real libp2p one (the wire form only checks the shape).
-fn peer_id(value: Option<String>, message: &str) -> Result<PeerId, ApiError> {
+pub(super) fn peer_id(value: Option<String>, message: &str) -> Result<PeerId, ApiError> {
     let value = value
         .filter(|v| !v.is_empty())
         .ok_or_else(|| missing(message))?;

@@ -1,4 +1,5 @@
-//! The local HTTP API (axum): the peer itself, its connections, the MQ bus and the groups.
+//! The local HTTP API (axum): the peer itself, its connections, the MQ bus, the groups, the
+//! cluster and the chat rooms.
 //!
 //! Every answer is JSON; errors are `{"error":{"code","message"}}`. When an API token is set,
 //! every route requires `Authorization: Bearer <token>` (the event stream included: it carries
@@ -6,6 +7,7 @@
 //! web page the user visits cannot drive the peer. Bodies are limited on every route.
 
 mod api;
+mod chat;
 mod cluster;
 mod error;
 mod groups;
@@ -42,6 +44,7 @@ pub(crate) struct AppState {
     pub(crate) mq: Mq,
     pub(crate) groups: GroupHandle,
     pub(crate) cluster: crate::cluster::Cluster,
+    pub(crate) chat: ::groups::chat::ChatHandle,
     pub(crate) hub: Arc<Hub>,
     pub(crate) label: Arc<str>,
     pub(crate) token: Option<Arc<str>>,
@@ -127,6 +130,13 @@ pub(crate) fn router(state: AppState, max_message_bytes: usize, tasks: &TaskTrac
         .route("/api/cluster/worker/pause", post(cluster::worker_pause))
         .route("/api/cluster/worker/resume", post(cluster::worker_resume))
         .route("/api/cluster/events", get(cluster::events))
+        .route("/api/chat/rooms", get(chat::rooms))
+        .route("/api/chat/rooms/create", post(chat::create))
+        .route("/api/chat/rooms/close", post(chat::close))
+        .route("/api/chat/rooms/join", post(chat::join))
+        .route("/api/chat/rooms/leave", post(chat::leave))
+        .route("/api/chat/rooms/send", post(chat::send))
+        .route("/api/chat/rooms/state", get(chat::room_state))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(SMALL_BODY))

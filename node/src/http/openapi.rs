@@ -347,11 +347,26 @@ mod tests {
         };
         assert_eq!(properties(&doc, "AttemptRecord"), keys(&attempt));
         let member = MemberInfo {
-            peer_id: peer,
+            peer_id: peer.clone(),
             name: Some("n".into()),
             role: "r".into(),
             joined_at: 1,
         };
         assert_eq!(properties(&doc, "MemberInfo"), keys(&member));
+        let message = groups::chat::ChatMessage {
+            id: "1-p".into(),
+            from: peer.clone(),
+            from_name: "n".into(),
+            text: "t".into(),
+            timestamp: 1,
+        };
+        assert_eq!(properties(&doc, "ChatMessage"), keys(&message));
+        let room = groups::chat::Room {
+            id: "g".parse().expect("a group id"),
+            name: "r".into(),
+            description: "d".into(),
+            host: peer,
+        };
+        assert_eq!(properties(&doc, "ChatRoom"), keys(&room));
     }
 }

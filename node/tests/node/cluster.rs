@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use super::support::{
-    Answer, Peer, get, goop_with, post, post_large, spawn_ready, stderr_log_path, temp_dir,
+    Answer, Peer, get, goop_with, post, post_large, spawn_ready, stderr_log_path, temp_dir, until,
 };
 
 /// Quick liveness, so a killed peer is noticed within seconds.
@@ -165,15 +165,6 @@ async fn worker_info(api: &str, id: &str) -> Option<Value> {
         .iter()
         .find(|w| w["peer_id"] == id)
         .cloned()
-}
-
-/// Polls `check` until it holds, failing with `what` after `secs`.
-async fn until(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} within {secs} s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Submits `jobs` in one batch and returns their ids in order.

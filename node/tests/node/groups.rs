@@ -6,20 +6,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::support::{Answer, Events, Peer, get, http, post, start, start_in, temp_dir};
+use super::support::{
+    Answer, Events, Peer, dial, get, http, pairs, post, start, start_in, temp_dir, until,
+};
 
 /// Short liveness so a lost member or host is noticed within about a second.
 const FAST_PINGS: &[&str] = &["--group-ping-ms", "300"];
 
 async fn peer() -> Peer {
     start(FAST_PINGS).await
-}
-
-/// Connects `from` to `to` over the API, so later sends know where `to` is.
-async fn dial(from: &Peer, to: &Peer) {
-    let body = json!({ "addr": to.ready.listen[0] }).to_string();
-    let answer = post(&from.ready.api, "/api/peers/dial", &body).await;
-    assert_eq!(answer.status, 200, "{answer:?}");
 }
 
 async fn create(host: &Peer, body: Value) -> String {
@@ -48,18 +43,7 @@ async fn members(peer: &Peer, group: &str) -> Vec<(String, String)> {
     )
     .await;
     assert_eq!(answer.status, 200, "{answer:?}");
-    answer
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["peer_id"].as_str().unwrap().to_owned(),
-                m["role"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
+    pairs(&answer.json(), "peer_id", "role")
 }
 
 async fn member_ids(peer: &Peer, group: &str) -> Vec<String> {
@@ -75,15 +59,6 @@ async fn member_ids(peer: &Peer, group: &str) -> Vec<String> {
 fn sorted(mut ids: Vec<&str>) -> Vec<String> {
     ids.sort_unstable();
     ids.into_iter().map(str::to_owned).collect()
-}
-
-/// Polls `check` until it holds, failing with `what` after `secs`.
-async fn until(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} within {secs} s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The `data:` lines of the `event: <kind>` events seen so far, parsed.

@@ -321,3 +321,35 @@ impl Events {
         }
     }
 }
+
+/// Polls `check` until it holds, failing with `what` after `secs`.
+pub(crate) async fn until(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} within {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Connects `from` to `to` over the API, so later sends know where `to` is.
+pub(crate) async fn dial(from: &Peer, to: &Peer) {
+    let body = serde_json::json!({ "addr": to.ready.listen[0] }).to_string();
+    let answer = post(&from.ready.api, "/api/peers/dial", &body).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+}
+
+/// `(item[a], item[b])` of each item of a JSON array of objects with those two string fields.
+pub(crate) fn pairs(items: &serde_json::Value, a: &str, b: &str) -> Vec<(String, String)> {
+    items
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|item| {
+            let field = |key: &str| item[key].as_str().expect("a string field").to_owned();
+            (field(a), field(b))
+        })
+        .collect()
+}

@@ -1,0 +1,153 @@
+//! The `/api/chat/rooms/*` routes: Goop²'s paths, bodies and success answers (reference
+//! `goop2-handlers.md` §1.4), with JSON errors whose code says why, `[]` rather than `null`
+//! for a room without messages, and `GET /api/chat/rooms`, the rooms this peer is in.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use groups::chat::{ChatError, ChatMessage, NewRoom, Room, RoomState};
+use serde::{Deserialize, Serialize};
+
+use super::api::{JsonBody, QueryParams};
+use super::groups::{Status, failed, group_id, ok, peer_id};
+use super::{ApiError, AppState};
+
+impl From<ChatError> for ApiError {
+    fn from(error: ChatError) -> Self {
+        let (status, code) = match &error {
+            ChatError::EmptyName | ChatError::EmptyText => {
+                (StatusCode::BAD_REQUEST, "invalid_request")
+            }
+            ChatError::DescriptionTooLong { .. } | ChatError::TextTooLong { .. } => {
+                (StatusCode::BAD_REQUEST, "too_long")
+            }
+            ChatError::UnknownRoom(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ChatError::NotHost(_) => (StatusCode::CONFLICT, "not_host"),
+            ChatError::NotChat { .. } => (StatusCode::BAD_REQUEST, "not_chat"),
+            ChatError::Group(e) => return failed(StatusCode::INTERNAL_SERVER_ERROR, "chat", e),
+            ChatError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
+            ChatError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopped"),
+        };
+        Self::new(status, code, error.to_string())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateBody {
+    name: Option<String>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    context: String,
+    #[serde(default)]
+    max_members: u32,
+}
+
+/// `POST /api/chat/rooms/create {name, description?, context?, max_members?}`: a room hosted
+/// by this peer.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateBody>,
+) -> Result<Json<Room>, ApiError> {
+    let room = state
+        .chat
+        .create(NewRoom {
+            name: body.name.unwrap_or_default(),
+            description: body.description,
+            context: body.context,
+            max_members: body.max_members,
+        })
+        .await?;
+    Ok(Json(room))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct GroupBody {
+    group_id: Option<String>,
+}
+
+/// `POST /api/chat/rooms/close {group_id}`: closes a room this peer hosts.
+pub(crate) async fn close(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<GroupBody>,
+) -> Result<Json<Status>, ApiError> {
+    let group = group_id(body.group_id, "group_id required")?;
+    state.chat.close(group).await?;
+    Ok(ok("closed"))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct JoinBody {
+    host_peer_id: Option<String>,
+    group_id: Option<String>,
+}
+
+/// `POST /api/chat/rooms/join {host_peer_id, group_id}`: answered once the host welcomed
+/// this peer.
+pub(crate) async fn join(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<JoinBody>,
+) -> Result<Json<Status>, ApiError> {
+    let message = "host_peer_id and group_id required";
+    let host = peer_id(body.host_peer_id, message)?;
+    let group = group_id(body.group_id, message)?;
+    state.chat.join(host, group).await?;
+    Ok(ok("joined"))
+}
+
+/// `POST /api/chat/rooms/leave {group_id}`: leaves a joined room and forgets it.
+pub(crate) async fn leave(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<GroupBody>,
+) -> Result<Json<Status>, ApiError> {
+    let group = group_id(body.group_id, "group_id required")?;
+    state.chat.leave(group).await?;
+    Ok(ok("left"))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SendBody {
+    group_id: Option<String>,
+    #[serde(default)]
+    text: String,
+}
+
+/// `{"status":"sent","message":{...}}`.
+#[derive(Serialize)]
+pub(crate) struct Sent {
+    status: &'static str,
+    message: ChatMessage,
+}
+
+/// `POST /api/chat/rooms/send {group_id, text}`: answered once the host has the message.
+pub(crate) async fn send(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<SendBody>,
+) -> Result<Json<Sent>, ApiError> {
+    let group = group_id(body.group_id, "group_id and text required")?;
+    let message = state.chat.send(group, body.text).await?;
+    Ok(Json(Sent {
+        status: "sent",
+        message,
+    }))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct StateQuery {
+    group_id: Option<String>,
+}
+
+/// `GET /api/chat/rooms/state?group_id=`: the room, its members and its messages.
+pub(crate) async fn room_state(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<StateQuery>,
+) -> Result<Json<RoomState>, ApiError> {
+    let group = group_id(query.group_id, "group_id required")?;
+    Ok(Json(state.chat.state(group).await?))
+}
+
+/// `GET /api/chat/rooms`: the rooms this peer hosts or has joined.
+pub(crate) async fn rooms(State(state): State<AppState>) -> Result<Json<Vec<Room>>, ApiError> {
+    Ok(Json(state.chat.rooms().await?))
+}
