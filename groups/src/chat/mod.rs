@@ -28,7 +28,7 @@ use std::sync::Arc;
 use proto::{GroupEvent, GroupEventKind, GroupId, PeerId};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -49,6 +49,8 @@ pub const MAX_NAME_CHARS: usize = 64;
 pub const MAX_DESCRIPTION_BYTES: usize = 4096;
 /// Hook calls waiting for the actor before more are dropped (with a warning).
 const HOOK_QUEUE: usize = 4096;
+/// New messages an event-stream listener may fall behind by before it is told it lagged.
+const EVENT_BUFFER: usize = 1024;
 /// The MQ topic prefix of chat messages between peers.
 const TOPIC_PREFIX: &str = "chat.room:";
 
@@ -108,6 +110,15 @@ pub struct RoomState {
     pub room: RoomView,
     /// The messages kept, oldest first (`[]` when there are none).
     pub messages: Vec<ChatMessage>,
+}
+
+/// A message new to this peer, for the event stream: `{"group_id", "message"}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatEvent {
+    /// The room.
+    pub group_id: GroupId,
+    /// The message.
+    pub message: ChatMessage,
 }
 
 /// What `create` needs.
@@ -269,12 +280,14 @@ pub async fn start(
         groups,
         mq,
         tracker: tracker.clone(),
+        events: broadcast::channel(EVENT_BUFFER).0,
     };
     actor.restore().await?;
     let (commands, receiver) = mpsc::channel(256);
     let incoming = actor.mq.subscribe(TOPIC_PREFIX);
+    let events = actor.events.clone();
     tracker.spawn(actor.run(receiver, hooks.0, incoming, commands.downgrade(), cancel));
-    Ok(ChatHandle { commands })
+    Ok(ChatHandle { commands, events })
 }
 
 async fn open_db(path: &Path) -> Result<ChatDb, ChatError> {
@@ -289,6 +302,7 @@ async fn open_db(path: &Path) -> Result<ChatDb, ChatError> {
 #[derive(Clone)]
 pub struct ChatHandle {
     commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<ChatEvent>,
 }
 
 impl std::fmt::Debug for ChatHandle {
@@ -356,6 +370,12 @@ impl ChatHandle {
     /// The rooms this peer is in.
     pub async fn rooms(&self) -> Result<Vec<Room>, ChatError> {
         self.call(Command::List).await
+    }
+
+    /// Every message new to this peer from now on, its own included, in the order it stored
+    /// them (a history a joiner receives is not repeated here).
+    pub fn events(&self) -> broadcast::Receiver<ChatEvent> {
+        self.events.subscribe()
     }
 }
 
@@ -437,6 +457,7 @@ struct Actor {
     groups: GroupHandle,
     mq: Mq,
     tracker: TaskTracker,
+    events: broadcast::Sender<ChatEvent>,
 }
 
 impl Actor {
@@ -919,7 +940,12 @@ impl Actor {
             return Ok(());
         }
         self.db.add_message(group, &message)?;
-        data.push(message);
+        data.push(message.clone());
+        // Nobody listening is not an error.
+        let _ = self.events.send(ChatEvent {
+            group_id: group.clone(),
+            message,
+        });
         Ok(())
     }
 

@@ -16,6 +16,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
 
 use super::hub::Read;
 use super::{ApiError, AppState};
@@ -363,4 +364,39 @@ pub(crate) async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this route does not serve that method",
     )
+}
+
+/// An SSE stream of a broadcast channel: `event: connected` first, then `to_event` of each
+/// item, and `event: lagged` with `{"missed":N}` when the listener fell behind; it ends when
+/// the node stops.
+pub(crate) fn event_stream<T: Clone + Send + 'static>(
+    receiver: tokio::sync::broadcast::Receiver<T>,
+    cancel: CancellationToken,
+    to_event: fn(&T) -> Event,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    use tokio::sync::broadcast::error::RecvError;
+    let first = Event::default()
+        .event("connected")
+        .data(r#"{"status":"ok"}"#);
+    let stream = futures::stream::unfold(
+        (Some(first), receiver, cancel),
+        move |(first, mut receiver, cancel)| async move {
+            if let Some(first) = first {
+                return Some((Ok(first), (None, receiver, cancel)));
+            }
+            let next = tokio::select! {
+                () = cancel.cancelled() => return None,
+                next = receiver.recv() => next,
+            };
+            let event = match next {
+                Ok(item) => to_event(&item),
+                Err(RecvError::Lagged(missed)) => Event::default()
+                    .event("lagged")
+                    .data(format!(r#"{{"missed":{missed}}}"#)),
+                Err(RecvError::Closed) => return None,
+            };
+            Some((Ok(event), (None, receiver, cancel)))
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE))
 }

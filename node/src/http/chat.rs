@@ -1,14 +1,19 @@
 //! The `/api/chat/rooms/*` routes: Goop²'s paths, bodies and success answers (reference
 //! `goop2-handlers.md` §1.4), with JSON errors whose code says why, `[]` rather than `null`
-//! for a room without messages, and `GET /api/chat/rooms`, the rooms this peer is in.
+//! for a room without messages, `GET /api/chat/rooms`, the rooms this peer is in, and
+//! `GET /api/chat/events`, the messages as they arrive.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use groups::chat::{ChatError, ChatMessage, NewRoom, Room, RoomState};
+use std::convert::Infallible;
+
+use axum::response::sse::{Event, Sse};
+use futures::Stream;
+use groups::chat::{ChatError, ChatEvent, ChatMessage, NewRoom, Room, RoomState};
 use serde::{Deserialize, Serialize};
 
-use super::api::{JsonBody, QueryParams};
+use super::api::{JsonBody, QueryParams, event_stream};
 use super::groups::{Status, failed, group_id, ok, peer_id};
 use super::{ApiError, AppState};
 
@@ -150,4 +155,23 @@ pub(crate) async fn room_state(
 /// `GET /api/chat/rooms`: the rooms this peer hosts or has joined.
 pub(crate) async fn rooms(State(state): State<AppState>) -> Result<Json<Vec<Room>>, ApiError> {
     Ok(Json(state.chat.rooms().await?))
+}
+
+/// `GET /api/chat/events`: `event: connected`, then `event: message` with
+/// `{"group_id","message"}` for each message new to this peer (its own included), and
+/// `event: lagged` with `{"missed":N}` for a listener that fell behind.
+pub(crate) async fn events(
+    State(state): State<AppState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    event_stream(
+        state.chat.events(),
+        state.cancel.clone(),
+        |event: &ChatEvent| match serde_json::to_string(event) {
+            Ok(json) => Event::default().event("message").data(json),
+            Err(error) => {
+                tracing::warn!(%error, "cannot encode a chat event");
+                Event::default().event("error").data(r#"{"type":"error"}"#)
+            }
+        },
+    )
 }

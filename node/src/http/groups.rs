@@ -11,16 +11,15 @@ use std::convert::Infallible;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use futures::Stream;
 use groups::GroupError;
 use groups::group::{GroupSpec, HostedGroup, MetaUpdate, Subscription};
 use proto::{Admission, GroupEvent, GroupId, GroupRow, MemberInfo, PeerId, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tokio::sync::broadcast::error::RecvError;
 
-use super::api::{JsonBody, QueryParams, SSE_KEEP_ALIVE};
+use super::api::{JsonBody, QueryParams, event_stream};
 use super::{ApiError, AppState};
 
 /// `{"status": "..."}`.
@@ -710,32 +709,7 @@ pub(crate) async fn discover(
 pub(crate) async fn events(
     State(state): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let receiver = state.groups.events();
-    let first = Event::default()
-        .event("connected")
-        .data(r#"{"status":"ok"}"#);
-    let cancel = state.cancel.clone();
-    let stream = futures::stream::unfold(
-        (Some(first), receiver, cancel),
-        |(first, mut receiver, cancel)| async move {
-            if let Some(first) = first {
-                return Some((Ok(first), (None, receiver, cancel)));
-            }
-            let next = tokio::select! {
-                () = cancel.cancelled() => return None,
-                next = receiver.recv() => next,
-            };
-            let event = match next {
-                Ok(event) => sse_event(&event),
-                Err(RecvError::Lagged(missed)) => Event::default()
-                    .event("lagged")
-                    .data(format!(r#"{{"missed":{missed}}}"#)),
-                Err(RecvError::Closed) => return None,
-            };
-            Some((Ok(event), (None, receiver, cancel)))
-        },
-    );
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE))
+    event_stream(state.groups.events(), state.cancel.clone(), sse_event)
 }
 
 fn sse_event(event: &GroupEvent) -> Event {

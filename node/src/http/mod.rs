@@ -131,6 +131,7 @@ pub(crate) fn router(state: AppState, max_message_bytes: usize, tasks: &TaskTrac
         .route("/api/cluster/worker/resume", post(cluster::worker_resume))
         .route("/api/cluster/events", get(cluster::events))
         .route("/api/chat/rooms", get(chat::rooms))
+        .route("/api/chat/events", get(chat::events))
         .route("/api/chat/rooms/create", post(chat::create))
         .route("/api/chat/rooms/close", post(chat::close))
         .route("/api/chat/rooms/join", post(chat::join))

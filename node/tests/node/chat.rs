@@ -1,10 +1,10 @@
 //! Chat rooms between real `goop node` processes on loopback, over HTTP: each message reaches
-//! every peer once, with its true author; joiners and a restarted host have the history; a
+//! every peer and its event stream once, with its true author; joiners and a restarted host have the history; a
 //! room keeps its newest 100 messages; leave, close and bad input.
 
 use serde_json::{Value, json};
 
-use super::support::{Answer, Peer, dial, get, pairs, post, start, start_in, until};
+use super::support::{Answer, Events, Peer, dial, get, pairs, post, start, start_in, until};
 
 /// Short liveness so a lost host is noticed within about a second.
 const FAST_PINGS: [&str; 2] = ["--group-ping-ms", "300"];
@@ -68,6 +68,8 @@ async fn messages_reach_every_peer_once_with_their_true_author() {
     join(&c, &host, &room).await;
     let fresh = ok(&state(&c, &room).await);
     assert_eq!(fresh["messages"], json!([]), "{fresh}");
+    let mut c_events = Events::open_path(&c.ready.api, "/api/chat/events").await;
+    let mut b_events = Events::open_path(&b.ready.api, "/api/chat/events").await;
 
     let sent = ok(&send(&b, &room, "hello from b").await);
     assert_eq!(sent["status"], "sent");
@@ -88,6 +90,21 @@ async fn messages_reach_every_peer_once_with_their_true_author() {
         let got = texts(p, &room).await;
         assert_eq!(got, want, "{who}");
     }
+    // The event streams show each new message once, the sender's own included.
+    for events in [&mut c_events, &mut b_events] {
+        events.wait_for(r#""text":"hi all""#).await;
+        for text in ["hello from b", "welcome", "hi all"] {
+            let needle = format!(r#""text":"{text}""#);
+            assert_eq!(events.seen.matches(&needle).count(), 1, "{}", events.seen);
+        }
+        assert_eq!(events.seen.matches("event: message").count(), 3);
+        assert!(
+            events
+                .seen
+                .contains(&format!(r#"{{"group_id":"{room}","message":{{"#))
+        );
+    }
+
     // Nothing circles: a moment later, still three each.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     for p in [&host, &b, &c] {
