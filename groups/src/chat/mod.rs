@@ -165,6 +165,9 @@ pub enum ChatError {
     /// Only the host closes a room.
     #[error("only the host of room {0} can close it")]
     NotHost(GroupId),
+    /// The host has no membership to leave: closing is what ends its room.
+    #[error("this peer hosts room {0}: close it rather than leave it")]
+    IsHost(GroupId),
     /// The group is not a chat room.
     #[error("group {group} is a {group_type:?} group, not a chat room")]
     NotChat {
@@ -192,7 +195,7 @@ enum Hook {
     /// A room was closed (by this host, or by the host of a joined room, or this peer was
     /// kicked).
     Closed { group: GroupId },
-    /// A group event of a chat group: `msg` and `welcome` matter.
+    /// A group event of a chat group: `msg`, `welcome` and `leave` matter.
     Event(GroupEvent),
 }
 
@@ -225,7 +228,10 @@ impl TypeHandler for ChatHandler {
     }
 
     fn on_event(&self, event: &GroupEvent) {
-        if matches!(event.kind, GroupEventKind::Msg | GroupEventKind::Welcome) {
+        if matches!(
+            event.kind,
+            GroupEventKind::Msg | GroupEventKind::Welcome | GroupEventKind::Leave
+        ) {
             self.pass(Hook::Event(event.clone()));
         }
     }
@@ -645,8 +651,7 @@ impl Actor {
     async fn leave(&mut self, group: GroupId) -> Result<(), ChatError> {
         let data = self.room(&group)?;
         if data.room.host == self.me {
-            // The host has no membership to leave; closing is what ends its room.
-            return Err(ChatError::NotHost(group));
+            return Err(ChatError::IsHost(group));
         }
         match self.groups.leave(group.clone()).await {
             Ok(()) | Err(GroupError::NotJoined(_) | GroupError::UnknownGroup(_)) => {}
@@ -764,6 +769,13 @@ impl Actor {
                     self.request_history(&data.room);
                 }
                 Ok(())
+            }
+            // This peer left the group some other way than through the chat routes.
+            GroupEventKind::Leave if event.from.as_ref() == Some(&self.me) => {
+                match self.rooms.get(&event.group) {
+                    Some(data) if data.room.host != self.me => self.forget(&event.group),
+                    _ => Ok(()),
+                }
             }
             GroupEventKind::Msg => {
                 let (Some(author), Some(payload)) = (event.from, event.payload) else {

@@ -28,6 +28,7 @@ impl From<ChatError> for ApiError {
             }
             ChatError::UnknownRoom(_) => (StatusCode::NOT_FOUND, "not_found"),
             ChatError::NotHost(_) => (StatusCode::CONFLICT, "not_host"),
+            ChatError::IsHost(_) => (StatusCode::CONFLICT, "is_host"),
             ChatError::NotChat { .. } => (StatusCode::BAD_REQUEST, "not_chat"),
             ChatError::Group(e) => return failed(StatusCode::INTERNAL_SERVER_ERROR, "chat", e),
             ChatError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),

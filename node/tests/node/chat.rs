@@ -227,6 +227,15 @@ async fn joiners_and_a_restarted_host_have_the_newest_hundred_messages() {
     })
     .await;
     assert_eq!(texts(&host, &room).await.len(), 100);
+
+    // Leaving the group through the group routes forgets the room too.
+    let body = json!({ "group_id": room }).to_string();
+    ok(&post(&late.ready.api, "/api/groups/leave", &body).await);
+    until(10, "the member forgets the room it left", async || {
+        ok(&get(&late.ready.api, "/api/chat/rooms").await) == json!([])
+    })
+    .await;
+    assert_error(&state(&late, &room).await, 404, "not_found");
 }
 
 #[tokio::test]
@@ -266,7 +275,7 @@ async fn bad_chat_input_is_refused() {
     assert_error(
         &post(api, "/api/chat/rooms/leave", &body).await,
         409,
-        "not_host",
+        "is_host",
     );
     assert_eq!(texts(&host, &room).await.len(), 1);
 }
