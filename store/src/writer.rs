@@ -357,7 +357,7 @@ fn writer_loop(
 /// How long the writer waits before writing again the changes of `failures` failed
 /// transactions in a row: 50 ms, doubling up to 2 s.
 fn retry_pause(failures: u32) -> std::time::Duration {
-    std::time::Duration::from_millis(50 << failures.saturating_sub(1).min(5)).min(RETRY_PAUSE_MAX)
+    std::time::Duration::from_millis(50 << failures.saturating_sub(1).min(6)).min(RETRY_PAUSE_MAX)
 }
 
 /// The longest pause between two attempts to write the changes of a failed transaction.
@@ -1062,4 +1062,19 @@ fn write_attempt(
 
 fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::retry_pause;
+
+    #[test]
+    fn the_retry_pause_doubles_from_50_ms_up_to_2_s() {
+        let pauses: Vec<Duration> = (1..=9).map(retry_pause).collect();
+        let ms: Vec<u128> = pauses.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [50, 100, 200, 400, 800, 1600, 2000, 2000, 2000]);
+        assert_eq!(retry_pause(u32::MAX).as_millis(), 2000);
+    }
 }
