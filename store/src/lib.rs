@@ -10,6 +10,7 @@ mod codes;
 mod error;
 mod reader;
 mod schema;
+pub mod testing;
 mod writer;
 
 pub use error::StoreError;

@@ -765,22 +765,8 @@ fn row_failed(n: u64) -> bool {
     !n.is_multiple_of(5) && n % 3 == 1
 }
 
-/// Makes every update of a job row fail (`on`) or pass again, from a connection of the test's
-/// own: a trigger in the real database stands in for a disk that refuses writes.
 fn fail_updates(db: &TempDb, on: bool) {
-    let conn = rusqlite::Connection::open(db.path()).unwrap();
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .unwrap();
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS test_failing (on_ INTEGER NOT NULL);
-         CREATE TRIGGER IF NOT EXISTS test_failing_updates BEFORE UPDATE ON cluster_jobs
-         WHEN (SELECT max(on_) FROM test_failing) = 1
-         BEGIN SELECT RAISE(ABORT, 'injected failure'); END;
-         DELETE FROM test_failing;",
-    )
-    .unwrap();
-    conn.execute("INSERT INTO test_failing VALUES (?1)", [i64::from(on)])
-        .unwrap();
+    store::testing::fail_job_updates(&db.path(), on).unwrap();
 }
 
 #[tokio::test]

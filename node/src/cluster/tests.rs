@@ -1031,3 +1031,51 @@ async fn a_submit_past_the_live_job_limit_is_refused_before_it_is_stored() {
     assert!(err.to_string().contains("queue full"), "{err}");
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_finished_while_the_store_fails_are_stored_once_it_writes_again() {
+    let cluster = start_host("failing-store").await;
+    cluster.add_worker("workerA", 4).await;
+    let db = cluster.dir.0.join("goop.db");
+    // From here every state update fails, and so does every transaction holding one. The
+    // submit below holds none, so it is stored.
+    store::testing::fail_job_updates(&db, true).unwrap();
+    let jobs: Vec<_> = (0..20)
+        .map(|i| echo(&format!(r#"{{"i":{i}}}"#), 0))
+        .collect();
+    let ids = cluster.host.submit(jobs).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.host.stats().await.unwrap().completed < 20 {
+        assert!(Instant::now() < deadline, "the jobs did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // They ran, but the store could not record it, and takes no new job meanwhile.
+    assert!(
+        ids.iter()
+            .all(|id| stored(&cluster.host, *id).status == JobStatus::Pending)
+    );
+    let refused = cluster.host.submit(vec![echo("{}", 0)]).await;
+    assert!(
+        matches!(
+            refused,
+            Err(HostError::Store(store::StoreError::RolledBack(_)))
+        ),
+        "{refused:?}"
+    );
+
+    // Once writes pass again, the host's store catches up by itself.
+    store::testing::fail_job_updates(&db, false).unwrap();
+    let states = wait_all(&cluster.host, &ids, Duration::from_secs(30)).await;
+    for (i, state) in states.iter().enumerate() {
+        assert_eq!(state.status, JobStatus::Completed, "{state:?}");
+        assert_eq!(
+            state.result.as_ref().unwrap().get(),
+            format!(r#"{{"i":{i}}}"#)
+        );
+    }
+    // And a restarted host finds them finished: nothing runs twice.
+    let cluster = cluster.restart().await;
+    let stats = cluster.host.stats().await.unwrap();
+    assert_eq!((stats.completed, stats.pending), (20, 0), "{stats:?}");
+    cluster.stop().await;
+}
