@@ -222,3 +222,69 @@ fn trim(tx: &rusqlite::Transaction<'_>, group: &GroupId) -> rusqlite::Result<()>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(n: i64) -> ChatMessage {
+        ChatMessage {
+            id: format!("{n}-p"),
+            from: "p".parse().unwrap(),
+            from_name: "P".into(),
+            text: format!("m{n}"),
+            timestamp: n,
+        }
+    }
+
+    fn texts(db: &ChatDb, group: &GroupId) -> Vec<String> {
+        db.messages(group)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.text)
+            .collect()
+    }
+
+    #[test]
+    fn rooms_keep_their_newest_messages_across_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("goop-chat-db-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("goop.db");
+        let (a, b): (GroupId, GroupId) = ("a".parse().unwrap(), "b".parse().unwrap());
+        {
+            let mut db = ChatDb::open(&path).unwrap();
+            for group in [&a, &b] {
+                db.put_room(&Room {
+                    id: group.clone(),
+                    name: format!("room {group}"),
+                    description: "d".into(),
+                    host: "h".parse().unwrap(),
+                })
+                .unwrap();
+            }
+            for n in 1..=120 {
+                db.add_message(&a, &message(n)).unwrap();
+            }
+            db.add_message(&b, &message(1)).unwrap();
+            let kept = texts(&db, &a);
+            assert_eq!(kept.len(), HISTORY);
+            assert_eq!((kept[0].as_str(), kept[99].as_str()), ("m21", "m120"));
+            db.replace_messages(&b, &[message(7), message(8)]).unwrap();
+        }
+        let mut db = ChatDb::open(&path).unwrap();
+        let rooms = db.load().unwrap();
+        assert_eq!(rooms.len(), 2);
+        assert_eq!(rooms[0].0.name, "room a");
+        assert_eq!(rooms[0].1.len(), HISTORY);
+        assert_eq!(rooms[0].1[0], message(21));
+        assert_eq!(texts(&db, &b), ["m7", "m8"]);
+        // New messages go after the old ones, in a room and across a reopen.
+        db.add_message(&b, &message(9)).unwrap();
+        assert_eq!(texts(&db, &b), ["m7", "m8", "m9"]);
+        db.delete_room(&a).unwrap();
+        assert_eq!(db.load().unwrap().len(), 1);
+        assert!(texts(&db, &a).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
