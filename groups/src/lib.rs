@@ -6,8 +6,10 @@
 //! - [`mq`]: the MQ bus on `/goop/mq/1.0.0`.
 //! - [`group`]: groups, their persistence and their type handlers.
 //! - [`chat`]: the `chat` group type.
+//! - [`files`]: the `files` group type.
 
 pub mod chat;
+pub mod files;
 pub mod group;
 pub mod identity;
 mod migrate;

@@ -291,9 +291,17 @@ async fn serve(
         )
         .await
         .context("cannot start the chat rooms")?;
-        anyhow::Ok((cluster, chat))
+        let files = groups::files::Files::start(
+            config.data_dir.join("shared"),
+            peer.groups.clone(),
+            handle.clone(),
+            &tasks,
+            cancel.clone(),
+        )
+        .context("cannot start the shared files")?;
+        anyhow::Ok((cluster, chat, files))
     };
-    let (cluster, chat) = match started.await {
+    let (cluster, chat, files) = match started.await {
         Ok(started) => started,
         Err(e) => {
             cancel.cancel();
@@ -309,6 +317,7 @@ async fn serve(
         groups: peer.groups.clone(),
         cluster,
         chat,
+        files,
         hub: Hub::new(),
         label: config.label.as_str().into(),
         token: config.api_token.as_deref().map(Arc::from),

@@ -9,6 +9,7 @@ mod node {
     mod cluster;
     mod demo;
     mod executor_cmd;
+    mod files;
     mod groups;
     mod lifecycle;
     mod openapi;

@@ -1,5 +1,5 @@
 //! The local HTTP API (axum): the peer itself, its connections, the MQ bus, the groups, the
-//! cluster and the chat rooms.
+//! cluster, the chat rooms and the shared files.
 //!
 //! Every answer is JSON; errors are `{"error":{"code","message"}}`. When an API token is set,
 //! every route requires `Authorization: Bearer <token>` (the event stream included: it carries
@@ -9,6 +9,7 @@
 mod api;
 mod chat;
 mod cluster;
+mod docs;
 mod error;
 mod groups;
 mod hub;
@@ -34,6 +35,8 @@ pub(crate) use hub::Hub;
 const SMALL_BODY: usize = 64 * 1024;
 /// The largest batch-submit body: many jobs with their payloads.
 const BATCH_BODY: usize = 64 * 1024 * 1024;
+/// The largest upload body: a file at the limit, and the form around it.
+const UPLOAD_BODY: usize = (::groups::files::MAX_FILE_BYTES as usize) + 64 * 1024;
 /// What an MQ send body may hold beyond the message limit (the other fields, escaping).
 const SEND_BODY_OVERHEAD: usize = 64 * 1024;
 
@@ -45,6 +48,7 @@ pub(crate) struct AppState {
     pub(crate) groups: GroupHandle,
     pub(crate) cluster: crate::cluster::Cluster,
     pub(crate) chat: ::groups::chat::ChatHandle,
+    pub(crate) files: ::groups::files::Files,
     pub(crate) hub: Arc<Hub>,
     pub(crate) label: Arc<str>,
     pub(crate) token: Option<Arc<str>>,
@@ -130,6 +134,16 @@ pub(crate) fn router(state: AppState, max_message_bytes: usize, tasks: &TaskTrac
         .route("/api/cluster/worker/pause", post(cluster::worker_pause))
         .route("/api/cluster/worker/resume", post(cluster::worker_resume))
         .route("/api/cluster/events", get(cluster::events))
+        .route("/api/docs/groups", get(docs::groups))
+        .route("/api/docs/my", get(docs::my))
+        .route(
+            "/api/docs/upload",
+            post(docs::upload).layer(DefaultBodyLimit::max(UPLOAD_BODY)),
+        )
+        .route("/api/docs/upload-local", post(docs::upload_local))
+        .route("/api/docs/delete", post(docs::delete))
+        .route("/api/docs/browse", get(docs::browse))
+        .route("/api/docs/download", get(docs::download))
         .route("/api/chat/rooms", get(chat::rooms))
         .route("/api/chat/events", get(chat::events))
         .route("/api/chat/rooms/create", post(chat::create))

@@ -368,5 +368,12 @@ mod tests {
             host: peer,
         };
         assert_eq!(properties(&doc, "ChatRoom"), keys(&room));
+        let doc_info = groups::files::DocInfo {
+            name: "n".into(),
+            size: 1,
+            mod_time: 1,
+            hash: "sha256:0".into(),
+        };
+        assert_eq!(properties(&doc, "DocInfo"), keys(&doc_info));
     }
 }

@@ -1,26 +1,18 @@
 //! Chat rooms between real `goop node` processes on loopback, over HTTP: each message reaches
-//! every peer and its event stream once, with its true author; joiners and a restarted host have the history; a
-//! room keeps its newest 100 messages; leave, close and bad input.
+//! every peer and its event stream once, with its true author; joiners and a restarted host
+//! have the history; a room keeps its newest 100 messages; leave, close and bad input.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::support::{Answer, Events, Peer, dial, get, pairs, post, start, start_in, until};
+use super::support::{
+    Answer, Events, Peer, assert_error, dial, get, ok, pairs, post, start, start_in, until,
+};
 
 /// Short liveness so a lost host is noticed within about a second.
 const FAST_PINGS: [&str; 2] = ["--group-ping-ms", "300"];
 
 async fn peer(label: &str) -> Peer {
     start(&[FAST_PINGS[0], FAST_PINGS[1], "--label", label]).await
-}
-
-fn ok(answer: &Answer) -> Value {
-    assert_eq!(answer.status, 200, "{answer:?}");
-    answer.json()
-}
-
-fn assert_error(answer: &Answer, status: u16, code: &str) {
-    assert_eq!(answer.status, status, "{answer:?}");
-    assert_eq!(answer.json()["error"]["code"], code, "{answer:?}");
 }
 
 async fn create(host: &Peer, name: &str, description: &str) -> String {

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::support::{
-    Answer, Events, Peer, dial, get, http, pairs, post, start, start_in, temp_dir, until,
+    Answer, Events, Peer, assert_error, dial, get, http, pairs, post, start, start_in, temp_dir,
+    until,
 };
 
 /// Short liveness so a lost member or host is noticed within about a second.
@@ -28,11 +29,6 @@ async fn create(host: &Peer, body: Value) -> String {
 async fn join(member: &Peer, host: &Peer, group: &str) -> Answer {
     let body = json!({ "host_peer_id": host.ready.peer_id, "group_id": group }).to_string();
     post(&member.ready.api, "/api/groups/join", &body).await
-}
-
-fn assert_error(answer: &Answer, status: u16, code: &str) {
-    assert_eq!(answer.status, status, "{answer:?}");
-    assert_eq!(answer.json()["error"]["code"], code, "{answer:?}");
 }
 
 /// `(peer_id, role)` of the members of a group, as `peer` sees them.

@@ -209,10 +209,14 @@ pub(crate) async fn http(
         request.push_str(&format!("{k}: {v}\r\n"));
     }
     if let Some(body) = body {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+        // JSON unless the caller names a type.
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            request.push_str("Content-Type: application/json\r\n");
+        }
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     request.push_str("\r\n");
     if let Some(body) = body {
@@ -352,4 +356,16 @@ pub(crate) fn pairs(items: &serde_json::Value, a: &str, b: &str) -> Vec<(String,
             (field(a), field(b))
         })
         .collect()
+}
+
+/// The JSON body of an answer that must be 200.
+pub(crate) fn ok(answer: &Answer) -> serde_json::Value {
+    assert_eq!(answer.status, 200, "{answer:?}");
+    answer.json()
+}
+
+/// An answer that must be an API error with this status and code.
+pub(crate) fn assert_error(answer: &Answer, status: u16, code: &str) {
+    assert_eq!(answer.status, status, "{answer:?}");
+    assert_eq!(answer.json()["error"]["code"], code, "{answer:?}");
 }
