@@ -182,12 +182,18 @@ pub(crate) async fn upload_local(
         .ok_or_else(|| {
             ApiError::bad_request("bad_request", format!("{} names no file", path.display()))
         })?;
-    let file = std::fs::File::open(&path).map_err(|e| {
+    let cannot_read = |e: &dyn std::fmt::Display| {
         ApiError::bad_request(
             "cannot_read",
             format!("cannot read {}: {e}", path.display()),
         )
-    })?;
+    };
+    let file = std::fs::File::open(&path).map_err(|e| cannot_read(&e))?;
+    match file.metadata() {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => return Err(cannot_read(&"not a regular file")),
+        Err(e) => return Err(cannot_read(&e)),
+    }
     let info = state.files.save(&group, name, file).await?;
     Ok(Json(info.into()))
 }

@@ -213,12 +213,14 @@ async fn bad_file_input_is_refused_and_stores_nothing() {
         413,
         "too_large",
     );
-    let body = json!({"group_id": group, "path": dir.join("missing")}).to_string();
-    assert_error(
-        &post(api, "/api/docs/upload-local", &body).await,
-        400,
-        "cannot_read",
-    );
+    for path in [dir.join("missing"), dir.clone()] {
+        let body = json!({"group_id": group, "path": path}).to_string();
+        assert_error(
+            &post(api, "/api/docs/upload-local", &body).await,
+            400,
+            "cannot_read",
+        );
+    }
     assert_error(
         &post(api, "/api/docs/delete", "{}").await,
         400,
