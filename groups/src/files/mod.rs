@@ -8,7 +8,8 @@
 //!   its members, a member to its host and the members the host listed; a group the peer has
 //!   left is not served at all.
 //! - A file travels in chunks from disk to the stream and from the stream to the HTTP answer;
-//!   neither side holds it whole. Lists reuse hashes until a file changes.
+//!   neither side holds it whole, and a transfer that gets no byte for 30 s fails. Lists reuse
+//!   hashes until a file changes.
 //! - A missing file is "not found" everywhere (404 over HTTP).
 //!
 //! Transport encryption is libp2p's (Noise); Goop²'s `ENC:` requests are answered with an
@@ -49,6 +50,8 @@ const LINE_MAX: u64 = 4096;
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request may take to arrive once a stream is open.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a file from another peer may go without a byte before its transfer fails.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a files operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -434,7 +437,7 @@ impl Files {
             Ok(RemoteFile {
                 mime,
                 size,
-                body: Box::new(reader.take(size)),
+                body: Box::new(IdleTimeout::new(reader.take(size), BODY_IDLE_TIMEOUT)),
             })
         })
         .await
@@ -593,6 +596,50 @@ impl Files {
     }
 }
 
+/// A reader that fails once it has waited `idle` for bytes: a peer that stops sending in
+/// the middle of a file ends the transfer instead of holding it open for ever.
+struct IdleTimeout<R> {
+    inner: R,
+    idle: Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<R> IdleTimeout<R> {
+    fn new(inner: R, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for IdleTimeout<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::future::Future as _;
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(read) => {
+                let next = tokio::time::Instant::now() + this.idle;
+                this.deadline.as_mut().reset(next);
+                Poll::Ready(read)
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no data for {} s", this.idle.as_secs_f64()),
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
 enum Served {
     List(Vec<DocInfo>),
     File(tokio::fs::File, u64, String),
@@ -674,5 +721,46 @@ pub fn mime_of(name: &str) -> &'static str {
         "wav" => "audio/wav",
         "mp4" => "video/mp4",
         _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that sends nothing and never ends.
+    struct Silent;
+
+    impl AsyncRead for Silent {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut [u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transfer_that_stops_sending_fails_after_the_idle_time() {
+        let mut body = IdleTimeout::new(Silent, Duration::from_millis(50));
+        let mut buf = [0u8; 8];
+        let error = body
+            .read(&mut buf)
+            .await
+            .expect_err("a silent peer times out");
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        // A reader that has its bytes is read to the end.
+        let mut body = IdleTimeout::new(&b"all of it"[..], Duration::from_millis(50));
+        let mut text = String::new();
+        body.read_to_string(&mut text).await.unwrap();
+        assert_eq!(text, "all of it");
+    }
+
+    #[test]
+    fn types_come_from_the_extension() {
+        assert_eq!(mime_of("a.TXT"), "text/plain; charset=utf-8");
+        assert_eq!(mime_of("report.pdf"), "application/pdf");
+        assert_eq!(mime_of("noext"), "application/octet-stream");
     }
 }
