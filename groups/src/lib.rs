@@ -7,11 +7,13 @@
 //! - [`group`]: groups, their persistence and their type handlers.
 //! - [`chat`]: the `chat` group type.
 //! - [`files`]: the `files` group type.
+//! - [`listen`]: the `listen` group type.
 
 pub mod chat;
 pub mod files;
 pub mod group;
 pub mod identity;
+pub mod listen;
 mod migrate;
 pub mod mq;
 pub mod net;

@@ -254,6 +254,8 @@ async fn serve(
     let mut registry = HandlerRegistry::new();
     registry.register(CLUSTER_TYPE, cluster_handler);
     registry.register(groups::chat::CHAT_TYPE, chat_handler);
+    let (listen_handler, listen_slot) = groups::listen::handler();
+    registry.register(groups::listen::LISTEN_TYPE, listen_handler);
     let peer = Peer::start(PeerParts {
         node: node_config,
         data_dir: config.data_dir.clone(),
@@ -299,9 +301,19 @@ async fn serve(
             cancel.clone(),
         )
         .context("cannot start the shared files")?;
-        anyhow::Ok((cluster, chat, files))
+        let listen = groups::listen::Listen::start(
+            listen_slot,
+            config.data_dir.clone(),
+            peer.groups.clone(),
+            handle.clone(),
+            &tasks,
+            cancel.clone(),
+        )
+        .await
+        .context("cannot start the listening groups")?;
+        anyhow::Ok((cluster, chat, files, listen))
     };
-    let (cluster, chat, files) = match started.await {
+    let (cluster, chat, files, listen) = match started.await {
         Ok(started) => started,
         Err(e) => {
             cancel.cancel();
@@ -318,6 +330,7 @@ async fn serve(
         cluster,
         chat,
         files,
+        listen,
         hub: Hub::new(),
         label: config.label.as_str().into(),
         token: config.api_token.as_deref().map(Arc::from),

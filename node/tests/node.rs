@@ -12,5 +12,6 @@ mod node {
     mod files;
     mod groups;
     mod lifecycle;
+    mod listen;
     mod openapi;
 }

@@ -25,8 +25,8 @@ mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::AsyncRead;
 use futures::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
-use futures::{AsyncRead, StreamExt as _};
 use libp2p::StreamProtocol;
 use proto::{GroupId, PeerId};
 use serde::{Deserialize, Serialize};
@@ -201,40 +201,25 @@ impl Files {
         tracker: &TaskTracker,
         cancel: CancellationToken,
     ) -> Result<Self, FilesError> {
-        let mut control = node.stream_control();
-        let incoming = control.accept(StreamProtocol::new(PROTOCOL)).map_err(|e| {
-            FilesError::io(
-                "registering the files protocol",
-                std::io::Error::other(e.to_string()),
-            )
-        })?;
+        let control = node.stream_control();
         let files = Self {
             inner: Arc::new(Inner {
                 store: DocStore::open(root)?,
                 groups,
-                node,
+                node: node.clone(),
                 control,
             }),
         };
         let server = files.clone();
-        let tasks = tracker.clone();
-        tracker.spawn(async move {
-            let mut incoming = incoming;
-            loop {
-                let next = tokio::select! {
-                    () = cancel.cancelled() => break,
-                    next = incoming.next() => next,
-                };
-                let Some((peer, stream)) = next else { break };
-                let server = server.clone();
-                tasks.spawn(async move {
-                    let peer = crate::net::peer_to_proto(&peer);
-                    if let Err(error) = server.serve(&peer, stream).await {
-                        tracing::debug!(%peer, %error, "files request ended early");
-                    }
-                });
+        crate::net::serve_protocol(&node, PROTOCOL, tracker, cancel, move |peer, stream| {
+            let server = server.clone();
+            async move {
+                if let Err(error) = server.serve(&peer, stream).await {
+                    tracing::debug!(%peer, %error, "files request ended early");
+                }
             }
-        });
+        })
+        .map_err(|e| FilesError::io("registering the files protocol", std::io::Error::other(e)))?;
         Ok(files)
     }
 
@@ -582,14 +567,7 @@ impl Files {
         let groups = self.inner.groups.clone();
         let group = group.clone();
         tokio::spawn(async move {
-            let sent = match serde_json::value::to_raw_value(&payload) {
-                Ok(raw) => groups
-                    .send(group.clone(), raw)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(error) = sent {
+            if let Err(error) = groups.send_json(group.clone(), &payload).await {
                 tracing::debug!(%group, %error, "cannot tell the group about a file");
             }
         });

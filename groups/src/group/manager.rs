@@ -163,6 +163,17 @@ impl GroupHandle {
             .await?
     }
 
+    /// Like [`GroupHandle::send`], serializing `payload` first.
+    pub async fn send_json<T: serde::Serialize + ?Sized>(
+        &self,
+        group: GroupId,
+        payload: &T,
+    ) -> Result<(), GroupError> {
+        let raw = serde_json::value::to_raw_value(payload)
+            .map_err(|e| GroupError::Encode(e.to_string()))?;
+        self.send(group, raw).await
+    }
+
     /// Like [`GroupHandle::send`], but answered once the message is queued (behind the ones
     /// queued before it, so one caller's messages keep their order) instead of once the host
     /// received it: for streams of messages. A message that cannot be delivered shows as the

@@ -25,6 +25,9 @@ pub enum NodeError {
     /// A string is not a libp2p peer id.
     #[error("invalid peer id {0:?}")]
     InvalidPeerId(String),
+    /// Something else already serves this stream protocol.
+    #[error("the stream protocol {0} is already served")]
+    ProtocolTaken(&'static str),
     /// A dial failed.
     #[error("cannot dial {target}: {reason}")]
     Dial {

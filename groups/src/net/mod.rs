@@ -30,3 +30,35 @@ pub fn proto_to_peer(peer: &proto::PeerId) -> Result<libp2p::PeerId, NodeError> 
         .parse()
         .map_err(|_| NodeError::InvalidPeerId(peer.as_str().to_owned()))
 }
+
+/// Serves a stream protocol of the node: each stream a peer opens on `protocol` goes to
+/// `serve`, with the peer, in a task of its own, until `cancel`.
+pub fn serve_protocol<F, Fut>(
+    node: &NodeHandle,
+    protocol: &'static str,
+    tracker: &tokio_util::task::TaskTracker,
+    cancel: tokio_util::sync::CancellationToken,
+    serve: F,
+) -> Result<(), NodeError>
+where
+    F: Fn(proto::PeerId, libp2p::Stream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use futures::StreamExt as _;
+    let mut incoming = node
+        .stream_control()
+        .accept(libp2p::StreamProtocol::new(protocol))
+        .map_err(|_| NodeError::ProtocolTaken(protocol))?;
+    let tasks = tracker.clone();
+    tracker.spawn(async move {
+        loop {
+            let next = tokio::select! {
+                () = cancel.cancelled() => break,
+                next = incoming.next() => next,
+            };
+            let Some((peer, stream)) = next else { break };
+            tasks.spawn(serve(peer_to_proto(&peer), stream));
+        }
+    });
+    Ok(())
+}

@@ -14,7 +14,7 @@ use groups::chat::{ChatError, ChatEvent, ChatMessage, NewRoom, Room, RoomState};
 use serde::{Deserialize, Serialize};
 
 use super::api::{JsonBody, QueryParams, event_stream};
-use super::groups::{Status, failed, group_id, ok, peer_id};
+use super::groups::{HostGroupBody, Status, failed, group_id, host_and_group, ok};
 use super::{ApiError, AppState};
 
 impl From<ChatError> for ApiError {
@@ -83,21 +83,13 @@ pub(crate) async fn close(
     Ok(ok("closed"))
 }
 
-#[derive(Deserialize)]
-pub(crate) struct JoinBody {
-    host_peer_id: Option<String>,
-    group_id: Option<String>,
-}
-
 /// `POST /api/chat/rooms/join {host_peer_id, group_id}`: answered once the host welcomed
 /// this peer.
 pub(crate) async fn join(
     State(state): State<AppState>,
-    JsonBody(body): JsonBody<JoinBody>,
+    JsonBody(body): JsonBody<HostGroupBody>,
 ) -> Result<Json<Status>, ApiError> {
-    let message = "host_peer_id and group_id required";
-    let host = peer_id(body.host_peer_id, message)?;
-    let group = group_id(body.group_id, message)?;
+    let (host, group) = host_and_group(body)?;
     state.chat.join(host, group).await?;
     Ok(ok("joined"))
 }

@@ -330,7 +330,7 @@ pub(crate) struct HostGroupBody {
     group_id: Option<String>,
 }
 
-fn host_and_group(body: HostGroupBody) -> Result<(PeerId, GroupId), ApiError> {
+pub(super) fn host_and_group(body: HostGroupBody) -> Result<(PeerId, GroupId), ApiError> {
     let message = "Missing host_peer_id or group_id";
     if body.host_peer_id.as_deref().is_none_or(str::is_empty)
         || body.group_id.as_deref().is_none_or(str::is_empty)

@@ -1,5 +1,5 @@
 //! The local HTTP API (axum): the peer itself, its connections, the MQ bus, the groups, the
-//! cluster, the chat rooms and the shared files.
+//! cluster, the chat rooms, the shared files and the listening groups.
 //!
 //! Every answer is JSON; errors are `{"error":{"code","message"}}`. When an API token is set,
 //! every route requires `Authorization: Bearer <token>` (the event stream included: it carries
@@ -13,6 +13,7 @@ mod docs;
 mod error;
 mod groups;
 mod hub;
+mod listen;
 mod openapi;
 
 use std::net::SocketAddr;
@@ -49,6 +50,7 @@ pub(crate) struct AppState {
     pub(crate) cluster: crate::cluster::Cluster,
     pub(crate) chat: ::groups::chat::ChatHandle,
     pub(crate) files: ::groups::files::Files,
+    pub(crate) listen: ::groups::listen::Listen,
     pub(crate) hub: Arc<Hub>,
     pub(crate) label: Arc<str>,
     pub(crate) token: Option<Arc<str>>,
@@ -144,6 +146,15 @@ pub(crate) fn router(state: AppState, max_message_bytes: usize, tasks: &TaskTrac
         .route("/api/docs/delete", post(docs::delete))
         .route("/api/docs/browse", get(docs::browse))
         .route("/api/docs/download", get(docs::download))
+        .route("/api/listen/create", post(listen::create))
+        .route("/api/listen/close", post(listen::close))
+        .route("/api/listen/load", post(listen::load))
+        .route("/api/listen/queue/add", post(listen::queue_add))
+        .route("/api/listen/control", post(listen::control))
+        .route("/api/listen/join", post(listen::join))
+        .route("/api/listen/leave", post(listen::leave))
+        .route("/api/listen/stream", get(listen::stream))
+        .route("/api/listen/state", get(listen::listen_state))
         .route("/api/chat/rooms", get(chat::rooms))
         .route("/api/chat/events", get(chat::events))
         .route("/api/chat/rooms/create", post(chat::create))

@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::support::{
-    Answer, Events, Peer, assert_error, dial, get, ok, pairs, post, start, start_in, until,
+    Answer, Events, Peer, assert_error, dial, get, ok, pairs, post, restart_killed, start, until,
 };
 
 /// Short liveness so a lost host is noticed within about a second.
@@ -181,22 +181,7 @@ async fn joiners_and_a_restarted_host_have_the_newest_hundred_messages() {
 
     // kill -9 the host and start it on the same data directory and port: the room, its
     // history and its member come back.
-    let port = host.ready.listen[0].split('/').nth(4).unwrap().to_owned();
-    let data_dir = host.data_dir.clone();
-    host.kill_keeping_data().await;
-    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
-    let host = start_in(
-        data_dir,
-        &[
-            FAST_PINGS[0],
-            FAST_PINGS[1],
-            "--listen",
-            &listen,
-            "--label",
-            "host",
-        ],
-    )
-    .await;
+    let host = restart_killed(host, &[FAST_PINGS[0], FAST_PINGS[1], "--label", "host"]).await;
     assert_eq!(texts(&host, &room).await, kept);
     until(15, "the member is back in the room", async || {
         ok(&state(&host, &room).await)["room"]["members"]

@@ -369,3 +369,19 @@ pub(crate) fn assert_error(answer: &Answer, status: u16, code: &str) {
     assert_eq!(answer.status, status, "{answer:?}");
     assert_eq!(answer.json()["error"]["code"], code, "{answer:?}");
 }
+
+/// Kills the peer (SIGKILL) and starts it again on the same data directory and listen port,
+/// with `extra` flags.
+pub(crate) async fn restart_killed(peer: Peer, extra: &[&str]) -> Peer {
+    let port = peer.ready.listen[0]
+        .split('/')
+        .nth(4)
+        .expect("a tcp listen address")
+        .to_owned();
+    let data_dir = peer.data_dir.clone();
+    peer.kill_keeping_data().await;
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let mut args = vec!["--listen", listen.as_str()];
+    args.extend_from_slice(extra);
+    start_in(data_dir, &args).await
+}
