@@ -856,8 +856,11 @@ impl Listen {
                 if control.track.is_some() {
                     track.clone_from(&control.track);
                 }
-                if control.queue_total > 0 || control.action == "load" {
+                // Only `load` and `sync` carry the queue; the others leave it as it is.
+                if !control.queue.is_empty() || control.action == "load" {
                     queue.clone_from(&control.queue);
+                }
+                if control.queue_total > 0 || control.action == "load" {
                     *queue_index = control.queue_index;
                     *queue_total = control.queue_total;
                 }

@@ -92,6 +92,8 @@ async fn a_listener_follows_the_host_and_hears_its_track() {
         state(&listener).await["play_state"]["playing"] == true
     })
     .await;
+    // A message without the queue leaves it as it was.
+    assert_eq!(state(&listener).await["queue"], json!(["a.mp3", "b.mp3"]));
     // The listener pulls the audio from the host, from where the track plays now (a moment
     // in) to its end: the whole 2 s track fits in the lead.
     let audio = get(&listener.ready.api, "/api/listen/stream").await;
@@ -119,6 +121,15 @@ async fn a_listener_follows_the_host_and_hears_its_track() {
     })
     .await;
     assert_eq!(state(&listener).await["queue_index"], 1);
+    // The last track (1 s) plays to its end; the host's clock stops the player and says so.
+    control(&host, json!({"action": "play"})).await;
+    until(10, "the listener hears that the queue ended", async || {
+        let s = state(&listener).await;
+        s["track"]["name"] == "b.mp3"
+            && s["play_state"]["playing"] == false
+            && s["play_state"]["position"].as_f64() >= Some(1.0)
+    })
+    .await;
 
     // The host comes back with its queue where it was, paused.
     let host = restart_killed(host, &FAST_PINGS).await;
