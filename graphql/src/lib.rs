@@ -1,2 +1,143 @@
-//! A peer's tables served as GraphQL, and the federation of member schemas in
-//! `data-federation` groups.
+//! A peer's data tables, served as GraphQL.
+//!
+//! - [`model`]: a table's schema (Goop²'s JSON shape) and its checks.
+//! - [`store`]: the tables in the peer's SQLite database (`data_<name>`, with `_id`, `_owner`,
+//!   `_created_at`, `_updated_at`), every value bound as a parameter.
+//! - [`engine`]: the GraphQL schema of the tables marked `context: true`, rebuilt whenever a
+//!   table is created or deleted.
+//!
+//! Not here yet: the federation of member schemas in `data-federation` groups.
+
+pub mod engine;
+pub mod model;
+pub mod store;
+
+use std::sync::{Arc, RwLock};
+
+pub use model::{Column, ColumnType, EnumValue, Table};
+pub use store::{Row, Tables};
+
+/// Why a data operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The schema breaks a rule.
+    #[error("invalid schema: {0}")]
+    InvalidSchema(String),
+    /// A table of that name exists.
+    #[error("table {0:?} already exists")]
+    TableExists(String),
+    /// No table of that name.
+    #[error("table {0:?} not found")]
+    UnknownTable(String),
+    /// No column of that name (or a key column to update).
+    #[error("unknown column {0:?}")]
+    UnknownColumn(String),
+    /// A required column was not given.
+    #[error("column {0:?} is required")]
+    Missing(String),
+    /// A value does not fit its column.
+    #[error("column {column:?}: {reason}")]
+    InvalidValue {
+        /// The column.
+        column: String,
+        /// Why.
+        reason: String,
+    },
+    /// SQLite failed.
+    #[error("data store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// What `execute` answers when no table is served.
+pub const UNBUILT: &str = "no tables in context: mark at least one table with context: true";
+
+/// A peer's data tables and their GraphQL engine.
+#[derive(Clone)]
+pub struct Data {
+    tables: Arc<Tables>,
+    owner: String,
+    engine: Arc<RwLock<Option<async_graphql::dynamic::Schema>>>,
+}
+
+impl std::fmt::Debug for Data {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Data")
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Data {
+    /// Opens the tables in the database at `path`; rows this peer writes are owned by `owner`.
+    pub fn open(path: &std::path::Path, owner: String) -> Result<Self, DataError> {
+        let data = Self {
+            tables: Arc::new(Tables::open(path)?),
+            owner,
+            engine: Arc::new(RwLock::new(None)),
+        };
+        data.rebuild()?;
+        Ok(data)
+    }
+
+    /// The tables.
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// Every table's schema.
+    pub fn list(&self) -> Result<Vec<Table>, DataError> {
+        self.tables.list()
+    }
+
+    /// Creates a table and serves it when it is in context.
+    pub fn create(&self, table: &Table) -> Result<(), DataError> {
+        self.tables.create(table)?;
+        self.rebuild()
+    }
+
+    /// Deletes a table and its rows.
+    pub fn drop_table(&self, name: &str) -> Result<(), DataError> {
+        self.tables.drop_table(name)?;
+        self.rebuild()
+    }
+
+    /// Builds the GraphQL schema again from the tables.
+    pub fn rebuild(&self) -> Result<(), DataError> {
+        let schema = engine::build(
+            &self.tables.list()?,
+            self.tables.clone(),
+            self.owner.clone(),
+        )?;
+        *self
+            .engine
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = schema;
+        Ok(())
+    }
+
+    /// The names of the tables served.
+    pub fn served(&self) -> Result<Vec<String>, DataError> {
+        Ok(self
+            .tables
+            .list()?
+            .into_iter()
+            .filter(|t| t.context)
+            .map(|t| t.name)
+            .collect())
+    }
+
+    /// Runs a GraphQL request; the answer is always a GraphQL response (errors in `errors`).
+    pub async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response {
+        let schema = self
+            .engine
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match schema {
+            Some(schema) => schema.execute(request).await,
+            None => async_graphql::Response::from_errors(vec![async_graphql::ServerError::new(
+                UNBUILT, None,
+            )]),
+        }
+    }
+}

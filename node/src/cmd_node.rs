@@ -311,9 +311,15 @@ async fn serve(
         )
         .await
         .context("cannot start the listening groups")?;
-        anyhow::Ok((cluster, chat, files, listen))
+        let database = config.data_dir.join(crate::peer::DATABASE_FILE);
+        let owner = peer_id.to_base58();
+        let data = tokio::task::spawn_blocking(move || graphql::Data::open(&database, owner))
+            .await
+            .context("cannot open the data tables")?
+            .context("cannot open the data tables")?;
+        anyhow::Ok((cluster, chat, files, listen, data))
     };
-    let (cluster, chat, files, listen) = match started.await {
+    let (cluster, chat, files, listen, data) = match started.await {
         Ok(started) => started,
         Err(e) => {
             cancel.cancel();
@@ -331,6 +337,7 @@ async fn serve(
         chat,
         files,
         listen,
+        data,
         hub: Hub::new(),
         label: config.label.as_str().into(),
         token: config.api_token.as_deref().map(Arc::from),

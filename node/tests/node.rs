@@ -7,6 +7,7 @@ mod node {
     mod api;
     mod chat;
     mod cluster;
+    mod data;
     mod demo;
     mod executor_cmd;
     mod files;

@@ -1,5 +1,6 @@
 //! The local HTTP API (axum): the peer itself, its connections, the MQ bus, the groups, the
-//! cluster, the chat rooms, the shared files and the listening groups.
+//! cluster, the chat rooms, the shared files, the listening groups and the data tables with
+//! their GraphQL engine.
 //!
 //! Every answer is JSON; errors are `{"error":{"code","message"}}`. When an API token is set,
 //! every route requires `Authorization: Bearer <token>` (the event stream included: it carries
@@ -9,6 +10,7 @@
 mod api;
 mod chat;
 mod cluster;
+mod data;
 mod docs;
 mod error;
 mod groups;
@@ -51,6 +53,7 @@ pub(crate) struct AppState {
     pub(crate) chat: ::groups::chat::ChatHandle,
     pub(crate) files: ::groups::files::Files,
     pub(crate) listen: ::groups::listen::Listen,
+    pub(crate) data: graphql::Data,
     pub(crate) hub: Arc<Hub>,
     pub(crate) label: Arc<str>,
     pub(crate) token: Option<Arc<str>>,
@@ -155,6 +158,14 @@ pub(crate) fn router(state: AppState, max_message_bytes: usize, tasks: &TaskTrac
         .route("/api/listen/leave", post(listen::leave))
         .route("/api/listen/stream", get(listen::stream))
         .route("/api/listen/state", get(listen::listen_state))
+        .route(
+            "/api/data/tables",
+            get(data::tables).post(data::create_table),
+        )
+        .route("/api/data/tables/delete", post(data::delete_table))
+        .route("/api/graphql", post(data::graphql))
+        .route("/api/graphql/status", get(data::status))
+        .route("/api/graphql/rebuild", post(data::rebuild))
         .route("/api/chat/rooms", get(chat::rooms))
         .route("/api/chat/events", get(chat::events))
         .route("/api/chat/rooms/create", post(chat::create))

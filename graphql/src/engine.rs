@@ -1,0 +1,303 @@
+//! The GraphQL schema of a peer's context tables, built at run time (async-graphql's dynamic
+//! schema), with Goop²'s names (reference `goop2-handlers.md` §4.2).
+//!
+//! For a table `T`: the object `T`; `T(where, limit, offset, order_by): [T]` and
+//! `T_by_pk(_id): T`; `insert_T(object)`, `update_T_by_pk(_id, _set)` and
+//! `delete_T_by_pk(_id): T_delete_result`. Filters are `<col>_eq`, `_neq`, `_gt`, `_gte`, `_lt`,
+//! `_lte` (numbers and times) and `_like` (text); `order_by` keys apply in the order written.
+
+use std::sync::Arc;
+
+use async_graphql::dynamic::{
+    Enum, Field, FieldFuture, FieldValue, InputObject, InputValue, Object, ResolverContext, Schema,
+    TypeRef,
+};
+use async_graphql::{Name, Value as GqlValue};
+use serde_json::Value;
+
+use crate::DataError;
+use crate::model::{ColumnType, Table};
+use crate::store::{Find, Op, Row, SYSTEM_COLUMNS, Tables};
+
+/// The GraphQL type name of a table: characters outside `[A-Za-z0-9_]` become `_`.
+fn type_name(table: &str) -> String {
+    table
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn scalar(kind: ColumnType) -> &'static str {
+    match kind {
+        ColumnType::Integer => TypeRef::INT,
+        ColumnType::Real => TypeRef::FLOAT,
+        _ => TypeRef::STRING,
+    }
+}
+
+/// Every column of a table, the system ones first, with its type.
+fn all_columns(table: &Table) -> Vec<(String, ColumnType)> {
+    SYSTEM_COLUMNS
+        .iter()
+        .map(|(n, k)| ((*n).to_owned(), *k))
+        .chain(table.columns.iter().map(|c| (c.name.clone(), c.kind)))
+        .collect()
+}
+
+/// The filters of a `where` input, by field name.
+fn filter_ops(kind: ColumnType) -> Vec<(&'static str, Op)> {
+    let mut ops = vec![("_eq", Op::Eq), ("_neq", Op::Neq)];
+    if kind.ordered() {
+        ops.extend([
+            ("_gt", Op::Gt),
+            ("_gte", Op::Gte),
+            ("_lt", Op::Lt),
+            ("_lte", Op::Lte),
+        ]);
+    }
+    if kind.textual() {
+        ops.push(("_like", Op::Like));
+    }
+    ops
+}
+
+fn gql_error(error: DataError) -> async_graphql::Error {
+    async_graphql::Error::new(error.to_string())
+}
+
+fn to_json(value: &GqlValue) -> Value {
+    value.clone().into_json().unwrap_or(Value::Null)
+}
+
+fn row_value(row: Row) -> FieldValue<'static> {
+    FieldValue::owned_any(row)
+}
+
+/// Builds the schema of `tables` (those with `context: true`); `None` when there are none.
+pub fn build(
+    tables: &[Table],
+    store: Arc<Tables>,
+    owner: String,
+) -> Result<Option<Schema>, DataError> {
+    let tables: Vec<&Table> = tables.iter().filter(|t| t.context).collect();
+    if tables.is_empty() {
+        return Ok(None);
+    }
+    let direction = Enum::new("OrderDirection").item("asc").item("desc");
+    let mut query = Object::new("Query");
+    let mut mutation = Object::new("Mutation");
+    let mut builder = Schema::build("Query", Some("Mutation"), None).register(direction);
+    for table in tables {
+        let name = type_name(&table.name);
+        let columns = all_columns(table);
+        let mut object = Object::new(&name);
+        let mut filter = InputObject::new(format!("{name}_where"));
+        let mut order = InputObject::new(format!("{name}_order_by"));
+        for (column, kind) in &columns {
+            let key = column.clone();
+            object = object.field(Field::new(
+                column,
+                TypeRef::named(scalar(*kind)),
+                move |ctx| {
+                    let key = key.clone();
+                    FieldFuture::new(async move {
+                        let row = ctx.parent_value.try_downcast_ref::<Row>()?;
+                        let value = row.get(&key).cloned().unwrap_or(Value::Null);
+                        Ok(Some(FieldValue::value(GqlValue::from_json(value)?)))
+                    })
+                },
+            ));
+            for (suffix, _) in filter_ops(*kind) {
+                filter = filter.field(InputValue::new(
+                    format!("{column}{suffix}"),
+                    TypeRef::named(scalar(*kind)),
+                ));
+            }
+            order = order.field(InputValue::new(column, TypeRef::named("OrderDirection")));
+        }
+        let mut insert = InputObject::new(format!("{name}_insert_input"));
+        let mut set = InputObject::new(format!("{name}_set_input"));
+        for column in &table.columns {
+            let required =
+                (column.required || column.key) && !column.auto && column.default.is_none();
+            let ty = if required {
+                TypeRef::named_nn(scalar(column.kind))
+            } else {
+                TypeRef::named(scalar(column.kind))
+            };
+            insert = insert.field(InputValue::new(&column.name, ty));
+            if !column.key {
+                set = set.field(InputValue::new(
+                    &column.name,
+                    TypeRef::named(scalar(column.kind)),
+                ));
+            }
+        }
+        let deleted = Object::new(format!("{name}_delete_result")).field(Field::new(
+            "affected_rows",
+            TypeRef::named_nn(TypeRef::INT),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let n = ctx.parent_value.try_downcast_ref::<usize>()?;
+                    Ok(Some(FieldValue::value(
+                        i64::try_from(*n).unwrap_or(i64::MAX),
+                    )))
+                })
+            },
+        ));
+
+        let list = {
+            let field_name = table.name.clone();
+            let (store, table, columns) = (store.clone(), table.clone(), columns.clone());
+            Field::new(field_name, TypeRef::named_list(&name), move |ctx| {
+                let (store, table, columns) = (store.clone(), table.clone(), columns.clone());
+                FieldFuture::new(async move {
+                    let find = find_of(&ctx, &columns)?;
+                    let rows = store.find(&table, &find).map_err(gql_error)?;
+                    Ok(Some(FieldValue::list(rows.into_iter().map(row_value))))
+                })
+            })
+            .argument(InputValue::new(
+                "where",
+                TypeRef::named(format!("{name}_where")),
+            ))
+            .argument(InputValue::new("limit", TypeRef::named(TypeRef::INT)))
+            .argument(InputValue::new("offset", TypeRef::named(TypeRef::INT)))
+            .argument(InputValue::new(
+                "order_by",
+                TypeRef::named(format!("{name}_order_by")),
+            ))
+        };
+        let by_pk = {
+            let field_name = format!("{}_by_pk", table.name);
+            let (store, table) = (store.clone(), table.clone());
+            Field::new(field_name, TypeRef::named(&name), move |ctx| {
+                let (store, table) = (store.clone(), table.clone());
+                FieldFuture::new(async move {
+                    let id = ctx.args.try_get("_id")?.i64()?;
+                    Ok(store.get(&table, id).map_err(gql_error)?.map(row_value))
+                })
+            })
+            .argument(InputValue::new("_id", TypeRef::named_nn(TypeRef::INT)))
+        };
+        let insert_field = {
+            let field_name = format!("insert_{}", table.name);
+            let (store, table, owner) = (store.clone(), table.clone(), owner.clone());
+            Field::new(field_name, TypeRef::named(&name), move |ctx| {
+                let (store, table, owner) = (store.clone(), table.clone(), owner.clone());
+                FieldFuture::new(async move {
+                    let values = object_of(&ctx, "object")?;
+                    let row = store.insert(&table, &owner, &values).map_err(gql_error)?;
+                    Ok(Some(row_value(row)))
+                })
+            })
+            .argument(InputValue::new(
+                "object",
+                TypeRef::named_nn(format!("{name}_insert_input")),
+            ))
+        };
+        let update_field = {
+            let field_name = format!("update_{}_by_pk", table.name);
+            let (store, table) = (store.clone(), table.clone());
+            Field::new(field_name, TypeRef::named(&name), move |ctx| {
+                let (store, table) = (store.clone(), table.clone());
+                FieldFuture::new(async move {
+                    let id = ctx.args.try_get("_id")?.i64()?;
+                    let set = object_of(&ctx, "_set")?;
+                    match store.update(&table, id, &set).map_err(gql_error)? {
+                        Some(row) => Ok(Some(row_value(row))),
+                        None => Err(async_graphql::Error::new(format!("row {id} not found"))),
+                    }
+                })
+            })
+            .argument(InputValue::new("_id", TypeRef::named_nn(TypeRef::INT)))
+            .argument(InputValue::new(
+                "_set",
+                TypeRef::named_nn(format!("{name}_set_input")),
+            ))
+        };
+        let delete_field = {
+            let field_name = format!("delete_{}_by_pk", table.name);
+            let (store, table) = (store.clone(), table.clone());
+            Field::new(
+                field_name,
+                TypeRef::named_nn(format!("{name}_delete_result")),
+                move |ctx| {
+                    let (store, table) = (store.clone(), table.clone());
+                    FieldFuture::new(async move {
+                        let id = ctx.args.try_get("_id")?.i64()?;
+                        let n = store.delete(&table, id).map_err(gql_error)?;
+                        Ok(Some(FieldValue::owned_any(n)))
+                    })
+                },
+            )
+            .argument(InputValue::new("_id", TypeRef::named_nn(TypeRef::INT)))
+        };
+        query = query.field(list).field(by_pk);
+        mutation = mutation
+            .field(insert_field)
+            .field(update_field)
+            .field(delete_field);
+        builder = builder
+            .register(object)
+            .register(filter)
+            .register(order)
+            .register(insert)
+            .register(set)
+            .register(deleted);
+    }
+    builder
+        .register(query)
+        .register(mutation)
+        .finish()
+        .map(Some)
+        .map_err(|e| DataError::InvalidSchema(e.to_string()))
+}
+
+/// The object argument `name` as a row.
+fn object_of(ctx: &ResolverContext<'_>, name: &str) -> async_graphql::Result<Row> {
+    let object = ctx.args.try_get(name)?.object()?;
+    Ok(object
+        .iter()
+        .map(|(key, value)| (key.to_string(), to_json(value.as_value())))
+        .collect())
+}
+
+/// The `where`, `order_by`, `limit` and `offset` arguments.
+fn find_of(
+    ctx: &ResolverContext<'_>,
+    columns: &[(String, ColumnType)],
+) -> async_graphql::Result<Find> {
+    let mut find = Find::default();
+    if let Some(filter) = ctx.args.get("where") {
+        for (key, value) in filter.object()?.iter() {
+            let key: &Name = key;
+            let (column, op) = columns
+                .iter()
+                .flat_map(|(c, kind)| filter_ops(*kind).into_iter().map(move |(s, op)| (c, s, op)))
+                .find(|(c, s, _)| key.as_str() == format!("{c}{s}"))
+                .map(|(c, _, op)| (c.clone(), op))
+                .ok_or_else(|| async_graphql::Error::new(format!("unknown filter {key}")))?;
+            find.filters.push((column, op, to_json(value.as_value())));
+        }
+    }
+    if let Some(order) = ctx.args.get("order_by") {
+        for (key, value) in order.object()?.iter() {
+            find.order
+                .push((key.to_string(), value.enum_name()? == "desc"));
+        }
+    }
+    if let Some(limit) = ctx.args.get("limit") {
+        find.limit = Some(u32::try_from(limit.i64()?.max(0)).unwrap_or(u32::MAX));
+    }
+    if let Some(offset) = ctx.args.get("offset") {
+        find.offset = u32::try_from(offset.i64()?.max(0)).unwrap_or(u32::MAX);
+    }
+    Ok(find)
+}

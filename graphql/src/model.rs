@@ -1,0 +1,185 @@
+//! The schema of a data table: its columns and their types, as JSON (Goop²'s shape).
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::DataError;
+
+/// The longest table or column name.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// A table's schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Table {
+    /// Its name: a letter or `_`, then letters, digits and `_`; not starting with `_`.
+    pub name: String,
+    /// Its columns, besides the system ones (`_id`, `_owner`, `_created_at`, `_updated_at`).
+    pub columns: Vec<Column>,
+    /// Served through GraphQL.
+    #[serde(default)]
+    pub context: bool,
+    /// The row id is the key: no column needs to be one.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub system_key: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    /// Its name (the same rule as a table's).
+    pub name: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub kind: ColumnType,
+    /// Part of the table's key: required.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub key: bool,
+    /// Must be given on insert (unless it has a default or is `auto`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub required: bool,
+    /// Filled in on insert when missing: a UUID (`guid`), the time (`datetime`, `date`,
+    /// `time`) or the next number (`integer`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub auto: bool,
+    /// The value when none is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<serde_json::Value>,
+    /// The allowed values of an `enum` column.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<EnumValue>,
+}
+
+/// One allowed value of an `enum` column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnumValue {
+    /// What is stored.
+    pub key: String,
+    /// What people read.
+    #[serde(default)]
+    pub label: String,
+}
+
+/// A column type (case-insensitive in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    /// Text.
+    Text,
+    /// A 64-bit integer.
+    Integer,
+    /// A float.
+    Real,
+    /// Opaque text.
+    Blob,
+    /// A UUID.
+    Guid,
+    /// An RFC 3339 time.
+    Datetime,
+    /// `YYYY-MM-DD`.
+    Date,
+    /// `HH:MM:SS`.
+    Time,
+    /// One of the column's `values`.
+    Enum,
+}
+
+impl<'de> Deserialize<'de> for ColumnType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "text" => Self::Text,
+            "integer" => Self::Integer,
+            "real" => Self::Real,
+            "blob" => Self::Blob,
+            "guid" => Self::Guid,
+            "datetime" => Self::Datetime,
+            "date" => Self::Date,
+            "time" => Self::Time,
+            "enum" => Self::Enum,
+            _ => {
+                return Err(serde::de::Error::custom(format!(
+                    "unknown column type {name:?}: expected text, integer, real, blob, guid, datetime, date, time or enum"
+                )));
+            }
+        })
+    }
+}
+
+impl ColumnType {
+    /// The SQLite column type.
+    pub fn sql(self) -> &'static str {
+        match self {
+            Self::Integer => "INTEGER",
+            Self::Real => "REAL",
+            _ => "TEXT",
+        }
+    }
+
+    /// Compared with `<`, `>`: numbers and times.
+    pub fn ordered(self) -> bool {
+        matches!(
+            self,
+            Self::Integer | Self::Real | Self::Datetime | Self::Date | Self::Time
+        )
+    }
+
+    /// Matched with `LIKE`: text-like.
+    pub fn textual(self) -> bool {
+        matches!(self, Self::Text | Self::Guid | Self::Enum)
+    }
+}
+
+/// Whether `name` is a valid user table or column name.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && name.len() <= MAX_NAME_CHARS
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl Table {
+    /// Checks the schema: a valid name, at least one column, unique valid column names,
+    /// enum values for enum columns, defaults of the column's type, and a key column unless
+    /// `system_key`.
+    pub fn validate(&self) -> Result<(), DataError> {
+        let bad = |reason: String| DataError::InvalidSchema(reason);
+        if !valid_name(&self.name) {
+            return Err(bad(format!(
+                "invalid table name {:?}: a letter, then letters, digits or _, at most {MAX_NAME_CHARS}",
+                self.name
+            )));
+        }
+        if self.columns.is_empty() {
+            return Err(bad("a table needs at least one column".into()));
+        }
+        for (i, column) in self.columns.iter().enumerate() {
+            if !valid_name(&column.name) {
+                return Err(bad(format!(
+                    "invalid column name {:?}: a letter, then letters, digits or _, at most {MAX_NAME_CHARS}",
+                    column.name
+                )));
+            }
+            if self.columns[..i].iter().any(|c| c.name == column.name) {
+                return Err(bad(format!("column {:?} appears twice", column.name)));
+            }
+            if column.kind == ColumnType::Enum && column.values.is_empty() {
+                return Err(bad(format!("enum column {:?} has no values", column.name)));
+            }
+            if let Some(default) = &column.default {
+                crate::store::check_value(column, default).map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        if !self.system_key && !self.columns.iter().any(|c| c.key) {
+            return Err(bad("a table needs a key column, or system_key: true".into()));
+        }
+        Ok(())
+    }
+
+    /// A column by name.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}

@@ -1,0 +1,80 @@
+//! Data tables and GraphQL on a real `goop node` over HTTP.
+
+use serde_json::{Value, json};
+
+use super::support::{assert_error, get, ok, post, start};
+
+#[tokio::test]
+async fn a_table_is_created_filled_and_queried_over_http() {
+    let peer = start(&[]).await;
+    let api = &peer.ready.api;
+    let graphql = |query: &str| {
+        let body = json!({ "query": query }).to_string();
+        let api = api.clone();
+        async move { ok(&post(&api, "/api/graphql", &body).await) }
+    };
+    let unbuilt = graphql("{ notes { _id } }").await;
+    assert!(
+        unbuilt["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no tables in context")
+    );
+
+    let notes = json!({
+        "name": "notes", "context": true,
+        "columns": [
+            {"name": "slug", "type": "text", "key": true},
+            {"name": "body", "type": "text"},
+            {"name": "stars", "type": "integer", "default": 0}
+        ]
+    });
+    ok(&post(api, "/api/data/tables", &notes.to_string()).await);
+    assert_error(
+        &post(api, "/api/data/tables", &notes.to_string()).await,
+        409,
+        "exists",
+    );
+    let listed = ok(&get(api, "/api/data/tables").await);
+    assert_eq!(listed[0]["name"], "notes");
+    let status = ok(&get(api, "/api/graphql/status").await);
+    assert_eq!(status["tables"], json!(["notes"]));
+
+    for (slug, stars) in [("a", 3), ("b", 5), ("c", 1)] {
+        let out = graphql(&format!(
+            r#"mutation {{ insert_notes(object: {{slug: "{slug}", body: "note {slug}", stars: {stars}}}) {{ _id _owner }} }}"#
+        ))
+        .await;
+        assert_eq!(
+            out["data"]["insert_notes"]["_owner"],
+            peer.ready.peer_id.as_str(),
+            "{out}"
+        );
+    }
+    let out =
+        graphql(r#"{ notes(where: {stars_gte: 2}, order_by: {stars: desc}) { slug stars } }"#)
+            .await;
+    assert_eq!(
+        out["data"]["notes"],
+        json!([{"slug": "b", "stars": 5}, {"slug": "a", "stars": 3}]),
+        "{out}"
+    );
+    let out = graphql(r#"mutation { insert_notes(object: {body: "no key"}) { _id } }"#).await;
+    assert!(out["errors"].is_array(), "a missing key is refused: {out}");
+
+    // Bad schemas and unknown tables.
+    let bad = json!({"name": "x y", "columns": [{"name": "a", "type": "text", "key": true}]});
+    assert_error(
+        &post(api, "/api/data/tables", &bad.to_string()).await,
+        400,
+        "invalid_request",
+    );
+    assert_error(
+        &post(api, "/api/data/tables/delete", r#"{"name":"nope"}"#).await,
+        404,
+        "not_found",
+    );
+    ok(&post(api, "/api/data/tables/delete", r#"{"name":"notes"}"#).await);
+    let gone = graphql("{ notes { slug } }").await;
+    assert_eq!(gone["data"], Value::Null, "{gone}");
+}
