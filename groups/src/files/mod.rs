@@ -265,6 +265,11 @@ impl Files {
     /// The other peers of a files group this peer is in: its members and its host.
     pub async fn peers(&self, group: &GroupId) -> Result<Vec<PeerId>, FilesError> {
         let info = self.group(group).await?;
+        self.peers_of(info).await
+    }
+
+    async fn peers_of(&self, info: FilesGroup) -> Result<Vec<PeerId>, FilesError> {
+        let group = &info.id;
         let me = self.inner.groups.peer_id().clone();
         let mut peers = vec![info.host];
         for member in self.inner.groups.members(group.clone()).await? {
@@ -285,7 +290,7 @@ impl Files {
                 .is_member(group.clone(), peer.clone())
                 .await
                 .unwrap_or(false),
-            Ok(_) => self.peers(group).await.is_ok_and(|p| p.contains(peer)),
+            Ok(info) => self.peers_of(info).await.is_ok_and(|p| p.contains(peer)),
             Err(_) => false,
         }
     }

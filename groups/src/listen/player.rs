@@ -210,6 +210,14 @@ impl Player {
         Ok(vec![self.control("sync", position, true)])
     }
 
+    fn check_index(&self, index: usize) -> Result<(), ListenError> {
+        if index < self.queue.len() {
+            Ok(())
+        } else {
+            Err(ListenError::BadIndex(index))
+        }
+    }
+
     fn state_mut(&mut self) -> Result<&mut PlayState, ListenError> {
         self.state.as_mut().ok_or(ListenError::NoTrack)
     }
@@ -256,9 +264,7 @@ impl Player {
         now: i64,
         probe: &dyn Fn(&std::path::Path) -> Result<Probe, ListenError>,
     ) -> Result<Vec<Control>, ListenError> {
-        if index >= self.queue.len() {
-            return Err(ListenError::BadIndex(index));
-        }
+        self.check_index(index)?;
         let playing = self.state.is_some_and(|s| s.playing);
         let mut out = vec![self.load(index, now, probe)?];
         if playing {
@@ -299,9 +305,7 @@ impl Player {
         now: i64,
         probe: &dyn Fn(&std::path::Path) -> Result<Probe, ListenError>,
     ) -> Result<Vec<Control>, ListenError> {
-        if index >= self.queue.len() {
-            return Err(ListenError::BadIndex(index));
-        }
+        self.check_index(index)?;
         self.queue.remove(index);
         if self.queue.is_empty() {
             self.index = 0;
