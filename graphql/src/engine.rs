@@ -79,48 +79,51 @@ fn row_value(row: Row) -> FieldValue<'static> {
     FieldValue::owned_any(row)
 }
 
-/// Builds the schema of `tables` (those with `context: true`); `None` when there are none.
+/// A table whose rows come from several peers: the columns they share, and where to ask.
+#[derive(Debug, Clone)]
+pub struct Federated {
+    /// The shared schema (the columns every contributor has, with the same type).
+    pub table: Table,
+    /// Whether this peer's own rows are part of it.
+    pub local: bool,
+    /// The other contributors: peer id and federation group.
+    pub sources: Vec<(String, String)>,
+}
+
+/// What asking a peer for rows gives.
+pub type RemoteRows =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Row>, String>> + Send>>;
+
+/// Asks a peer (id, federation group) for the rows of a table.
+pub type RemoteQuery = Arc<dyn Fn(String, String, String, Find) -> RemoteRows + Send + Sync>;
+
+/// Builds the schema of `tables` (those with `context: true`) and of `federated` (which take
+/// the place of a local table of the same name, read-only); `None` when there are none.
 pub fn build(
     tables: &[Table],
     store: Arc<Tables>,
     owner: String,
+    federated: &[Federated],
+    remote: Option<RemoteQuery>,
 ) -> Result<Option<Schema>, DataError> {
-    let tables: Vec<&Table> = tables.iter().filter(|t| t.context).collect();
-    if tables.is_empty() {
+    let tables: Vec<&Table> = tables
+        .iter()
+        .filter(|t| t.context && !federated.iter().any(|f| f.table.name == t.name))
+        .collect();
+    let federated: &[Federated] = if remote.is_some() { federated } else { &[] };
+    if tables.is_empty() && federated.is_empty() {
         return Ok(None);
     }
     let direction = Enum::new("OrderDirection").item("asc").item("desc");
     let mut query = Object::new("Query");
     let mut mutation = Object::new("Mutation");
-    let mut builder = Schema::build("Query", Some("Mutation"), None).register(direction);
+    let any_local = !tables.is_empty();
+    let mut builder =
+        Schema::build("Query", any_local.then_some("Mutation"), None).register(direction);
     for table in tables {
         let name = type_name(&table.name);
         let columns = all_columns(table);
-        let mut object = Object::new(&name);
-        let mut filter = InputObject::new(format!("{name}_where"));
-        let mut order = InputObject::new(format!("{name}_order_by"));
-        for (column, kind) in &columns {
-            let key = column.clone();
-            object = object.field(Field::new(
-                column,
-                TypeRef::named(scalar(*kind)),
-                move |ctx| {
-                    let key = key.clone();
-                    FieldFuture::new(async move {
-                        let row = ctx.parent_value.try_downcast_ref::<Row>()?;
-                        let value = row.get(&key).cloned().unwrap_or(Value::Null);
-                        Ok(Some(FieldValue::value(GqlValue::from_json(value)?)))
-                    })
-                },
-            ));
-            for (suffix, _) in filter_ops(*kind) {
-                filter = filter.field(InputValue::new(
-                    format!("{column}{suffix}"),
-                    TypeRef::named(scalar(*kind)),
-                ));
-            }
-            order = order.field(InputValue::new(column, TypeRef::named("OrderDirection")));
-        }
+        let (object, filter, order) = read_types(&name, &columns);
         let mut insert = InputObject::new(format!("{name}_insert_input"));
         let mut set = InputObject::new(format!("{name}_set_input"));
         for column in &table.columns {
@@ -163,17 +166,8 @@ pub fn build(
                     Ok(Some(FieldValue::list(rows.into_iter().map(row_value))))
                 })
             })
-            .argument(InputValue::new(
-                "where",
-                TypeRef::named(format!("{name}_where")),
-            ))
-            .argument(InputValue::new("limit", TypeRef::named(TypeRef::INT)))
-            .argument(InputValue::new("offset", TypeRef::named(TypeRef::INT)))
-            .argument(InputValue::new(
-                "order_by",
-                TypeRef::named(format!("{name}_order_by")),
-            ))
         };
+        let list = list_arguments(list, &name);
         let by_pk = {
             let field_name = format!("{}_by_pk", table.name);
             let (store, table) = (store.clone(), table.clone());
@@ -252,12 +246,171 @@ pub fn build(
             .register(set)
             .register(deleted);
     }
+    if let Some(remote) = remote {
+        for federated in federated {
+            let name = type_name(&federated.table.name);
+            let (object, filter, order) = read_types(&name, &all_columns(&federated.table));
+            query = query.field(federated_field(federated, store.clone(), remote.clone()));
+            builder = builder.register(object).register(filter).register(order);
+        }
+    }
+    builder = builder.register(query);
+    // A schema of federated tables alone has no mutations.
+    if any_local {
+        builder = builder.register(mutation);
+    }
     builder
-        .register(query)
-        .register(mutation)
         .finish()
         .map(Some)
         .map_err(|e| DataError::InvalidSchema(e.to_string()))
+}
+
+/// The object type of a table's rows, and its `where` and `order_by` inputs.
+fn read_types(name: &str, columns: &[(String, ColumnType)]) -> (Object, InputObject, InputObject) {
+    let mut object = Object::new(name);
+    let mut filter = InputObject::new(format!("{name}_where"));
+    let mut order = InputObject::new(format!("{name}_order_by"));
+    for (column, kind) in columns {
+        let key = column.clone();
+        object = object.field(Field::new(
+            column,
+            TypeRef::named(scalar(*kind)),
+            move |ctx| {
+                let key = key.clone();
+                FieldFuture::new(async move {
+                    let row = ctx.parent_value.try_downcast_ref::<Row>()?;
+                    let value = row.get(&key).cloned().unwrap_or(Value::Null);
+                    Ok(Some(FieldValue::value(GqlValue::from_json(value)?)))
+                })
+            },
+        ));
+        for (suffix, _) in filter_ops(*kind) {
+            filter = filter.field(InputValue::new(
+                format!("{column}{suffix}"),
+                TypeRef::named(scalar(*kind)),
+            ));
+        }
+        order = order.field(InputValue::new(column, TypeRef::named("OrderDirection")));
+    }
+    (object, filter, order)
+}
+
+/// The list arguments of a table's query field.
+fn list_arguments(field: Field, name: &str) -> Field {
+    field
+        .argument(InputValue::new(
+            "where",
+            TypeRef::named(format!("{name}_where")),
+        ))
+        .argument(InputValue::new("limit", TypeRef::named(TypeRef::INT)))
+        .argument(InputValue::new("offset", TypeRef::named(TypeRef::INT)))
+        .argument(InputValue::new(
+            "order_by",
+            TypeRef::named(format!("{name}_order_by")),
+        ))
+}
+
+/// Orders rows as `order` asks, then by owner and id, so pages across peers are stable.
+fn sort_rows(rows: &mut [Row], order: &[(String, bool)]) {
+    fn compare(a: &Value, b: &Value) -> std::cmp::Ordering {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => x
+                .as_f64()
+                .unwrap_or(0.0)
+                .total_cmp(&y.as_f64().unwrap_or(0.0)),
+            (Value::String(x), Value::String(y)) => x.cmp(y),
+            (Value::Null, Value::Null) => std::cmp::Ordering::Equal,
+            // Nulls first, as SQLite orders them.
+            (Value::Null, _) => std::cmp::Ordering::Less,
+            (_, Value::Null) => std::cmp::Ordering::Greater,
+            _ => a.to_string().cmp(&b.to_string()),
+        }
+    }
+    let null = Value::Null;
+    rows.sort_by(|a, b| {
+        for (column, desc) in order {
+            let ord = compare(
+                a.get(column).unwrap_or(&null),
+                b.get(column).unwrap_or(&null),
+            );
+            let ord = if *desc { ord.reverse() } else { ord };
+            if ord.is_ne() {
+                return ord;
+            }
+        }
+        compare(
+            a.get("_owner").unwrap_or(&null),
+            b.get("_owner").unwrap_or(&null),
+        )
+        .then_with(|| compare(a.get("_id").unwrap_or(&null), b.get("_id").unwrap_or(&null)))
+    });
+}
+
+/// The field of a federated table: every source asked at once, the rows merged, ordered and
+/// paged as a whole. A source that fails is named in the response's errors; the others' rows
+/// are still answered.
+fn federated_field(federated: &Federated, store: Arc<Tables>, remote: RemoteQuery) -> Field {
+    let name = type_name(&federated.table.name);
+    let columns = all_columns(&federated.table);
+    let federated = federated.clone();
+    let field = Field::new(
+        federated.table.name.clone(),
+        TypeRef::named_list(&name),
+        move |ctx| {
+            let (store, remote, federated, columns) = (
+                store.clone(),
+                remote.clone(),
+                federated.clone(),
+                columns.clone(),
+            );
+            FieldFuture::new(async move {
+                let find = find_of(&ctx, &columns)?;
+                // Each source gives its rows up to the end of the page; the page is cut after
+                // the merge.
+                let each = Find {
+                    limit: find.limit.map(|l| l.saturating_add(find.offset)),
+                    offset: 0,
+                    ..find.clone()
+                };
+                let table = federated.table.name.clone();
+                let asks = federated.sources.iter().map(|(peer, group)| {
+                    let ask = remote(peer.clone(), group.clone(), table.clone(), each.clone());
+                    let peer = peer.clone();
+                    async move { (peer, ask.await) }
+                });
+                let answers = futures::future::join_all(asks).await;
+                let mut rows = Vec::new();
+                if federated.local {
+                    match store.table(&table).and_then(|t| store.find(&t, &each)) {
+                        Ok(mine) => rows.extend(mine),
+                        Err(error) => ctx.add_error(async_graphql::ServerError::new(
+                            format!("this peer: {error}"),
+                            None,
+                        )),
+                    }
+                }
+                for (peer, answer) in answers {
+                    match answer {
+                        Ok(theirs) => rows.extend(theirs),
+                        Err(error) => ctx.add_error(async_graphql::ServerError::new(
+                            format!("peer {peer}: {error}"),
+                            None,
+                        )),
+                    }
+                }
+                sort_rows(&mut rows, &find.order);
+                let start = usize::try_from(find.offset)
+                    .unwrap_or(usize::MAX)
+                    .min(rows.len());
+                let mut page = rows.split_off(start);
+                if let Some(limit) = find.limit {
+                    page.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+                }
+                Ok(Some(FieldValue::list(page.into_iter().map(row_value))))
+            })
+        },
+    );
+    list_arguments(field, &name)
 }
 
 /// The object argument `name` as a row.

@@ -6,7 +6,9 @@
 //! - [`engine`]: the GraphQL schema of the tables marked `context: true`, rebuilt whenever a
 //!   table is created or deleted.
 //!
-//! Not here yet: the federation of member schemas in `data-federation` groups.
+//! The federation of tables across peers (the `data-federation` group type) lives in the node,
+//! which knows the network: it hands [`Data::federate`] the shared tables and a way to ask a
+//! peer for rows, and the engine merges the answers.
 
 pub mod engine;
 pub mod model;
@@ -57,6 +59,8 @@ pub struct Data {
     tables: Arc<Tables>,
     owner: String,
     engine: Arc<RwLock<Option<async_graphql::dynamic::Schema>>>,
+    /// The tables other peers contribute, and how to ask them.
+    federation: Arc<RwLock<(Vec<engine::Federated>, Option<engine::RemoteQuery>)>>,
 }
 
 impl std::fmt::Debug for Data {
@@ -74,6 +78,7 @@ impl Data {
             tables: Arc::new(Tables::open(path)?),
             owner,
             engine: Arc::new(RwLock::new(None)),
+            federation: Arc::new(RwLock::new((Vec::new(), None))),
         };
         data.rebuild()?;
         Ok(data)
@@ -101,12 +106,33 @@ impl Data {
         self.rebuild()
     }
 
+    /// Serves `federated` tables (asking other peers through `remote`) beside the local ones,
+    /// from now on: the schema is rebuilt.
+    pub fn federate(
+        &self,
+        federated: Vec<engine::Federated>,
+        remote: engine::RemoteQuery,
+    ) -> Result<(), DataError> {
+        *self
+            .federation
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (federated, Some(remote));
+        self.rebuild()
+    }
+
     /// Builds the GraphQL schema again from the tables.
     pub fn rebuild(&self) -> Result<(), DataError> {
+        let (federated, remote) = self
+            .federation
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let schema = engine::build(
             &self.tables.list()?,
             self.tables.clone(),
             self.owner.clone(),
+            &federated,
+            remote,
         )?;
         *self
             .engine

@@ -26,7 +26,8 @@ pub const SYSTEM_COLUMNS: [(&str, ColumnType); 4] = [
 ];
 
 /// A comparison in a filter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Op {
     /// `=`.
     Eq,
@@ -59,7 +60,7 @@ impl Op {
 }
 
 /// What to read: filters (all must hold), an order (in the order given), and a page.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Find {
     /// Column, comparison, value.
     pub filters: Vec<(String, Op, Value)>,
@@ -68,6 +69,7 @@ pub struct Find {
     /// At most this many rows.
     pub limit: Option<u32>,
     /// Rows skipped first.
+    #[serde(default)]
     pub offset: u32,
 }
 

@@ -202,3 +202,97 @@ fn schemas_that_break_the_rules_are_refused() {
     assert!(data.served().unwrap().is_empty());
     assert_eq!(data.list().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_federated_table_merges_every_source_and_names_the_one_that_failed() {
+    use std::sync::Arc;
+
+    use graphql::engine::{Federated, RemoteQuery};
+    use graphql::store::Find;
+
+    let db = TempDb::new("federated");
+    let data = Data::open(&db.path(), "peer-me".into()).unwrap();
+    let notes = table(json!({
+        "name": "notes", "context": true,
+        "columns": [{"name": "slug", "type": "text", "key": true}, {"name": "stars", "type": "integer"}]
+    }));
+    data.create(&notes).unwrap();
+    for (slug, stars) in [("m1", 4), ("m2", 1)] {
+        run(&data, &format!(r#"mutation {{ insert_notes(object: {{slug: "{slug}", stars: {stars}}}) {{ _id }} }}"#)).await;
+    }
+    // Another peer's rows, as its answer to the query it was given (its own filter applied).
+    let remote: RemoteQuery = Arc::new(
+        |peer: String, _group: String, table: String, find: Find| {
+            Box::pin(async move {
+                if peer == "peer-down" {
+                    return Err("no answer in time".to_owned());
+                }
+                assert_eq!(table, "notes");
+                let rows: Vec<graphql::Row> = [("t1", 5), ("t2", 2), ("t3", 3)]
+                .into_iter()
+                .filter(|(_, stars)| {
+                    find.filters.iter().all(|(c, _, v)| c != "stars" || v.as_i64() <= Some(*stars))
+                })
+                .enumerate()
+                .map(|(i, (slug, stars))| {
+                    json!({"_id": i + 1, "_owner": "peer-them", "_created_at": "", "_updated_at": "", "slug": slug, "stars": stars})
+                        .as_object()
+                        .unwrap()
+                        .clone()
+                })
+                .collect();
+                Ok(rows)
+            }) as graphql::engine::RemoteRows
+        },
+    );
+    let federated = Federated {
+        table: notes.clone(),
+        local: true,
+        sources: vec![
+            ("peer-them".into(), "fed".into()),
+            ("peer-down".into(), "fed".into()),
+        ],
+    };
+    data.federate(vec![federated], remote).unwrap();
+
+    // Ordered and paged across both peers, not per peer.
+    let out = run(
+        &data,
+        r#"{ notes(where: {stars_gte: 2}, order_by: {stars: desc}, limit: 3) { slug _owner } }"#,
+    )
+    .await;
+    assert_eq!(
+        out["data"]["notes"],
+        json!([
+            {"slug": "t1", "_owner": "peer-them"},
+            {"slug": "m1", "_owner": "peer-me"},
+            {"slug": "t3", "_owner": "peer-them"}
+        ]),
+        "{out}"
+    );
+    // The peer that did not answer is named, not silently left out.
+    assert!(
+        out["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("peer-down"),
+        "{out}"
+    );
+    let out = run(
+        &data,
+        r#"{ notes(order_by: {stars: asc}, offset: 1, limit: 2) { slug } }"#,
+    )
+    .await;
+    assert_eq!(
+        out["data"]["notes"],
+        json!([{"slug": "t2"}, {"slug": "t3"}]),
+        "{out}"
+    );
+    // A federated table is read-only here.
+    let out = run(
+        &data,
+        r#"mutation { insert_notes(object: {slug: "x"}) { _id } }"#,
+    )
+    .await;
+    assert!(out["errors"].is_array(), "{out}");
+}

@@ -256,6 +256,8 @@ async fn serve(
     registry.register(groups::chat::CHAT_TYPE, chat_handler);
     let (listen_handler, listen_slot) = groups::listen::handler();
     registry.register(groups::listen::LISTEN_TYPE, listen_handler);
+    let (federation_handler, federation_slot) = crate::federation::handler();
+    registry.register(crate::federation::FEDERATION_TYPE, federation_handler);
     let peer = Peer::start(PeerParts {
         node: node_config,
         data_dir: config.data_dir.clone(),
@@ -317,9 +319,18 @@ async fn serve(
             .await
             .context("cannot open the data tables")?
             .context("cannot open the data tables")?;
-        anyhow::Ok((cluster, chat, files, listen, data))
+        let federation = crate::federation::Federation::start(
+            federation_slot,
+            peer.groups.clone(),
+            handle.clone(),
+            data.clone(),
+            &tasks,
+            cancel.clone(),
+        )
+        .context("cannot start the data federation")?;
+        anyhow::Ok((cluster, chat, files, listen, data, federation))
     };
-    let (cluster, chat, files, listen, data) = match started.await {
+    let (cluster, chat, files, listen, data, federation) = match started.await {
         Ok(started) => started,
         Err(e) => {
             cancel.cancel();
@@ -338,6 +349,7 @@ async fn serve(
         files,
         listen,
         data,
+        federation,
         hub: Hub::new(),
         label: config.label.as_str().into(),
         token: config.api_token.as_deref().map(Arc::from),

@@ -7,6 +7,7 @@ mod cmd_demo;
 mod cmd_executor;
 mod cmd_job;
 pub mod cmd_node;
+mod federation;
 mod http;
 mod logging;
 pub mod node_config;

@@ -8,6 +8,7 @@ mod node {
     mod chat;
     mod cluster;
     mod data;
+    mod datafed;
     mod demo;
     mod executor_cmd;
     mod files;

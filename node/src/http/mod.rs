@@ -11,6 +11,7 @@ mod api;
 mod chat;
 mod cluster;
 mod data;
+mod datafed;
 mod docs;
 mod error;
 mod groups;
@@ -54,6 +55,7 @@ pub(crate) struct AppState {
     pub(crate) files: ::groups::files::Files,
     pub(crate) listen: ::groups::listen::Listen,
     pub(crate) data: graphql::Data,
+    pub(crate) federation: crate::federation::Federation,
     pub(crate) hub: Arc<Hub>,
     pub(crate) label: Arc<str>,
     pub(crate) token: Option<Arc<str>>,
@@ -163,6 +165,10 @@ pub(crate) fn router(state: AppState, max_message_bytes: usize, tasks: &TaskTrac
             get(data::tables).post(data::create_table),
         )
         .route("/api/data/tables/delete", post(data::delete_table))
+        .route("/api/datafed/groups", get(datafed::groups))
+        .route("/api/datafed/offer", post(datafed::offer))
+        .route("/api/datafed/withdraw", post(datafed::withdraw))
+        .route("/api/datafed/contributions", post(datafed::contributions))
         .route("/api/graphql", post(data::graphql))
         .route("/api/graphql/status", get(data::status))
         .route("/api/graphql/rebuild", post(data::rebuild))

@@ -1,0 +1,599 @@
+//! The `data-federation` group type: members offer data tables to the group, and each member's
+//! GraphQL engine serves the tables others offer, asking every contributor over
+//! `/goop/data/1.0.0` and merging the answers (see `graphql::engine`).
+//!
+//! Mends Goop²'s data federation (reference `goop2-handlers.md` §4.3 and §7):
+//! - Every member knows the contributions, not only the host: offers are group messages every
+//!   member sees (with their true author), and the host sends a joiner the full list
+//!   (`schema-sync`, taken from the host only). A member can offer through the API.
+//! - A query is typed (filters, order, page), never a SQL fragment, and a peer answers only
+//!   members of the group, and only for tables it offered there.
+//! - Rows are ordered and paged across peers, and a peer that fails is named in the GraphQL
+//!   errors instead of being dropped silently.
+//!
+//! The wire: group `msg`s `{"group_type":"data-federation","data-federation":{"action":
+//! "schema-offer"|"schema-withdraw"|"schema-sync", "tables"?, "contributions"?}}`; the query
+//! stream: one JSON line `{"group_id","table","find"}`, answered with `{"ok":true,"rows":[...]}`
+//! or `{"ok":false,"error":"..."}`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use graphql::engine::{Federated, RemoteQuery, RemoteRows};
+use graphql::store::Find;
+use graphql::{Data, Row, Table};
+use groups::NodeHandle;
+use groups::group::{GroupHandle, LeaveReason, TypeHandler};
+use proto::{GroupEvent, GroupEventKind, GroupId, PeerId};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The group type of data federations.
+pub(crate) const FEDERATION_TYPE: &str = "data-federation";
+/// The protocol queries travel on.
+const PROTOCOL: &str = "/goop/data/1.0.0";
+/// How long a peer has to answer a query.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest answer line (16 MiB).
+const ANSWER_MAX: u64 = 16 * 1024 * 1024;
+
+/// Why a federation operation failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FederationError {
+    /// This peer neither hosts nor has joined a federation group of that id.
+    #[error("group {0} is not a data-federation group this peer is in")]
+    UnknownGroup(GroupId),
+    /// None of the names is a table of this peer in context.
+    #[error("no matching tables in context: {0}")]
+    NoTables(String),
+    /// The group layer failed.
+    #[error(transparent)]
+    Group(#[from] groups::GroupError),
+    /// The data tables failed.
+    #[error(transparent)]
+    Data(#[from] graphql::DataError),
+}
+
+/// Contributions by group, then by peer.
+type Contributions = HashMap<GroupId, BTreeMap<PeerId, Vec<Table>>>;
+
+struct Inner {
+    me: PeerId,
+    groups: GroupHandle,
+    node: NodeHandle,
+    data: Data,
+    contributions: Mutex<Contributions>,
+    tracker: TaskTracker,
+}
+
+/// The [`TypeHandler`] of [`FEDERATION_TYPE`]; it acts once [`Federation::start`] ran.
+#[derive(Default)]
+pub(crate) struct FederationHandler {
+    inner: Arc<OnceLock<Arc<Inner>>>,
+}
+
+/// The federation side of a peer.
+#[derive(Clone)]
+pub(crate) struct Federation {
+    inner: Arc<Inner>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    group_type: String,
+    #[serde(rename = "data-federation")]
+    message: Message,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Message {
+    action: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tables: Vec<Table>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    contributions: BTreeMap<PeerId, Vec<Table>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Query {
+    group_id: GroupId,
+    table: String,
+    find: Find,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Answer {
+    ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rows: Option<Vec<Row>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl FederationHandler {
+    fn with(&self, f: impl FnOnce(&Federation)) {
+        if let Some(inner) = self.inner.get() {
+            f(&Federation {
+                inner: inner.clone(),
+            });
+        }
+    }
+}
+
+impl TypeHandler for FederationHandler {
+    fn on_join(&self, group: &GroupId, _peer: &PeerId, is_host: bool) {
+        if !is_host {
+            self.with(|f| f.sync(group));
+        }
+    }
+
+    fn on_leave(&self, group: &GroupId, peer: &PeerId, is_host: bool, _: LeaveReason) {
+        if !is_host {
+            self.with(|f| {
+                f.set(group, peer, None);
+                f.sync(group);
+            });
+        }
+    }
+
+    fn on_close(&self, group: &GroupId) {
+        self.with(|f| {
+            let removed = f.lock().remove(group).is_some();
+            if removed {
+                f.rebuild();
+            }
+        });
+    }
+
+    fn on_event(&self, event: &GroupEvent) {
+        if event.kind == GroupEventKind::Msg {
+            self.with(|f| f.message(event));
+        }
+    }
+}
+
+/// Where the handler finds the running [`Federation`].
+pub(crate) struct FederationSlot(Arc<OnceLock<Arc<Inner>>>);
+
+/// The handler to register before the peer starts, and the slot [`Federation::start`] fills.
+pub(crate) fn handler() -> (Arc<FederationHandler>, FederationSlot) {
+    let handler = FederationHandler::default();
+    let slot = FederationSlot(handler.inner.clone());
+    (Arc::new(handler), slot)
+}
+
+impl Federation {
+    /// Serves queries on [`PROTOCOL`] and lets the handler act.
+    pub(crate) fn start(
+        slot: FederationSlot,
+        groups: GroupHandle,
+        node: NodeHandle,
+        data: Data,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> Result<Self, groups::NodeError> {
+        let federation = Self {
+            inner: Arc::new(Inner {
+                me: groups.peer_id().clone(),
+                groups,
+                node: node.clone(),
+                data,
+                contributions: Mutex::new(HashMap::new()),
+                tracker: tracker.clone(),
+            }),
+        };
+        let server = federation.clone();
+        groups::net::serve_protocol(&node, PROTOCOL, tracker, cancel, move |peer, stream| {
+            let server = server.clone();
+            async move {
+                if let Err(error) = server.serve(&peer, stream).await {
+                    tracing::debug!(%peer, %error, "data query ended early");
+                }
+            }
+        })?;
+        let _ = slot.0.set(federation.inner.clone());
+        Ok(federation)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Contributions> {
+        self.inner
+            .contributions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records (or, with `None`, removes) a peer's contribution and rebuilds the engine.
+    fn set(&self, group: &GroupId, peer: &PeerId, tables: Option<Vec<Table>>) {
+        {
+            let mut all = self.lock();
+            let group = all.entry(group.clone()).or_default();
+            match tables {
+                Some(tables) => group.insert(peer.clone(), tables),
+                None => group.remove(peer),
+            };
+        }
+        self.rebuild();
+    }
+
+    /// The host sends every member the contributions it knows.
+    fn sync(&self, group: &GroupId) {
+        let contributions = self.lock().get(group).cloned().unwrap_or_default();
+        self.send(
+            group,
+            Message {
+                action: "schema-sync".into(),
+                contributions,
+                ..Message::default()
+            },
+        );
+    }
+
+    fn send(&self, group: &GroupId, message: Message) {
+        let envelope = Envelope {
+            group_type: FEDERATION_TYPE.into(),
+            message,
+        };
+        let groups = self.inner.groups.clone();
+        let group = group.clone();
+        self.inner.tracker.spawn(async move {
+            if let Err(error) = groups.send_json(group.clone(), &envelope).await {
+                tracing::debug!(%group, %error, "cannot send a federation message");
+            }
+        });
+    }
+
+    /// A group message of a federation group.
+    fn message(&self, event: &GroupEvent) {
+        let (Some(from), Some(payload)) = (&event.from, &event.payload) else {
+            return;
+        };
+        let Ok(envelope) = serde_json::from_str::<Envelope>(payload.get()) else {
+            return;
+        };
+        if envelope.group_type != FEDERATION_TYPE {
+            return;
+        }
+        let valid = |tables: Vec<Table>| -> Vec<Table> {
+            tables
+                .into_iter()
+                .filter(|t| t.validate().is_ok())
+                .collect()
+        };
+        let message = envelope.message;
+        match message.action.as_str() {
+            "schema-offer" => self.set(&event.group, from, Some(valid(message.tables))),
+            "schema-withdraw" => self.set(&event.group, from, None),
+            "schema-sync" => {
+                let all: BTreeMap<PeerId, Vec<Table>> = message
+                    .contributions
+                    .into_iter()
+                    .map(|(peer, tables)| (peer, valid(tables)))
+                    .collect();
+                // Taken from the host only; the host is looked up on a task (hooks must not
+                // wait for the group layer).
+                let (this, group, from) = (self.clone(), event.group.clone(), from.clone());
+                self.inner.tracker.spawn(async move {
+                    match this.check_group(&group).await {
+                        Ok(host) if host == from => this.replace(&group, all),
+                        _ => tracing::warn!(%group, %from, "ignoring a schema-sync not from the host"),
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes the host's list of a group's contributions, keeping this peer's own.
+    fn replace(&self, group: &GroupId, mut all: BTreeMap<PeerId, Vec<Table>>) {
+        {
+            let mut contributions = self.lock();
+            let mine = contributions
+                .get(group)
+                .and_then(|g| g.get(&self.inner.me).cloned());
+            // What this peer offers, it knows better than anyone.
+            match mine {
+                Some(mine) => all.insert(self.inner.me.clone(), mine),
+                None => all.remove(&self.inner.me),
+            };
+            contributions.insert(group.clone(), all);
+        }
+        self.rebuild();
+    }
+
+    /// Offers this peer's context tables named `names` to a federation group it is in.
+    pub(crate) async fn offer(
+        &self,
+        group: GroupId,
+        names: &[String],
+    ) -> Result<usize, FederationError> {
+        self.check_group(&group).await?;
+        let data = self.inner.data.clone();
+        let tables: Vec<Table> = tokio::task::spawn_blocking(move || data.list())
+            .await
+            .map_err(|e| graphql::DataError::InvalidSchema(e.to_string()))??
+            .into_iter()
+            .filter(|t| t.context && names.contains(&t.name))
+            .collect();
+        if tables.is_empty() {
+            return Err(FederationError::NoTables(names.join(", ")));
+        }
+        let count = tables.len();
+        self.set(&group, &self.inner.me.clone(), Some(tables.clone()));
+        self.send(
+            &group,
+            Message {
+                action: "schema-offer".into(),
+                tables,
+                ..Message::default()
+            },
+        );
+        Ok(count)
+    }
+
+    /// Withdraws this peer's tables from a federation group.
+    pub(crate) async fn withdraw(&self, group: GroupId) -> Result<(), FederationError> {
+        self.check_group(&group).await?;
+        self.set(&group, &self.inner.me.clone(), None);
+        self.send(
+            &group,
+            Message {
+                action: "schema-withdraw".into(),
+                ..Message::default()
+            },
+        );
+        Ok(())
+    }
+
+    /// The contributions to one group.
+    pub(crate) fn contributions(&self, group: &GroupId) -> BTreeMap<PeerId, Vec<Table>> {
+        self.lock().get(group).cloned().unwrap_or_default()
+    }
+
+    /// Every group with its contributions.
+    pub(crate) fn all(&self) -> Vec<(GroupId, BTreeMap<PeerId, Vec<Table>>)> {
+        let mut all: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|(g, c)| (g.clone(), c.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        all
+    }
+
+    /// Fails unless this peer hosts or has joined federation group `group`; remembers its host.
+    async fn check_group(&self, group: &GroupId) -> Result<PeerId, FederationError> {
+        let groups = &self.inner.groups;
+        let host = if groups
+            .hosted_groups()
+            .await?
+            .iter()
+            .any(|g| &g.id == group && g.group_type == FEDERATION_TYPE)
+        {
+            Some(self.inner.me.clone())
+        } else {
+            groups
+                .subscriptions()
+                .await?
+                .into_iter()
+                .find(|s| &s.group == group && s.group_type == FEDERATION_TYPE)
+                .map(|s| s.host)
+        };
+        host.ok_or_else(|| FederationError::UnknownGroup(group.clone()))
+    }
+
+    /// Hands the engine the tables other peers offer, merged by name.
+    fn rebuild(&self) {
+        let contributions = self.lock().clone();
+        let data = self.inner.data.clone();
+        let me = self.inner.me.clone();
+        let remote = self.remote();
+        // Reading the local schemas touches SQLite: off the hook's task.
+        self.inner.tracker.spawn_blocking(move || {
+            let local: Vec<Table> = data
+                .list()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|t| t.context)
+                .collect();
+            let federated = merge(&contributions, &local, &me);
+            if let Err(error) = data.federate(federated, remote) {
+                tracing::warn!(%error, "cannot serve the federated tables");
+            }
+        });
+    }
+
+    fn remote(&self) -> RemoteQuery {
+        let this = self.clone();
+        Arc::new(
+            move |peer: String, group: String, table: String, find: Find| {
+                let this = this.clone();
+                Box::pin(async move {
+                    let peer: PeerId = peer
+                        .parse()
+                        .map_err(|_| format!("invalid peer id {peer}"))?;
+                    let group: GroupId = group
+                        .parse()
+                        .map_err(|_| format!("invalid group {group}"))?;
+                    tokio::time::timeout(QUERY_TIMEOUT, this.ask(&peer, group, table, find))
+                        .await
+                        .map_err(|_| "no answer in time".to_owned())?
+                }) as RemoteRows
+            },
+        )
+    }
+
+    /// Asks `peer` for rows.
+    async fn ask(
+        &self,
+        peer: &PeerId,
+        group_id: GroupId,
+        table: String,
+        find: Find,
+    ) -> Result<Vec<Row>, String> {
+        let to = groups::net::proto_to_peer(peer).map_err(|e| e.to_string())?;
+        self.inner
+            .node
+            .connect(to)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut control = self.inner.node.stream_control();
+        let mut stream = control
+            .open_stream(to, libp2p::StreamProtocol::new(PROTOCOL))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut line = serde_json::to_vec(&Query {
+            group_id,
+            table,
+            find,
+        })
+        .map_err(|e| e.to_string())?;
+        line.push(b'\n');
+        stream.write_all(&line).await.map_err(|e| e.to_string())?;
+        stream.flush().await.map_err(|e| e.to_string())?;
+        let mut reader = BufReader::new(stream);
+        let mut answer = String::new();
+        (&mut reader)
+            .take(ANSWER_MAX)
+            .read_line(&mut answer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let answer: Answer =
+            serde_json::from_str(&answer).map_err(|e| format!("bad answer: {e}"))?;
+        match answer {
+            Answer {
+                ok: true,
+                rows: Some(rows),
+                ..
+            } => Ok(rows),
+            Answer { error, .. } => Err(error.unwrap_or_else(|| "refused".into())),
+        }
+    }
+
+    /// Answers one query from `peer`.
+    async fn serve(&self, peer: &PeerId, stream: libp2p::Stream) -> Result<(), std::io::Error> {
+        let mut stream = BufReader::new(stream);
+        let mut line = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            (&mut stream).take(64 * 1024).read_line(&mut line),
+        )
+        .await
+        .map_err(|_| std::io::Error::other("no request in time"))??;
+        let answer = match self.answer(peer, &line).await {
+            Ok(rows) => Answer {
+                ok: true,
+                rows: Some(rows),
+                error: None,
+            },
+            Err(error) => Answer {
+                ok: false,
+                rows: None,
+                error: Some(error),
+            },
+        };
+        let mut out = serde_json::to_vec(&answer).map_err(std::io::Error::other)?;
+        out.push(b'\n');
+        let stream = stream.get_mut();
+        stream.write_all(&out).await?;
+        stream.flush().await?;
+        stream.close().await
+    }
+
+    async fn answer(&self, peer: &PeerId, line: &str) -> Result<Vec<Row>, String> {
+        let query: Query = serde_json::from_str(line).map_err(|_| "bad request".to_owned())?;
+        let offered = self
+            .contributions(&query.group_id)
+            .get(&self.inner.me)
+            .is_some_and(|tables| tables.iter().any(|t| t.name == query.table));
+        if !offered || !self.is_member(&query.group_id, peer).await {
+            tracing::warn!(group = %query.group_id, %peer, table = %query.table, "refusing a data query");
+            return Err("access denied".into());
+        }
+        let data = self.inner.data.clone();
+        tokio::task::spawn_blocking(move || {
+            let tables = data.tables();
+            tables
+                .table(&query.table)
+                .and_then(|t| tables.find(&t, &query.find))
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Whether `peer` is in federation group `group`, as this peer knows it.
+    async fn is_member(&self, group: &GroupId, peer: &PeerId) -> bool {
+        let Ok(host) = self.check_group(group).await else {
+            return false;
+        };
+        if &host == peer {
+            return true;
+        }
+        match self.inner.groups.members(group.clone()).await {
+            Ok(members) => members.iter().any(|m| &m.peer_id == peer),
+            Err(_) => false,
+        }
+    }
+}
+
+/// The federated tables: for each table name other peers offer, the columns every
+/// contributor (this peer included, when it has the table in context) shares with the same
+/// type; a name whose shared columns hold no key is left out.
+fn merge(contributions: &Contributions, local: &[Table], me: &PeerId) -> Vec<Federated> {
+    // By table name: the schemas offered, and who offered them in which group.
+    type Offers = (Vec<Table>, Vec<(String, String)>);
+    let mut by_name: BTreeMap<String, Offers> = BTreeMap::new();
+    for (group, peers) in contributions {
+        for (peer, tables) in peers {
+            if peer == me {
+                continue;
+            }
+            for table in tables {
+                let entry = by_name.entry(table.name.clone()).or_default();
+                if !entry.1.iter().any(|(p, _)| p == peer.as_str()) {
+                    entry.0.push(table.clone());
+                    entry.1.push((peer.to_string(), group.to_string()));
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (name, (mut schemas, sources)) in by_name {
+        let mine = local.iter().find(|t| t.name == name);
+        if let Some(mine) = mine {
+            schemas.insert(0, mine.clone());
+        }
+        let first = &schemas[0];
+        let columns: Vec<_> = first
+            .columns
+            .iter()
+            .filter(|c| {
+                schemas.iter().all(|t| {
+                    t.columns
+                        .iter()
+                        .any(|o| o.name == c.name && o.kind == c.kind)
+                })
+            })
+            .cloned()
+            .collect();
+        let system_key = schemas.iter().all(|t| t.system_key);
+        if columns.is_empty() || (!system_key && !columns.iter().any(|c| c.key)) {
+            tracing::warn!(table = %name, "the offered schemas share no key column; not served");
+            continue;
+        }
+        out.push(Federated {
+            table: Table {
+                name,
+                columns,
+                context: true,
+                system_key,
+            },
+            local: mine.is_some(),
+            sources,
+        });
+    }
+    out
+}
