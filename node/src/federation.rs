@@ -39,6 +39,8 @@ const PROTOCOL: &str = "/goop/data/1.0.0";
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest answer line (16 MiB).
 const ANSWER_MAX: u64 = 16 * 1024 * 1024;
+/// The most rows a peer answers one query with.
+const MAX_ROWS: u32 = 10_000;
 
 /// Why a federation operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -513,11 +515,13 @@ impl Federation {
             return Err("access denied".into());
         }
         let data = self.inner.data.clone();
+        let mut find = query.find;
+        find.limit = Some(find.limit.unwrap_or(MAX_ROWS).min(MAX_ROWS));
         tokio::task::spawn_blocking(move || {
             let tables = data.tables();
             tables
                 .table(&query.table)
-                .and_then(|t| tables.find(&t, &query.find))
+                .and_then(|t| tables.find(&t, &find))
                 .map_err(|e| e.to_string())
         })
         .await
