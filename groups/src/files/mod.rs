@@ -168,6 +168,7 @@ struct Inner {
     groups: GroupHandle,
     node: NodeHandle,
     control: libp2p_stream::Control,
+    tracker: TaskTracker,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -208,6 +209,7 @@ impl Files {
                 groups,
                 node: node.clone(),
                 control,
+                tracker: tracker.clone(),
             }),
         };
         let server = files.clone();
@@ -571,7 +573,7 @@ impl Files {
     fn announce(&self, group: &GroupId, payload: serde_json::Value) {
         let groups = self.inner.groups.clone();
         let group = group.clone();
-        tokio::spawn(async move {
+        self.inner.tracker.spawn(async move {
             if let Err(error) = groups.send_json(group.clone(), &payload).await {
                 tracing::debug!(%group, %error, "cannot tell the group about a file");
             }

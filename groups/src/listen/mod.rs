@@ -628,9 +628,10 @@ impl Listen {
             .trim_end()
             .strip_prefix("LISTEN ")
             .and_then(|g| g.parse::<GroupId>().ok());
-        let hosted = self
-            .current_group()
-            .filter(|_| matches!(&*self.lock(), Some(Role::Host { .. })));
+        let hosted = match &*self.lock() {
+            Some(Role::Host { group, .. }) => Some(group.clone()),
+            _ => None,
+        };
         let answer = match (group, hosted) {
             (None, _) => Err("bad request".to_owned()),
             (Some(g), Some(h)) if g == h => {

@@ -75,6 +75,9 @@ fn is_zero(x: &f64) -> bool {
     *x == 0.0
 }
 
+/// Reads what a file plays (the MP3 probe; a stand-in in tests).
+pub type Prober<'a> = &'a dyn Fn(&std::path::Path) -> Result<Probe, ListenError>;
+
 /// A queue entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
@@ -149,12 +152,7 @@ impl Player {
     }
 
     /// Loads entry `index`, paused at 0.
-    fn load(
-        &mut self,
-        index: usize,
-        now: i64,
-        probe: &dyn Fn(&std::path::Path) -> Result<Probe, ListenError>,
-    ) -> Result<Control, ListenError> {
+    fn load(&mut self, index: usize, now: i64, probe: Prober<'_>) -> Result<Control, ListenError> {
         let entry = self.queue.get(index).ok_or(ListenError::BadIndex(index))?;
         let found = probe(&entry.path)?;
         self.index = index;
@@ -181,7 +179,7 @@ impl Player {
         &mut self,
         entries: Vec<Entry>,
         now: i64,
-        probe: &dyn Fn(&std::path::Path) -> Result<Probe, ListenError>,
+        probe: Prober<'_>,
     ) -> Result<Vec<Control>, ListenError> {
         if entries.is_empty() {
             return Err(ListenError::NoPaths);
@@ -197,7 +195,7 @@ impl Player {
         &mut self,
         entries: Vec<Entry>,
         now: i64,
-        probe: &dyn Fn(&std::path::Path) -> Result<Probe, ListenError>,
+        probe: Prober<'_>,
     ) -> Result<Vec<Control>, ListenError> {
         if self.queue.is_empty() {
             return self.load_queue(entries, now, probe);
@@ -206,8 +204,13 @@ impl Player {
             return Err(ListenError::NoPaths);
         }
         self.queue.extend(entries);
+        Ok(vec![self.queue_changed(now)])
+    }
+
+    /// The `sync` that tells listeners the queue changed while the track stays.
+    fn queue_changed(&self, now: i64) -> Control {
         let position = self.play_state(now).map_or(0.0, |s| s.position);
-        Ok(vec![self.control("sync", position, true)])
+        self.control("sync", position, true)
     }
 
     fn check_index(&self, index: usize) -> Result<(), ListenError> {
@@ -262,7 +265,7 @@ impl Player {
         &mut self,
         index: usize,
         now: i64,
-        probe: &dyn Fn(&std::path::Path) -> Result<Probe, ListenError>,
+        probe: Prober<'_>,
     ) -> Result<Vec<Control>, ListenError> {
         self.check_index(index)?;
         let playing = self.state.is_some_and(|s| s.playing);
@@ -274,11 +277,7 @@ impl Player {
     }
 
     /// The next entry.
-    pub fn next(
-        &mut self,
-        now: i64,
-        probe: &dyn Fn(&std::path::Path) -> Result<Probe, ListenError>,
-    ) -> Result<Vec<Control>, ListenError> {
+    pub fn next(&mut self, now: i64, probe: Prober<'_>) -> Result<Vec<Control>, ListenError> {
         if self.index + 1 >= self.queue.len() {
             return Err(ListenError::AtEnd);
         }
@@ -286,11 +285,7 @@ impl Player {
     }
 
     /// The previous entry, or the start of this one when more than 3 s in or at the first.
-    pub fn prev(
-        &mut self,
-        now: i64,
-        probe: &dyn Fn(&std::path::Path) -> Result<Probe, ListenError>,
-    ) -> Result<Vec<Control>, ListenError> {
+    pub fn prev(&mut self, now: i64, probe: Prober<'_>) -> Result<Vec<Control>, ListenError> {
         let position = self.play_state(now).ok_or(ListenError::NoTrack)?.position;
         if position > 3.0 || self.index == 0 {
             return self.seek(0.0, now);
@@ -303,7 +298,7 @@ impl Player {
         &mut self,
         index: usize,
         now: i64,
-        probe: &dyn Fn(&std::path::Path) -> Result<Probe, ListenError>,
+        probe: Prober<'_>,
     ) -> Result<Vec<Control>, ListenError> {
         self.check_index(index)?;
         self.queue.remove(index);
@@ -315,24 +310,18 @@ impl Player {
         }
         if index < self.index {
             self.index -= 1;
-            let position = self.play_state(now).map_or(0.0, |s| s.position);
-            return Ok(vec![self.control("sync", position, true)]);
+            return Ok(vec![self.queue_changed(now)]);
         }
         if index == self.index {
             let next = self.index.min(self.queue.len() - 1);
             return self.skip(next, now, probe);
         }
-        let position = self.play_state(now).map_or(0.0, |s| s.position);
-        Ok(vec![self.control("sync", position, true)])
+        Ok(vec![self.queue_changed(now)])
     }
 
     /// What time does on its own: at the end of a track, the next playable one plays; at the
     /// end of the queue, the player stops and says so.
-    pub fn tick(
-        &mut self,
-        now: i64,
-        probe: &dyn Fn(&std::path::Path) -> Result<Probe, ListenError>,
-    ) -> Vec<Control> {
+    pub fn tick(&mut self, now: i64, probe: Prober<'_>) -> Vec<Control> {
         let Some(state) = self.state.filter(|s| s.playing) else {
             return Vec::new();
         };
