@@ -124,6 +124,8 @@ pub enum Source {
     Hosted,
     /// This peer has joined it.
     Subscribed,
+    /// Neither any more: this peer's files of it are still on disk.
+    Local,
 }
 
 /// A files group this peer is in.
@@ -297,9 +299,39 @@ impl Files {
         }
     }
 
-    /// This peer's files of a group it is in.
+    /// The groups this peer has files of on disk but neither hosts nor has joined (any
+    /// more), with those files; groups without files are left out.
+    pub async fn local_groups(&self) -> Result<Vec<(GroupId, Vec<DocInfo>)>, FilesError> {
+        let known: Vec<GroupId> = self.groups().await?.into_iter().map(|g| g.id).collect();
+        self.on_disk(move |store| {
+            let mut out = Vec::new();
+            for group in store.groups_on_disk()? {
+                if known.contains(&group) {
+                    continue;
+                }
+                let files = store.list(&group)?;
+                if !files.is_empty() {
+                    out.push((group, files));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The group, when this peer is in it; `None` when it is not but has files of it on disk
+    /// (a group it left), which it may still list, read and delete.
+    async fn own_files(&self, group: &GroupId) -> Result<Option<FilesGroup>, FilesError> {
+        match self.group(group).await {
+            Ok(info) => Ok(Some(info)),
+            Err(FilesError::UnknownGroup(_)) if self.inner.store.has_dir(group) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// This peer's files of a group it is in, or has files of on disk.
     pub async fn list(&self, group: &GroupId) -> Result<Vec<DocInfo>, FilesError> {
-        self.group(group).await?;
+        self.own_files(group).await?;
         self.blocking(group.clone(), move |store, group| store.list(&group))
             .await
     }
@@ -329,28 +361,32 @@ impl Files {
         Ok(info)
     }
 
-    /// Deletes a file of this peer, and tells the group (`{"action":"doc-removed","file"}`).
+    /// Deletes a file of this peer, and tells the group (`{"action":"doc-removed","file"}`)
+    /// when this peer is in it.
     pub async fn delete(&self, group: &GroupId, name: String) -> Result<(), FilesError> {
-        self.group(group).await?;
+        let member = self.own_files(group).await?.is_some();
         let removed = name.clone();
         self.blocking(group.clone(), move |store, group| {
             store.delete(&group, &name)
         })
         .await?;
-        self.announce(
-            group,
-            serde_json::json!({"action": "doc-removed", "file": removed}),
-        );
+        if member {
+            self.announce(
+                group,
+                serde_json::json!({"action": "doc-removed", "file": removed}),
+            );
+        }
         Ok(())
     }
 
-    /// Opens one of this peer's files of a group it is in, with its size.
+    /// Opens one of this peer's files of a group it is in, or has files of on disk, with its
+    /// size.
     pub async fn open(
         &self,
         group: &GroupId,
         name: &str,
     ) -> Result<(tokio::fs::File, u64), FilesError> {
-        self.group(group).await?;
+        self.own_files(group).await?;
         let name = name.to_owned();
         let (file, size) = self
             .blocking(group.clone(), move |store, group| {
@@ -555,14 +591,22 @@ impl Files {
         }
     }
 
-    /// Runs disk work on the blocking pool.
+    /// Runs disk work on one group on the blocking pool.
     async fn blocking<T: Send + 'static>(
         &self,
         group: GroupId,
         work: impl FnOnce(&DocStore, GroupId) -> Result<T, FilesError> + Send + 'static,
     ) -> Result<T, FilesError> {
+        self.on_disk(move |store| work(store, group)).await
+    }
+
+    /// Runs disk work on the blocking pool.
+    async fn on_disk<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&DocStore) -> Result<T, FilesError> + Send + 'static,
+    ) -> Result<T, FilesError> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || work(&inner.store, group))
+        tokio::task::spawn_blocking(move || work(&inner.store))
             .await
             .map_err(|e| {
                 FilesError::io("running disk work", std::io::Error::other(e.to_string()))

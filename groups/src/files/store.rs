@@ -70,12 +70,29 @@ fn group_dir_name(group: &GroupId) -> String {
     {
         id.to_owned()
     } else {
-        let mut out = String::from("~");
-        for byte in id.bytes() {
-            out.push_str(&format!("{byte:02x}"));
-        }
-        out
+        format!("~{}", hex(id.as_bytes()))
     }
+}
+
+/// The group a directory holds, the inverse of [`group_dir_name`]; `None` for a name it never
+/// makes.
+fn group_of_dir_name(name: &str) -> Option<GroupId> {
+    let id = match name.strip_prefix('~') {
+        Some(hex) => {
+            if hex.is_empty() || hex.len() % 2 != 0 {
+                return None;
+            }
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect::<Option<Vec<u8>>>()?;
+            String::from_utf8(bytes).ok()?
+        }
+        None => name.to_owned(),
+    };
+    let group: GroupId = id.parse().ok()?;
+    // Only the name this id maps to: `~` followed by a plain id's hex is not its directory.
+    (group_dir_name(&group) == name).then_some(group)
 }
 
 impl DocStore {
@@ -174,6 +191,30 @@ impl DocStore {
             hashes.remove(&path);
         }
         Ok(())
+    }
+
+    /// Whether the group has a directory here. Blocking.
+    pub fn has_dir(&self, group: &GroupId) -> bool {
+        self.group_dir(group).is_dir()
+    }
+
+    /// The groups that have a directory here, whatever this peer's part in them now. Blocking.
+    pub fn groups_on_disk(&self) -> Result<Vec<GroupId>, FilesError> {
+        let entries = std::fs::read_dir(&self.root)
+            .map_err(|e| FilesError::io("listing the shared directory", e))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| FilesError::io("listing the shared directory", e))?;
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            let group = entry
+                .file_name()
+                .to_str()
+                .and_then(group_of_dir_name)
+                .filter(|_| is_dir);
+            out.extend(group);
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// The group's files, by name; none when it has no directory. Blocking.
@@ -325,6 +366,32 @@ mod tests {
         assert_eq!(group_dir_name(&a), "~612f62");
         let dots: GroupId = "..".parse().unwrap();
         assert_eq!(group_dir_name(&dots), "~2e2e");
+        for group in [&plain, &a, &b, &dots] {
+            assert_eq!(
+                group_of_dir_name(&group_dir_name(group)).as_ref(),
+                Some(group)
+            );
+        }
+        // Names no group id maps to.
+        for name in ["~", "~6", "~zz", "~6162", "~ff", "a b", ".goop-doc-1"] {
+            assert_eq!(group_of_dir_name(name), None, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn the_groups_on_disk_are_the_directories_an_id_maps_to() {
+        let (store, dir) = store("on-disk");
+        let (a, b): (GroupId, GroupId) = ("a/b".parse().unwrap(), "plain".parse().unwrap());
+        store.save(&a, "x.txt", &mut &b"1"[..]).unwrap();
+        store.save(&b, "y.txt", &mut &b"2"[..]).unwrap();
+        std::fs::create_dir(dir.join("~zz")).unwrap();
+        std::fs::write(dir.join("stray-file"), b"not a directory").unwrap();
+        let mut expected = vec![a.clone(), b.clone()];
+        expected.sort();
+        assert_eq!(store.groups_on_disk().unwrap(), expected);
+        assert!(store.has_dir(&a));
+        assert!(!store.has_dir(&"other".parse().unwrap()));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub(crate) struct GroupsAnswer {
 }
 
 /// `GET /api/docs/groups`: the files groups this peer hosts or has joined, with its own files
-/// in each.
+/// in each, then the groups it is no longer in that it still has files of (`local`).
 pub(crate) async fn groups(State(state): State<AppState>) -> Result<Json<GroupsAnswer>, ApiError> {
     let mut groups = Vec::new();
     for FilesGroup {
@@ -63,6 +63,14 @@ pub(crate) async fn groups(State(state): State<AppState>) -> Result<Json<GroupsA
             group_id: id,
             group_name: name,
             source,
+            files,
+        });
+    }
+    for (id, files) in state.files.local_groups().await? {
+        groups.push(GroupFiles {
+            group_id: id,
+            group_name: String::new(),
+            source: Source::Local,
             files,
         });
     }

@@ -164,6 +164,45 @@ async fn members_share_files_and_strangers_are_refused() {
     )
     .await);
     assert_eq!(browsed["peers"][1]["files"], json!([]), "{browsed}");
+
+    // The member leaves: its files of the group stay on its disk, listed as `local`, and it
+    // may still read and delete them, but serves them to nobody.
+    let leave = json!({"group_id": group}).to_string();
+    ok(&post(&member.ready.api, "/api/groups/leave", &leave).await);
+    let groups = ok(&get(&member.ready.api, "/api/docs/groups").await);
+    let listed = groups["groups"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{groups}");
+    assert_eq!(listed[0]["group_id"], group.as_str());
+    assert_eq!(listed[0]["source"], "local");
+    assert_eq!(listed[0]["group_name"], "");
+    assert_eq!(
+        names(&listed[0]["files"]),
+        [
+            ("data.csv".to_owned(), 8),
+            ("large.txt".to_owned(), large.len() as u64)
+        ]
+    );
+    let got = get(
+        &member.ready.api,
+        &format!("/api/docs/download?group_id={group}&file=data.csv"),
+    )
+    .await;
+    assert_eq!((got.status, got.body.as_str()), (200, "a,b\n1,2\n"));
+    let path = format!(
+        "/api/docs/download?group_id={group}&file=data.csv&peer_id={}",
+        member.ready.peer_id
+    );
+    assert_error(&get(&host.ready.api, &path).await, 403, "access_denied");
+    let body = json!({"group_id": group, "filename": "large.txt"}).to_string();
+    ok(&post(&member.ready.api, "/api/docs/delete", &body).await);
+    let mine = ok(&get(&member.ready.api, &format!("/api/docs/my?group_id={group}")).await);
+    assert_eq!(names(&mine["files"]), [("data.csv".to_owned(), 8)]);
+    // A group it never had files of is still unknown.
+    assert_error(
+        &get(&member.ready.api, "/api/docs/my?group_id=never-here").await,
+        404,
+        "unknown_group",
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
