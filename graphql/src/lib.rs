@@ -37,6 +37,14 @@ pub enum DataError {
     /// A required column was not given.
     #[error("column {0:?} is required")]
     Missing(String),
+    /// A row with the same key exists.
+    #[error("table {table:?} already has a row with that key ({columns})")]
+    DuplicateKey {
+        /// The table.
+        table: String,
+        /// Its key columns.
+        columns: String,
+    },
     /// A value does not fit its column.
     #[error("column {column:?}: {reason}")]
     InvalidValue {

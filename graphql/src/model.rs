@@ -1,5 +1,7 @@
 //! The schema of a data table: its columns and their types, as JSON (Goop²'s shape).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::DataError;
@@ -20,6 +22,118 @@ pub struct Table {
     /// The row id is the key: no column needs to be one.
     #[serde(default, skip_serializing_if = "is_false")]
     pub system_key: bool,
+    /// What other peers may do with the rows; unset operations take [`Access`]'s defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Access>,
+    /// For operations whose policy is `group`: what each role (in the group the request comes
+    /// through) may do. `owner` may do everything; a role not named here, nothing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub roles: BTreeMap<String, RoleRights>,
+}
+
+/// Who among other peers may do an operation on a table's rows. The peer that has the table
+/// may always do everything with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Nobody else: the table is never offered to a federation.
+    Local,
+    /// Only on the rows the asking peer owns (`_owner`).
+    Owner,
+    /// Whoever's role, in the group the request comes through, allows it (see
+    /// [`Table::roles`]).
+    Group,
+    /// Every member of the group the request comes through, on every row.
+    Open,
+}
+
+impl<'de> Deserialize<'de> for Policy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Ok(match name.as_str() {
+            "local" => Self::Local,
+            "owner" => Self::Owner,
+            "group" => Self::Group,
+            "open" => Self::Open,
+            _ => {
+                return Err(serde::de::Error::custom(format!(
+                    "unknown access policy {name:?}: expected local, owner, group or open"
+                )));
+            }
+        })
+    }
+}
+
+/// A table's policy per operation (Goop²'s `access`); an operation left out, or given as
+/// `""`, takes its default: `open` to read, `owner` to insert, update and delete.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Access {
+    /// Reading rows.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "policy"
+    )]
+    pub read: Option<Policy>,
+    /// Adding rows.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "policy"
+    )]
+    pub insert: Option<Policy>,
+    /// Changing rows.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "policy"
+    )]
+    pub update: Option<Policy>,
+    /// Deleting rows.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "policy"
+    )]
+    pub delete: Option<Policy>,
+}
+
+/// `""` or `null` is no policy given.
+fn policy<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Policy>, D::Error> {
+    match Option::<String>::deserialize(d)?.as_deref() {
+        None | Some("") => Ok(None),
+        Some(name) => Policy::deserialize(serde::de::value::StrDeserializer::new(name)).map(Some),
+    }
+}
+
+/// An operation on rows, as policies and roles name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Reading.
+    Read,
+    /// Adding.
+    Insert,
+    /// Changing.
+    Update,
+    /// Deleting.
+    Delete,
+}
+
+/// What one role may do with a table's rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRights {
+    /// Read rows.
+    #[serde(default)]
+    pub read: bool,
+    /// Add rows.
+    #[serde(default)]
+    pub insert: bool,
+    /// Change rows.
+    #[serde(default)]
+    pub update: bool,
+    /// Delete rows.
+    #[serde(default)]
+    pub delete: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -142,8 +256,8 @@ pub fn valid_name(name: &str) -> bool {
 
 impl Table {
     /// Checks the schema: a valid name, at least one column, unique valid column names,
-    /// enum values for enum columns, defaults of the column's type, and a key column unless
-    /// `system_key`.
+    /// enum values for enum columns, defaults of the column's type, a key column unless
+    /// `system_key`, and role names that are names.
     pub fn validate(&self) -> Result<(), DataError> {
         let bad = |reason: String| DataError::InvalidSchema(reason);
         if !valid_name(&self.name) {
@@ -175,11 +289,49 @@ impl Table {
         if !self.system_key && !self.columns.iter().any(|c| c.key) {
             return Err(bad("a table needs a key column, or system_key: true".into()));
         }
+        if let Some(role) = self
+            .roles
+            .keys()
+            .find(|r| r.is_empty() || r.len() > MAX_NAME_CHARS || r.chars().any(char::is_control))
+        {
+            return Err(bad(format!(
+                "invalid role name {role:?}: 1 to {MAX_NAME_CHARS} bytes, no control characters"
+            )));
+        }
         Ok(())
     }
 
     /// A column by name.
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The policy of `op`, its default when the table sets none.
+    pub fn policy(&self, op: Operation) -> Policy {
+        let access = self.access.as_ref();
+        let set = access.and_then(|a| match op {
+            Operation::Read => a.read,
+            Operation::Insert => a.insert,
+            Operation::Update => a.update,
+            Operation::Delete => a.delete,
+        });
+        set.unwrap_or(match op {
+            Operation::Read => Policy::Open,
+            Operation::Insert | Operation::Update | Operation::Delete => Policy::Owner,
+        })
+    }
+
+    /// Whether a peer of role `role` may do `op` under a `group` policy: `owner` always, a
+    /// role the table names as it says, any other role never.
+    pub fn role_can(&self, role: &str, op: Operation) -> bool {
+        if role == proto::OWNER_ROLE {
+            return true;
+        }
+        self.roles.get(role).is_some_and(|rights| match op {
+            Operation::Read => rights.read,
+            Operation::Insert => rights.insert,
+            Operation::Update => rights.update,
+            Operation::Delete => rights.delete,
+        })
     }
 }

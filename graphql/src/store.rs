@@ -25,6 +25,31 @@ pub const SYSTEM_COLUMNS: [(&str, ColumnType); 4] = [
     ("_updated_at", ColumnType::Datetime),
 ];
 
+/// The names of a table's key columns.
+fn key_columns(table: &Table) -> Vec<&str> {
+    table
+        .columns
+        .iter()
+        .filter(|c| c.key)
+        .map(|c| c.name.as_str())
+        .collect()
+}
+
+/// A unique-key violation as [`DataError::DuplicateKey`], any other error as it is.
+fn duplicate_key(table: &Table, error: rusqlite::Error) -> DataError {
+    match &error {
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+        {
+            DataError::DuplicateKey {
+                table: table.name.clone(),
+                columns: key_columns(table).join(", "),
+            }
+        }
+        _ => DataError::Sqlite(error),
+    }
+}
+
 /// A comparison in a filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -258,6 +283,18 @@ impl Tables {
         for c in &table.columns {
             columns.push(format!("{} {}", quoted(&c.name), c.kind.sql()));
         }
+        // The key is unique: two rows with the same key would be one row twice to every
+        // reader (and to a federation's merge).
+        let keys = key_columns(table);
+        if !keys.is_empty() {
+            columns.push(format!(
+                "UNIQUE ({})",
+                keys.iter()
+                    .map(|k| quoted(k))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         tx.execute_batch(&format!(
             "CREATE TABLE {} ({})",
             physical(&table.name),
@@ -348,7 +385,8 @@ impl Tables {
                 names.join(", ")
             ),
             params_from_iter(args),
-        )?;
+        )
+        .map_err(|e| duplicate_key(table, e))?;
         let id = conn.last_insert_rowid();
         drop(conn);
         self.get(table, id)?

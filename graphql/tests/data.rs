@@ -152,6 +152,20 @@ async fn tables_are_queried_and_changed_through_graphql() {
             .contains("not found"),
         "{out}"
     );
+    // The key is unique: a second row with an existing key is refused.
+    let out = run(&data, r#"{ books(where: {title_eq: "Dune"}) { isbn } }"#).await;
+    let isbn = out["data"]["books"][0]["isbn"].as_str().unwrap().to_owned();
+    let out = run(
+        &data,
+        &format!(
+            r#"mutation {{ insert_books(object: {{isbn: "{isbn}", title: "Dune 2"}}) {{ _id }} }}"#
+        ),
+    )
+    .await;
+    assert_eq!(
+        out["errors"][0]["message"], r#"table "books" already has a row with that key (isbn)"#,
+        "{out}"
+    );
     let out = run(&data, "{ books { title } }").await;
     assert_eq!(out["data"]["books"].as_array().unwrap().len(), 2);
 
@@ -201,6 +215,67 @@ fn schemas_that_break_the_rules_are_refused() {
     // A table out of context is kept but not served.
     assert!(data.served().unwrap().is_empty());
     assert_eq!(data.list().unwrap().len(), 1);
+}
+
+#[test]
+fn access_policies_parse_take_defaults_and_grant_by_role() {
+    use graphql::model::{Operation, Policy};
+
+    let plain = books();
+    assert_eq!(plain.policy(Operation::Read), Policy::Open);
+    for op in [Operation::Insert, Operation::Update, Operation::Delete] {
+        assert_eq!(plain.policy(op), Policy::Owner);
+    }
+    let guarded = table(json!({
+        "name": "t", "columns": [{"name": "a", "type": "text", "key": true}],
+        "access": {"read": "group", "insert": "", "update": null, "delete": "local"},
+        "roles": {"editor": {"read": true, "update": true}, "viewer": {}}
+    }));
+    guarded.validate().unwrap();
+    assert_eq!(guarded.policy(Operation::Read), Policy::Group);
+    assert_eq!(
+        guarded.policy(Operation::Insert),
+        Policy::Owner,
+        "\"\" is the default"
+    );
+    assert_eq!(guarded.policy(Operation::Update), Policy::Owner);
+    assert_eq!(guarded.policy(Operation::Delete), Policy::Local);
+    assert!(
+        guarded.role_can("owner", Operation::Delete),
+        "owner may do everything"
+    );
+    assert!(guarded.role_can("editor", Operation::Read));
+    assert!(guarded.role_can("editor", Operation::Update));
+    assert!(!guarded.role_can("editor", Operation::Insert));
+    assert!(!guarded.role_can("viewer", Operation::Read));
+    assert!(!guarded.role_can("stranger", Operation::Read));
+    // Written back as it was given, without the unset operations.
+    let written = serde_json::to_value(&guarded).unwrap();
+    assert_eq!(
+        written["access"],
+        json!({"read": "group", "delete": "local"})
+    );
+    assert_eq!(table(written), guarded);
+
+    let unknown = serde_json::from_value::<graphql::Table>(json!({
+        "name": "t", "columns": [{"name": "a", "type": "text", "key": true}],
+        "access": {"read": "everyone"}
+    }))
+    .unwrap_err();
+    assert!(
+        unknown
+            .to_string()
+            .contains("unknown access policy \"everyone\""),
+        "{unknown}"
+    );
+    let nameless = table(json!({
+        "name": "t", "columns": [{"name": "a", "type": "text", "key": true}],
+        "roles": {"": {"read": true}}
+    }));
+    assert!(matches!(
+        nameless.validate(),
+        Err(DataError::InvalidSchema(_))
+    ));
 }
 
 #[tokio::test]

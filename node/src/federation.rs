@@ -7,7 +7,9 @@
 //!   member sees (with their true author), and the host sends a joiner the full list
 //!   (`schema-sync`, taken from the host only). A member can offer through the API.
 //! - A query is typed (filters, order, page), never a SQL fragment, and a peer answers only
-//!   members of the group, and only for tables it offered there.
+//!   members of the group, only for tables it offered there, and only what the table's read
+//!   policy allows the asker (`owner`: its own rows, `group`: by its role in the group). A
+//!   table whose read policy is `local` is never offered (Goop²'s offer route sent it).
 //! - Rows are ordered and paged across peers, and a peer that fails is named in the GraphQL
 //!   errors instead of being dropped silently.
 //!
@@ -22,7 +24,8 @@ use std::time::Duration;
 
 use futures::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use graphql::engine::{Federated, RemoteQuery, RemoteRows};
-use graphql::store::Find;
+use graphql::model::{Operation, Policy};
+use graphql::store::{Find, Op};
 use graphql::{Data, Row, Table};
 use groups::NodeHandle;
 use groups::group::{GroupHandle, LeaveReason, TypeHandler};
@@ -51,6 +54,9 @@ pub(crate) enum FederationError {
     /// None of the names is a table of this peer in context.
     #[error("no matching tables in context: {0}")]
     NoTables(String),
+    /// Tables whose read policy is `local`: they are never offered.
+    #[error("tables never leave this peer (access read: local): {0}")]
+    LocalTables(String),
     /// The group layer failed.
     #[error(transparent)]
     Group(#[from] groups::GroupError),
@@ -322,6 +328,14 @@ impl Federation {
         if tables.is_empty() {
             return Err(FederationError::NoTables(names.join(", ")));
         }
+        let local: Vec<&str> = tables
+            .iter()
+            .filter(|t| t.policy(Operation::Read) == Policy::Local)
+            .map(|t| t.name.as_str())
+            .collect();
+        if !local.is_empty() {
+            return Err(FederationError::LocalTables(local.join(", ")));
+        }
         let count = tables.len();
         self.set(&group, &self.inner.me.clone(), Some(tables.clone()));
         self.send(
@@ -504,42 +518,59 @@ impl Federation {
         stream.close().await
     }
 
+    /// The rows a query from `peer` may read: only members of the group, only tables this peer
+    /// offered there, and only what the table's read policy lets the asker's role see.
     async fn answer(&self, peer: &PeerId, line: &str) -> Result<Vec<Row>, String> {
         let query: Query = serde_json::from_str(line).map_err(|_| "bad request".to_owned())?;
         let offered = self
             .contributions(&query.group_id)
             .get(&self.inner.me)
             .is_some_and(|tables| tables.iter().any(|t| t.name == query.table));
-        if !offered || !self.is_member(&query.group_id, peer).await {
+        let role = self.role_of(&query.group_id, peer).await;
+        let (true, Some(role)) = (offered, role) else {
             tracing::warn!(group = %query.group_id, %peer, table = %query.table, "refusing a data query");
             return Err("access denied".into());
-        }
+        };
         let data = self.inner.data.clone();
         let mut find = query.find;
         find.limit = Some(find.limit.unwrap_or(MAX_ROWS).min(MAX_ROWS));
+        let asker = peer.to_string();
         tokio::task::spawn_blocking(move || {
             let tables = data.tables();
-            tables
-                .table(&query.table)
-                .and_then(|t| tables.find(&t, &find))
-                .map_err(|e| e.to_string())
+            let table = tables.table(&query.table).map_err(|e| e.to_string())?;
+            match table.policy(Operation::Read) {
+                Policy::Open => {}
+                Policy::Owner => {
+                    find.filters
+                        .push(("_owner".into(), Op::Eq, serde_json::Value::String(asker)))
+                }
+                Policy::Group if table.role_can(&role, Operation::Read) => {}
+                Policy::Group => {
+                    return Err(format!(
+                        "access denied: role {role:?} may not read table {:?}",
+                        table.name
+                    ));
+                }
+                Policy::Local => return Err("access denied: the table is local".into()),
+            }
+            tables.find(&table, &find).map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| e.to_string())?
     }
 
-    /// Whether `peer` is in federation group `group`, as this peer knows it.
-    async fn is_member(&self, group: &GroupId, peer: &PeerId) -> bool {
-        let Ok(host) = self.check_group(group).await else {
-            return false;
-        };
+    /// `peer`'s role in federation group `group` as this peer knows it (`owner` for the
+    /// host); `None` when it is not in the group.
+    async fn role_of(&self, group: &GroupId, peer: &PeerId) -> Option<String> {
+        let host = self.check_group(group).await.ok()?;
         if &host == peer {
-            return true;
+            return Some(proto::OWNER_ROLE.to_owned());
         }
-        match self.inner.groups.members(group.clone()).await {
-            Ok(members) => members.iter().any(|m| &m.peer_id == peer),
-            Err(_) => false,
-        }
+        let members = self.inner.groups.members(group.clone()).await.ok()?;
+        members
+            .into_iter()
+            .find(|m| &m.peer_id == peer)
+            .map(|m| m.role)
     }
 }
 
@@ -594,6 +625,9 @@ fn merge(contributions: &Contributions, local: &[Table], me: &PeerId) -> Vec<Fed
                 columns,
                 context: true,
                 system_key,
+                // Each contributor applies its own policies to what it answers.
+                access: None,
+                roles: BTreeMap::new(),
             },
             local: mine.is_some(),
             sources,

@@ -19,7 +19,9 @@ impl From<DataError> for ApiError {
             | DataError::UnknownColumn(_)
             | DataError::Missing(_)
             | DataError::InvalidValue { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
-            DataError::TableExists(_) => (StatusCode::CONFLICT, "exists"),
+            DataError::TableExists(_) | DataError::DuplicateKey { .. } => {
+                (StatusCode::CONFLICT, "exists")
+            }
             DataError::UnknownTable(_) => (StatusCode::NOT_FOUND, "not_found"),
             DataError::Sqlite(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
         };

@@ -18,6 +18,7 @@ impl From<FederationError> for ApiError {
         let (status, code) = match &error {
             FederationError::UnknownGroup(_) => (StatusCode::NOT_FOUND, "unknown_group"),
             FederationError::NoTables(_) => (StatusCode::BAD_REQUEST, "no_tables"),
+            FederationError::LocalTables(_) => (StatusCode::BAD_REQUEST, "local_table"),
             FederationError::Group(e) => {
                 return super::groups::failed(StatusCode::INTERNAL_SERVER_ERROR, "datafed", e);
             }

@@ -1,6 +1,7 @@
 //! Data federation between real `goop node` processes: two peers offer the same table to a
 //! `data-federation` group, and a GraphQL query on either returns both peers' rows, ordered
-//! as one list; a withdrawal takes a peer's rows out; bad input.
+//! as one list; a withdrawal takes a peer's rows out; each peer applies its read policies to
+//! what it answers; bad input.
 
 use serde_json::{Value, json};
 
@@ -18,29 +19,18 @@ async fn notes(peer: &Peer, rows: &[(&str, i64)]) {
         let query = format!(
             r#"mutation {{ insert_notes(object: {{slug: "{slug}", stars: {stars}}}) {{ _id }} }}"#
         );
-        let out = ok(&post(
-            &peer.ready.api,
-            "/api/graphql",
-            &json!({"query": query}).to_string(),
-        )
-        .await);
+        let out = graphql(peer, &query).await;
         assert!(out.get("errors").is_none(), "{out}");
     }
 }
 
 /// `(slug, owner)` of the federated `notes`, best first, as `peer` answers.
 async fn federated(peer: &Peer) -> Value {
-    let query = "{ notes(order_by: {stars: desc}) { slug _owner } }";
-    ok(&post(
-        &peer.ready.api,
-        "/api/graphql",
-        &json!({"query": query}).to_string(),
-    )
-    .await)
+    graphql(peer, "{ notes(order_by: {stars: desc}) { slug _owner } }").await
 }
 
-#[tokio::test]
-async fn a_query_on_either_peer_returns_both_peers_rows_in_one_order() {
+/// Two peers, the first hosting a `data-federation` group the second has joined.
+async fn federation_of_two() -> (Peer, Peer, String) {
     let (host, member) = (start(&FAST_PINGS).await, start(&FAST_PINGS).await);
     dial(&member, &host).await;
     let created = ok(&post(
@@ -52,6 +42,12 @@ async fn a_query_on_either_peer_returns_both_peers_rows_in_one_order() {
     let group = created["id"].as_str().unwrap().to_owned();
     let join = json!({"host_peer_id": host.ready.peer_id, "group_id": group}).to_string();
     ok(&post(&member.ready.api, "/api/groups/join", &join).await);
+    (host, member, group)
+}
+
+#[tokio::test]
+async fn a_query_on_either_peer_returns_both_peers_rows_in_one_order() {
+    let (host, member, group) = federation_of_two().await;
     notes(&host, &[("h1", 4), ("h2", 1)]).await;
     notes(&member, &[("m1", 5), ("m2", 3)]).await;
 
@@ -114,5 +110,100 @@ async fn a_query_on_either_peer_returns_both_peers_rows_in_one_order() {
         &post(&host.ready.api, "/api/datafed/offer", &missing).await,
         400,
         "no_tables",
+    );
+}
+
+/// Creates `table` on `peer` with a text key `slug`, and inserts `slugs`.
+async fn table_with_rows(peer: &Peer, table: Value, slugs: &[&str]) {
+    let name = table["name"].as_str().unwrap().to_owned();
+    ok(&post(&peer.ready.api, "/api/data/tables", &table.to_string()).await);
+    for slug in slugs {
+        let query =
+            format!(r#"mutation {{ insert_{name}(object: {{slug: "{slug}"}}) {{ _id }} }}"#);
+        let out = graphql(peer, &query).await;
+        assert!(out.get("errors").is_none(), "{out}");
+    }
+}
+
+async fn graphql(peer: &Peer, query: &str) -> Value {
+    ok(&post(
+        &peer.ready.api,
+        "/api/graphql",
+        &json!({"query": query}).to_string(),
+    )
+    .await)
+}
+
+#[tokio::test]
+async fn each_peer_answers_only_what_its_read_policies_allow() {
+    let (host, member, group) = federation_of_two().await;
+    let slug = json!([{"name": "slug", "type": "text", "key": true}]);
+    // Readable by editors only, by each reader's own rows only, and never offered.
+    table_with_rows(
+        &host,
+        json!({"name": "board", "context": true, "columns": slug,
+               "access": {"read": "group", "insert": ""},
+               "roles": {"editor": {"read": true}}}),
+        &["b1", "b2"],
+    )
+    .await;
+    table_with_rows(
+        &host,
+        json!({"name": "diary", "context": true, "columns": slug, "access": {"read": "owner"}}),
+        &["d1"],
+    )
+    .await;
+    table_with_rows(
+        &host,
+        json!({"name": "secret", "context": true, "columns": slug, "access": {"read": "local"}}),
+        &["s1"],
+    )
+    .await;
+
+    // A local table is never offered; the host reads all of its own tables.
+    let secret = json!({"group_id": group, "tables": ["board", "secret"]}).to_string();
+    let refused = post(&host.ready.api, "/api/datafed/offer", &secret).await;
+    assert_error(&refused, 400, "local_table");
+    assert!(refused.body.contains("secret"), "{}", refused.body);
+    let out = graphql(&host, "{ secret { slug } }").await;
+    assert_eq!(out["data"]["secret"], json!([{"slug": "s1"}]), "{out}");
+    let offer = json!({"group_id": group, "tables": ["board", "diary"]}).to_string();
+    assert_eq!(
+        ok(&post(&host.ready.api, "/api/datafed/offer", &offer).await)["tables"],
+        2
+    );
+
+    // The member joined as a viewer: the host refuses it `board`, and names itself in the
+    // member's errors; `diary` answers only rows the member owns (none).
+    let h = host.ready.peer_id.as_str();
+    until(15, "the member is refused board by its role", async || {
+        let out = graphql(&member, "{ board { slug } }").await;
+        out["errors"][0]["message"].as_str().is_some_and(|m| {
+            m.contains(h)
+                && m.contains(r#"access denied: role "viewer" may not read table "board""#)
+        })
+    })
+    .await;
+    let out = graphql(&member, "{ diary { slug } }").await;
+    assert_eq!(out["data"]["diary"], json!([]), "{out}");
+    assert!(out.get("errors").is_none(), "{out}");
+
+    // Made an editor by the host, it reads the host's rows.
+    let role = json!({"group_id": group, "peer_id": member.ready.peer_id, "role": "editor"});
+    ok(&post(&host.ready.api, "/api/groups/set-role", &role.to_string()).await);
+    until(15, "the editor reads board", async || {
+        graphql(&member, "{ board(order_by: {slug: asc}) { slug _owner } }").await["data"]["board"]
+            == json!([{"slug": "b1", "_owner": h}, {"slug": "b2", "_owner": h}])
+    })
+    .await;
+
+    // Bad policies are refused when the table is created.
+    let bad = json!({"name": "t", "columns": slug, "access": {"read": "everyone"}});
+    let answer = post(&host.ready.api, "/api/data/tables", &bad.to_string()).await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(
+        answer.body.contains("unknown access policy"),
+        "{}",
+        answer.body
     );
 }
