@@ -149,6 +149,26 @@ impl Data {
         Ok(())
     }
 
+    /// The GraphQL schema (SDL) `table` would be served with, alone: its object, filter, order
+    /// and input types with its queries and mutations. It is printed from the schema the engine
+    /// builds, so it is what a query meets. Nothing is created.
+    pub fn sdl(&self, table: &Table) -> Result<String, DataError> {
+        table.validate()?;
+        let table = Table {
+            context: true,
+            ..table.clone()
+        };
+        let schema = engine::build(
+            std::slice::from_ref(&table),
+            self.tables.clone(),
+            self.owner.clone(),
+            &[],
+            None,
+        )?
+        .ok_or_else(|| DataError::InvalidSchema("no schema to print".into()))?;
+        Ok(schema.sdl())
+    }
+
     /// The names of the tables served.
     pub fn served(&self) -> Result<Vec<String>, DataError> {
         Ok(self

@@ -1,6 +1,7 @@
 //! The data tables and their GraphQL engine: `/api/data/tables` (list, create, delete) and
 //! `/api/graphql` (Goop²'s transport: always 200, with the GraphQL `data` and `errors`),
-//! `/api/graphql/status` and `/api/graphql/rebuild`.
+//! `/api/graphql/status`, `/api/graphql/rebuild` and `/api/graphql/schema` (the SDL a table
+//! would be served with).
 
 use axum::Json;
 use axum::extract::State;
@@ -100,4 +101,64 @@ pub(crate) async fn rebuild(State(state): State<AppState>) -> Result<Json<Status
     let data = state.data.clone();
     blocking(move || data.rebuild()).await?;
     Ok(ok("rebuilt"))
+}
+
+#[derive(Serialize)]
+pub(crate) struct Sdl {
+    sdl: String,
+    html: String,
+}
+
+/// `POST /api/graphql/schema` with a table schema: the GraphQL SDL it would be served with,
+/// as text and as HTML (escaped, in a `<pre>`). Nothing is created.
+pub(crate) async fn schema(
+    State(state): State<AppState>,
+    JsonBody(table): JsonBody<serde_json::Value>,
+) -> Result<Json<Sdl>, ApiError> {
+    let named = table
+        .get("name")
+        .is_some_and(|n| n.as_str().is_some_and(|n| !n.is_empty()));
+    if !named || table.get("columns").is_none() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "name and columns required",
+        ));
+    }
+    let table: Table = serde_json::from_value(table).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("invalid schema: {e}"),
+        )
+    })?;
+    let data = state.data.clone();
+    let sdl = blocking(move || data.sdl(&table)).await?;
+    let html = format!("<pre class=\"graphql-sdl\">{}</pre>", escape_html(&sdl));
+    Ok(Json(Sdl { sdl, html }))
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn html_escaping_leaves_no_markup() {
+        assert_eq!(
+            super::escape_html(r#"a<b> & "c""#),
+            "a&lt;b&gt; &amp; &quot;c&quot;"
+        );
+    }
 }

@@ -172,6 +172,7 @@ pub(crate) fn router(state: AppState, max_message_bytes: usize, tasks: &TaskTrac
         .route("/api/graphql", post(data::graphql))
         .route("/api/graphql/status", get(data::status))
         .route("/api/graphql/rebuild", post(data::rebuild))
+        .route("/api/graphql/schema", post(data::schema))
         .route("/api/chat/rooms", get(chat::rooms))
         .route("/api/chat/events", get(chat::events))
         .route("/api/chat/rooms/create", post(chat::create))

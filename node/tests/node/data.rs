@@ -78,3 +78,54 @@ async fn a_table_is_created_filled_and_queried_over_http() {
     let gone = graphql("{ notes { slug } }").await;
     assert_eq!(gone["data"], Value::Null, "{gone}");
 }
+
+#[tokio::test]
+async fn the_schema_preview_prints_what_the_engine_serves_and_creates_nothing() {
+    let peer = start(&[]).await;
+    let api = &peer.ready.api;
+    let table = json!({
+        "name": "tasks",
+        "columns": [
+            {"name": "code", "type": "text", "key": true},
+            {"name": "done", "type": "integer"}
+        ]
+    });
+    let preview = ok(&post(api, "/api/graphql/schema", &table.to_string()).await);
+    let sdl = preview["sdl"].as_str().unwrap();
+    for part in [
+        "type tasks {",
+        "code: String",
+        "done: Int",
+        "input tasks_where {",
+        "done_gte: Int",
+        "tasks(where: tasks_where, limit: Int, offset: Int, order_by: tasks_order_by): [tasks]",
+        "tasks_by_pk(_id: Int!): tasks",
+        "insert_tasks(object: tasks_insert_input!): tasks",
+        "delete_tasks_by_pk(_id: Int!): tasks_delete_result",
+    ] {
+        assert!(sdl.contains(part), "{part:?} missing from:\n{sdl}");
+    }
+    // The directives' descriptions are quoted: escaped in the HTML.
+    assert!(sdl.contains("\"\"\""), "{sdl}");
+    assert_eq!(
+        preview["html"].as_str().unwrap(),
+        format!(
+            "<pre class=\"graphql-sdl\">{}</pre>",
+            sdl.replace('"', "&quot;")
+        )
+    );
+    // Nothing was created.
+    assert_eq!(ok(&get(api, "/api/data/tables").await), json!([]));
+
+    assert_error(
+        &post(api, "/api/graphql/schema", r#"{"columns": []}"#).await,
+        400,
+        "bad_request",
+    );
+    let keyless = json!({"name": "t", "columns": [{"name": "a", "type": "text"}]});
+    assert_error(
+        &post(api, "/api/graphql/schema", &keyless.to_string()).await,
+        400,
+        "invalid_request",
+    );
+}
