@@ -321,6 +321,7 @@ async fn serve(
             .context("cannot open the data tables")?;
         let federation = crate::federation::Federation::start(
             federation_slot,
+            &config.data_dir,
             peer.groups.clone(),
             handle.clone(),
             data.clone(),

@@ -12,6 +12,10 @@
 //!   table whose read policy is `local` is never offered (Goop²'s offer route sent it).
 //! - Rows are ordered and paged across peers, and a peer that fails is named in the GraphQL
 //!   errors instead of being dropped silently.
+//! - Offers outlive a restart (Goop² kept them in memory only): a peer keeps the names of the
+//!   tables it offers in `datafed-offers.json` and offers them again when it starts, and a
+//!   member tells its host again what it offers each time it is welcomed back, to which the
+//!   host answers with the contributions it knows (`schema-sync`, as after every offer).
 //!
 //! The wire: group `msg`s `{"group_type":"data-federation","data-federation":{"action":
 //! "schema-offer"|"schema-withdraw"|"schema-sync", "tables"?, "contributions"?}}`; the query
@@ -44,6 +48,9 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 const ANSWER_MAX: u64 = 16 * 1024 * 1024;
 /// The most rows a peer answers one query with.
 const MAX_ROWS: u32 = 10_000;
+/// Where a peer keeps the names of the tables it offers, by group, to offer them again after a
+/// restart.
+const OFFERS_FILE: &str = "datafed-offers.json";
 
 /// Why a federation operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +77,8 @@ type Contributions = HashMap<GroupId, BTreeMap<PeerId, Vec<Table>>>;
 
 struct Inner {
     me: PeerId,
+    /// [`OFFERS_FILE`] in the data directory.
+    offers_file: std::path::PathBuf,
     groups: GroupHandle,
     node: NodeHandle,
     data: Data,
@@ -148,17 +157,29 @@ impl TypeHandler for FederationHandler {
     }
 
     fn on_close(&self, group: &GroupId) {
-        self.with(|f| {
-            let removed = f.lock().remove(group).is_some();
-            if removed {
-                f.rebuild();
-            }
-        });
+        self.with(|f| f.forget(group));
     }
 
     fn on_event(&self, event: &GroupEvent) {
-        if event.kind == GroupEventKind::Msg {
-            self.with(|f| f.message(event));
+        match event.kind {
+            GroupEventKind::Msg => self.with(|f| f.message(event)),
+            // Joined or rejoined (the host restarted, or this peer did): the host may not know
+            // this peer's offer any more.
+            GroupEventKind::Welcome => self.with(|f| f.offer_again(&event.group)),
+            GroupEventKind::Leave => self.with(|f| {
+                if event.from.as_ref() == Some(&f.inner.me) {
+                    // This peer left: forgotten unless it still hosts the group (a host
+                    // leaving its own group as a member). Looked up on a task: hooks must not
+                    // wait for the group layer.
+                    let (f, group) = (f.clone(), event.group.clone());
+                    f.inner.tracker.clone().spawn(async move {
+                        if f.check_group(&group).await.is_err() {
+                            f.forget(&group);
+                        }
+                    });
+                }
+            }),
+            _ => {}
         }
     }
 }
@@ -174,9 +195,11 @@ pub(crate) fn handler() -> (Arc<FederationHandler>, FederationSlot) {
 }
 
 impl Federation {
-    /// Serves queries on [`PROTOCOL`] and lets the handler act.
+    /// Serves queries on [`PROTOCOL`], lets the handler act, and offers again what this peer
+    /// offered before it stopped (kept in `data_dir`).
     pub(crate) fn start(
         slot: FederationSlot,
+        data_dir: &std::path::Path,
         groups: GroupHandle,
         node: NodeHandle,
         data: Data,
@@ -186,6 +209,7 @@ impl Federation {
         let federation = Self {
             inner: Arc::new(Inner {
                 me: groups.peer_id().clone(),
+                offers_file: data_dir.join(OFFERS_FILE),
                 groups,
                 node: node.clone(),
                 data,
@@ -203,7 +227,99 @@ impl Federation {
             }
         })?;
         let _ = slot.0.set(federation.inner.clone());
+        let restoring = federation.clone();
+        tracker.spawn(async move { restoring.restore().await });
         Ok(federation)
+    }
+
+    /// Offers again the tables this peer offered before it stopped, to the groups it is
+    /// still in.
+    async fn restore(&self) {
+        let path = &self.inner.offers_file;
+        let saved: BTreeMap<GroupId, Vec<String>> = match std::fs::read(path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(saved) => saved,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "ignoring an unreadable list of data offers");
+                    return;
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot read the list of data offers");
+                return;
+            }
+        };
+        for (group, names) in saved {
+            match self.share(group.clone(), &names).await {
+                Ok(count) => {
+                    tracing::info!(%group, tables = count, "offering the data tables again")
+                }
+                Err(error) => tracing::warn!(%group, %error, "cannot offer the data tables again"),
+            }
+        }
+        self.save_offers();
+    }
+
+    /// Tells `group` again what this peer offers (a withdrawal when nothing): the host answers
+    /// with the contributions it knows (`schema-sync`).
+    fn offer_again(&self, group: &GroupId) {
+        let mine = self
+            .lock()
+            .get(group)
+            .and_then(|g| g.get(&self.inner.me).cloned());
+        let message = match mine {
+            Some(tables) => Message {
+                action: "schema-offer".into(),
+                tables,
+                ..Message::default()
+            },
+            None => Message {
+                action: "schema-withdraw".into(),
+                ..Message::default()
+            },
+        };
+        self.send(group, message);
+    }
+
+    /// As the host of `group`, sends every member the contributions (after one changed).
+    fn sync_if_host(&self, group: &GroupId) {
+        let (this, group) = (self.clone(), group.clone());
+        self.inner.tracker.spawn(async move {
+            if this.check_group(&group).await.ok().as_ref() == Some(&this.inner.me) {
+                this.sync(&group);
+            }
+        });
+    }
+
+    /// Drops what this peer knew of a group it is no longer in.
+    fn forget(&self, group: &GroupId) {
+        let removed = self.lock().remove(group).is_some();
+        if removed {
+            self.save_offers();
+            self.rebuild();
+        }
+    }
+
+    /// Keeps the names of the tables this peer offers, by group, in [`OFFERS_FILE`].
+    fn save_offers(&self) {
+        let offers: BTreeMap<GroupId, Vec<String>> = self
+            .lock()
+            .iter()
+            .filter_map(|(group, peers)| {
+                let mine = peers.get(&self.inner.me)?;
+                Some((group.clone(), mine.iter().map(|t| t.name.clone()).collect()))
+            })
+            .collect();
+        let path = &self.inner.offers_file;
+        let temp = path.with_extension("json.tmp");
+        let written = serde_json::to_vec(&offers)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&temp, bytes))
+            .and_then(|()| std::fs::rename(&temp, path));
+        if let Err(error) = written {
+            tracing::warn!(path = %path.display(), %error, "cannot save the list of data offers");
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Contributions> {
@@ -272,8 +388,16 @@ impl Federation {
         };
         let message = envelope.message;
         match message.action.as_str() {
-            "schema-offer" => self.set(&event.group, from, Some(valid(message.tables))),
-            "schema-withdraw" => self.set(&event.group, from, None),
+            "schema-offer" => {
+                self.set(&event.group, from, Some(valid(message.tables)));
+                self.sync_if_host(&event.group);
+            }
+            "schema-withdraw" => {
+                self.set(&event.group, from, None);
+                self.sync_if_host(&event.group);
+            }
+            // The host's own sync, seen as a local event, may be older than what it knows now.
+            "schema-sync" if from == &self.inner.me => {}
             "schema-sync" => {
                 let all: BTreeMap<PeerId, Vec<Table>> = message
                     .contributions
@@ -311,12 +435,20 @@ impl Federation {
         self.rebuild();
     }
 
-    /// Offers this peer's context tables named `names` to a federation group it is in.
+    /// Offers this peer's context tables named `names` to a federation group it is in, and
+    /// keeps the offer for the next start.
     pub(crate) async fn offer(
         &self,
         group: GroupId,
         names: &[String],
     ) -> Result<usize, FederationError> {
+        let count = self.share(group, names).await?;
+        self.save_offers();
+        Ok(count)
+    }
+
+    /// Offers this peer's context tables named `names` to a federation group it is in.
+    async fn share(&self, group: GroupId, names: &[String]) -> Result<usize, FederationError> {
         self.check_group(&group).await?;
         let data = self.inner.data.clone();
         let tables: Vec<Table> = tokio::task::spawn_blocking(move || data.list())
@@ -353,6 +485,7 @@ impl Federation {
     pub(crate) async fn withdraw(&self, group: GroupId) -> Result<(), FederationError> {
         self.check_group(&group).await?;
         self.set(&group, &self.inner.me.clone(), None);
+        self.save_offers();
         self.send(
             &group,
             Message {

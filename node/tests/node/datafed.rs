@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use super::support::{Peer, assert_error, dial, get, ok, post, start, until};
+use super::support::{Peer, assert_error, dial, get, ok, post, restart_killed, start, until};
 
 const FAST_PINGS: [&str; 2] = ["--group-ping-ms", "300"];
 
@@ -205,5 +205,81 @@ async fn each_peer_answers_only_what_its_read_policies_allow() {
         answer.body.contains("unknown access policy"),
         "{}",
         answer.body
+    );
+}
+
+#[tokio::test]
+async fn offers_come_back_after_the_host_or_a_member_is_killed_and_restarted() {
+    let (host, member, group) = federation_of_two().await;
+    notes(&host, &[("h1", 4)]).await;
+    notes(&member, &[("m1", 5)]).await;
+    let offer = json!({"group_id": group, "tables": ["notes"]}).to_string();
+    for peer in [&host, &member] {
+        ok(&post(&peer.ready.api, "/api/datafed/offer", &offer).await);
+    }
+    let (h, m) = (
+        host.ready.peer_id.to_string(),
+        member.ready.peer_id.to_string(),
+    );
+    let want = json!([{"slug": "m1", "_owner": m}, {"slug": "h1", "_owner": h}]);
+    let both = async |peer: &Peer| federated(peer).await["data"]["notes"] == want;
+    until(15, "the member serves both rows", async || {
+        both(&member).await
+    })
+    .await;
+
+    // kill -9 the host: once the member is back, each serves both peers' rows again, with
+    // nobody offering anything anew.
+    let host = restart_killed(host, &FAST_PINGS).await;
+    until(20, "the restarted host serves both rows", async || {
+        both(&host).await
+    })
+    .await;
+    until(20, "the member serves both rows again", async || {
+        both(&member).await
+    })
+    .await;
+
+    // The same for the member (which, unlike a host, finds its peers only as it is told to:
+    // `--peer` or a dial).
+    let member = restart_killed(member, &FAST_PINGS).await;
+    dial(&member, &host).await;
+    until(20, "the restarted member serves both rows", async || {
+        both(&member).await
+    })
+    .await;
+    until(20, "the host serves both rows again", async || {
+        both(&host).await
+    })
+    .await;
+
+    // A withdrawal is kept too.
+    let body = json!({"group_id": group}).to_string();
+    ok(&post(&member.ready.api, "/api/datafed/withdraw", &body).await);
+    let member = restart_killed(member, &FAST_PINGS).await;
+    dial(&member, &host).await;
+    let contributions = ok(&post(&member.ready.api, "/api/datafed/contributions", &body).await);
+    assert!(
+        contributions
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["peer_id"] != m.as_str()),
+        "{contributions}"
+    );
+    until(20, "the host serves its own rows only", async || {
+        federated(&host).await["data"]["notes"] == json!([{"slug": "h1", "_owner": h}])
+    })
+    .await;
+
+    // A member that leaves forgets the federation, and serves its own rows only.
+    ok(&post(&member.ready.api, "/api/groups/leave", &body).await);
+    until(10, "the member forgets the federation", async || {
+        get(&member.ready.api, "/api/datafed/groups").await.json() == json!([])
+    })
+    .await;
+    assert_eq!(
+        federated(&member).await["data"]["notes"],
+        json!([{"slug": "m1", "_owner": m}])
     );
 }
