@@ -97,8 +97,9 @@ pub type RemoteRows =
 /// Asks a peer (id, federation group) for the rows of a table.
 pub type RemoteQuery = Arc<dyn Fn(String, String, String, Find) -> RemoteRows + Send + Sync>;
 
-/// Builds the schema of `tables` (those with `context: true`) and of `federated` (which take
-/// the place of a local table of the same name, read-only); `None` when there are none.
+/// Builds the schema of `tables` (those with `context: true`) and of `federated` tables; `None`
+/// when there are none. A federated table's list query asks every source, this peer included
+/// when it has the table; its `_by_pk` and mutations stay this peer's own table's.
 pub fn build(
     tables: &[Table],
     store: Arc<Tables>,
@@ -106,10 +107,7 @@ pub fn build(
     federated: &[Federated],
     remote: Option<RemoteQuery>,
 ) -> Result<Option<Schema>, DataError> {
-    let tables: Vec<&Table> = tables
-        .iter()
-        .filter(|t| t.context && !federated.iter().any(|f| f.table.name == t.name))
-        .collect();
+    let tables: Vec<&Table> = tables.iter().filter(|t| t.context).collect();
     let federated: &[Federated] = if remote.is_some() { federated } else { &[] };
     if tables.is_empty() && federated.is_empty() {
         return Ok(None);
@@ -123,7 +121,8 @@ pub fn build(
     for table in tables {
         let name = type_name(&table.name);
         let columns = all_columns(table);
-        let (object, filter, order) = read_types(&name, &columns);
+        // The row type and the list query of a federated table are the federation's.
+        let shared = federated.iter().any(|f| f.table.name == table.name);
         let mut insert = InputObject::new(format!("{name}_insert_input"));
         let mut set = InputObject::new(format!("{name}_set_input"));
         for column in &table.columns {
@@ -155,19 +154,6 @@ pub fn build(
             },
         ));
 
-        let list = {
-            let field_name = table.name.clone();
-            let (store, table, columns) = (store.clone(), table.clone(), columns.clone());
-            Field::new(field_name, TypeRef::named_list(&name), move |ctx| {
-                let (store, table, columns) = (store.clone(), table.clone(), columns.clone());
-                FieldFuture::new(async move {
-                    let find = find_of(&ctx, &columns)?;
-                    let rows = store.find(&table, &find).map_err(gql_error)?;
-                    Ok(Some(FieldValue::list(rows.into_iter().map(row_value))))
-                })
-            })
-        };
-        let list = list_arguments(list, &name);
         let by_pk = {
             let field_name = format!("{}_by_pk", table.name);
             let (store, table) = (store.clone(), table.clone());
@@ -233,18 +219,30 @@ pub fn build(
             )
             .argument(InputValue::new("_id", TypeRef::named_nn(TypeRef::INT)))
         };
-        query = query.field(list).field(by_pk);
+        if !shared {
+            let list = {
+                let field_name = table.name.clone();
+                let (store, table, columns) = (store.clone(), table.clone(), columns.clone());
+                Field::new(field_name, TypeRef::named_list(&name), move |ctx| {
+                    let (store, table, columns) = (store.clone(), table.clone(), columns.clone());
+                    FieldFuture::new(async move {
+                        let find = find_of(&ctx, &columns)?;
+                        let rows = store.find(&table, &find).map_err(gql_error)?;
+                        Ok(Some(FieldValue::list(rows.into_iter().map(row_value))))
+                    })
+                })
+            };
+            let list = list_arguments(list, &name);
+            let (object, filter, order) = read_types(&name, &columns);
+            query = query.field(list);
+            builder = builder.register(object).register(filter).register(order);
+        }
+        query = query.field(by_pk);
         mutation = mutation
             .field(insert_field)
             .field(update_field)
             .field(delete_field);
-        builder = builder
-            .register(object)
-            .register(filter)
-            .register(order)
-            .register(insert)
-            .register(set)
-            .register(deleted);
+        builder = builder.register(insert).register(set).register(deleted);
     }
     if let Some(remote) = remote {
         for federated in federated {

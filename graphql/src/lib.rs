@@ -69,7 +69,12 @@ pub struct Data {
     engine: Arc<RwLock<Option<async_graphql::dynamic::Schema>>>,
     /// The tables other peers contribute, and how to ask them.
     federation: Arc<RwLock<(Vec<engine::Federated>, Option<engine::RemoteQuery>)>>,
+    /// Told after a table is created or deleted.
+    on_change: Arc<RwLock<Option<ChangeHook>>>,
 }
+
+/// What [`Data::on_tables_changed`] calls.
+type ChangeHook = Arc<dyn Fn() + Send + Sync>;
 
 impl std::fmt::Debug for Data {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,6 +92,7 @@ impl Data {
             owner,
             engine: Arc::new(RwLock::new(None)),
             federation: Arc::new(RwLock::new((Vec::new(), None))),
+            on_change: Arc::new(RwLock::new(None)),
         };
         data.rebuild()?;
         Ok(data)
@@ -105,13 +111,35 @@ impl Data {
     /// Creates a table and serves it when it is in context.
     pub fn create(&self, table: &Table) -> Result<(), DataError> {
         self.tables.create(table)?;
-        self.rebuild()
+        self.changed()
     }
 
     /// Deletes a table and its rows.
     pub fn drop_table(&self, name: &str) -> Result<(), DataError> {
         self.tables.drop_table(name)?;
-        self.rebuild()
+        self.changed()
+    }
+
+    /// Has `hook` called after each table created or deleted (the federation, whose merge
+    /// depends on this peer's tables), in place of any earlier hook.
+    pub fn on_tables_changed(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *self
+            .on_change
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(hook));
+    }
+
+    fn changed(&self) -> Result<(), DataError> {
+        let rebuilt = self.rebuild();
+        let hook = self
+            .on_change
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(hook) = hook {
+            hook();
+        }
+        rebuilt
     }
 
     /// Serves `federated` tables (asking other peers through `remote`) beside the local ones,

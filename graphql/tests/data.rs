@@ -363,11 +363,24 @@ async fn a_federated_table_merges_every_source_and_names_the_one_that_failed() {
         json!([{"slug": "t2"}, {"slug": "t3"}]),
         "{out}"
     );
-    // A federated table is read-only here.
+    // This peer's own table keeps its mutations and `_by_pk`: a row written here joins the
+    // federated list.
     let out = run(
         &data,
-        r#"mutation { insert_notes(object: {slug: "x"}) { _id } }"#,
+        r#"mutation { insert_notes(object: {slug: "m9", stars: 9}) { _id slug } }"#,
     )
     .await;
-    assert!(out["errors"].is_array(), "{out}");
+    assert_eq!(out["data"]["insert_notes"]["slug"], "m9", "{out}");
+    let out = run(&data, "{ notes_by_pk(_id: 1) { slug } }").await;
+    assert_eq!(out["data"]["notes_by_pk"], json!({"slug": "m1"}), "{out}");
+    let out = run(
+        &data,
+        "{ notes(order_by: {stars: desc}, limit: 2) { slug } }",
+    )
+    .await;
+    assert_eq!(
+        out["data"]["notes"],
+        json!([{"slug": "m9"}, {"slug": "t1"}]),
+        "{out}"
+    );
 }

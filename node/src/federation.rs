@@ -227,6 +227,12 @@ impl Federation {
             }
         })?;
         let _ = slot.0.set(federation.inner.clone());
+        let weak = Arc::downgrade(&federation.inner);
+        federation.inner.data.on_tables_changed(move || {
+            if let Some(inner) = weak.upgrade() {
+                Federation { inner }.tables_changed();
+            }
+        });
         let restoring = federation.clone();
         tracker.spawn(async move { restoring.restore().await });
         Ok(federation)
@@ -290,6 +296,59 @@ impl Federation {
                 this.sync(&group);
             }
         });
+    }
+
+    /// A table of this peer was created or deleted (on a blocking thread): what it offers
+    /// follows its tables (a deleted table is withdrawn, a recreated one offered with its new
+    /// columns), and the merge is done again with them.
+    fn tables_changed(&self) {
+        let current: Vec<Table> = self
+            .inner
+            .data
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t.context && t.policy(Operation::Read) != Policy::Local)
+            .collect();
+        let mut changed = Vec::new();
+        {
+            let mut all = self.lock();
+            for (group, peers) in all.iter_mut() {
+                let Some(mine) = peers.get_mut(&self.inner.me) else {
+                    continue;
+                };
+                let now: Vec<Table> = current
+                    .iter()
+                    .filter(|t| mine.iter().any(|m| m.name == t.name))
+                    .cloned()
+                    .collect();
+                if &now != mine {
+                    changed.push((group.clone(), now.clone()));
+                    if now.is_empty() {
+                        peers.remove(&self.inner.me);
+                    } else {
+                        *mine = now;
+                    }
+                }
+            }
+        }
+        for (group, tables) in changed {
+            let action = if tables.is_empty() {
+                "schema-withdraw"
+            } else {
+                "schema-offer"
+            };
+            self.send(
+                &group,
+                Message {
+                    action: action.into(),
+                    tables,
+                    ..Message::default()
+                },
+            );
+            self.save_offers();
+        }
+        self.rebuild();
     }
 
     /// Drops what this peer knew of a group it is no longer in.

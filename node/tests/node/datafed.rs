@@ -48,15 +48,24 @@ async fn federation_of_two() -> (Peer, Peer, String) {
 #[tokio::test]
 async fn a_query_on_either_peer_returns_both_peers_rows_in_one_order() {
     let (host, member, group) = federation_of_two().await;
-    notes(&host, &[("h1", 4), ("h2", 1)]).await;
-    notes(&member, &[("m1", 5), ("m2", 3)]).await;
-
-    let offer = json!({"group_id": group, "tables": ["notes"]}).to_string();
-    for peer in [&host, &member] {
-        let offered = ok(&post(&peer.ready.api, "/api/datafed/offer", &offer).await);
-        assert_eq!(offered["tables"], 1, "{offered}");
-    }
     let (h, m) = (host.ready.peer_id.as_str(), member.ready.peer_id.as_str());
+    let host_rows = json!([{"slug": "h1", "_owner": h}, {"slug": "h2", "_owner": h}]);
+    notes(&host, &[("h1", 4), ("h2", 1)]).await;
+    let offer = json!({"group_id": group, "tables": ["notes"]}).to_string();
+    let offered = ok(&post(&host.ready.api, "/api/datafed/offer", &offer).await);
+    assert_eq!(offered["tables"], 1, "{offered}");
+    until(15, "the member serves the host's rows", async || {
+        federated(&member).await["data"]["notes"] == host_rows
+    })
+    .await;
+
+    // The member makes its own `notes` after: its rows join the federated list at once, and
+    // its own table keeps its mutations (`notes` inserts through GraphQL).
+    notes(&member, &[("m1", 5), ("m2", 3)]).await;
+    let offered = ok(&post(&member.ready.api, "/api/datafed/offer", &offer).await);
+    assert_eq!(offered["tables"], 1, "{offered}");
+    let out = graphql(&member, "{ notes_by_pk(_id: 2) { slug } }").await;
+    assert_eq!(out["data"]["notes_by_pk"], json!({"slug": "m2"}), "{out}");
     let want = json!([
         {"slug": "m1", "_owner": m}, {"slug": "h1", "_owner": h},
         {"slug": "m2", "_owner": m}, {"slug": "h2", "_owner": h}
@@ -87,10 +96,30 @@ async fn a_query_on_either_peer_returns_both_peers_rows_in_one_order() {
     let body = json!({"group_id": group}).to_string();
     ok(&post(&member.ready.api, "/api/datafed/withdraw", &body).await);
     until(15, "the host stops asking the member", async || {
-        federated(&host).await["data"]["notes"]
-            == json!([{"slug": "h1", "_owner": h}, {"slug": "h2", "_owner": h}])
+        federated(&host).await["data"]["notes"] == host_rows
     })
     .await;
+
+    // Offered again, then deleted: a deleted table is withdrawn by itself.
+    ok(&post(&member.ready.api, "/api/datafed/offer", &offer).await);
+    until(15, "the host asks the member again", async || {
+        federated(&host).await["data"]["notes"] == want
+    })
+    .await;
+    let drop = json!({"name": "notes"}).to_string();
+    ok(&post(&member.ready.api, "/api/data/tables/delete", &drop).await);
+    until(
+        15,
+        "the host stops asking for a deleted table",
+        async || {
+            let contributions =
+                ok(&post(&host.ready.api, "/api/datafed/contributions", &body).await);
+            federated(&host).await["data"]["notes"] == host_rows
+                && contributions.as_array().is_some_and(|c| c.len() == 1)
+        },
+    )
+    .await;
+    assert!(federated(&host).await.get("errors").is_none());
 
     // Bad input.
     let unknown = json!({"group_id": "0123456789abcdef", "tables": ["notes"]}).to_string();
