@@ -5,6 +5,8 @@
 //! `T_by_pk(_id): T`; `insert_T(object)`, `update_T_by_pk(_id, _set)` and
 //! `delete_T_by_pk(_id): T_delete_result`. Filters are `<col>_eq`, `_neq`, `_gt`, `_gte`, `_lt`,
 //! `_lte` (numbers and times) and `_like` (text); `order_by` keys apply in the order written.
+//! A relationship offered from `T.c` to `U.d` gives the object `T` a field
+//! `U(where, limit, offset, order_by): [U]`: the rows of `U` whose `d` equals the row's `c`.
 
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ use async_graphql::{Name, Value as GqlValue};
 use serde_json::Value;
 
 use crate::DataError;
-use crate::model::{ColumnType, Table};
+use crate::model::{ColumnType, Relationship, Table};
 use crate::store::{Find, Op, Row, SYSTEM_COLUMNS, Tables};
 
 /// The GraphQL type name of a table: characters outside `[A-Za-z0-9_]` become `_`.
@@ -105,10 +107,24 @@ pub fn build(
     store: Arc<Tables>,
     owner: String,
     federated: &[Federated],
+    relationships: &[Relationship],
     remote: Option<RemoteQuery>,
 ) -> Result<Option<Schema>, DataError> {
     let tables: Vec<&Table> = tables.iter().filter(|t| t.context).collect();
     let federated: &[Federated] = if remote.is_some() { federated } else { &[] };
+    // What each list query reads: this peer's table, or the federation's in its place.
+    let mut sources: Vec<Source> = tables
+        .iter()
+        .filter(|t| !federated.iter().any(|f| f.table.name == t.name))
+        .map(|t| Source::Local((*t).clone()))
+        .collect();
+    if let Some(remote) = &remote {
+        sources.extend(
+            federated
+                .iter()
+                .map(|f| Source::Federated(f.clone(), remote.clone())),
+        );
+    }
     if tables.is_empty() && federated.is_empty() {
         return Ok(None);
     }
@@ -120,9 +136,6 @@ pub fn build(
         Schema::build("Query", any_local.then_some("Mutation"), None).register(direction);
     for table in tables {
         let name = type_name(&table.name);
-        let columns = all_columns(table);
-        // The row type and the list query of a federated table are the federation's.
-        let shared = federated.iter().any(|f| f.table.name == table.name);
         let mut insert = InputObject::new(format!("{name}_insert_input"));
         let mut set = InputObject::new(format!("{name}_set_input"));
         for column in &table.columns {
@@ -219,24 +232,6 @@ pub fn build(
             )
             .argument(InputValue::new("_id", TypeRef::named_nn(TypeRef::INT)))
         };
-        if !shared {
-            let list = {
-                let field_name = table.name.clone();
-                let (store, table, columns) = (store.clone(), table.clone(), columns.clone());
-                Field::new(field_name, TypeRef::named_list(&name), move |ctx| {
-                    let (store, table, columns) = (store.clone(), table.clone(), columns.clone());
-                    FieldFuture::new(async move {
-                        let find = find_of(&ctx, &columns)?;
-                        let rows = store.find(&table, &find).map_err(gql_error)?;
-                        Ok(Some(FieldValue::list(rows.into_iter().map(row_value))))
-                    })
-                })
-            };
-            let list = list_arguments(list, &name);
-            let (object, filter, order) = read_types(&name, &columns);
-            query = query.field(list);
-            builder = builder.register(object).register(filter).register(order);
-        }
         query = query.field(by_pk);
         mutation = mutation
             .field(insert_field)
@@ -244,13 +239,15 @@ pub fn build(
             .field(delete_field);
         builder = builder.register(insert).register(set).register(deleted);
     }
-    if let Some(remote) = remote {
-        for federated in federated {
-            let name = type_name(&federated.table.name);
-            let (object, filter, order) = read_types(&name, &all_columns(&federated.table));
-            query = query.field(federated_field(federated, store.clone(), remote.clone()));
-            builder = builder.register(object).register(filter).register(order);
+    for source in &sources {
+        let name = type_name(source.name());
+        let columns = source.columns();
+        let (mut object, filter, order) = read_types(&name, &columns);
+        for (relation, target) in relations(source, &sources, relationships) {
+            object = object.field(relation_field(relation, target, store.clone()));
         }
+        query = query.field(list_field(source.clone(), store.clone()));
+        builder = builder.register(object).register(filter).register(order);
     }
     builder = builder.register(query);
     // A schema of federated tables alone has no mutations.
@@ -344,67 +341,165 @@ fn sort_rows(rows: &mut [Row], order: &[(String, bool)]) {
     });
 }
 
-/// The field of a federated table: every source asked at once, the rows merged, ordered and
-/// paged as a whole. A source that fails is named in the response's errors; the others' rows
-/// are still answered.
-fn federated_field(federated: &Federated, store: Arc<Tables>, remote: RemoteQuery) -> Field {
-    let name = type_name(&federated.table.name);
-    let columns = all_columns(&federated.table);
-    let federated = federated.clone();
+/// Where a list query's rows come from.
+#[derive(Clone)]
+enum Source {
+    /// This peer's table.
+    Local(Table),
+    /// The peers that offer the table (this one too, when it has it), and how to ask them.
+    Federated(Federated, RemoteQuery),
+}
+
+impl Source {
+    fn name(&self) -> &str {
+        match self {
+            Self::Local(table) | Self::Federated(Federated { table, .. }, _) => &table.name,
+        }
+    }
+
+    fn columns(&self) -> Vec<(String, ColumnType)> {
+        match self {
+            Self::Local(table) | Self::Federated(Federated { table, .. }, _) => all_columns(table),
+        }
+    }
+
+    /// The rows `find` selects, filtered, ordered and paged. A federated table asks every
+    /// source at once and orders and pages the merged rows as a whole; a source that fails is
+    /// named in the response's errors, and the others' rows are still answered.
+    async fn fetch(
+        &self,
+        store: &Tables,
+        find: &Find,
+        ctx: &ResolverContext<'_>,
+    ) -> async_graphql::Result<Vec<Row>> {
+        let (federated, remote) = match self {
+            Self::Local(table) => return store.find(table, find).map_err(gql_error),
+            Self::Federated(federated, remote) => (federated, remote),
+        };
+        // Each source gives its rows up to the end of the page; the page is cut after the
+        // merge.
+        let each = Find {
+            limit: find.limit.map(|l| l.saturating_add(find.offset)),
+            offset: 0,
+            ..find.clone()
+        };
+        let table = federated.table.name.clone();
+        let asks = federated.sources.iter().map(|(peer, group)| {
+            let ask = remote(peer.clone(), group.clone(), table.clone(), each.clone());
+            let peer = peer.clone();
+            async move { (peer, ask.await) }
+        });
+        let answers = futures::future::join_all(asks).await;
+        let mut rows = Vec::new();
+        if federated.local {
+            match store.table(&table).and_then(|t| store.find(&t, &each)) {
+                Ok(mine) => rows.extend(mine),
+                Err(error) => ctx.add_error(async_graphql::ServerError::new(
+                    format!("this peer: {error}"),
+                    None,
+                )),
+            }
+        }
+        for (peer, answer) in answers {
+            match answer {
+                Ok(theirs) => rows.extend(theirs),
+                Err(error) => ctx.add_error(async_graphql::ServerError::new(
+                    format!("peer {peer}: {error}"),
+                    None,
+                )),
+            }
+        }
+        sort_rows(&mut rows, &find.order);
+        let start = usize::try_from(find.offset)
+            .unwrap_or(usize::MAX)
+            .min(rows.len());
+        let mut page = rows.split_off(start);
+        if let Some(limit) = find.limit {
+            page.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        }
+        Ok(page)
+    }
+}
+
+/// The list query of a table: `T(where, limit, offset, order_by): [T]`.
+fn list_field(source: Source, store: Arc<Tables>) -> Field {
+    let name = type_name(source.name());
+    let columns = source.columns();
     let field = Field::new(
-        federated.table.name.clone(),
+        source.name().to_owned(),
         TypeRef::named_list(&name),
         move |ctx| {
-            let (store, remote, federated, columns) = (
-                store.clone(),
-                remote.clone(),
-                federated.clone(),
-                columns.clone(),
-            );
+            let (store, source, columns) = (store.clone(), source.clone(), columns.clone());
             FieldFuture::new(async move {
                 let find = find_of(&ctx, &columns)?;
-                // Each source gives its rows up to the end of the page; the page is cut after
-                // the merge.
-                let each = Find {
-                    limit: find.limit.map(|l| l.saturating_add(find.offset)),
-                    offset: 0,
-                    ..find.clone()
-                };
-                let table = federated.table.name.clone();
-                let asks = federated.sources.iter().map(|(peer, group)| {
-                    let ask = remote(peer.clone(), group.clone(), table.clone(), each.clone());
-                    let peer = peer.clone();
-                    async move { (peer, ask.await) }
-                });
-                let answers = futures::future::join_all(asks).await;
-                let mut rows = Vec::new();
-                if federated.local {
-                    match store.table(&table).and_then(|t| store.find(&t, &each)) {
-                        Ok(mine) => rows.extend(mine),
-                        Err(error) => ctx.add_error(async_graphql::ServerError::new(
-                            format!("this peer: {error}"),
-                            None,
-                        )),
-                    }
+                let rows = source.fetch(&store, &find, &ctx).await?;
+                Ok(Some(FieldValue::list(rows.into_iter().map(row_value))))
+            })
+        },
+    );
+    list_arguments(field, &name)
+}
+
+/// The relationships that give `source`'s rows a field: those from it to a table served here,
+/// on columns both have, whose field name is not one of its columns (nor taken by an earlier
+/// relationship), each with the source of the rows it lists.
+fn relations<'a>(
+    source: &Source,
+    sources: &'a [Source],
+    relationships: &'a [Relationship],
+) -> Vec<(&'a Relationship, &'a Source)> {
+    let columns = source.columns();
+    let has = |columns: &[(String, ColumnType)], name: &str| columns.iter().any(|(c, _)| c == name);
+    let mut out: Vec<(&Relationship, &Source)> = Vec::new();
+    for relation in relationships
+        .iter()
+        .filter(|r| r.from_table == source.name())
+    {
+        let Some(target) = sources.iter().find(|t| t.name() == relation.to_table) else {
+            continue;
+        };
+        let usable = has(&columns, &relation.from_column)
+            && has(&target.columns(), &relation.to_column)
+            && !has(&columns, &relation.to_table)
+            && !out.iter().any(|(r, _)| r.to_table == relation.to_table);
+        if usable {
+            out.push((relation, target));
+        } else {
+            tracing::debug!(
+                ?relation,
+                "relationship not served: a column is missing or its name is taken"
+            );
+        }
+    }
+    out
+}
+
+/// A relationship's field on a row: the target's rows whose `to_column` equals the row's
+/// `from_column` (none when that is null), with the list query's arguments.
+fn relation_field(relation: &Relationship, target: &Source, store: Arc<Tables>) -> Field {
+    let name = type_name(target.name());
+    let columns = target.columns();
+    let (from, to, target) = (
+        relation.from_column.clone(),
+        relation.to_column.clone(),
+        target.clone(),
+    );
+    let field = Field::new(
+        relation.to_table.clone(),
+        TypeRef::named_list(&name),
+        move |ctx| {
+            let (store, target, columns) = (store.clone(), target.clone(), columns.clone());
+            let (from, to) = (from.clone(), to.clone());
+            FieldFuture::new(async move {
+                let row = ctx.parent_value.try_downcast_ref::<Row>()?;
+                let value = row.get(&from).cloned().unwrap_or(Value::Null);
+                if value.is_null() {
+                    return Ok(Some(FieldValue::list(Vec::<FieldValue<'_>>::new())));
                 }
-                for (peer, answer) in answers {
-                    match answer {
-                        Ok(theirs) => rows.extend(theirs),
-                        Err(error) => ctx.add_error(async_graphql::ServerError::new(
-                            format!("peer {peer}: {error}"),
-                            None,
-                        )),
-                    }
-                }
-                sort_rows(&mut rows, &find.order);
-                let start = usize::try_from(find.offset)
-                    .unwrap_or(usize::MAX)
-                    .min(rows.len());
-                let mut page = rows.split_off(start);
-                if let Some(limit) = find.limit {
-                    page.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-                }
-                Ok(Some(FieldValue::list(page.into_iter().map(row_value))))
+                let mut find = find_of(&ctx, &columns)?;
+                find.filters.push((to, Op::Eq, value));
+                let rows = target.fetch(&store, &find, &ctx).await?;
+                Ok(Some(FieldValue::list(rows.into_iter().map(row_value))))
             })
         },
     );

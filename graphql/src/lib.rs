@@ -16,7 +16,7 @@ pub mod store;
 
 use std::sync::{Arc, RwLock};
 
-pub use model::{Column, ColumnType, EnumValue, Table};
+pub use model::{Column, ColumnType, EnumValue, Relationship, Table};
 pub use store::{Row, Tables};
 
 /// Why a data operation failed.
@@ -67,11 +67,18 @@ pub struct Data {
     tables: Arc<Tables>,
     owner: String,
     engine: Arc<RwLock<Option<async_graphql::dynamic::Schema>>>,
-    /// The tables other peers contribute, and how to ask them.
-    federation: Arc<RwLock<(Vec<engine::Federated>, Option<engine::RemoteQuery>)>>,
+    /// The tables other peers contribute, the relationships offered, and how to ask them.
+    federation: Arc<RwLock<Federation>>,
     /// Told after a table is created or deleted.
     on_change: Arc<RwLock<Option<ChangeHook>>>,
 }
+
+/// What [`Data::federate`] was last given.
+type Federation = (
+    Vec<engine::Federated>,
+    Vec<Relationship>,
+    Option<engine::RemoteQuery>,
+);
 
 /// What [`Data::on_tables_changed`] calls.
 type ChangeHook = Arc<dyn Fn() + Send + Sync>;
@@ -91,7 +98,7 @@ impl Data {
             tables: Arc::new(Tables::open(path)?),
             owner,
             engine: Arc::new(RwLock::new(None)),
-            federation: Arc::new(RwLock::new((Vec::new(), None))),
+            federation: Arc::new(RwLock::new((Vec::new(), Vec::new(), None))),
             on_change: Arc::new(RwLock::new(None)),
         };
         data.rebuild()?;
@@ -143,22 +150,25 @@ impl Data {
     }
 
     /// Serves `federated` tables (asking other peers through `remote`) beside the local ones,
-    /// from now on: the schema is rebuilt.
+    /// with the `relationships` offered between tables served here, from now on: the schema is
+    /// rebuilt.
     pub fn federate(
         &self,
         federated: Vec<engine::Federated>,
+        relationships: Vec<Relationship>,
         remote: engine::RemoteQuery,
     ) -> Result<(), DataError> {
         *self
             .federation
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = (federated, Some(remote));
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (federated, relationships, Some(remote));
         self.rebuild()
     }
 
     /// Builds the GraphQL schema again from the tables.
     pub fn rebuild(&self) -> Result<(), DataError> {
-        let (federated, remote) = self
+        let (federated, relationships, remote) = self
             .federation
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -168,6 +178,7 @@ impl Data {
             self.tables.clone(),
             self.owner.clone(),
             &federated,
+            &relationships,
             remote,
         )?;
         *self
@@ -190,6 +201,7 @@ impl Data {
             std::slice::from_ref(&table),
             self.tables.clone(),
             self.owner.clone(),
+            &[],
             &[],
             None,
         )?

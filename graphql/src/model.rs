@@ -106,6 +106,40 @@ fn policy<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Policy>, D::Error> {
     }
 }
 
+/// A link from one table's rows to another's (Goop²'s offer field): a row of `from_table`
+/// gets a field named `to_table` listing the rows of `to_table` whose `to_column` equals its
+/// `from_column`. The tables may be any peers'.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Relationship {
+    /// The table whose rows get the field.
+    pub from_table: String,
+    /// Its column holding the value to match.
+    pub from_column: String,
+    /// The table listed (and the field's name).
+    pub to_table: String,
+    /// Its column that must equal the value.
+    pub to_column: String,
+}
+
+impl Relationship {
+    /// Checks that every part is a table or column name (or a system column on either end).
+    pub fn validate(&self) -> Result<(), DataError> {
+        let column = |c: &str| valid_name(c) || crate::store::is_system_column(c);
+        if valid_name(&self.from_table)
+            && valid_name(&self.to_table)
+            && column(&self.from_column)
+            && column(&self.to_column)
+        {
+            Ok(())
+        } else {
+            Err(DataError::InvalidSchema(format!(
+                "invalid relationship {}.{} -> {}.{}: table and column names are a letter, then letters, digits or _",
+                self.from_table, self.from_column, self.to_table, self.to_column
+            )))
+        }
+    }
+}
+
 /// An operation on rows, as policies and roles name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {

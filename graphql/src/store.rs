@@ -50,6 +50,11 @@ fn duplicate_key(table: &Table, error: rusqlite::Error) -> DataError {
     }
 }
 
+/// Whether `name` is one of [`SYSTEM_COLUMNS`].
+pub fn is_system_column(name: &str) -> bool {
+    SYSTEM_COLUMNS.iter().any(|(n, _)| *n == name)
+}
+
 /// A comparison in a filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

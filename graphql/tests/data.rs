@@ -283,7 +283,7 @@ async fn a_federated_table_merges_every_source_and_names_the_one_that_failed() {
     use std::sync::Arc;
 
     use graphql::engine::{Federated, RemoteQuery};
-    use graphql::store::Find;
+    use graphql::store::{Find, Op};
 
     let db = TempDb::new("federated");
     let data = Data::open(&db.path(), "peer-me".into()).unwrap();
@@ -306,7 +306,11 @@ async fn a_federated_table_merges_every_source_and_names_the_one_that_failed() {
                 let rows: Vec<graphql::Row> = [("t1", 5), ("t2", 2), ("t3", 3)]
                 .into_iter()
                 .filter(|(_, stars)| {
-                    find.filters.iter().all(|(c, _, v)| c != "stars" || v.as_i64() <= Some(*stars))
+                    find.filters.iter().all(|(c, op, v)| match (c.as_str(), op) {
+                        ("stars", Op::Gte) => v.as_i64() <= Some(*stars),
+                        ("stars", Op::Eq) => v.as_i64() == Some(*stars),
+                        _ => true,
+                    })
                 })
                 .enumerate()
                 .map(|(i, (slug, stars))| {
@@ -328,7 +332,8 @@ async fn a_federated_table_merges_every_source_and_names_the_one_that_failed() {
             ("peer-down".into(), "fed".into()),
         ],
     };
-    data.federate(vec![federated], remote).unwrap();
+    data.federate(vec![federated], Vec::new(), remote.clone())
+        .unwrap();
 
     // Ordered and paged across both peers, not per peer.
     let out = run(
@@ -381,6 +386,65 @@ async fn a_federated_table_merges_every_source_and_names_the_one_that_failed() {
     assert_eq!(
         out["data"]["notes"],
         json!([{"slug": "m9"}, {"slug": "t1"}]),
+        "{out}"
+    );
+
+    // Relationships, both ways between a federated table and a local one: each note lists
+    // its level, and each level lists the notes of every peer that have it.
+    let levels = table(json!({
+        "name": "levels", "context": true,
+        "columns": [{"name": "stars", "type": "integer", "key": true}, {"name": "label", "type": "text"}]
+    }));
+    data.create(&levels).unwrap();
+    for (stars, label) in [(5, "great"), (4, "good"), (2, "poor")] {
+        run(&data, &format!(r#"mutation {{ insert_levels(object: {{stars: {stars}, label: "{label}"}}) {{ _id }} }}"#)).await;
+    }
+    let link = |from: &str, to: &str| graphql::Relationship {
+        from_table: from.into(),
+        from_column: "stars".into(),
+        to_table: to.into(),
+        to_column: "stars".into(),
+    };
+    // One that names a missing column is left out, not an error.
+    let broken = graphql::Relationship {
+        from_column: "nothing".into(),
+        ..link("notes", "nothing_here")
+    };
+    data.federate(
+        vec![Federated {
+            table: notes.clone(),
+            local: true,
+            sources: vec![("peer-them".into(), "fed".into())],
+        }],
+        vec![link("notes", "levels"), link("levels", "notes"), broken],
+        remote,
+    )
+    .unwrap();
+    let out = run(
+        &data,
+        r#"{ notes(order_by: {stars: desc}, limit: 3) { slug levels { label } } }"#,
+    )
+    .await;
+    assert_eq!(
+        out["data"]["notes"],
+        json!([
+            {"slug": "m9", "levels": []},
+            {"slug": "t1", "levels": [{"label": "great"}]},
+            {"slug": "m1", "levels": [{"label": "good"}]}
+        ]),
+        "{out}"
+    );
+    let out = run(
+        &data,
+        r#"{ levels(where: {stars_lte: 4}, order_by: {stars: desc}) { label notes(order_by: {slug: asc}) { slug _owner } } }"#,
+    )
+    .await;
+    assert_eq!(
+        out["data"]["levels"],
+        json!([
+            {"label": "good", "notes": [{"slug": "m1", "_owner": "peer-me"}]},
+            {"label": "poor", "notes": [{"slug": "t2", "_owner": "peer-them"}]}
+        ]),
         "{out}"
     );
 }

@@ -18,7 +18,8 @@
 //!   host answers with the contributions it knows (`schema-sync`, as after every offer).
 //!
 //! The wire: group `msg`s `{"group_type":"data-federation","data-federation":{"action":
-//! "schema-offer"|"schema-withdraw"|"schema-sync", "tables"?, "contributions"?}}`; the query
+//! "schema-offer"|"schema-withdraw"|"schema-sync", "tables"?, "contributions"?,
+//! "relationships"?}}` (relationships: a list in an offer, a list by peer in a sync); the query
 //! stream: one JSON line `{"group_id","table","find"}`, answered with `{"ok":true,"rows":[...]}`
 //! or `{"ok":false,"error":"..."}`.
 
@@ -30,7 +31,7 @@ use futures::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, B
 use graphql::engine::{Federated, RemoteQuery, RemoteRows};
 use graphql::model::{Operation, Policy};
 use graphql::store::{Find, Op};
-use graphql::{Data, Row, Table};
+use graphql::{Data, Relationship, Row, Table};
 use groups::NodeHandle;
 use groups::group::{GroupHandle, LeaveReason, TypeHandler};
 use proto::{GroupEvent, GroupEventKind, GroupId, PeerId};
@@ -58,6 +59,9 @@ pub(crate) enum FederationError {
     /// This peer neither hosts nor has joined a federation group of that id.
     #[error("group {0} is not a data-federation group this peer is in")]
     UnknownGroup(GroupId),
+    /// A relationship is not from one of the offered tables, or names no table or column.
+    #[error("invalid relationship: {0}")]
+    BadRelationship(String),
     /// None of the names is a table of this peer in context.
     #[error("no matching tables in context: {0}")]
     NoTables(String),
@@ -72,8 +76,25 @@ pub(crate) enum FederationError {
     Data(#[from] graphql::DataError),
 }
 
+/// What one peer offers one group.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Offer {
+    /// The tables' schemas.
+    pub(crate) tables: Vec<Table>,
+    /// Links from the rows of these tables to rows of any served table.
+    pub(crate) relationships: Vec<Relationship>,
+}
+
+/// What a peer keeps of its own offer to a group, for the next start.
+#[derive(Serialize, Deserialize)]
+struct SavedOffer {
+    tables: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    relationships: Vec<Relationship>,
+}
+
 /// Contributions by group, then by peer.
-type Contributions = HashMap<GroupId, BTreeMap<PeerId, Vec<Table>>>;
+type Contributions = HashMap<GroupId, BTreeMap<PeerId, Offer>>;
 
 struct Inner {
     me: PeerId,
@@ -112,6 +133,27 @@ struct Message {
     tables: Vec<Table>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     contributions: BTreeMap<PeerId, Vec<Table>>,
+    /// Goop²'s shape: a list in an offer, a list by peer in a sync.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    relationships: serde_json::Value,
+}
+
+impl Message {
+    fn offer(offer: Offer) -> Self {
+        Self {
+            action: "schema-offer".into(),
+            tables: offer.tables,
+            relationships: serde_json::to_value(offer.relationships).unwrap_or_default(),
+            ..Self::default()
+        }
+    }
+
+    fn withdraw() -> Self {
+        Self {
+            action: "schema-withdraw".into(),
+            ..Self::default()
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -242,7 +284,7 @@ impl Federation {
     /// still in.
     async fn restore(&self) {
         let path = &self.inner.offers_file;
-        let saved: BTreeMap<GroupId, Vec<String>> = match std::fs::read(path) {
+        let saved: BTreeMap<GroupId, SavedOffer> = match std::fs::read(path) {
             Ok(bytes) => match serde_json::from_slice(&bytes) {
                 Ok(saved) => saved,
                 Err(error) => {
@@ -256,8 +298,11 @@ impl Federation {
                 return;
             }
         };
-        for (group, names) in saved {
-            match self.share(group.clone(), &names).await {
+        for (group, saved) in saved {
+            match self
+                .share(group.clone(), &saved.tables, saved.relationships)
+                .await
+            {
                 Ok(count) => {
                     tracing::info!(%group, tables = count, "offering the data tables again")
                 }
@@ -275,15 +320,8 @@ impl Federation {
             .get(group)
             .and_then(|g| g.get(&self.inner.me).cloned());
         let message = match mine {
-            Some(tables) => Message {
-                action: "schema-offer".into(),
-                tables,
-                ..Message::default()
-            },
-            None => Message {
-                action: "schema-withdraw".into(),
-                ..Message::default()
-            },
+            Some(offer) => Message::offer(offer),
+            None => Message::withdraw(),
         };
         self.send(group, message);
     }
@@ -317,35 +355,37 @@ impl Federation {
                 let Some(mine) = peers.get_mut(&self.inner.me) else {
                     continue;
                 };
-                let now: Vec<Table> = current
+                let tables: Vec<Table> = current
                     .iter()
-                    .filter(|t| mine.iter().any(|m| m.name == t.name))
+                    .filter(|t| mine.tables.iter().any(|m| m.name == t.name))
                     .cloned()
                     .collect();
+                let relationships = mine
+                    .relationships
+                    .iter()
+                    .filter(|r| tables.iter().any(|t| t.name == r.from_table))
+                    .cloned()
+                    .collect();
+                let now = Offer {
+                    tables,
+                    relationships,
+                };
                 if &now != mine {
-                    changed.push((group.clone(), now.clone()));
-                    if now.is_empty() {
+                    if now.tables.is_empty() {
                         peers.remove(&self.inner.me);
+                        changed.push((group.clone(), None));
                     } else {
-                        *mine = now;
+                        *mine = now.clone();
+                        changed.push((group.clone(), Some(now)));
                     }
                 }
             }
         }
-        for (group, tables) in changed {
-            let action = if tables.is_empty() {
-                "schema-withdraw"
-            } else {
-                "schema-offer"
-            };
-            self.send(
-                &group,
-                Message {
-                    action: action.into(),
-                    tables,
-                    ..Message::default()
-                },
-            );
+        let any = !changed.is_empty();
+        for (group, offer) in changed {
+            self.send(&group, offer.map_or_else(Message::withdraw, Message::offer));
+        }
+        if any {
             self.save_offers();
         }
         self.rebuild();
@@ -362,12 +402,16 @@ impl Federation {
 
     /// Keeps the names of the tables this peer offers, by group, in [`OFFERS_FILE`].
     fn save_offers(&self) {
-        let offers: BTreeMap<GroupId, Vec<String>> = self
+        let offers: BTreeMap<GroupId, SavedOffer> = self
             .lock()
             .iter()
             .filter_map(|(group, peers)| {
                 let mine = peers.get(&self.inner.me)?;
-                Some((group.clone(), mine.iter().map(|t| t.name.clone()).collect()))
+                let saved = SavedOffer {
+                    tables: mine.tables.iter().map(|t| t.name.clone()).collect(),
+                    relationships: mine.relationships.clone(),
+                };
+                Some((group.clone(), saved))
             })
             .collect();
         let path = &self.inner.offers_file;
@@ -389,12 +433,12 @@ impl Federation {
     }
 
     /// Records (or, with `None`, removes) a peer's contribution and rebuilds the engine.
-    fn set(&self, group: &GroupId, peer: &PeerId, tables: Option<Vec<Table>>) {
+    fn set(&self, group: &GroupId, peer: &PeerId, offer: Option<Offer>) {
         {
             let mut all = self.lock();
             let group = all.entry(group.clone()).or_default();
-            match tables {
-                Some(tables) => group.insert(peer.clone(), tables),
+            match offer {
+                Some(offer) => group.insert(peer.clone(), offer),
                 None => group.remove(peer),
             };
         }
@@ -403,12 +447,21 @@ impl Federation {
 
     /// The host sends every member the contributions it knows.
     fn sync(&self, group: &GroupId) {
-        let contributions = self.lock().get(group).cloned().unwrap_or_default();
+        let offers = self.lock().get(group).cloned().unwrap_or_default();
+        let mut contributions = BTreeMap::new();
+        let mut relationships = BTreeMap::new();
+        for (peer, offer) in offers {
+            if !offer.relationships.is_empty() {
+                relationships.insert(peer.clone(), offer.relationships);
+            }
+            contributions.insert(peer, offer.tables);
+        }
         self.send(
             group,
             Message {
                 action: "schema-sync".into(),
                 contributions,
+                relationships: serde_json::to_value(relationships).unwrap_or_default(),
                 ..Message::default()
             },
         );
@@ -439,16 +492,32 @@ impl Federation {
         if envelope.group_type != FEDERATION_TYPE {
             return;
         }
-        let valid = |tables: Vec<Table>| -> Vec<Table> {
-            tables
+        // What another peer sends is checked like what this peer's API takes; what breaks a
+        // rule is left out.
+        let valid = |tables: Vec<Table>, relationships: Vec<Relationship>| -> Offer {
+            let tables: Vec<Table> = tables
                 .into_iter()
                 .filter(|t| t.validate().is_ok())
-                .collect()
+                .collect();
+            let relationships = relationships
+                .into_iter()
+                .filter(|r| r.validate().is_ok() && tables.iter().any(|t| t.name == r.from_table))
+                .collect();
+            Offer {
+                tables,
+                relationships,
+            }
         };
         let message = envelope.message;
         match message.action.as_str() {
             "schema-offer" => {
-                self.set(&event.group, from, Some(valid(message.tables)));
+                let relationships =
+                    serde_json::from_value(message.relationships).unwrap_or_default();
+                self.set(
+                    &event.group,
+                    from,
+                    Some(valid(message.tables, relationships)),
+                );
                 self.sync_if_host(&event.group);
             }
             "schema-withdraw" => {
@@ -458,10 +527,15 @@ impl Federation {
             // The host's own sync, seen as a local event, may be older than what it knows now.
             "schema-sync" if from == &self.inner.me => {}
             "schema-sync" => {
-                let all: BTreeMap<PeerId, Vec<Table>> = message
+                let mut relationships: BTreeMap<PeerId, Vec<Relationship>> =
+                    serde_json::from_value(message.relationships).unwrap_or_default();
+                let all: BTreeMap<PeerId, Offer> = message
                     .contributions
                     .into_iter()
-                    .map(|(peer, tables)| (peer, valid(tables)))
+                    .map(|(peer, tables)| {
+                        let links = relationships.remove(&peer).unwrap_or_default();
+                        (peer, valid(tables, links))
+                    })
                     .collect();
                 // Taken from the host only; the host is looked up on a task (hooks must not
                 // wait for the group layer).
@@ -478,7 +552,7 @@ impl Federation {
     }
 
     /// Takes the host's list of a group's contributions, keeping this peer's own.
-    fn replace(&self, group: &GroupId, mut all: BTreeMap<PeerId, Vec<Table>>) {
+    fn replace(&self, group: &GroupId, mut all: BTreeMap<PeerId, Offer>) {
         {
             let mut contributions = self.lock();
             let mine = contributions
@@ -500,14 +574,36 @@ impl Federation {
         &self,
         group: GroupId,
         names: &[String],
+        relationships: Vec<Relationship>,
     ) -> Result<usize, FederationError> {
-        let count = self.share(group, names).await?;
+        let count = self.share(group, names, relationships).await?;
         self.save_offers();
         Ok(count)
     }
 
-    /// Offers this peer's context tables named `names` to a federation group it is in.
-    async fn share(&self, group: GroupId, names: &[String]) -> Result<usize, FederationError> {
+    /// Offers this peer's context tables named `names` to a federation group it is in, with
+    /// relationships from them.
+    async fn share(
+        &self,
+        group: GroupId,
+        names: &[String],
+        relationships: Vec<Relationship>,
+    ) -> Result<usize, FederationError> {
+        for relation in &relationships {
+            relation
+                .validate()
+                .map_err(|e| FederationError::BadRelationship(e.to_string()))?;
+            if !names.contains(&relation.from_table) {
+                return Err(FederationError::BadRelationship(format!(
+                    "{}.{} -> {}.{}: {} is not one of the tables offered",
+                    relation.from_table,
+                    relation.from_column,
+                    relation.to_table,
+                    relation.to_column,
+                    relation.from_table
+                )));
+            }
+        }
         self.check_group(&group).await?;
         let data = self.inner.data.clone();
         let tables: Vec<Table> = tokio::task::spawn_blocking(move || data.list())
@@ -528,15 +624,12 @@ impl Federation {
             return Err(FederationError::LocalTables(local.join(", ")));
         }
         let count = tables.len();
-        self.set(&group, &self.inner.me.clone(), Some(tables.clone()));
-        self.send(
-            &group,
-            Message {
-                action: "schema-offer".into(),
-                tables,
-                ..Message::default()
-            },
-        );
+        let offer = Offer {
+            tables,
+            relationships,
+        };
+        self.set(&group, &self.inner.me.clone(), Some(offer.clone()));
+        self.send(&group, Message::offer(offer));
         Ok(count)
     }
 
@@ -545,23 +638,17 @@ impl Federation {
         self.check_group(&group).await?;
         self.set(&group, &self.inner.me.clone(), None);
         self.save_offers();
-        self.send(
-            &group,
-            Message {
-                action: "schema-withdraw".into(),
-                ..Message::default()
-            },
-        );
+        self.send(&group, Message::withdraw());
         Ok(())
     }
 
     /// The contributions to one group.
-    pub(crate) fn contributions(&self, group: &GroupId) -> BTreeMap<PeerId, Vec<Table>> {
+    pub(crate) fn contributions(&self, group: &GroupId) -> BTreeMap<PeerId, Offer> {
         self.lock().get(group).cloned().unwrap_or_default()
     }
 
     /// Every group with its contributions.
-    pub(crate) fn all(&self) -> Vec<(GroupId, BTreeMap<PeerId, Vec<Table>>)> {
+    pub(crate) fn all(&self) -> Vec<(GroupId, BTreeMap<PeerId, Offer>)> {
         let mut all: Vec<_> = self
             .lock()
             .iter()
@@ -607,7 +694,8 @@ impl Federation {
                 .filter(|t| t.context)
                 .collect();
             let federated = merge(&contributions, &local, &me);
-            if let Err(error) = data.federate(federated, remote) {
+            let relationships = relationships(&contributions);
+            if let Err(error) = data.federate(federated, relationships, remote) {
                 tracing::warn!(%error, "cannot serve the federated tables");
             }
         });
@@ -717,7 +805,7 @@ impl Federation {
         let offered = self
             .contributions(&query.group_id)
             .get(&self.inner.me)
-            .is_some_and(|tables| tables.iter().any(|t| t.name == query.table));
+            .is_some_and(|offer| offer.tables.iter().any(|t| t.name == query.table));
         let role = self.role_of(&query.group_id, peer).await;
         let (true, Some(role)) = (offered, role) else {
             tracing::warn!(group = %query.group_id, %peer, table = %query.table, "refusing a data query");
@@ -766,6 +854,18 @@ impl Federation {
     }
 }
 
+/// Every relationship offered to any group, this peer's own included, once each.
+fn relationships(contributions: &Contributions) -> Vec<Relationship> {
+    let mut all: Vec<Relationship> = contributions
+        .values()
+        .flat_map(|peers| peers.values())
+        .flat_map(|offer| offer.relationships.iter().cloned())
+        .collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
 /// The federated tables: for each table name other peers offer, the columns every
 /// contributor (this peer included, when it has the table in context) shares with the same
 /// type; a name whose shared columns hold no key is left out.
@@ -774,11 +874,11 @@ fn merge(contributions: &Contributions, local: &[Table], me: &PeerId) -> Vec<Fed
     type Offers = (Vec<Table>, Vec<(String, String)>);
     let mut by_name: BTreeMap<String, Offers> = BTreeMap::new();
     for (group, peers) in contributions {
-        for (peer, tables) in peers {
+        for (peer, offer) in peers {
             if peer == me {
                 continue;
             }
-            for table in tables {
+            for table in &offer.tables {
                 let entry = by_name.entry(table.name.clone()).or_default();
                 if !entry.1.iter().any(|(p, _)| p == peer.as_str()) {
                     entry.0.push(table.clone());

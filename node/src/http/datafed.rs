@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use graphql::Table;
+use graphql::{Relationship, Table};
 use proto::PeerId;
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +19,7 @@ impl From<FederationError> for ApiError {
             FederationError::UnknownGroup(_) => (StatusCode::NOT_FOUND, "unknown_group"),
             FederationError::NoTables(_) => (StatusCode::BAD_REQUEST, "no_tables"),
             FederationError::LocalTables(_) => (StatusCode::BAD_REQUEST, "local_table"),
+            FederationError::BadRelationship(_) => (StatusCode::BAD_REQUEST, "bad_relationship"),
             FederationError::Group(e) => {
                 return super::groups::failed(StatusCode::INTERNAL_SERVER_ERROR, "datafed", e);
             }
@@ -48,7 +49,10 @@ pub(crate) async fn groups(State(state): State<AppState>) -> Json<Vec<GroupContr
                 group_id,
                 contributions: by_peer
                     .into_iter()
-                    .map(|(peer, tables)| (peer, tables.into_iter().map(|t| t.name).collect()))
+                    .map(|(peer, offer)| {
+                        let names = offer.tables.into_iter().map(|t| t.name).collect();
+                        (peer, names)
+                    })
                     .collect(),
             })
             .collect(),
@@ -60,6 +64,8 @@ pub(crate) struct OfferBody {
     group_id: Option<String>,
     #[serde(default)]
     tables: Vec<String>,
+    #[serde(default)]
+    relationships: Vec<Relationship>,
 }
 
 #[derive(Serialize)]
@@ -81,7 +87,10 @@ pub(crate) async fn offer(
             "at least one table required",
         ));
     }
-    let tables = state.federation.offer(group, &body.tables).await?;
+    let tables = state
+        .federation
+        .offer(group, &body.tables, body.relationships)
+        .await?;
     Ok(Json(Offered {
         status: "offered",
         tables,
@@ -107,6 +116,7 @@ pub(crate) async fn withdraw(
 pub(crate) struct Contribution {
     peer_id: PeerId,
     tables: Vec<Table>,
+    relationships: Vec<Relationship>,
 }
 
 /// `POST /api/datafed/contributions {group_id}`: every peer's offered tables (`[]` for a group
@@ -121,7 +131,11 @@ pub(crate) async fn contributions(
             .federation
             .contributions(&group)
             .into_iter()
-            .map(|(peer_id, tables)| Contribution { peer_id, tables })
+            .map(|(peer_id, offer)| Contribution {
+                peer_id,
+                tables: offer.tables,
+                relationships: offer.relationships,
+            })
             .collect(),
     ))
 }

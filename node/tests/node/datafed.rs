@@ -78,8 +78,51 @@ async fn a_query_on_either_peer_returns_both_peers_rows_in_one_order() {
         )
         .await;
     }
-    let contributions = ok(&post(
+
+    // The host adds a table of levels and links notes to it: the member's notes, and the
+    // host's, list their level from the host's table.
+    let levels = json!({
+        "name": "levels", "context": true,
+        "columns": [{"name": "stars", "type": "integer", "key": true}, {"name": "label", "type": "text"}]
+    });
+    ok(&post(&host.ready.api, "/api/data/tables", &levels.to_string()).await);
+    for (stars, label) in [(5, "great"), (4, "good"), (3, "fair")] {
+        let insert = format!(
+            r#"mutation {{ insert_levels(object: {{stars: {stars}, label: "{label}"}}) {{ _id }} }}"#
+        );
+        assert!(graphql(&host, &insert).await.get("errors").is_none());
+    }
+    let link = json!({"from_table": "notes", "from_column": "stars", "to_table": "levels", "to_column": "stars"});
+    let offer_linked =
+        json!({"group_id": group, "tables": ["notes", "levels"], "relationships": [link]});
+    let offered = ok(&post(
         &host.ready.api,
+        "/api/datafed/offer",
+        &offer_linked.to_string(),
+    )
+    .await);
+    assert_eq!(offered["tables"], 2, "{offered}");
+    let query = "{ notes(order_by: {stars: desc}, limit: 3) { slug levels { label } } }";
+    until(
+        15,
+        "the member's notes list the host's levels",
+        async || {
+            graphql(&member, query).await["data"]["notes"]
+                == json!([
+                    {"slug": "m1", "levels": [{"label": "great"}]},
+                    {"slug": "h1", "levels": [{"label": "good"}]},
+                    {"slug": "m2", "levels": [{"label": "fair"}]}
+                ])
+        },
+    )
+    .await;
+    let unlinked = json!({"group_id": group, "tables": ["notes"], "relationships": [
+        {"from_table": "levels", "from_column": "stars", "to_table": "notes", "to_column": "stars"}
+    ]});
+    let refused = post(&host.ready.api, "/api/datafed/offer", &unlinked.to_string()).await;
+    assert_error(&refused, 400, "bad_relationship");
+    let contributions = ok(&post(
+        &member.ready.api,
         "/api/datafed/contributions",
         &json!({"group_id": group}).to_string(),
     )
@@ -89,6 +132,14 @@ async fn a_query_on_either_peer_returns_both_peers_rows_in_one_order() {
         2,
         "{contributions}"
     );
+    let from_host = contributions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["peer_id"] == h)
+        .unwrap();
+    assert_eq!(from_host["relationships"], json!([link]), "{contributions}");
+    ok(&post(&host.ready.api, "/api/datafed/offer", &offer).await);
     let groups = ok(&get(&member.ready.api, "/api/datafed/groups").await);
     assert_eq!(groups[0]["group_id"], group.as_str(), "{groups}");
 
