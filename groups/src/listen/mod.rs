@@ -674,8 +674,13 @@ impl Listen {
             return out.shutdown().await;
         }
         let mut changes = self.inner.generation.subscribe();
+        // From a frame's start, not from the middle of one (Goop² cut frames).
+        let (path, offset) = (source.path.clone(), source.offset);
+        let offset = tokio::task::spawn_blocking(move || mp3::frame_start(&path, offset))
+            .await
+            .unwrap_or(source.offset);
         let mut file = tokio::fs::File::open(&source.path).await?;
-        file.seek(std::io::SeekFrom::Start(source.offset)).await?;
+        file.seek(std::io::SeekFrom::Start(offset)).await?;
         let started = tokio::time::Instant::now();
         let mut sent: u64 = 0;
         let mut buf = vec![0u8; 16 * 1024];

@@ -1,7 +1,10 @@
-//! Reading what an MP3 file plays: the first valid MPEG audio frame after an optional ID3v2
-//! tag gives the bitrate, and the size gives a (constant-bitrate) duration.
+//! Reading what an MP3 file plays: where the audio starts (after an optional ID3v2 tag), how
+//! long it lasts and at what bitrate. The frames are walked from the first to the last, so a
+//! variable-bitrate file gets its true duration and its mean bitrate (Goop² took the first
+//! frame's bitrate for the whole file). A file whose frames cannot be walked to (nearly) its
+//! end is taken as constant-bitrate from its first frame.
 
-use std::io::{Read as _, Seek as _, SeekFrom};
+use std::io::{BufReader, Read as _, Seek as _, SeekFrom};
 use std::path::Path;
 
 use super::ListenError;
@@ -11,14 +14,34 @@ use super::ListenError;
 pub struct Probe {
     /// Where the audio starts: the size of the ID3v2 tag before it, if any.
     pub audio_offset: u64,
-    /// Bits per second.
+    /// Bits per second: the frames' bitrate, or their mean when it varies.
     pub bitrate: u32,
-    /// Seconds, from the size and the bitrate.
+    /// Seconds: the frames' samples over their sample rate.
     pub duration: f64,
 }
 
-/// Bytes scanned for the first frame after the tag.
+/// Bytes scanned for the first frame after the tag, or for a frame to start a stream at.
 const SCAN: usize = 8192;
+
+/// Hz by version (0: MPEG-1, 1: MPEG-2, 2: MPEG-2.5) and index.
+const SAMPLE_RATES: [[u32; 3]; 3] = [
+    [44_100, 48_000, 32_000],
+    [22_050, 24_000, 16_000],
+    [11_025, 12_000, 8_000],
+];
+
+/// One MPEG audio frame, as its header tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Frame {
+    /// Bits per second.
+    bitrate: u32,
+    /// Hz.
+    sample_rate: u32,
+    /// Samples it plays.
+    samples: u32,
+    /// Bytes, header included.
+    length: u32,
+}
 
 /// Kbit/s by version (0: MPEG-1, 1: MPEG-2 and 2.5), layer (0: I, 1: II, 2: III) and index.
 const BITRATES: [[[u16; 16]; 3]; 2] = [
@@ -67,12 +90,28 @@ pub fn probe(path: &Path) -> Result<Probe, ListenError> {
     file.seek(SeekFrom::Start(offset)).map_err(io)?;
     let mut buf = vec![0u8; SCAN];
     let n = file.read(&mut buf).map_err(io)?;
-    let (at, bitrate) = first_frame(&buf[..n]).ok_or_else(|| ListenError::Probe {
+    let (at, first) = first_frame(&buf[..n]).ok_or_else(|| ListenError::Probe {
         path: path.display().to_string(),
         reason: "no valid MPEG frame found".into(),
     })?;
     let audio_offset = offset + at as u64;
-    let duration = size.saturating_sub(audio_offset) as f64 * 8.0 / f64::from(bitrate);
+    let audio_bytes = size.saturating_sub(audio_offset);
+    let walk = walk(&mut file, audio_offset).map_err(io)?;
+    // Walked to (nearly) the end: what the frames say. Otherwise (a damaged or odd file):
+    // constant bitrate from the first frame, over the whole size.
+    let walked = walk.frames > 1 && walk.bytes >= audio_bytes.saturating_mul(9) / 10;
+    let (bitrate, duration) = match walk.bitrate {
+        _ if !walked || walk.seconds <= 0.0 => (
+            first.bitrate,
+            audio_bytes as f64 * 8.0 / f64::from(first.bitrate),
+        ),
+        Some(constant) => (constant, walk.seconds),
+        // Variable: the mean over the frames walked.
+        None => (
+            (walk.bytes as f64 * 8.0 / walk.seconds).round() as u32,
+            walk.seconds,
+        ),
+    };
     Ok(Probe {
         audio_offset,
         bitrate,
@@ -80,26 +119,110 @@ pub fn probe(path: &Path) -> Result<Probe, ListenError> {
     })
 }
 
-/// Where the first valid frame header is in `buf`, and its bitrate in bits per second.
-fn first_frame(buf: &[u8]) -> Option<(usize, u32)> {
-    (0..buf.len().saturating_sub(3)).find_map(|i| frame_bitrate(&buf[i..i + 4]).map(|b| (i, b)))
+/// What walking the frames found.
+struct Walk {
+    frames: u64,
+    /// Bytes of the frames walked.
+    bytes: u64,
+    seconds: f64,
+    /// The bitrate of every frame, when they all have the same.
+    bitrate: Option<u32>,
 }
 
-/// The bitrate of a 4-byte frame header, if it is a valid one.
-fn frame_bitrate(h: &[u8]) -> Option<u32> {
+/// Walks the frames from `start` until one is not a valid header (the end, a trailing tag).
+fn walk(file: &mut std::fs::File, start: u64) -> Result<Walk, std::io::Error> {
+    file.seek(SeekFrom::Start(start))?;
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    let mut walk = Walk {
+        frames: 0,
+        bytes: 0,
+        seconds: 0.0,
+        bitrate: None,
+    };
+    let mut header = [0u8; 4];
+    loop {
+        match reader.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e),
+        }
+        let Some(frame) = frame(&header) else { break };
+        walk.bitrate = match (walk.frames, walk.bitrate) {
+            (0, _) => Some(frame.bitrate),
+            (_, Some(b)) if b == frame.bitrate => Some(b),
+            _ => None,
+        };
+        walk.frames += 1;
+        walk.bytes += u64::from(frame.length);
+        walk.seconds += f64::from(frame.samples) / f64::from(frame.sample_rate);
+        reader.seek_relative(i64::from(frame.length) - 4)?;
+    }
+    Ok(walk)
+}
+
+/// Where a stream of the audio should start for it to begin at `offset`: the first frame at
+/// or after `offset` that the next frame follows (two headers in a row are not chance), or
+/// `offset` itself when none is found near it.
+pub fn frame_start(path: &Path, offset: u64) -> u64 {
+    let found = (|| -> Result<Option<u64>, std::io::Error> {
+        let mut file = std::fs::File::open(path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut buf = vec![0u8; SCAN];
+        let n = file.read(&mut buf)?;
+        let buf = &buf[..n];
+        let at = (0..n.saturating_sub(3)).find(|&i| {
+            frame(&buf[i..i + 4]).is_some_and(|f| {
+                let next = i + f.length as usize;
+                next + 4 <= n && frame(&buf[next..next + 4]).is_some()
+            })
+        });
+        Ok(at.map(|i| offset + i as u64))
+    })();
+    found.ok().flatten().unwrap_or(offset)
+}
+
+/// Where the first valid frame header is in `buf`, and that frame.
+fn first_frame(buf: &[u8]) -> Option<(usize, Frame)> {
+    (0..buf.len().saturating_sub(3)).find_map(|i| frame(&buf[i..i + 4]).map(|f| (i, f)))
+}
+
+/// The frame a 4-byte header starts, if it is a valid one.
+fn frame(h: &[u8]) -> Option<Frame> {
     if h[0] != 0xff || h[1] & 0xe0 != 0xe0 {
         return None;
     }
     let version = (h[1] >> 3) & 3; // 0: 2.5, 1: reserved, 2: 2, 3: 1
     let layer = (h[1] >> 1) & 3; // 0: reserved, 1: III, 2: II, 3: I
     let index = usize::from(h[2] >> 4);
-    let sample_rate = (h[2] >> 2) & 3;
-    if version == 1 || layer == 0 || index == 0 || index == 15 || sample_rate == 3 {
+    let rate_index = usize::from((h[2] >> 2) & 3);
+    if version == 1 || layer == 0 || index == 0 || index == 15 || rate_index == 3 {
         return None;
     }
-    let table = usize::from(version != 3);
-    let layer = usize::from(3 - layer);
-    Some(u32::from(BITRATES[table][layer][index]) * 1000)
+    let padding = u32::from((h[2] >> 1) & 1);
+    let mpeg1 = version == 3;
+    let table = usize::from(!mpeg1);
+    let layer_index = usize::from(3 - layer);
+    let bitrate = u32::from(BITRATES[table][layer_index][index]) * 1000;
+    let sample_rate = SAMPLE_RATES[match version {
+        3 => 0,
+        2 => 1,
+        _ => 2,
+    }][rate_index];
+    let (samples, length) = match layer {
+        // Layer I: slots of 4 bytes.
+        3 => (384, (12 * bitrate / sample_rate + padding) * 4),
+        // Layer II.
+        2 => (1152, 144 * bitrate / sample_rate + padding),
+        // Layer III: half the samples outside MPEG-1.
+        _ if mpeg1 => (1152, 144 * bitrate / sample_rate + padding),
+        _ => (576, 72 * bitrate / sample_rate + padding),
+    };
+    Some(Frame {
+        bitrate,
+        sample_rate,
+        samples,
+        length,
+    })
 }
 
 #[cfg(test)]
@@ -133,9 +256,66 @@ mod tests {
         let bytes = [
             0xff, 0xfb, 0xf0, 0x00, 0xff, 0xfb, 0x9c, 0x00, 0xff, 0xf3, 0x80, 0x00,
         ];
-        assert_eq!(first_frame(&bytes), Some((8, 64_000)));
+        assert_eq!(
+            first_frame(&bytes).map(|(at, f)| (at, f.bitrate)),
+            Some((8, 64_000))
+        );
         let path = write("noise.mp3", &[0x12; 100]);
         assert!(matches!(probe(&path), Err(ListenError::Probe { .. })));
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// `count` MPEG-1 Layer III frames at 44.1 kHz with bitrate index `index` (9: 128 kbit/s,
+    /// 14: 320 kbit/s), unpadded: 417 and 1,044 bytes.
+    fn frames(index: u8, count: usize) -> Vec<u8> {
+        let header = [0xff, 0xfb, index << 4, 0x00];
+        let length = frame(&header).unwrap().length as usize;
+        let mut out = Vec::new();
+        for _ in 0..count {
+            out.extend(header);
+            out.resize(out.len() + length - 4, 0x55);
+        }
+        out
+    }
+
+    #[test]
+    fn the_frames_give_the_duration_and_a_variable_bitrate_its_mean() {
+        assert_eq!(frames(9, 1).len(), 417);
+        assert_eq!(frames(14, 1).len(), 1044);
+        let seconds = 100.0 * 1152.0 / 44_100.0;
+        // Constant, with an ID3v1 tag at the end.
+        let mut cbr = frames(9, 100);
+        cbr.extend(b"TAG");
+        cbr.resize(cbr.len() + 125, b' ');
+        let path = write("cbr.mp3", &cbr);
+        let found = probe(&path).unwrap();
+        assert_eq!(found.bitrate, 128_000);
+        assert!((found.duration - seconds).abs() < 1e-9, "{found:?}");
+        let _ = std::fs::remove_file(path);
+        // Variable: half the frames at 128 kbit/s, half at 320. The first frame's bitrate
+        // over the size would say 4.57 s.
+        let mut vbr = frames(9, 50);
+        vbr.extend(frames(14, 50));
+        let path = write("vbr.mp3", &vbr);
+        let found = probe(&path).unwrap();
+        assert!((found.duration - seconds).abs() < 1e-9, "{found:?}");
+        let mean = (vbr.len() as f64 * 8.0 / seconds).round() as u32;
+        assert_eq!(found.bitrate, mean);
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn a_stream_starts_at_the_next_frame() {
+        let mut bytes = b"ID3\x04\x00\x00\x00\x00\x00\x0a".to_vec();
+        bytes.extend([0u8; 10]);
+        bytes.extend(frames(9, 20));
+        let path = write("aligned.mp3", &bytes);
+        assert_eq!(frame_start(&path, 20), 20, "already a frame's start");
+        // In the middle of the fifth frame: the sixth.
+        assert_eq!(frame_start(&path, 20 + 4 * 417 + 100), 20 + 5 * 417);
+        // Past the last frame: nothing to align to.
+        let end = bytes.len() as u64 - 10;
+        assert_eq!(frame_start(&path, end), end);
         let _ = std::fs::remove_file(path);
     }
 }
