@@ -40,6 +40,7 @@ enum Command {
     SetRole(GroupId, PeerId, String, Reply<()>),
     UpdateMeta(GroupId, MetaUpdate, Reply<()>),
     Send(GroupId, Box<RawValue>, SendMode, Reply<()>),
+    SendTo(GroupId, PeerId, Box<RawValue>, Reply<()>),
     Join(PeerId, GroupId, Reply<Subscription>),
     Leave(GroupId, Reply<()>),
     Discover(PeerId, Option<u32>, Reply<Vec<GroupRow>>),
@@ -172,6 +173,20 @@ impl GroupHandle {
         let raw = serde_json::value::to_raw_value(payload)
             .map_err(|e| GroupError::Encode(e.to_string()))?;
         self.send(group, raw).await
+    }
+
+    /// As the host of `group`, sends `payload` (serialized) as a `msg` to member `peer` only;
+    /// answered once it is queued.
+    pub async fn send_json_to<T: serde::Serialize + ?Sized>(
+        &self,
+        group: GroupId,
+        peer: PeerId,
+        payload: &T,
+    ) -> Result<(), GroupError> {
+        let raw = serde_json::value::to_raw_value(payload)
+            .map_err(|e| GroupError::Encode(e.to_string()))?;
+        self.call(|tx| Command::SendTo(group, peer, raw, tx))
+            .await?
     }
 
     /// Like [`GroupHandle::send`], but answered once the message is queued (behind the ones
@@ -617,6 +632,11 @@ impl<T: GroupTransport> Manager<T> {
             }
             Command::UpdateMeta(group, update, reply) => {
                 simple!(reply, self.core.update_meta(now, &group, update));
+            }
+            Command::SendTo(group, peer, payload, reply) => {
+                let result = self.core.send_as_host_to(&group, &peer, payload);
+                let _ = self.flush(false).await;
+                let _ = reply.send(result);
             }
             Command::Invite(group, peer, reply) => match self.core.invite(now, &group, &peer) {
                 Ok(token) => {

@@ -4,7 +4,8 @@
 //! A peer is in at most one listen group, as its host or as a listener. Mends Goop²'s listen
 //! (reference `goop2-handlers.md` §3 and §7):
 //! - A newcomer gets the track, the queue and the play state as soon as it joins (Goop²'s
-//!   re-sync never ran); the end of the queue is told to listeners (they kept counting).
+//!   re-sync never ran), and only the newcomer (Goop² meant to send it to everyone); the end
+//!   of the queue is told to listeners (they kept counting).
 //! - A seek while playing keeps the track timer: auto-advance and the 5 s `sync` go on.
 //! - The audio is served to members only, from the track's audio start (the ID3 tag skipped)
 //!   at the current position, paced at the track's bitrate with a few seconds of lead instead
@@ -734,6 +735,12 @@ impl Listen {
 
     /// Sends control messages to the group, in order, in a task.
     fn broadcast(&self, group: GroupId, controls: Vec<Control>) {
+        self.send_controls(group, None, controls);
+    }
+
+    /// Sends control messages in order to every listener, or to `only` that one (a joiner
+    /// catching up: the others have the state already).
+    fn send_controls(&self, group: GroupId, only: Option<PeerId>, controls: Vec<Control>) {
         if controls.is_empty() {
             return;
         }
@@ -741,7 +748,15 @@ impl Listen {
         self.inner.tracker.spawn(async move {
             for control in controls {
                 let envelope = serde_json::json!({"group_type": LISTEN_TYPE, "listen": control});
-                if let Err(error) = groups.send_json(group.clone(), &envelope).await {
+                let sent = match &only {
+                    Some(peer) => {
+                        groups
+                            .send_json_to(group.clone(), peer.clone(), &envelope)
+                            .await
+                    }
+                    None => groups.send_json(group.clone(), &envelope).await,
+                };
+                if let Err(error) = sent {
                     tracing::debug!(%group, %error, "cannot send a listen control message");
                 }
             }
@@ -800,7 +815,7 @@ impl Listen {
             }
             player.resync(now_ms())
         };
-        self.broadcast(group.clone(), out);
+        self.send_controls(group.clone(), Some(peer.clone()), out);
     }
 
     fn left(&self, group: &GroupId, peer: &PeerId) {

@@ -365,7 +365,30 @@ impl GroupCore {
     /// Sends a message as the host to every member.
     pub fn send_as_host(&mut self, group: &GroupId, payload: Box<RawValue>, state: bool) {
         let me = self.me.clone();
-        self.relay(group, &me, payload, state);
+        self.relay(group, &me, payload, state, None);
+    }
+
+    /// Sends `payload` to one member of a hosted group only (what only that member needs,
+    /// such as the state a joiner catches up with).
+    pub fn send_as_host_to(
+        &mut self,
+        group: &GroupId,
+        peer: &PeerId,
+        payload: Box<RawValue>,
+    ) -> Result<(), GroupError> {
+        let hosted = self
+            .hosted
+            .get(group)
+            .ok_or_else(|| GroupError::UnknownGroup(group.clone()))?;
+        if !hosted.members.contains_key(peer) {
+            return Err(GroupError::NotMember {
+                group: group.clone(),
+                peer: peer.clone(),
+            });
+        }
+        let me = self.me.clone();
+        self.relay(group, &me, payload, false, Some(peer));
+        Ok(())
     }
 
     // ---- receiving ----
@@ -418,8 +441,8 @@ impl GroupCore {
                 tracing::warn!(%group, peer = %from, "message from a non-member refused");
                 self.send_error(&from, &group, ErrorCode::NotMember);
             }
-            GroupMessage::Msg(relay) => self.relay(&group, &from, relay.payload, false),
-            GroupMessage::State(relay) => self.relay(&group, &from, relay.payload, true),
+            GroupMessage::Msg(relay) => self.relay(&group, &from, relay.payload, false, None),
+            GroupMessage::State(relay) => self.relay(&group, &from, relay.payload, true, None),
             other => {
                 tracing::warn!(%group, peer = %from, kind = %other.kind(), "host-only message sent to the host; dropped");
             }
@@ -518,7 +541,15 @@ impl GroupCore {
     }
 
     /// Relays a member's (or the host's) message to every other member, with the author.
-    fn relay(&mut self, group: &GroupId, author: &PeerId, payload: Box<RawValue>, state: bool) {
+    /// Sends a message of `author` to every member but the author, or to `only` that one.
+    fn relay(
+        &mut self,
+        group: &GroupId,
+        author: &PeerId,
+        payload: Box<RawValue>,
+        state: bool,
+        only: Option<&PeerId>,
+    ) {
         let Some(hosted) = self.hosted.get(group) else {
             return;
         };
@@ -526,7 +557,7 @@ impl GroupCore {
         let recipients: Vec<(PeerId, bool)> = hosted
             .members
             .iter()
-            .filter(|(peer, _)| *peer != author)
+            .filter(|(peer, _)| *peer != author && only.is_none_or(|only| *peer == only))
             .map(|(peer, m)| (peer.clone(), m.authored))
             .collect();
         let message = |from: Option<PeerId>| {

@@ -361,6 +361,33 @@ fn relays_keep_order_author_and_go_exactly_once() {
 }
 
 #[test]
+fn a_host_can_send_to_one_member_only() {
+    let mut sim = Sim::new(&["H", "A", "B", "X"], HandlerRegistry::new());
+    let g = sim.create("H", spec("g"));
+    for p in ["A", "B"] {
+        sim.join(p, "H", &g).unwrap();
+    }
+    sim.with("H", |c, _| {
+        c.send_as_host_to(&g, &peer("B"), raw_json("{\"to\":\"B\"}"))
+    })
+    .unwrap();
+    sim.run();
+    let at_b = sim.events_of("B", GroupEventKind::Msg);
+    assert_eq!(at_b.len(), 1);
+    assert_eq!(at_b[0].from, Some(peer("H")));
+    assert_eq!(at_b[0].payload.as_ref().unwrap().get(), "{\"to\":\"B\"}");
+    assert!(sim.events_of("A", GroupEventKind::Msg).is_empty());
+    // Not to a stranger, and not in a group it does not host.
+    let stranger = sim.with("H", |c, _| c.send_as_host_to(&g, &peer("X"), raw_json("1")));
+    assert!(matches!(stranger, Err(GroupError::NotMember { .. })));
+    let other: GroupId = "0000000000000001".parse().unwrap();
+    let unknown = sim.with("H", |c, _| {
+        c.send_as_host_to(&other, &peer("A"), raw_json("1"))
+    });
+    assert!(matches!(unknown, Err(GroupError::UnknownGroup(_))));
+}
+
+#[test]
 fn full_group_refuses_but_a_member_may_rejoin() {
     let mut sim = Sim::new(&["H", "A", "B"], HandlerRegistry::new());
     let g = sim.create(
