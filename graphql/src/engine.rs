@@ -363,17 +363,16 @@ impl Source {
         }
     }
 
-    /// The rows `find` selects, filtered, ordered and paged. A federated table asks every
-    /// source at once and orders and pages the merged rows as a whole; a source that fails is
-    /// named in the response's errors, and the others' rows are still answered.
-    async fn fetch(
-        &self,
-        store: &Tables,
-        find: &Find,
-        ctx: &ResolverContext<'_>,
-    ) -> async_graphql::Result<Vec<Row>> {
+    /// The rows `find` selects, filtered, ordered and paged, with what failed on the way. A
+    /// federated table asks every source at once and orders and pages the merged rows as a
+    /// whole; a source that fails is named in the errors, and the others' rows are still
+    /// answered.
+    async fn fetch(&self, store: &Tables, find: &Find) -> Result<Fetched, String> {
         let (federated, remote) = match self {
-            Self::Local(table) => return store.find(table, find).map_err(gql_error),
+            Self::Local(table) => {
+                let rows = store.find(table, find).map_err(|e| e.to_string())?;
+                return Ok((rows, Vec::new()));
+            }
             Self::Federated(federated, remote) => (federated, remote),
         };
         // Each source gives its rows up to the end of the page; the page is cut after the
@@ -390,23 +389,17 @@ impl Source {
             async move { (peer, ask.await) }
         });
         let answers = futures::future::join_all(asks).await;
-        let mut rows = Vec::new();
+        let (mut rows, mut errors) = (Vec::new(), Vec::new());
         if federated.local {
             match store.table(&table).and_then(|t| store.find(&t, &each)) {
                 Ok(mine) => rows.extend(mine),
-                Err(error) => ctx.add_error(async_graphql::ServerError::new(
-                    format!("this peer: {error}"),
-                    None,
-                )),
+                Err(error) => errors.push(format!("this peer: {error}")),
             }
         }
         for (peer, answer) in answers {
             match answer {
                 Ok(theirs) => rows.extend(theirs),
-                Err(error) => ctx.add_error(async_graphql::ServerError::new(
-                    format!("peer {peer}: {error}"),
-                    None,
-                )),
+                Err(error) => errors.push(format!("peer {peer}: {error}")),
             }
         }
         sort_rows(&mut rows, &find.order);
@@ -417,7 +410,73 @@ impl Source {
         if let Some(limit) = find.limit {
             page.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         }
-        Ok(page)
+        Ok((page, errors))
+    }
+
+    /// [`Source::fetch`] for a resolver: the errors of failed sources go to the response.
+    async fn rows(
+        &self,
+        store: &Tables,
+        find: &Find,
+        ctx: &ResolverContext<'_>,
+    ) -> async_graphql::Result<Vec<Row>> {
+        let (rows, errors) = self.fetch(store, find).await?;
+        for error in errors {
+            ctx.add_error(async_graphql::ServerError::new(error, None));
+        }
+        Ok(rows)
+    }
+}
+
+/// Rows, and the sources that failed.
+type Fetched = (Vec<Row>, Vec<String>);
+
+/// The relationship lookups of one request, by target table and query: rows that link to the
+/// same rows (many notes of one level) share one lookup, made once even when asked for at the
+/// same time.
+#[derive(Default)]
+pub struct Lookups(std::sync::Mutex<std::collections::HashMap<String, Lookup>>);
+
+/// One shared lookup, and whether its errors were told already.
+type Lookup = (
+    futures::future::Shared<futures::future::BoxFuture<'static, Result<Fetched, String>>>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
+
+impl Lookups {
+    /// The rows of `target` that `find` selects, looked up once per request; the failed
+    /// sources are handed back to the first caller only.
+    async fn rows(
+        &self,
+        target: &Source,
+        store: &Arc<Tables>,
+        find: Find,
+    ) -> Result<Fetched, String> {
+        use futures::FutureExt as _;
+        let key = format!(
+            "{}\u{0}{}",
+            target.name(),
+            serde_json::to_string(&find).unwrap_or_default()
+        );
+        let (lookup, told) = {
+            let mut lookups = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            lookups
+                .entry(key)
+                .or_insert_with(|| {
+                    let (target, store) = (target.clone(), store.clone());
+                    let lookup = async move { target.fetch(&store, &find).await }
+                        .boxed()
+                        .shared();
+                    (lookup, Arc::default())
+                })
+                .clone()
+        };
+        let (rows, errors) = lookup.await?;
+        let first = !told.swap(true, std::sync::atomic::Ordering::Relaxed);
+        Ok((rows, if first { errors } else { Vec::new() }))
     }
 }
 
@@ -432,7 +491,7 @@ fn list_field(source: Source, store: Arc<Tables>) -> Field {
             let (store, source, columns) = (store.clone(), source.clone(), columns.clone());
             FieldFuture::new(async move {
                 let find = find_of(&ctx, &columns)?;
-                let rows = source.fetch(&store, &find, &ctx).await?;
+                let rows = source.rows(&store, &find, &ctx).await?;
                 Ok(Some(FieldValue::list(rows.into_iter().map(row_value))))
             })
         },
@@ -498,7 +557,17 @@ fn relation_field(relation: &Relationship, target: &Source, store: Arc<Tables>) 
                 }
                 let mut find = find_of(&ctx, &columns)?;
                 find.filters.push((to, Op::Eq, value));
-                let rows = target.fetch(&store, &find, &ctx).await?;
+                let rows = match ctx.data_opt::<Lookups>() {
+                    Some(lookups) => {
+                        let (rows, errors) = lookups.rows(&target, &store, find).await?;
+                        // A shared lookup names a failed source once, for the first row.
+                        for error in errors {
+                            ctx.add_error(async_graphql::ServerError::new(error, None));
+                        }
+                        rows
+                    }
+                    None => target.rows(&store, &find, &ctx).await?,
+                };
                 Ok(Some(FieldValue::list(rows.into_iter().map(row_value))))
             })
         },

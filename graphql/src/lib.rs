@@ -228,7 +228,11 @@ impl Data {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         match schema {
-            Some(schema) => schema.execute(request).await,
+            Some(schema) => {
+                schema
+                    .execute(request.data(engine::Lookups::default()))
+                    .await
+            }
             None => async_graphql::Response::from_errors(vec![async_graphql::ServerError::new(
                 UNBUILT, None,
             )]),

@@ -296,8 +296,11 @@ async fn a_federated_table_merges_every_source_and_names_the_one_that_failed() {
         run(&data, &format!(r#"mutation {{ insert_notes(object: {{slug: "{slug}", stars: {stars}}}) {{ _id }} }}"#)).await;
     }
     // Another peer's rows, as its answer to the query it was given (its own filter applied).
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
     let remote: RemoteQuery = Arc::new(
-        |peer: String, _group: String, table: String, find: Find| {
+        move |peer: String, _group: String, table: String, find: Find| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Box::pin(async move {
                 if peer == "peer-down" {
                     return Err("no answer in time".to_owned());
@@ -446,5 +449,22 @@ async fn a_federated_table_merges_every_source_and_names_the_one_that_failed() {
             {"label": "poor", "notes": [{"slug": "t2", "_owner": "peer-them"}]}
         ]),
         "{out}"
+    );
+    // The same lookup twice in a request (two fields, or two rows linking to the same rows)
+    // asks the other peer once.
+    let before = asked.load(std::sync::atomic::Ordering::Relaxed);
+    let out = run(
+        &data,
+        r#"{ levels(where: {stars_lte: 4}) { a: notes { slug } b: notes { slug } } }"#,
+    )
+    .await;
+    assert_eq!(
+        out["data"]["levels"][1]["a"], out["data"]["levels"][1]["b"],
+        "{out}"
+    );
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::Relaxed) - before,
+        2,
+        "one lookup per level"
     );
 }
