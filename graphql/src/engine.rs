@@ -21,6 +21,10 @@ use crate::DataError;
 use crate::model::{ColumnType, Relationship, Table};
 use crate::store::{Find, Op, Row, SYSTEM_COLUMNS, Tables};
 
+/// The deepest query taken: relationships can nest without end (`notes { levels { notes
+/// ... } }`), each level asking other peers again; a client's introspection query is 13 deep.
+pub const MAX_DEPTH: usize = 16;
+
 /// The GraphQL type name of a table: characters outside `[A-Za-z0-9_]` become `_`.
 fn type_name(table: &str) -> String {
     table
@@ -255,6 +259,7 @@ pub fn build(
         builder = builder.register(mutation);
     }
     builder
+        .limit_depth(MAX_DEPTH)
         .finish()
         .map(Some)
         .map_err(|e| DataError::InvalidSchema(e.to_string()))

@@ -467,4 +467,30 @@ async fn a_federated_table_merges_every_source_and_names_the_one_that_failed() {
         2,
         "one lookup per level"
     );
+    // Nested without end, a query is refused before it asks anyone.
+    let before = asked.load(std::sync::atomic::Ordering::Relaxed);
+    let mut deep = "slug".to_owned();
+    for i in 0..graphql::engine::MAX_DEPTH {
+        deep = if i % 2 == 0 {
+            format!("levels {{ label notes {{ {deep} }} }}")
+        } else {
+            format!("slug {deep}")
+        };
+    }
+    let out = run(&data, &format!("{{ notes {{ {deep} }} }}")).await;
+    assert!(
+        out["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nested too deep"),
+        "{out}"
+    );
+    assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), before);
+    // Introspection, as GraphQL clients send it, still passes.
+    let out = run(
+        &data,
+        "{ __schema { types { name fields { name type { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name } } } } } } } } }",
+    )
+    .await;
+    assert!(out.get("errors").is_none(), "{out}");
 }
