@@ -356,16 +356,19 @@ enum Source {
 }
 
 impl Source {
-    fn name(&self) -> &str {
+    /// The table as served: this peer's, or the columns the federation shares.
+    fn table(&self) -> &Table {
         match self {
-            Self::Local(table) | Self::Federated(Federated { table, .. }, _) => &table.name,
+            Self::Local(table) | Self::Federated(Federated { table, .. }, _) => table,
         }
     }
 
+    fn name(&self) -> &str {
+        &self.table().name
+    }
+
     fn columns(&self) -> Vec<(String, ColumnType)> {
-        match self {
-            Self::Local(table) | Self::Federated(Federated { table, .. }, _) => all_columns(table),
-        }
+        all_columns(self.table())
     }
 
     /// The rows `find` selects, filtered, ordered and paged, with what failed on the way. A
