@@ -4,7 +4,7 @@
 //! - [`store`]: the tables in the peer's SQLite database (`data_<name>`, with `_id`, `_owner`,
 //!   `_created_at`, `_updated_at`), every value bound as a parameter.
 //! - [`engine`]: the GraphQL schema of the tables marked `context: true`, rebuilt whenever a
-//!   table is created or deleted.
+//!   table is created, changed or deleted.
 //!
 //! The federation of tables across peers (the `data-federation` group type) lives in the node,
 //! which knows the network: it hands [`Data::federate`] the shared tables and a way to ask a
@@ -69,7 +69,7 @@ pub struct Data {
     engine: Arc<RwLock<Option<async_graphql::dynamic::Schema>>>,
     /// The tables other peers contribute, the relationships offered, and how to ask them.
     federation: Arc<RwLock<Federation>>,
-    /// Told after a table is created or deleted.
+    /// Told after a table is created, changed or deleted.
     on_change: Arc<RwLock<Option<ChangeHook>>>,
 }
 
@@ -121,13 +121,24 @@ impl Data {
         self.changed()
     }
 
+    /// Changes a table's settings (see [`Tables::update_schema`]) and serves it accordingly.
+    pub fn update_table(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut Table),
+    ) -> Result<Table, DataError> {
+        let table = self.tables.update_schema(name, change)?;
+        self.changed()?;
+        Ok(table)
+    }
+
     /// Deletes a table and its rows.
     pub fn drop_table(&self, name: &str) -> Result<(), DataError> {
         self.tables.drop_table(name)?;
         self.changed()
     }
 
-    /// Has `hook` called after each table created or deleted (the federation, whose merge
+    /// Has `hook` called after each table created, changed or deleted (the federation, whose merge
     /// depends on this peer's tables), in place of any earlier hook.
     pub fn on_tables_changed(&self, hook: impl Fn() + Send + Sync + 'static) {
         *self

@@ -25,6 +25,19 @@ pub const SYSTEM_COLUMNS: [(&str, ColumnType); 4] = [
     ("_updated_at", ColumnType::Datetime),
 ];
 
+/// The stored schema of table `name`.
+fn schema_of(conn: &Connection, name: &str) -> Result<Table, DataError> {
+    let text: Option<String> = conn
+        .query_row(
+            "SELECT schema FROM data_schemas WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let text = text.ok_or_else(|| DataError::UnknownTable(name.to_owned()))?;
+    serde_json::from_str(&text).map_err(|e| DataError::InvalidSchema(e.to_string()))
+}
+
 /// The names of a table's key columns.
 fn key_columns(table: &Table) -> Vec<&str> {
     table
@@ -254,16 +267,7 @@ impl Tables {
 
     /// The schema of one table.
     pub fn table(&self, name: &str) -> Result<Table, DataError> {
-        let text: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT schema FROM data_schemas WHERE name = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let text = text.ok_or_else(|| DataError::UnknownTable(name.to_owned()))?;
-        serde_json::from_str(&text).map_err(|e| DataError::InvalidSchema(e.to_string()))
+        schema_of(&self.conn(), name)
     }
 
     /// Creates a table.
@@ -313,6 +317,34 @@ impl Tables {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Changes what a table's schema says beyond its columns (whether it is served, its
+    /// policies and roles), as `change` does it; the columns and the rows stay. The new schema.
+    pub fn update_schema(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut Table),
+    ) -> Result<Table, DataError> {
+        // One connection lock around the read and the write: two changes cannot cross.
+        let conn = self.conn();
+        let mut table = schema_of(&conn, name)?;
+        let shape = |t: &Table| (t.name.clone(), t.columns.clone(), t.system_key);
+        let before = shape(&table);
+        change(&mut table);
+        if shape(&table) != before {
+            return Err(DataError::InvalidSchema(
+                "a table's name, columns and key cannot change".into(),
+            ));
+        }
+        table.validate()?;
+        let schema =
+            serde_json::to_string(&table).map_err(|e| DataError::InvalidSchema(e.to_string()))?;
+        conn.execute(
+            "UPDATE data_schemas SET schema = ?2 WHERE name = ?1",
+            [name, &schema],
+        )?;
+        Ok(table)
     }
 
     /// Deletes a table with its rows.

@@ -336,9 +336,9 @@ impl Federation {
         });
     }
 
-    /// A table of this peer was created or deleted (on a blocking thread): what it offers
-    /// follows its tables (a deleted table is withdrawn, a recreated one offered with its new
-    /// columns), and the merge is done again with them.
+    /// A table of this peer was created, changed or deleted (on a blocking thread): what it
+    /// offers follows its tables (a deleted table, or one no longer served or made local, is
+    /// withdrawn; a changed one is offered again as it is now), and the merge is done again.
     fn tables_changed(&self) {
         let current: Vec<Table> = self
             .inner

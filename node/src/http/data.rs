@@ -62,6 +62,55 @@ pub(crate) struct NameBody {
     name: String,
 }
 
+/// What `/api/data/tables/update` may change; what is left out stays.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateBody {
+    name: String,
+    context: Option<bool>,
+    /// `null` takes the defaults again.
+    #[serde(default, with = "serde_with_null")]
+    access: Option<Option<graphql::model::Access>>,
+    roles: Option<std::collections::BTreeMap<String, graphql::model::RoleRights>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
+mod serde_with_null {
+    use serde::{Deserialize, Deserializer};
+
+    pub(crate) fn deserialize<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+/// `POST /api/data/tables/update {name, context?, access?, roles?}`: changes whether a table
+/// is served and what other peers may do with it; its columns and rows stay.
+pub(crate) async fn update_table(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<UpdateBody>,
+) -> Result<Json<Table>, ApiError> {
+    let data = state.data.clone();
+    let table = blocking(move || {
+        data.update_table(&body.name, |table| {
+            if let Some(context) = body.context {
+                table.context = context;
+            }
+            if let Some(access) = body.access {
+                table.access = access;
+            }
+            if let Some(roles) = body.roles {
+                table.roles = roles;
+            }
+        })
+    })
+    .await?;
+    Ok(Json(table))
+}
+
 /// `POST /api/data/tables/delete {name}`: deletes a table and its rows.
 pub(crate) async fn delete_table(
     State(state): State<AppState>,

@@ -165,6 +165,7 @@ pub(crate) fn router(state: AppState, max_message_bytes: usize, tasks: &TaskTrac
             get(data::tables).post(data::create_table),
         )
         .route("/api/data/tables/delete", post(data::delete_table))
+        .route("/api/data/tables/update", post(data::update_table))
         .route("/api/datafed/groups", get(datafed::groups))
         .route("/api/datafed/offer", post(datafed::offer))
         .route("/api/datafed/withdraw", post(datafed::withdraw))

@@ -74,6 +74,54 @@ async fn a_table_is_created_filled_and_queried_over_http() {
         404,
         "not_found",
     );
+
+    // Settings change, columns and rows stay: out of context it is not served, back in it is.
+    let update = |body: Value| {
+        let api = api.clone();
+        async move { post(&api, "/api/data/tables/update", &body.to_string()).await }
+    };
+    let updated = ok(&update(json!({"name": "notes", "context": false})).await);
+    assert_eq!(updated["context"], false, "{updated}");
+    assert_eq!(updated["columns"].as_array().unwrap().len(), 3);
+    let out = graphql("{ notes { slug } }").await;
+    assert!(out["errors"].is_array(), "{out}");
+    let updated = ok(&update(
+        json!({"name": "notes", "context": true, "access": {"read": "owner"}, "roles": {"editor": {"read": true}}}),
+    )
+    .await);
+    assert_eq!(updated["access"], json!({"read": "owner"}), "{updated}");
+    let out = graphql("{ notes(order_by: {slug: asc}) { slug } }").await;
+    assert_eq!(
+        out["data"]["notes"],
+        json!([{"slug": "a"}, {"slug": "b"}, {"slug": "c"}]),
+        "{out}"
+    );
+    // `null` takes the defaults back; what is left out stays.
+    let updated = ok(&update(json!({"name": "notes", "access": null})).await);
+    assert_eq!(updated.get("access"), None, "{updated}");
+    assert_eq!(
+        updated["roles"],
+        json!({"editor": {"read": true, "insert": false, "update": false, "delete": false}})
+    );
+    assert_eq!(ok(&get(api, "/api/data/tables").await)[0], updated);
+    // Bad changes change nothing.
+    for (bad, status, code) in [
+        (
+            json!({"name": "notes", "access": {"read": "everyone"}}),
+            400,
+            "invalid_json",
+        ),
+        (json!({"name": "notes", "columns": []}), 400, "invalid_json"),
+        (
+            json!({"name": "notes", "roles": {"": {"read": true}}}),
+            400,
+            "invalid_request",
+        ),
+        (json!({"name": "nope", "context": true}), 404, "not_found"),
+    ] {
+        assert_error(&update(bad.clone()).await, status, code);
+    }
+    assert_eq!(ok(&get(api, "/api/data/tables").await)[0], updated);
     ok(&post(api, "/api/data/tables/delete", r#"{"name":"notes"}"#).await);
     let gone = graphql("{ notes { slug } }").await;
     assert_eq!(gone["data"], Value::Null, "{gone}");

@@ -277,6 +277,25 @@ async fn each_peer_answers_only_what_its_read_policies_allow() {
     })
     .await;
 
+    // Made local afterwards, `board` leaves the federation by itself; `diary` stays.
+    let local = json!({"name": "board", "access": {"read": "local"}});
+    ok(&post(
+        &host.ready.api,
+        "/api/data/tables/update",
+        &local.to_string(),
+    )
+    .await);
+    let body = json!({"group_id": group}).to_string();
+    until(15, "the member no longer sees board offered", async || {
+        let contributions = ok(&post(&member.ready.api, "/api/datafed/contributions", &body).await);
+        let names: Vec<&str> = contributions[0]["tables"]
+            .as_array()
+            .map(|t| t.iter().filter_map(|t| t["name"].as_str()).collect())
+            .unwrap_or_default();
+        names == ["diary"]
+    })
+    .await;
+
     // Bad policies are refused when the table is created.
     let bad = json!({"name": "t", "columns": slug, "access": {"read": "everyone"}});
     let answer = post(&host.ready.api, "/api/data/tables", &bad.to_string()).await;
