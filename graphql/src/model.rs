@@ -153,6 +153,26 @@ pub enum Operation {
     Delete,
 }
 
+/// Which rows another peer may do an operation on, once its policy lets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Any row.
+    All,
+    /// Only the rows it owns (`_owner` is its peer id).
+    Own,
+}
+
+impl Operation {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Insert => "insert into",
+            Self::Update => "update",
+            Self::Delete => "delete from",
+        }
+    }
+}
+
 /// What one role may do with a table's rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleRights {
@@ -353,6 +373,31 @@ impl Table {
             Operation::Read => Policy::Open,
             Operation::Insert | Operation::Update | Operation::Delete => Policy::Owner,
         })
+    }
+
+    /// What another peer, of role `role` in the group it asks through, may do with `op`:
+    /// Goop²'s rules (reference `goop2-handlers.md` §4.1). Reading: `open` every row, `owner`
+    /// its own rows, `group` every row if the role may. Inserting: `open` or a role that may
+    /// (rows it inserts are its own). Updating and deleting: `open` any row, `group` its own
+    /// rows if the role may. `local`, and `owner` for writes, refuse; so does a role that may
+    /// not. The error says why.
+    pub fn scope(&self, op: Operation, role: &str) -> Result<Scope, String> {
+        let denied = |why: String| {
+            Err(format!(
+                "access denied: {why} may not {} table {:?}",
+                op.verb(),
+                self.name
+            ))
+        };
+        match (self.policy(op), op) {
+            (Policy::Local, _) => denied("another peer".into()),
+            (Policy::Open, _) => Ok(Scope::All),
+            (Policy::Owner, Operation::Read) => Ok(Scope::Own),
+            (Policy::Owner, _) => denied("another peer".into()),
+            (Policy::Group, _) if !self.role_can(role, op) => denied(format!("role {role:?}")),
+            (Policy::Group, Operation::Read | Operation::Insert) => Ok(Scope::All),
+            (Policy::Group, Operation::Update | Operation::Delete) => Ok(Scope::Own),
+        }
     }
 
     /// Whether a peer of role `role` may do `op` under a `group` policy: `owner` always, a

@@ -268,6 +268,47 @@ fn access_policies_parse_take_defaults_and_grant_by_role() {
             .contains("unknown access policy \"everyone\""),
         "{unknown}"
     );
+    // What another peer may do, as Goop² decides it.
+    use graphql::model::Scope;
+    let plain_read = plain.scope(Operation::Read, "viewer");
+    assert_eq!(plain_read, Ok(Scope::All), "open to read by default");
+    for op in [Operation::Insert, Operation::Update, Operation::Delete] {
+        let refused = plain.scope(op, "owner").unwrap_err();
+        assert!(
+            refused.starts_with("access denied: another peer"),
+            "{refused}"
+        );
+    }
+    assert_eq!(guarded.scope(Operation::Read, "editor"), Ok(Scope::All));
+    assert_eq!(
+        guarded.scope(Operation::Read, "viewer"),
+        Err(r#"access denied: role "viewer" may not read table "t""#.into())
+    );
+    assert_eq!(
+        guarded.scope(Operation::Update, "editor"),
+        Err(r#"access denied: another peer may not update table "t""#.into()),
+        "update is owner here"
+    );
+    assert!(
+        guarded.scope(Operation::Delete, "owner").is_err(),
+        "delete is local"
+    );
+    let shared = table(json!({
+        "name": "s", "columns": [{"name": "a", "type": "text", "key": true}],
+        "access": {"read": "owner", "insert": "group", "update": "group", "delete": "open"},
+        "roles": {"writer": {"insert": true, "update": true}}
+    }));
+    assert_eq!(shared.scope(Operation::Read, "anyone"), Ok(Scope::Own));
+    assert_eq!(shared.scope(Operation::Insert, "writer"), Ok(Scope::All));
+    assert!(shared.scope(Operation::Insert, "reader").is_err());
+    assert_eq!(
+        shared.scope(Operation::Update, "writer"),
+        Ok(Scope::Own),
+        "own rows only"
+    );
+    assert_eq!(shared.scope(Operation::Update, "owner"), Ok(Scope::Own));
+    assert_eq!(shared.scope(Operation::Delete, "anyone"), Ok(Scope::All));
+
     let nameless = table(json!({
         "name": "t", "columns": [{"name": "a", "type": "text", "key": true}],
         "roles": {"": {"read": true}}

@@ -4,14 +4,14 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use graphql::{Relationship, Table};
+use graphql::{Relationship, Row, Table};
 use proto::PeerId;
 use serde::{Deserialize, Serialize};
 
 use super::api::JsonBody;
 use super::groups::group_id;
 use super::{ApiError, AppState};
-use crate::federation::FederationError;
+use crate::federation::{FederationError, Refusal, Write};
 
 impl From<FederationError> for ApiError {
     fn from(error: FederationError) -> Self {
@@ -20,6 +20,12 @@ impl From<FederationError> for ApiError {
             FederationError::NoTables(_) => (StatusCode::BAD_REQUEST, "no_tables"),
             FederationError::LocalTables(_) => (StatusCode::BAD_REQUEST, "local_table"),
             FederationError::BadRelationship(_) => (StatusCode::BAD_REQUEST, "bad_relationship"),
+            FederationError::Refused(refusal) => match refusal {
+                Refusal::Denied(_) => (StatusCode::FORBIDDEN, "access_denied"),
+                Refusal::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+                Refusal::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            },
+            FederationError::Unreachable(_) => (StatusCode::BAD_GATEWAY, "unreachable"),
             FederationError::Group(e) => {
                 return super::groups::failed(StatusCode::INTERNAL_SERVER_ERROR, "datafed", e);
             }
@@ -138,4 +144,97 @@ pub(crate) async fn contributions(
             })
             .collect(),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WriteBody {
+    group_id: Option<String>,
+    peer_id: Option<String>,
+    table: Option<String>,
+    /// The values to insert, or to set on an update.
+    object: Option<graphql::Row>,
+    /// The row to update or delete.
+    #[serde(rename = "_id")]
+    id: Option<i64>,
+}
+
+/// The parts every write names: the group, the peer whose table it is, the table.
+fn write_target(body: &WriteBody) -> Result<(proto::GroupId, PeerId, String), ApiError> {
+    let group = group_id(body.group_id.clone(), "group_id required")?;
+    let peer = body
+        .peer_id
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("bad_request", "peer_id required"))?
+        .parse::<PeerId>()
+        .map_err(|e| ApiError::bad_request("invalid_peer_id", e.to_string()))?;
+    groups::net::proto_to_peer(&peer)
+        .map_err(|e| ApiError::bad_request("invalid_peer_id", e.to_string()))?;
+    let table = body
+        .table
+        .clone()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::bad_request("bad_request", "table required"))?;
+    Ok((group, peer, table))
+}
+
+fn required<T>(value: Option<T>, what: &'static str) -> Result<T, ApiError> {
+    value.ok_or_else(|| ApiError::bad_request("bad_request", what))
+}
+
+/// Runs a write and answers the row written.
+async fn write_one(state: &AppState, body: WriteBody, write: Write) -> Result<Json<Row>, ApiError> {
+    let (group, peer, table) = write_target(&body)?;
+    let (rows, _) = state.federation.write(group, &peer, table, write).await?;
+    rows.into_iter().next().map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "unreachable",
+            format!("peer {peer} answered no row"),
+        )
+    })
+}
+
+/// `POST /api/datafed/insert {group_id, peer_id, table, object}`: adds a row to a table a
+/// peer offers to the group, as that table's insert policy allows; the row is the asking
+/// peer's (`_owner`). The stored row.
+pub(crate) async fn insert(
+    State(state): State<AppState>,
+    JsonBody(mut body): JsonBody<WriteBody>,
+) -> Result<Json<Row>, ApiError> {
+    let object = required(body.object.take(), "object required")?;
+    write_one(&state, body, Write::Insert(object)).await
+}
+
+/// `POST /api/datafed/update {group_id, peer_id, table, _id, object}`: sets columns of a row,
+/// as the table's update policy allows (outside `open`, only a row the asking peer owns).
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    JsonBody(mut body): JsonBody<WriteBody>,
+) -> Result<Json<Row>, ApiError> {
+    let set = required(body.object.take(), "object required")?;
+    let id = required(body.id, "_id required")?;
+    write_one(&state, body, Write::Update(id, set)).await
+}
+
+#[derive(Serialize)]
+pub(crate) struct Deleted {
+    affected_rows: usize,
+}
+
+/// `POST /api/datafed/delete {group_id, peer_id, table, _id}`: deletes a row, as the table's
+/// delete policy allows (outside `open`, only a row the asking peer owns).
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<WriteBody>,
+) -> Result<Json<Deleted>, ApiError> {
+    let id = required(body.id, "_id required")?;
+    let (group, peer, table) = write_target(&body)?;
+    let (_, affected) = state
+        .federation
+        .write(group, &peer, table, Write::Delete(id))
+        .await?;
+    Ok(Json(Deleted {
+        affected_rows: affected.unwrap_or(0),
+    }))
 }

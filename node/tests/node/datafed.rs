@@ -382,3 +382,133 @@ async fn offers_come_back_after_the_host_or_a_member_is_killed_and_restarted() {
         json!([{"slug": "m1", "_owner": m}])
     );
 }
+
+#[tokio::test]
+async fn writes_to_another_peers_table_follow_its_policies() {
+    let (host, member, group) = federation_of_two().await;
+    let (h, m) = (host.ready.peer_id.as_str(), member.ready.peer_id.as_str());
+    // Anyone in the group may sign the guestbook and read back only their own entries;
+    // a viewer may edit its own entries but not delete them. Notices are the host's alone.
+    let columns = json!([{"name": "slug", "type": "text", "key": true}, {"name": "text", "type": "text", "required": true}]);
+    table_with_rows(
+        &host,
+        json!({"name": "guestbook", "context": true, "columns": columns,
+               "access": {"read": "owner", "insert": "open", "update": "group", "delete": "group"},
+               "roles": {"viewer": {"update": true}}}),
+        &[],
+    )
+    .await;
+    table_with_rows(
+        &host,
+        json!({"name": "notices", "context": true, "columns": [{"name": "slug", "type": "text", "key": true}]}),
+        &["n1"],
+    )
+    .await;
+    let insert = "mutation { insert_guestbook(object: {slug: \"by-host\", text: \"hi\"}) { _id } }";
+    assert!(graphql(&host, insert).await.get("errors").is_none());
+    let offer = json!({"group_id": group, "tables": ["guestbook", "notices"]}).to_string();
+    ok(&post(&host.ready.api, "/api/datafed/offer", &offer).await);
+    let write = |route: &'static str, body: Value| {
+        let api = member.ready.api.clone();
+        async move { post(&api, route, &body.to_string()).await }
+    };
+    let target = |extra: Value| {
+        let mut body = json!({"group_id": group, "peer_id": h, "table": "guestbook"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+
+    // Inserted on the host, owned by the member, and read back by it alone.
+    let row = ok(&write(
+        "/api/datafed/insert",
+        target(json!({"object": {"slug": "by-member", "text": "hello"}})),
+    )
+    .await);
+    assert_eq!(
+        (row["slug"].as_str(), row["_owner"].as_str()),
+        (Some("by-member"), Some(m))
+    );
+    let mine = row["_id"].as_i64().unwrap();
+    until(15, "the member reads its own entry only", async || {
+        graphql(&member, "{ guestbook { slug _owner } }").await["data"]["guestbook"]
+            == json!([{"slug": "by-member", "_owner": m}])
+    })
+    .await;
+    let all = graphql(&host, "{ guestbook(order_by: {slug: asc}) { slug } }").await;
+    assert_eq!(
+        all["data"]["guestbook"],
+        json!([{"slug": "by-host"}, {"slug": "by-member"}]),
+        "{all}"
+    );
+
+    // Its own entry it may edit, not the host's; deleting is not a viewer's.
+    let edited = ok(&write(
+        "/api/datafed/update",
+        target(json!({"_id": mine, "object": {"text": "hello again"}})),
+    )
+    .await);
+    assert_eq!(edited["text"], "hello again");
+    assert_error(
+        &write(
+            "/api/datafed/update",
+            target(json!({"_id": 1, "object": {"text": "mine now"}})),
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &write("/api/datafed/delete", target(json!({"_id": mine}))).await,
+        403,
+        "access_denied",
+    );
+    // Notices take no insert from others (the default policy).
+    let notice =
+        json!({"group_id": group, "peer_id": h, "table": "notices", "object": {"slug": "n2"}});
+    assert_error(
+        &write("/api/datafed/insert", notice).await,
+        403,
+        "access_denied",
+    );
+    // The table's own rules hold: a required column.
+    assert_error(
+        &write(
+            "/api/datafed/insert",
+            target(json!({"object": {"slug": "no-text"}})),
+        )
+        .await,
+        400,
+        "invalid_request",
+    );
+    // The host may do anything with its own table, through the same route.
+    let deleted = ok(&post(
+        &host.ready.api,
+        "/api/datafed/delete",
+        &json!({"group_id": group, "peer_id": h, "table": "guestbook", "_id": mine}).to_string(),
+    )
+    .await);
+    assert_eq!(deleted["affected_rows"], 1);
+
+    // Bad requests change nothing.
+    for (body, code) in [
+        (target(json!({})), "bad_request"),
+        (
+            target(json!({"object": {"slug": "x", "text": "y"}, "extra": 1})),
+            "invalid_json",
+        ),
+        (
+            json!({"group_id": group, "peer_id": "nobody", "table": "guestbook", "object": {}}),
+            "invalid_peer_id",
+        ),
+    ] {
+        assert_error(&write("/api/datafed/insert", body).await, 400, code);
+    }
+    let all = graphql(&host, "{ guestbook { slug } }").await;
+    assert_eq!(
+        all["data"]["guestbook"],
+        json!([{"slug": "by-host"}]),
+        "{all}"
+    );
+}
