@@ -37,6 +37,22 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::cmd_job::ClusterCommand,
     },
+    /// Run a GraphQL query or mutation on a node and print the answer as JSON.
+    ///
+    /// The node serves its own tables in context, and the tables of the data federations it
+    /// is in, merged from every peer that offers them. Exit status 0 when the answer has no
+    /// errors, 1 when it has some (a peer that did not answer, a bad field; `data` holds what
+    /// was answered), 2 when the request could not be made.
+    ///
+    /// Example: goop graphql '{ notes(order_by: {stars: desc}, limit: 5) { slug stars _owner } }'
+    Graphql {
+        /// Where the node's API is.
+        #[command(flatten)]
+        api: crate::cmd_job::ApiArgs,
+        /// The request.
+        #[command(flatten)]
+        args: crate::cmd_graphql::GraphqlArgs,
+    },
     /// Run a peer: the libp2p node, the MQ bus and the local HTTP API.
     Node(crate::cmd_node::NodeArgs),
     /// Run a peer that joins a cluster as a worker and runs its jobs through an executor.
@@ -57,6 +73,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Job { api, command } => crate::cmd_job::run_job(&api, command),
         Command::Cluster { api, command } => crate::cmd_job::run_cluster(&api, command),
+        Command::Graphql { api, args } => crate::cmd_graphql::run(&api, args),
         Command::Node(args) => crate::cmd_node::run(&args),
         Command::Worker(args) => crate::cmd_node::run_worker(&args),
         Command::Executor(args) => crate::cmd_executor::run(args),

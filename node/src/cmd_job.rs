@@ -26,7 +26,7 @@ pub struct ApiArgs {
 }
 
 impl ApiArgs {
-    fn client(&self) -> ApiClient {
+    pub(crate) fn client(&self) -> ApiClient {
         ApiClient::new(&self.api, self.api_token.clone())
     }
 }
@@ -162,7 +162,7 @@ pub enum ClusterCommand {
     },
 }
 
-fn fail(error: impl std::fmt::Display) -> ExitCode {
+pub(crate) fn fail(error: impl std::fmt::Display) -> ExitCode {
     eprintln!("goop: {error}");
     ExitCode::from(2)
 }

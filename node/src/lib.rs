@@ -5,6 +5,7 @@ pub mod client;
 mod cluster;
 mod cmd_demo;
 mod cmd_executor;
+mod cmd_graphql;
 mod cmd_job;
 pub mod cmd_node;
 mod federation;

@@ -21,7 +21,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use super::support::{
-    Answer, Peer, get, goop_with, post, post_large, spawn_ready, stderr_log_path, temp_dir, until,
+    Answer, Peer, cli_any, get, goop_with, post, post_large, spawn_ready, stderr_log_path,
+    temp_dir, until,
 };
 
 /// Quick liveness, so a killed peer is noticed within seconds.
@@ -1200,30 +1201,6 @@ async fn cli(api: &str, args: &[&str]) -> (i32, String) {
     let (code, stdout, stderr) = cli_any(api, args).await;
     assert_eq!(code, 0, "goop {args:?} failed: {stdout}{stderr}");
     (code, stdout)
-}
-
-/// Runs `goop <args>` against `api`: exit status, stdout, stderr.
-async fn cli_any(api: &str, args: &[&str]) -> (i32, String, String) {
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_goop"))
-            .args(args)
-            .arg("--api")
-            .arg(format!("http://{api}"))
-            .env_remove("GOOP_API_TOKEN")
-            .env_remove("GOOP_API")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("goop {args:?} did not finish"))
-    .expect("run goop");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[tokio::test]

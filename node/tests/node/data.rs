@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::support::{assert_error, get, ok, post, start};
+use super::support::{assert_error, cli_any, get, ok, post, start, temp_dir};
 
 #[tokio::test]
 async fn a_table_is_created_filled_and_queried_over_http() {
@@ -176,4 +176,50 @@ async fn the_schema_preview_prints_what_the_engine_serves_and_creates_nothing() 
         400,
         "invalid_request",
     );
+}
+
+#[tokio::test]
+async fn goop_graphql_prints_the_answer_and_says_whether_it_has_errors() {
+    let peer = start(&[]).await;
+    let api = peer.ready.api.as_str();
+    let table = json!({"name": "notes", "context": true,
+        "columns": [{"name": "slug", "type": "text", "key": true}, {"name": "stars", "type": "integer"}]});
+    ok(&post(api, "/api/data/tables", &table.to_string()).await);
+    let insert = r#"mutation Add($slug: String!) { insert_notes(object: {slug: $slug, stars: 4}) { slug } }"#;
+    let (code, out, err) =
+        cli_any(api, &["graphql", insert, "--variables", r#"{"slug": "a"}"#]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer, json!({"data": {"insert_notes": {"slug": "a"}}}));
+
+    // From a file; a field that does not exist is an error in the answer: exit 1.
+    let dir = temp_dir("graphql-cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("query.graphql");
+    std::fs::write(&file, "{ notes { slug stars } }").unwrap();
+    let (code, out, _) = cli_any(api, &["graphql", "-f", &file.to_string_lossy()]).await;
+    assert_eq!(code, 0);
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["data"]["notes"], json!([{"slug": "a", "stars": 4}]));
+    let (code, out, _) = cli_any(api, &["graphql", "{ notes { nothing } }"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("nothing"), "{out}");
+
+    // What cannot be sent: exit 2, with the reason.
+    for (args, reason) in [
+        (vec!["graphql"], "give a query"),
+        (
+            vec!["graphql", "{ notes { slug } }", "--variables", "[1]"],
+            "must be a JSON object",
+        ),
+        (
+            vec!["graphql", "-f", "/nonexistent/query"],
+            "cannot read the query",
+        ),
+    ] {
+        let (code, _, err) = cli_any(api, &args).await;
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.contains(reason), "{args:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

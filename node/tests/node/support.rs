@@ -385,3 +385,27 @@ pub(crate) async fn restart_killed(peer: Peer, extra: &[&str]) -> Peer {
     args.extend_from_slice(extra);
     start_in(data_dir, &args).await
 }
+
+/// Runs `goop <args>` against `api`: exit status, stdout, stderr.
+pub(crate) async fn cli_any(api: &str, args: &[&str]) -> (i32, String, String) {
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_goop"))
+            .args(args)
+            .arg("--api")
+            .arg(format!("http://{api}"))
+            .env_remove("GOOP_API_TOKEN")
+            .env_remove("GOOP_API")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("goop {args:?} did not finish"))
+    .expect("run goop");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
