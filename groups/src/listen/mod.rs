@@ -601,7 +601,7 @@ impl Listen {
             .ok_or_else(|| "no track".to_owned())?;
         let header = format!("OK mp3 {} {:.2}\n", track.bitrate, track.duration);
         let bytes_per_second = f64::from(track.bitrate) / 8.0;
-        let offset = probe.audio_offset + (state.position * bytes_per_second) as u64;
+        let offset = probe.offset_at(state.position);
         Ok((
             header,
             Source {

@@ -2,7 +2,9 @@
 //! long it lasts and at what bitrate. The frames are walked from the first to the last, so a
 //! variable-bitrate file gets its true duration and its mean bitrate (Goop² took the first
 //! frame's bitrate for the whole file). A file whose frames cannot be walked to (nearly) its
-//! end is taken as constant-bitrate from its first frame.
+//! end is taken as constant-bitrate from its first frame. A position is placed in the file by
+//! the Xing table of contents a variable-bitrate encoder writes in the first frame, when there
+//! is one.
 
 use std::io::{BufReader, Read as _, Seek as _, SeekFrom};
 use std::path::Path;
@@ -18,6 +20,36 @@ pub struct Probe {
     pub bitrate: u32,
     /// Seconds: the frames' samples over their sample rate.
     pub duration: f64,
+    /// The byte positions of each percent of the duration, in 256ths of `toc_bytes`, from a
+    /// Xing header (what variable-bitrate encoders write in the first frame).
+    pub toc: Option<[u8; 100]>,
+    /// The audio bytes the table of contents counts.
+    pub toc_bytes: u64,
+}
+
+impl Probe {
+    /// Where the audio `position` seconds in starts, near enough: by the Xing table of
+    /// contents when the file has one (interpolated between two percents), else by the
+    /// bitrate. A stream starts at the next frame from there ([`frame_start`]).
+    pub fn offset_at(&self, position: f64) -> u64 {
+        let position = position.clamp(0.0, self.duration.max(0.0));
+        let into = match self.toc {
+            Some(toc) if self.duration > 0.0 && self.toc_bytes > 0 => {
+                let percent = (position / self.duration * 100.0).clamp(0.0, 99.999);
+                let at = percent.floor() as usize;
+                let here = f64::from(toc[at]);
+                let next = if at == 99 {
+                    256.0
+                } else {
+                    f64::from(toc[at + 1])
+                };
+                let share = (here + (next - here) * percent.fract()) / 256.0;
+                (share * self.toc_bytes as f64) as u64
+            }
+            _ => (position * f64::from(self.bitrate) / 8.0) as u64,
+        };
+        self.audio_offset + into
+    }
 }
 
 /// Bytes scanned for the first frame after the tag, or for a frame to start a stream at.
@@ -96,6 +128,7 @@ pub fn probe(path: &Path) -> Result<Probe, ListenError> {
     })?;
     let audio_offset = offset + at as u64;
     let audio_bytes = size.saturating_sub(audio_offset);
+    let xing = xing(&buf[at..n]);
     let walk = walk(&mut file, audio_offset).map_err(io)?;
     // Walked to (nearly) the end: what the frames say. Otherwise (a damaged or odd file):
     // constant bitrate from the first frame, over the whole size.
@@ -116,7 +149,58 @@ pub fn probe(path: &Path) -> Result<Probe, ListenError> {
         audio_offset,
         bitrate,
         duration,
+        toc: xing.and_then(|x| x.toc),
+        toc_bytes: xing
+            .and_then(|x| x.bytes)
+            .map_or(audio_bytes, u64::from)
+            .min(audio_bytes),
     })
+}
+
+/// What a Xing (or `Info`) header in a first frame says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Xing {
+    /// The audio bytes of the file, when it says.
+    bytes: Option<u32>,
+    /// Its table of contents, when it has one.
+    toc: Option<[u8; 100]>,
+}
+
+/// The Xing header of the frame `frame` starts with, if it has one: after the header and the
+/// side information (17 or 32 bytes for MPEG-1 mono or stereo, 9 or 17 otherwise).
+fn xing(frame: &[u8]) -> Option<Xing> {
+    let h = frame.get(..4)?;
+    let mpeg1 = (h[1] >> 3) & 3 == 3;
+    let mono = h[3] >> 6 == 3;
+    let side = match (mpeg1, mono) {
+        (true, false) => 32,
+        (true, true) | (false, false) => 17,
+        (false, true) => 9,
+    };
+    let tag = frame.get(4 + side..)?;
+    if !(tag.starts_with(b"Xing") || tag.starts_with(b"Info")) {
+        return None;
+    }
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(tag.get(at..at + 4)?.try_into().ok()?))
+    };
+    let flags = word(4)?;
+    let mut at = 8;
+    if flags & 1 != 0 {
+        at += 4; // the frame count: the frames walked say the same
+    }
+    let bytes = if flags & 2 != 0 {
+        at += 4;
+        Some(word(at - 4)?)
+    } else {
+        None
+    };
+    let toc = if flags & 4 != 0 {
+        Some(tag.get(at..at + 100)?.try_into().ok()?)
+    } else {
+        None
+    };
+    Some(Xing { bytes, toc })
 }
 
 /// What walking the frames found.
@@ -317,5 +401,61 @@ mod tests {
         let end = bytes.len() as u64 - 10;
         assert_eq!(frame_start(&path, end), end);
         let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn a_xing_table_of_contents_places_a_position_in_the_file() {
+        // A first frame holding a Xing header (stereo MPEG-1: after 32 bytes of side
+        // information) with the frame count, the byte count and a table of contents whose
+        // first half of the duration covers a quarter of the bytes; then the audio.
+        let mut first = frames(9, 1);
+        let mut toc = [0u8; 100];
+        for (i, t) in toc.iter_mut().enumerate() {
+            *t = if i < 50 {
+                (i * 64 / 50) as u8
+            } else {
+                (64 + (i - 50) * 192 / 50) as u8
+            };
+        }
+        let mut xing_header = b"Xing".to_vec();
+        xing_header.extend(7u32.to_be_bytes());
+        xing_header.extend(100u32.to_be_bytes());
+        xing_header.extend(40_000u32.to_be_bytes());
+        xing_header.extend(toc);
+        first[36..36 + xing_header.len()].copy_from_slice(&xing_header);
+        let mut bytes = first;
+        bytes.extend(frames(9, 49));
+        bytes.extend(frames(14, 50));
+        let path = write("xing.mp3", &bytes);
+        let found = probe(&path).unwrap();
+        assert_eq!(found.toc, Some(toc));
+        assert_eq!(found.toc_bytes, 40_000);
+        assert_eq!(found.offset_at(0.0), 0);
+        let half = found.offset_at(found.duration / 2.0);
+        assert_eq!(half, 10_000, "a quarter of the bytes, not half");
+        let end = found.offset_at(found.duration);
+        assert!((39_900..=40_000).contains(&end), "{end}");
+        let _ = std::fs::remove_file(path);
+
+        // `Info` without a table: by the bitrate.
+        let mut info = frames(9, 1);
+        info[36..44].copy_from_slice(b"Info\0\0\0\0");
+        assert_eq!(
+            xing(&info),
+            Some(Xing {
+                bytes: None,
+                toc: None
+            })
+        );
+        let plain = Probe {
+            audio_offset: 10,
+            bitrate: 128_000,
+            duration: 2.0,
+            toc: None,
+            toc_bytes: 32_000,
+        };
+        assert_eq!(plain.offset_at(1.0), 10 + 16_000);
+        assert_eq!(plain.offset_at(9.0), 10 + 32_000, "not past the end");
+        assert_eq!(xing(&frames(9, 1)), None);
     }
 }

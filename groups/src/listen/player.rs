@@ -376,6 +376,8 @@ mod tests {
             audio_offset: 0,
             bitrate: 128_000,
             duration: 10.0,
+            toc: None,
+            toc_bytes: 160_000,
         })
     }
 
