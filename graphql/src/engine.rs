@@ -429,10 +429,15 @@ impl Source {
         ctx: &ResolverContext<'_>,
     ) -> async_graphql::Result<Vec<Row>> {
         let (rows, errors) = self.fetch(store, find).await?;
-        for error in errors {
-            ctx.add_error(async_graphql::ServerError::new(error, None));
-        }
+        report(ctx, errors);
         Ok(rows)
+    }
+}
+
+/// Names the sources that failed in the response's errors.
+fn report(ctx: &ResolverContext<'_>, errors: Vec<String>) {
+    for error in errors {
+        ctx.add_error(async_graphql::ServerError::new(error, None));
     }
 }
 
@@ -569,9 +574,7 @@ fn relation_field(relation: &Relationship, target: &Source, store: Arc<Tables>) 
                     Some(lookups) => {
                         let (rows, errors) = lookups.rows(&target, &store, find).await?;
                         // A shared lookup names a failed source once, for the first row.
-                        for error in errors {
-                            ctx.add_error(async_graphql::ServerError::new(error, None));
-                        }
+                        report(&ctx, errors);
                         rows
                     }
                     None => target.rows(&store, &find, &ctx).await?,

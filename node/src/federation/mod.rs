@@ -643,6 +643,15 @@ impl Federation {
         self.lock().get(group).cloned().unwrap_or_default()
     }
 
+    /// Whether this peer offers `table` to `group` (looked up without copying the offers: every
+    /// query asks).
+    fn offers(&self, group: &GroupId, table: &str) -> bool {
+        self.lock()
+            .get(group)
+            .and_then(|peers| peers.get(&self.inner.me))
+            .is_some_and(|offer| offer.tables.iter().any(|t| t.name == table))
+    }
+
     /// Every group with its contributions.
     pub(crate) fn all(&self) -> Vec<(GroupId, BTreeMap<PeerId, Offer>)> {
         let mut all: Vec<_> = self

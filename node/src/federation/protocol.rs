@@ -260,10 +260,7 @@ impl Federation {
     ) -> Result<(Vec<Row>, Option<usize>), Refusal> {
         let query: Query =
             serde_json::from_str(line).map_err(|_| Refusal::invalid("bad request"))?;
-        let offered = self
-            .contributions(&query.group_id)
-            .get(&self.inner.me)
-            .is_some_and(|offer| offer.tables.iter().any(|t| t.name == query.table));
+        let offered = self.offers(&query.group_id, &query.table);
         let role = self.role_of(&query.group_id, peer).await;
         let (true, Some(role)) = (offered, role) else {
             tracing::warn!(group = %query.group_id, %peer, table = %query.table, "refusing a data request");

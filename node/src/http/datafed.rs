@@ -9,7 +9,7 @@ use proto::PeerId;
 use serde::{Deserialize, Serialize};
 
 use super::api::JsonBody;
-use super::groups::group_id;
+use super::groups::{group_id, missing, peer_id};
 use super::{ApiError, AppState};
 use crate::federation::{FederationError, Refusal, Write};
 
@@ -162,24 +162,13 @@ pub(crate) struct WriteBody {
 /// The parts every write names: the group, the peer whose table it is, the table.
 fn write_target(body: &WriteBody) -> Result<(proto::GroupId, PeerId, String), ApiError> {
     let group = group_id(body.group_id.clone(), "group_id required")?;
-    let peer = body
-        .peer_id
-        .as_deref()
-        .ok_or_else(|| ApiError::bad_request("bad_request", "peer_id required"))?
-        .parse::<PeerId>()
-        .map_err(|e| ApiError::bad_request("invalid_peer_id", e.to_string()))?;
-    groups::net::proto_to_peer(&peer)
-        .map_err(|e| ApiError::bad_request("invalid_peer_id", e.to_string()))?;
-    let table = body
-        .table
-        .clone()
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::bad_request("bad_request", "table required"))?;
-    Ok((group, peer, table))
+    let peer = peer_id(body.peer_id.clone(), "peer_id required")?;
+    let table = body.table.clone().filter(|t| !t.is_empty());
+    Ok((group, peer, required(table, "table required")?))
 }
 
-fn required<T>(value: Option<T>, what: &'static str) -> Result<T, ApiError> {
-    value.ok_or_else(|| ApiError::bad_request("bad_request", what))
+fn required<T>(value: Option<T>, message: &str) -> Result<T, ApiError> {
+    value.ok_or_else(|| missing(message))
 }
 
 /// Runs a write and answers the row written.

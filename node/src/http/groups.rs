@@ -32,7 +32,7 @@ pub(super) fn ok(status: &'static str) -> Json<Status> {
     Json(Status { status })
 }
 
-fn missing(message: &str) -> ApiError {
+pub(super) fn missing(message: &str) -> ApiError {
     ApiError::bad_request("bad_request", message)
 }
 
