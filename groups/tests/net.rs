@@ -6,6 +6,7 @@ mod net {
     mod goop2;
     mod groups;
     mod identity;
+    mod listen;
     mod mq;
     mod node;
 }

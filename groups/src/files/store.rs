@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use proto::GroupId;
 use serde::{Deserialize, Serialize};
@@ -41,9 +41,13 @@ pub struct DocInfo {
 #[derive(Debug)]
 pub struct DocStore {
     root: PathBuf,
-    /// Hashes by path, with the size and modification time they were computed for.
-    hashes: Mutex<HashMap<PathBuf, (u64, i64, String)>>,
+    /// Hashes by path, with the size and modification time (to the file system's precision,
+    /// not the second the listing shows) they were computed for.
+    hashes: Mutex<HashMap<PathBuf, Hashed>>,
 }
+
+/// A file's size, modification time and hash.
+type Hashed = (u64, Option<SystemTime>, String);
 
 /// Refuses a name that is not a plain file name.
 pub fn check_name(name: &str) -> Result<(), FilesError> {
@@ -148,9 +152,10 @@ impl DocStore {
             let _ = std::fs::remove_file(&temp);
             FilesError::io("renaming the file into place", e)
         })?;
-        let mod_time = modified(&target);
+        let stamp = modified(&target);
+        let mod_time = unix_seconds(stamp);
         if let Ok(mut hashes) = self.hashes.lock() {
-            hashes.insert(target, (size, mod_time, hash.clone()));
+            hashes.insert(target, (size, stamp, hash.clone()));
         }
         Ok(DocInfo {
             name: name.to_owned(),
@@ -239,13 +244,14 @@ impl DocStore {
                 continue;
             }
             let path = entry.path();
-            let (size, mod_time) = (meta.len(), modified(&path));
-            let hash = match self.cached_hash(&path, size, mod_time) {
+            let (size, stamp) = (meta.len(), meta.modified().ok());
+            let mod_time = unix_seconds(stamp);
+            let hash = match self.cached_hash(&path, size, stamp) {
                 Some(hash) => hash,
                 None => {
                     let hash = hash_file(&path)?;
                     if let Ok(mut hashes) = self.hashes.lock() {
-                        hashes.insert(path, (size, mod_time, hash.clone()));
+                        hashes.insert(path, (size, stamp, hash.clone()));
                     }
                     hash
                 }
@@ -261,10 +267,10 @@ impl DocStore {
         Ok(out)
     }
 
-    fn cached_hash(&self, path: &Path, size: u64, mod_time: i64) -> Option<String> {
+    fn cached_hash(&self, path: &Path, size: u64, stamp: Option<SystemTime>) -> Option<String> {
         let hashes = self.hashes.lock().ok()?;
         let (s, m, hash) = hashes.get(path)?;
-        (*s == size && *m == mod_time).then(|| hash.clone())
+        (*s == size && stamp.is_some() && *m == stamp).then(|| hash.clone())
     }
 }
 
@@ -303,11 +309,12 @@ fn hash_copy(
     }
 }
 
-fn modified(path: &Path) -> i64 {
-    std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn unix_seconds(time: Option<SystemTime>) -> i64 {
+    time.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
@@ -427,6 +434,29 @@ mod tests {
         ));
         assert_eq!(store.list(&group).unwrap().len(), 1);
         assert!(store.list(&"other".parse().unwrap()).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_file_changed_outside_within_the_same_second_is_hashed_again() {
+        let (store, dir) = store("changed-outside");
+        let group: GroupId = "g".parse().unwrap();
+        store.save(&group, "a.txt", &mut &b"hello"[..]).unwrap();
+        let path = dir.join(group_dir_name(&group)).join("a.txt");
+        let second = UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_100);
+        let touch = |content: &[u8], at: SystemTime| {
+            std::fs::write(&path, content).unwrap();
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(at).unwrap();
+        };
+        touch(b"hello", second);
+        let before = store.list(&group).unwrap();
+        // Same size, same second, other bytes: the listing must not keep the old hash.
+        touch(b"world", second + std::time::Duration::from_millis(1));
+        let after = store.list(&group).unwrap();
+        assert_eq!(before[0].mod_time, after[0].mod_time);
+        assert_ne!(before[0].hash, after[0].hash);
+        assert_eq!(after[0].hash, hash_file(&path).unwrap());
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::group::{GroupError, GroupHandle, GroupSpec, TypeHandler};
-use crate::net::NodeHandle;
+use crate::net::{IdleTimeout, NodeHandle};
 
 pub use self::mp3::{Probe, probe};
 pub use self::player::{Control, Entry, PlayState, Player, Track};
@@ -46,6 +46,10 @@ pub const LISTEN_TYPE: &str = "listen";
 pub const PROTOCOL: &str = "/goop/listen/1.0.0";
 /// Seconds of audio sent ahead of the play position.
 const LEAD_SECONDS: f64 = 4.0;
+/// How long a listener waits for audio before it gives the stream up: a playing host sends
+/// every 200 ms at least (and ends the stream when it pauses or changes track), so a longer
+/// silence is a host that is gone.
+const AUDIO_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the host's player looks at the time.
 const TICK: Duration = Duration::from_millis(500);
 /// Ticks between two `sync` messages while playing (5 s).
@@ -585,7 +589,9 @@ impl Listen {
         if !line.starts_with("OK ") {
             return Err(failed(format!("malformed answer {line:?}")));
         }
-        Ok(Box::new(reader.compat()))
+        Ok(Box::new(
+            IdleTimeout::new(reader, AUDIO_IDLE_TIMEOUT).compat(),
+        ))
     }
 
     /// The header line and the file to send, for the track the host plays now.

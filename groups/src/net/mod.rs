@@ -8,11 +8,13 @@
 mod behaviour;
 mod config;
 mod handle;
+mod idle;
 mod node;
 mod swarm_loop;
 
 pub use config::NodeConfig;
 pub use handle::{NodeError, NodeHandle, PeerEvent, PeerInfo};
+pub(crate) use idle::IdleTimeout;
 pub use node::Node;
 
 /// Converts a libp2p peer id to the wire form used in messages.

@@ -45,6 +45,16 @@ impl ApiError {
         )
     }
 
+    pub(crate) fn forbidden_host(host: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_host",
+            format!(
+                "requests for host {host:?} are not allowed: this API answers to loopback names"
+            ),
+        )
+    }
+
     pub(crate) fn forbidden_origin(origin: &str) -> Self {
         Self::new(
             StatusCode::FORBIDDEN,

@@ -277,8 +277,8 @@ pub(crate) struct ActiveGroup {
 
 #[derive(Serialize)]
 pub(crate) struct Subscriptions {
-    /// `null` when empty, as Goop² answers.
-    subscriptions: Option<Vec<SubscriptionJson>>,
+    /// `[]` when empty (Goop² answered `null`).
+    subscriptions: Vec<SubscriptionJson>,
     active_groups: Vec<ActiveGroup>,
 }
 
@@ -319,7 +319,7 @@ pub(crate) async fn subscriptions(
         })
         .collect();
     Ok(Json(Subscriptions {
-        subscriptions: (!list.is_empty()).then_some(list),
+        subscriptions: list,
         active_groups,
     }))
 }
@@ -475,13 +475,13 @@ pub(crate) struct MetaBody {
     group_id: Option<String>,
     name: Option<String>,
     #[serde(default)]
-    max_members: u32,
+    max_members: Option<u32>,
     #[serde(default)]
     admission: Option<Admission>,
 }
 
-/// `POST /api/groups/meta {group_id, name, max_members, admission?}`; a missing
-/// `max_members` means no limit, as in Goop².
+/// `POST /api/groups/meta {group_id, name, max_members?, admission?}`; a missing
+/// `max_members` keeps the limit (Goop² took it as 0, so a rename lifted the limit).
 pub(crate) async fn meta(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<MetaBody>,
@@ -493,7 +493,7 @@ pub(crate) async fn meta(
         .ok_or_else(|| missing("missing name"))?;
     let update = MetaUpdate {
         name: Some(name),
-        max_members: Some(body.max_members),
+        max_members: body.max_members,
         admission: body.admission,
         ..MetaUpdate::default()
     };

@@ -192,9 +192,12 @@ pub(crate) fn router(state: AppState, max_message_bytes: usize, tasks: &TaskTrac
         .with_state(state)
 }
 
-/// Refuses foreign origins and, with a token configured, requests without it.
+/// Refuses foreign origins, foreign host names on a loopback API and, with a token
+/// configured, requests without it.
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Err(e) = check_origin(request.headers(), state.api_addr) {
+    if let Err(e) = check_origin(request.headers(), state.api_addr)
+        .and_then(|()| check_host(request.headers(), state.api_addr))
+    {
         return e.into_response();
     }
     if let Some(token) = &state.token
@@ -226,6 +229,44 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The origins a browser may call this API from (also the host names it may be called by).
+fn own_origins(api: SocketAddr) -> Vec<String> {
+    let port = api.port();
+    let mut allowed = vec![format!("http://{api}")];
+    if api.ip().is_loopback() || api.ip().is_unspecified() {
+        allowed.push(format!("http://127.0.0.1:{port}"));
+        allowed.push(format!("http://localhost:{port}"));
+        allowed.push(format!("http://[::1]:{port}"));
+    }
+    allowed
+}
+
+/// On a loopback API, allows only loopback host names: a web page whose name an attacker
+/// points at 127.0.0.1 (DNS rebinding) is same-origin to the browser, which then sends no
+/// `Origin` on a GET, but its `Host` is still the page's name. An API bound elsewhere needs
+/// a token, which such a page does not have.
+fn check_host(headers: &HeaderMap, api: SocketAddr) -> Result<(), ApiError> {
+    if !api.ip().is_loopback() {
+        return Ok(());
+    }
+    let Some(host) = headers.get(header::HOST) else {
+        return Ok(());
+    };
+    let host = host.to_str().unwrap_or("");
+    let allowed = own_origins(api);
+    let own = allowed
+        .iter()
+        .filter_map(|origin| origin.strip_prefix("http://"))
+        .any(|name| name.eq_ignore_ascii_case(host));
+    // Without a port, the default one: only a name that is loopback anyway.
+    let bare = matches!(host, "127.0.0.1" | "localhost" | "[::1]");
+    if own || bare {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden_host(host))
+    }
+}
+
 /// Allows requests without an `Origin` (tools, scripts) and those from this API's own origin.
 fn check_origin(headers: &HeaderMap, api: SocketAddr) -> Result<(), ApiError> {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
@@ -237,14 +278,7 @@ fn check_origin(headers: &HeaderMap, api: SocketAddr) -> Result<(), ApiError> {
         return Ok(());
     };
     let origin = origin.to_str().unwrap_or("");
-    let port = api.port();
-    let mut allowed = vec![format!("http://{api}")];
-    if api.ip().is_loopback() || api.ip().is_unspecified() {
-        allowed.push(format!("http://127.0.0.1:{port}"));
-        allowed.push(format!("http://localhost:{port}"));
-        allowed.push(format!("http://[::1]:{port}"));
-    }
-    if allowed.iter().any(|a| a == origin) {
+    if own_origins(api).iter().any(|a| a == origin) {
         Ok(())
     } else {
         Err(ApiError::forbidden_origin(origin))
@@ -269,6 +303,30 @@ mod tests {
         assert!(with("http://evil.example").is_err());
         assert!(with("http://localhost:9999").is_err());
         assert!(with("null").is_err());
+    }
+
+    #[test]
+    fn a_loopback_api_answers_only_loopback_host_names() {
+        let api: SocketAddr = "127.0.0.1:8787".parse().unwrap();
+        let with = |host: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, host.parse().unwrap());
+            check_host(&h, api)
+        };
+        assert!(check_host(&HeaderMap::new(), api).is_ok());
+        assert!(with("127.0.0.1:8787").is_ok());
+        assert!(with("localhost:8787").is_ok());
+        assert!(with("LOCALHOST:8787").is_ok());
+        assert!(with("[::1]:8787").is_ok());
+        assert!(with("localhost").is_ok());
+        let refused = with("rebound.example:8787").expect_err("a foreign name is refused");
+        assert_eq!(refused.code, "forbidden_host");
+        assert!(with("127.0.0.1.rebound.example:8787").is_err());
+        // Off loopback the token guards the API, and the machine has names of its own.
+        let open: SocketAddr = "0.0.0.0:8787".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "build-box.lan:8787".parse().unwrap());
+        assert!(check_host(&h, open).is_ok());
     }
 
     #[test]

@@ -213,6 +213,15 @@ async fn foreign_origins_and_oversized_bodies_are_refused() {
     let own = format!("http://{api}");
     let same = http(api, "GET", "/api/self", &[("Origin", &own)], None).await;
     assert_eq!(same.status, 200);
+    // A page whose name was pointed at loopback (DNS rebinding) sends its own name as Host.
+    let port = api.rsplit(':').next().unwrap();
+    let rebound = format!("rebound.example:{port}");
+    let rebound = http(api, "GET", "/api/self", &[("Host", &rebound)], None).await;
+    assert_eq!(rebound.status, 403);
+    assert_eq!(rebound.json()["error"]["code"], "forbidden_host");
+    let local = format!("localhost:{port}");
+    let local = http(api, "GET", "/api/self", &[("Host", &local)], None).await;
+    assert_eq!(local.status, 200);
 
     let huge = format!(r#"{{"addr":"{}"}}"#, "x".repeat(200 * 1024));
     let too_big = post(api, "/api/peers/dial", &huge).await;

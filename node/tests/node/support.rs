@@ -204,7 +204,12 @@ pub(crate) async fn http(
     body: Option<&str>,
 ) -> Answer {
     let mut stream = TcpStream::connect(api).await.expect("connect to api");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\n");
+    // Host is this API unless the caller names another.
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: {api}\r\n"));
+    }
+    request.push_str("Connection: close\r\n");
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
