@@ -127,41 +127,125 @@ pub(crate) async fn upload(
     mut form: Multipart,
 ) -> Result<Json<Uploaded>, ApiError> {
     let bad_form = |e: axum::extract::multipart::MultipartError| {
+        // A body that breaks off is the sender's fault, though axum calls it a 500.
+        let status = match e.status() {
+            status if status.is_server_error() => StatusCode::BAD_REQUEST,
+            status => status,
+        };
         ApiError::new(
-            e.status(),
+            status,
             "bad_form",
             format!("bad form: {}", e.body_text()),
         )
     };
     let mut group = None;
-    let mut file: Option<(String, Vec<u8>)> = None;
+    let mut saved = None;
     while let Some(mut field) = form.next_field().await.map_err(bad_form)? {
         match field.name() {
             Some("group_id") => group = Some(field.text().await.map_err(bad_form)?),
             Some("file") => {
                 let name = field.file_name().unwrap_or_default().to_owned();
-                let mut bytes = Vec::new();
-                while let Some(chunk) = field.chunk().await.map_err(bad_form)? {
-                    if (bytes.len() + chunk.len()) as u64 > MAX_FILE_BYTES {
-                        return Err(FilesError::TooLarge {
-                            max: MAX_FILE_BYTES,
+                let Some(group) = group.clone() else {
+                    // The file before the group: held (up to the file limit) until it comes.
+                    let mut bytes = Vec::new();
+                    while let Some(chunk) = field.chunk().await.map_err(bad_form)? {
+                        if (bytes.len() + chunk.len()) as u64 > MAX_FILE_BYTES {
+                            return Err(FilesError::TooLarge {
+                                max: MAX_FILE_BYTES,
+                            }
+                            .into());
                         }
-                        .into());
+                        bytes.extend_from_slice(&chunk);
                     }
-                    bytes.extend_from_slice(&chunk);
-                }
-                file = Some((name, bytes));
+                    saved = Some(Upload::Held(name, bytes));
+                    continue;
+                };
+                // The usual order: the file goes to disk as it arrives.
+                let group = group_id(Some(group), "missing group_id")?;
+                let (chunks, incoming) = Incoming::channel();
+                let feed = async move {
+                    loop {
+                        let chunk = match field.chunk().await {
+                            Ok(Some(chunk)) => chunk,
+                            Ok(None) => return Ok(()),
+                            Err(e) => {
+                                let broken = std::io::Error::other("the form broke off");
+                                let _ = chunks.send(Err(broken)).await;
+                                return Err(bad_form(e));
+                            }
+                        };
+                        // A store that stopped reading has its answer already.
+                        if chunks.send(Ok(chunk)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                };
+                let (info, fed) = tokio::join!(state.files.save(&group, name, incoming), feed);
+                fed?;
+                saved = Some(Upload::Saved(info?));
             }
             _ => {}
         }
     }
-    let group = group_id(group, "missing group_id")?;
-    let (name, bytes) = file.ok_or_else(|| ApiError::bad_request("bad_request", "missing file"))?;
-    let info = state
-        .files
-        .save(&group, name, std::io::Cursor::new(bytes))
-        .await?;
+    let info = match saved {
+        Some(Upload::Saved(info)) => info,
+        Some(Upload::Held(name, bytes)) => {
+            let group = group_id(group, "missing group_id")?;
+            state
+                .files
+                .save(&group, name, std::io::Cursor::new(bytes))
+                .await?
+        }
+        None => {
+            group_id(group, "missing group_id")?;
+            return Err(ApiError::bad_request("bad_request", "missing file"));
+        }
+    };
     Ok(Json(info.into()))
+}
+
+/// A form's file: saved while it arrived, or held because it came before the group.
+enum Upload {
+    Saved(DocInfo),
+    Held(String, Vec<u8>),
+}
+
+/// A form's file as a blocking reader, fed chunk by chunk while the request arrives: the store
+/// reads it on the blocking pool, so an upload is never held in memory whole. A form that
+/// breaks off is an error, never the end of the file.
+struct Incoming {
+    chunks: tokio::sync::mpsc::Receiver<std::io::Result<axum::body::Bytes>>,
+    current: axum::body::Bytes,
+}
+
+impl Incoming {
+    fn channel() -> (
+        tokio::sync::mpsc::Sender<std::io::Result<axum::body::Bytes>>,
+        Self,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        (
+            tx,
+            Self {
+                chunks: rx,
+                current: axum::body::Bytes::new(),
+            },
+        )
+    }
+}
+
+impl std::io::Read for Incoming {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => self.current = chunk?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }
 
 #[derive(Deserialize)]

@@ -3,24 +3,42 @@
 //! for byte, a stranger refused, deletes, and bad input.
 
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::support::{Answer, Peer, assert_error, dial, get, http, ok, post, start, temp_dir};
 
+const BOUNDARY: &str = "goop-test-boundary";
+
+/// A form of a group id and a file, in that order or with the file first.
+fn form(group: &str, name: &str, content: &str, file_first: bool) -> String {
+    let group = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"group_id\"\r\n\r\n{group}\r\n"
+    );
+    let file = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n{content}\r\n"
+    );
+    let (first, second) = if file_first {
+        (file, group)
+    } else {
+        (group, file)
+    };
+    format!("{first}{second}--{BOUNDARY}--\r\n")
+}
+
 /// `POST /api/docs/upload` as a browser form sends it.
 async fn upload(peer: &Peer, group: &str, name: &str, content: &str) -> Answer {
-    let boundary = "goop-test-boundary";
-    let body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"group_id\"\r\n\r\n{group}\r\n\
-         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
-         Content-Type: application/octet-stream\r\n\r\n{content}\r\n--{boundary}--\r\n"
-    );
-    let content_type = format!("multipart/form-data; boundary={boundary}");
+    upload_form(peer, &form(group, name, content, false)).await
+}
+
+async fn upload_form(peer: &Peer, body: &str) -> Answer {
+    let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
     http(
         &peer.ready.api,
         "POST",
         "/api/docs/upload",
         &[("Content-Type", &content_type)],
-        Some(&body),
+        Some(body),
     )
     .await
 }
@@ -270,7 +288,30 @@ async fn bad_file_input_is_refused_and_stores_nothing() {
         400,
         "bad_request",
     );
+    // A form that breaks off in the middle of its file stores nothing.
+    let whole = form(&group, "cut.txt", &"x".repeat(100_000), false);
+    let mut stream = tokio::net::TcpStream::connect(api).await.unwrap();
+    let head = format!(
+        "POST /api/docs/upload HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\
+         Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\n\r\n",
+        whole.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&whole.as_bytes()[..60_000]).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("bad_form"), "{answer}");
     let mine = ok(&get(api, &format!("/api/docs/my?group_id={group}")).await);
     assert_eq!(mine["files"], json!([]), "{mine}");
+    // The file may come before the group in the form.
+    let late = ok(&upload_form(&host, &form(&group, "late.txt", "group second", true)).await);
+    assert_eq!(
+        (late["filename"].as_str(), late["size"].as_u64()),
+        (Some("late.txt"), Some(12))
+    );
+    let mine = ok(&get(api, &format!("/api/docs/my?group_id={group}")).await);
+    assert_eq!(names(&mine["files"]), [("late.txt".to_owned(), 12)]);
     let _ = std::fs::remove_dir_all(dir);
 }
