@@ -7,6 +7,12 @@
 //! `_lte` (numbers and times) and `_like` (text); `order_by` keys apply in the order written.
 //! A relationship offered from `T.c` to `U.d` gives the object `T` a field
 //! `U(where, limit, offset, order_by): [U]`: the rows of `U` whose `d` equals the row's `c`.
+//!
+//! Names generated from different tables can be the same (`x_where` is a table's name and
+//! table `x`'s filter), and some are taken by every schema (`Query`, `Int`): a table whose
+//! names clash is refused when it is created, and left out of the schema (with a warning) when
+//! it comes from another peer or was stored unchecked, so no name can make the whole schema
+//! fail.
 
 use std::sync::Arc;
 
@@ -24,6 +30,125 @@ use crate::store::{Find, Op, Row, SYSTEM_COLUMNS, Tables};
 /// The deepest query taken: relationships can nest without end (`notes { levels { notes
 /// ... } }`), each level asking other peers again; a client's introspection query is 13 deep.
 pub const MAX_DEPTH: usize = 16;
+
+/// The type names every schema has, whatever its tables: the roots, the shared enum of
+/// `order_by` and GraphQL's built-in scalars. No table may generate one, nor any name that
+/// starts with `__` (GraphQL keeps those for introspection).
+pub const RESERVED_TYPES: [&str; 8] = [
+    "Query",
+    "Mutation",
+    "OrderDirection",
+    TypeRef::INT,
+    TypeRef::FLOAT,
+    TypeRef::STRING,
+    TypeRef::BOOLEAN,
+    TypeRef::ID,
+];
+
+/// A name a table generates: a type, or a field of the query or of the mutation root. Types
+/// share one namespace, and each root's fields another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SchemaName {
+    /// A type.
+    Type(String),
+    /// A field of `Query`.
+    Query(String),
+    /// A field of `Mutation`.
+    Mutation(String),
+}
+
+impl SchemaName {
+    /// The name itself.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Type(name) | Self::Query(name) | Self::Mutation(name) => name,
+        }
+    }
+
+    /// Whether the name belongs to GraphQL or to every schema, not to a table.
+    pub fn reserved(&self) -> bool {
+        self.as_str().starts_with("__")
+            || matches!(self, Self::Type(name) if RESERVED_TYPES.contains(&name.as_str()))
+    }
+}
+
+impl std::fmt::Display for SchemaName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Type(name) => write!(f, "type {name}"),
+            Self::Query(name) => write!(f, "query field {name}"),
+            Self::Mutation(name) => write!(f, "mutation field {name}"),
+        }
+    }
+}
+
+/// Every name table `table` generates: the types `T`, `T_where`, `T_order_by`,
+/// `T_insert_input`, `T_set_input` and `T_delete_result`, the query fields `T` and `T_by_pk`,
+/// and the mutation fields `insert_T`, `update_T_by_pk` and `delete_T_by_pk`. A table served
+/// from other peers only has no mutations, but it is given all of them: it gets them the day
+/// this peer has a table of that name.
+pub fn generated_names(table: &str) -> Vec<SchemaName> {
+    let ty = type_name(table);
+    vec![
+        SchemaName::Type(ty.clone()),
+        SchemaName::Type(format!("{ty}_where")),
+        SchemaName::Type(format!("{ty}_order_by")),
+        SchemaName::Type(format!("{ty}_insert_input")),
+        SchemaName::Type(format!("{ty}_set_input")),
+        SchemaName::Type(format!("{ty}_delete_result")),
+        SchemaName::Query(table.to_owned()),
+        SchemaName::Query(format!("{table}_by_pk")),
+        SchemaName::Mutation(format!("insert_{table}")),
+        SchemaName::Mutation(format!("update_{table}_by_pk")),
+        SchemaName::Mutation(format!("delete_{table}_by_pk")),
+    ]
+}
+
+/// Why table `table` cannot be served beside the tables named `others`: the first name it
+/// generates that is reserved or that one of them generates too. `None` when it can.
+pub fn clash<'a>(table: &str, others: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let mut taken = Taken::default();
+    for other in others {
+        taken.take(other);
+    }
+    taken.claim(table).err()
+}
+
+/// The names taken in a schema, and which table took each.
+#[derive(Default)]
+struct Taken(std::collections::HashMap<SchemaName, String>);
+
+impl Taken {
+    /// Takes `table`'s names, whoever has them already.
+    fn take(&mut self, table: &str) {
+        for name in generated_names(table) {
+            self.0.entry(name).or_insert_with(|| table.to_owned());
+        }
+    }
+
+    /// Takes `table`'s names if none is reserved or taken by another table; otherwise takes
+    /// nothing and says which name clashes with what. A table of a name already taken (this
+    /// peer's table and the federation's of the same name) is the same table: no clash.
+    fn claim(&mut self, table: &str) -> Result<(), String> {
+        let names = generated_names(table);
+        for name in &names {
+            if name.reserved() {
+                return Err(format!(
+                    "table {table:?} would generate {name}, which is reserved"
+                ));
+            }
+            if let Some(owner) = self.0.get(name).filter(|owner| *owner != table) {
+                return Err(format!(
+                    "table {table:?} would generate {name}, which table {owner:?} generates"
+                ));
+            }
+        }
+        for name in names {
+            self.0.insert(name, table.to_owned());
+        }
+        Ok(())
+    }
+}
 
 /// The GraphQL type name of a table: characters outside `[A-Za-z0-9_]` become `_`.
 fn type_name(table: &str) -> String {
@@ -105,7 +230,9 @@ pub type RemoteQuery = Arc<dyn Fn(String, String, String, Find) -> RemoteRows + 
 
 /// Builds the schema of `tables` (those with `context: true`) and of `federated` tables; `None`
 /// when there are none. A federated table's list query asks every source, this peer included
-/// when it has the table; its `_by_pk` and mutations stay this peer's own table's.
+/// when it has the table; its `_by_pk` and mutations stay this peer's own table's. A table
+/// whose names are reserved or taken (see [`generated_names`]) is left out: this peer's tables
+/// take theirs first, by name, then the federated ones.
 pub fn build(
     tables: &[Table],
     store: Arc<Tables>,
@@ -114,8 +241,28 @@ pub fn build(
     relationships: &[Relationship],
     remote: Option<RemoteQuery>,
 ) -> Result<Option<Schema>, DataError> {
-    let tables: Vec<&Table> = tables.iter().filter(|t| t.context).collect();
-    let federated: &[Federated] = if remote.is_some() { federated } else { &[] };
+    // A name generated twice would fail the whole schema (or silently replace a type), so a
+    // table whose names are taken is left out: this peer's tables first, by name, then the
+    // federation's, whose names come from other peers.
+    let mut taken = Taken::default();
+    let mut claim = |name: &str, origin: &str| match taken.claim(name) {
+        Ok(()) => true,
+        Err(clash) => {
+            tracing::warn!(table = %name, origin, %clash, "table not served: its names clash");
+            false
+        }
+    };
+    let mut tables: Vec<&Table> = tables.iter().filter(|t| t.context).collect();
+    tables.sort_by(|a, b| a.name.cmp(&b.name));
+    tables.retain(|t| claim(&t.name, "local"));
+    let federated: Vec<&Federated> = if remote.is_some() {
+        federated
+            .iter()
+            .filter(|f| claim(&f.table.name, "federated"))
+            .collect()
+    } else {
+        Vec::new()
+    };
     // What each list query reads: this peer's table, or the federation's in its place.
     let mut sources: Vec<Source> = tables
         .iter()
@@ -126,7 +273,7 @@ pub fn build(
         sources.extend(
             federated
                 .iter()
-                .map(|f| Source::Federated(f.clone(), remote.clone())),
+                .map(|f| Source::Federated((*f).clone(), remote.clone())),
         );
     }
     if tables.is_empty() && federated.is_empty() {

@@ -14,7 +14,7 @@ pub mod engine;
 pub mod model;
 pub mod store;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 pub use model::{Column, ColumnType, EnumValue, Relationship, Table};
 pub use store::{Row, Tables};
@@ -71,6 +71,9 @@ pub struct Data {
     federation: Arc<RwLock<Federation>>,
     /// Told after a table is created, changed or deleted.
     on_change: Arc<RwLock<Option<ChangeHook>>>,
+    /// Held through each build, from reading the tables and the federation to serving the
+    /// schema: two builds at once could otherwise serve the older state last.
+    build_lock: Arc<Mutex<()>>,
 }
 
 /// What [`Data::federate`] was last given.
@@ -100,6 +103,7 @@ impl Data {
             engine: Arc::new(RwLock::new(None)),
             federation: Arc::new(RwLock::new((Vec::new(), Vec::new(), None))),
             on_change: Arc::new(RwLock::new(None)),
+            build_lock: Arc::new(Mutex::new(())),
         };
         data.rebuild()?;
         Ok(data)
@@ -115,7 +119,8 @@ impl Data {
         self.tables.list()
     }
 
-    /// Creates a table and serves it when it is in context.
+    /// Creates a table and serves it when it is in context; a table whose GraphQL names clash
+    /// with a reserved name or another table's is refused (see [`Tables::create`]).
     pub fn create(&self, table: &Table) -> Result<(), DataError> {
         self.tables.create(table)?;
         self.changed()
@@ -162,23 +167,46 @@ impl Data {
 
     /// Serves `federated` tables (asking other peers through `remote`) beside the local ones,
     /// with the `relationships` offered between tables served here, from now on: the schema is
-    /// rebuilt.
+    /// rebuilt. When it cannot be, the federation given before is kept (and served as it was).
     pub fn federate(
         &self,
         federated: Vec<engine::Federated>,
         relationships: Vec<Relationship>,
         remote: engine::RemoteQuery,
     ) -> Result<(), DataError> {
-        *self
-            .federation
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            (federated, relationships, Some(remote));
-        self.rebuild()
+        let build = self.lock_build();
+        let previous = std::mem::replace(
+            &mut *self
+                .federation
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            (federated, relationships, Some(remote)),
+        );
+        let built = self.build(&build);
+        if built.is_err() {
+            // Kept, it would fail every later build as well.
+            *self
+                .federation
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = previous;
+        }
+        built
     }
 
     /// Builds the GraphQL schema again from the tables.
     pub fn rebuild(&self) -> Result<(), DataError> {
+        self.build(&self.lock_build())
+    }
+
+    fn lock_build(&self) -> MutexGuard<'_, ()> {
+        self.build_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Builds the schema from the tables and the federation as they are now, and serves it;
+    /// `_build` is the build lock, held by the caller.
+    fn build(&self, _build: &MutexGuard<'_, ()>) -> Result<(), DataError> {
         let (federated, relationships, remote) = self
             .federation
             .read()
@@ -204,6 +232,9 @@ impl Data {
     /// builds, so it is what a query meets. Nothing is created.
     pub fn sdl(&self, table: &Table) -> Result<String, DataError> {
         table.validate()?;
+        if let Some(clash) = engine::clash(&table.name, []) {
+            return Err(DataError::InvalidSchema(clash));
+        }
         let table = Table {
             context: true,
             ..table.clone()

@@ -12,7 +12,7 @@ pub const MAX_NAME_CHARS: usize = 64;
 /// A table's schema.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Table {
-    /// Its name: a letter or `_`, then letters, digits and `_`; not starting with `_`.
+    /// Its name: a letter, then letters, digits and `_` (so never GraphQL's reserved `__`).
     pub name: String,
     /// Its columns, besides the system ones (`_id`, `_owner`, `_created_at`, `_updated_at`).
     pub columns: Vec<Column>,

@@ -535,3 +535,350 @@ async fn a_federated_table_merges_every_source_and_names_the_one_that_failed() {
     .await;
     assert!(out.get("errors").is_none(), "{out}");
 }
+
+/// A table in context with one text key column `k`.
+fn keyed(name: &str) -> Table {
+    table(json!({
+        "name": name, "context": true,
+        "columns": [{"name": "k", "type": "text", "key": true}]
+    }))
+}
+
+/// Another peer that answers every table with one row, `k` naming the table.
+fn remote_of_one_row() -> graphql::engine::RemoteQuery {
+    std::sync::Arc::new(
+        |_peer: String, _group: String, table: String, _find: graphql::store::Find| {
+            Box::pin(async move {
+                let row = json!({"_id": 1, "_owner": "peer-them", "_created_at": "", "_updated_at": "", "k": format!("{table} there")});
+                Ok(vec![row.as_object().unwrap().clone()])
+            }) as graphql::engine::RemoteRows
+        },
+    )
+}
+
+/// `name` served from another peer only.
+fn theirs(name: &str) -> graphql::engine::Federated {
+    graphql::engine::Federated {
+        table: keyed(name),
+        local: false,
+        sources: vec![("peer-them".into(), "fed".into())],
+    }
+}
+
+fn message(out: &Value) -> &str {
+    out["errors"][0]["message"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn generated_names_are_the_names_the_engine_serves() {
+    use graphql::engine::{SchemaName, generated_names};
+
+    let db = TempDb::new("names");
+    let data = Data::open(&db.path(), "me".into()).unwrap();
+    data.create(&books()).unwrap();
+    let out = run(
+        &data,
+        "{ __schema { types { name } queryType { fields { name } } mutationType { fields { name } } } }",
+    )
+    .await;
+    let schema = &out["data"]["__schema"];
+    let names = |list: &Value, kind: fn(String) -> SchemaName| -> Vec<SchemaName> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|t| kind(t["name"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let mut served: Vec<SchemaName> = names(&schema["types"], SchemaName::Type)
+        .into_iter()
+        .filter(|name| !name.reserved())
+        .chain(names(&schema["queryType"]["fields"], SchemaName::Query))
+        .chain(names(
+            &schema["mutationType"]["fields"],
+            SchemaName::Mutation,
+        ))
+        .collect();
+    served.sort();
+    let mut generated = generated_names("books");
+    generated.sort();
+    assert_eq!(served, generated, "{out}");
+    // Every shared type the schema has is reserved.
+    for name in names(&schema["types"], SchemaName::Type) {
+        assert!(
+            name.reserved() || generated.contains(&name),
+            "{name} is neither reserved nor the table's"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_table_whose_generated_names_clash_is_refused_and_the_others_still_served() {
+    let db = TempDb::new("clash");
+    let data = Data::open(&db.path(), "me".into()).unwrap();
+    data.create(&keyed("x")).unwrap();
+    run(
+        &data,
+        r#"mutation { insert_x(object: {k: "here"}) { _id } }"#,
+    )
+    .await;
+    let refused = |name: &str, context: bool| {
+        let result = data.create(&Table {
+            context,
+            ..keyed(name)
+        });
+        match result {
+            Err(DataError::InvalidSchema(why)) => why,
+            other => panic!("{name}: {other:?}"),
+        }
+    };
+    assert_eq!(
+        refused("x_where", true),
+        r#"table "x_where" would generate type x_where, which table "x" generates"#
+    );
+    // The other way round: a table whose names an existing table's name is.
+    data.create(&keyed("y_order_by")).unwrap();
+    assert_eq!(
+        refused("y", true),
+        r#"table "y" would generate type y_order_by, which table "y_order_by" generates"#
+    );
+    data.create(&keyed("a_by_pk")).unwrap();
+    assert_eq!(
+        refused("a", true),
+        r#"table "a" would generate query field a_by_pk, which table "a_by_pk" generates"#
+    );
+    // Tables out of context count too: they may be put in context later.
+    data.create(&Table {
+        context: false,
+        ..keyed("hidden")
+    })
+    .unwrap();
+    let why = refused("hidden_set_input", true);
+    assert!(why.contains(r#"table "hidden" generates"#), "{why}");
+    for name in [
+        "Query",
+        "Mutation",
+        "OrderDirection",
+        "Int",
+        "Float",
+        "String",
+        "Boolean",
+        "ID",
+    ] {
+        let why = refused(name, false);
+        assert_eq!(
+            why,
+            format!("table {name:?} would generate type {name}, which is reserved")
+        );
+    }
+    assert!(matches!(
+        data.sdl(&keyed("Query")),
+        Err(DataError::InvalidSchema(why)) if why.contains("reserved")
+    ));
+    assert_eq!(
+        data.list()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect::<Vec<_>>(),
+        ["a_by_pk", "hidden", "x", "y_order_by"]
+    );
+    // Nothing refused broke what is served.
+    let out = run(&data, "{ x { k } y_order_by { k } a_by_pk { k } }").await;
+    assert_eq!(out["data"]["x"], json!([{"k": "here"}]), "{out}");
+    assert_eq!(out["data"]["y_order_by"], json!([]), "{out}");
+    assert_eq!(out["data"]["a_by_pk"], json!([]), "{out}");
+    let out = run(&data, "{ x_by_pk(_id: 1) { k } }").await;
+    assert_eq!(out["data"]["x_by_pk"], json!({"k": "here"}), "{out}");
+}
+
+#[tokio::test]
+async fn a_federated_table_whose_names_clash_is_left_out_and_the_others_still_served() {
+    let db = TempDb::new("fedclash");
+    let data = Data::open(&db.path(), "peer-me".into()).unwrap();
+    data.create(&keyed("x")).unwrap();
+    run(
+        &data,
+        r#"mutation { insert_x(object: {k: "here"}) { _id } }"#,
+    )
+    .await;
+    // `x` itself is the local table's federation, not a clash; `x_where` and `Query` clash.
+    let x = graphql::engine::Federated {
+        local: true,
+        ..theirs("x")
+    };
+    data.federate(
+        vec![
+            theirs("Query"),
+            theirs("String"),
+            theirs("ok"),
+            x,
+            theirs("x_where"),
+        ],
+        Vec::new(),
+        remote_of_one_row(),
+    )
+    .unwrap();
+    let out = run(&data, "{ x(order_by: {k: desc}) { k } ok { k } }").await;
+    assert_eq!(
+        out["data"],
+        json!({"x": [{"k": "x there"}, {"k": "here"}], "ok": [{"k": "ok there"}]}),
+        "{out}"
+    );
+    let out = run(&data, "{ x_where { k } }").await;
+    assert!(
+        message(&out).contains("Unknown field \"x_where\""),
+        "left out: {out}"
+    );
+    // The local tables keep their mutations.
+    let out = run(&data, r#"mutation { insert_x(object: {k: "more"}) { k } }"#).await;
+    assert_eq!(out["data"]["insert_x"], json!({"k": "more"}), "{out}");
+    // Clashing among themselves, the first by name is served.
+    data.federate(
+        vec![theirs("b"), theirs("b_order_by")],
+        Vec::new(),
+        remote_of_one_row(),
+    )
+    .unwrap();
+    let out = run(&data, "{ b { k } }").await;
+    assert_eq!(out["data"]["b"], json!([{"k": "b there"}]), "{out}");
+    assert!(message(&run(&data, "{ b_order_by { k } }").await).contains("Unknown field"));
+}
+
+#[tokio::test]
+async fn a_federation_that_cannot_be_served_leaves_the_one_before_in_place() {
+    let db = TempDb::new("fedbad");
+    let data = Data::open(&db.path(), "peer-me".into()).unwrap();
+    data.federate(vec![theirs("ok")], Vec::new(), remote_of_one_row())
+        .unwrap();
+    // A column GraphQL refuses (other peers' offers are checked before they get here).
+    let mut bad = theirs("bad");
+    bad.table.columns[0].name = "__k".into();
+    let refused = data.federate(vec![bad], Vec::new(), remote_of_one_row());
+    assert!(
+        matches!(&refused, Err(DataError::InvalidSchema(why)) if why.contains("__k")),
+        "{refused:?}"
+    );
+    let out = run(&data, "{ ok { k } }").await;
+    assert_eq!(out["data"]["ok"], json!([{"k": "ok there"}]), "{out}");
+    // Later builds use the federation before it, so they still succeed.
+    data.create(&keyed("mine")).unwrap();
+    data.rebuild().unwrap();
+    let out = run(&data, "{ ok { k } mine { k } }").await;
+    assert_eq!(
+        out["data"],
+        json!({"ok": [{"k": "ok there"}], "mine": []}),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn order_by_keys_apply_in_the_order_written() {
+    let db = TempDb::new("orderby");
+    let data = Data::open(&db.path(), "peer-me".into()).unwrap();
+    data.create(&table(json!({
+        "name": "pairs", "context": true, "system_key": true,
+        "columns": [{"name": "a", "type": "integer"}, {"name": "b", "type": "text"}]
+    })))
+    .unwrap();
+    for (a, b) in [(1, "x"), (2, "y"), (1, "z"), (2, "w")] {
+        run(
+            &data,
+            &format!(r#"mutation {{ insert_pairs(object: {{a: {a}, b: "{b}"}}) {{ _id }} }}"#),
+        )
+        .await;
+    }
+    let order = |query: &'static str| {
+        let data = data.clone();
+        async move {
+            let out = run(&data, query).await;
+            out["data"]["pairs"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{out}"))
+                .iter()
+                .map(|r| format!("{}{}", r["a"], r["b"].as_str().unwrap()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let a_then_b = "{ pairs(order_by: {a: asc, b: desc}) { a b } }";
+    let b_then_a = "{ pairs(order_by: {b: desc, a: asc}) { a b } }";
+    assert_eq!(order(a_then_b).await, ["1z", "1x", "2y", "2w"]);
+    assert_eq!(order(b_then_a).await, ["1z", "2y", "1x", "2w"]);
+    // Merged with another peer's rows, the same order.
+    let remote: graphql::engine::RemoteQuery = std::sync::Arc::new(
+        |_peer: String, _group: String, _table: String, _find: graphql::store::Find| {
+            Box::pin(async move {
+                Ok([(1, "y"), (2, "x")]
+                    .into_iter()
+                    .map(|(a, b)| {
+                        json!({"_id": a, "_owner": "peer-them", "_created_at": "", "_updated_at": "", "a": a, "b": b})
+                            .as_object()
+                            .unwrap()
+                            .clone()
+                    })
+                    .collect())
+            }) as graphql::engine::RemoteRows
+        },
+    );
+    let pairs = data.tables().table("pairs").unwrap();
+    data.federate(
+        vec![graphql::engine::Federated {
+            table: pairs,
+            local: true,
+            sources: vec![("peer-them".into(), "fed".into())],
+        }],
+        Vec::new(),
+        remote,
+    )
+    .unwrap();
+    assert_eq!(order(a_then_b).await, ["1z", "1y", "1x", "2y", "2x", "2w"]);
+    assert_eq!(order(b_then_a).await, ["1z", "1y", "2y", "1x", "2x", "2w"]);
+}
+
+#[tokio::test]
+async fn concurrent_creates_rebuilds_and_federations_end_serving_the_newest_state() {
+    // Each round, a table is created, the schema rebuilt and a new federation given at the same
+    // time: whichever build ends last, the schema serves every table and the new federation.
+    const ROUNDS: usize = 40;
+    const REBUILDERS: usize = 3;
+    let db = TempDb::new("race");
+    let data = Data::open(&db.path(), "peer-me".into()).unwrap();
+    for round in 0..ROUNDS {
+        let start = std::sync::Barrier::new(2 + REBUILDERS);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                start.wait();
+                data.create(&keyed(&format!("t{round}"))).unwrap();
+            });
+            for _ in 0..REBUILDERS {
+                scope.spawn(|| {
+                    start.wait();
+                    data.rebuild().unwrap();
+                });
+            }
+            scope.spawn(|| {
+                start.wait();
+                let federation = vec![theirs(&format!("f{round}"))];
+                data.federate(federation, Vec::new(), remote_of_one_row())
+                    .unwrap();
+            });
+        });
+        let (table, federated) = (format!("t{round}"), format!("f{round}"));
+        let out = run(&data, &format!("{{ {table} {{ k }} {federated} {{ k }} }}")).await;
+        assert_eq!(
+            out["data"],
+            json!({table: [], federated.clone(): [{"k": format!("{federated} there")}]}),
+            "round {round}: {out}"
+        );
+        if round > 0 {
+            let out = run(&data, &format!("{{ f{} {{ k }} }}", round - 1)).await;
+            assert!(
+                message(&out).contains("Unknown field"),
+                "round {round}: {out}"
+            );
+        }
+    }
+    for round in 0..ROUNDS {
+        let out = run(&data, &format!("{{ t{round} {{ k }} }}")).await;
+        assert_eq!(out["data"][format!("t{round}")], json!([]), "{out}");
+    }
+}

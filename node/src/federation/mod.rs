@@ -116,6 +116,9 @@ struct Inner {
     node: NodeHandle,
     data: Data,
     contributions: Mutex<Contributions>,
+    /// Held by each rebuild from reading the contributions to handing them to the engine, so
+    /// the last rebuild to run serves the newest ones.
+    rebuild: Mutex<()>,
     tracker: TaskTracker,
 }
 
@@ -252,6 +255,7 @@ impl Federation {
                 node: node.clone(),
                 data,
                 contributions: Mutex::new(HashMap::new()),
+                rebuild: Mutex::new(()),
                 tracker: tracker.clone(),
             }),
         };
@@ -686,19 +690,25 @@ impl Federation {
 
     /// Hands the engine the tables other peers offer, merged by name.
     fn rebuild(&self) {
-        let contributions = self.lock().clone();
-        let data = self.inner.data.clone();
-        let me = self.inner.me.clone();
+        let this = self.clone();
         let remote = self.remote();
         // Reading the local schemas touches SQLite: off the hook's task.
         self.inner.tracker.spawn_blocking(move || {
+            let _rebuild = this
+                .inner
+                .rebuild
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Read here, not when the task was spawned: tasks may run in any order.
+            let contributions = this.lock().clone();
+            let (data, me) = (&this.inner.data, &this.inner.me);
             let local: Vec<Table> = data
                 .list()
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|t| t.context)
                 .collect();
-            let federated = merge::merge(&contributions, &local, &me);
+            let federated = merge::merge(&contributions, &local, me);
             let relationships = merge::relationships(&contributions);
             if let Err(error) = data.federate(federated, relationships, remote) {
                 tracing::warn!(%error, "cannot serve the federated tables");

@@ -132,11 +132,7 @@ pub(crate) async fn upload(
             status if status.is_server_error() => StatusCode::BAD_REQUEST,
             status => status,
         };
-        ApiError::new(
-            status,
-            "bad_form",
-            format!("bad form: {}", e.body_text()),
-        )
+        ApiError::new(status, "bad_form", format!("bad form: {}", e.body_text()))
     };
     let mut group = None;
     let mut saved = None;

@@ -74,6 +74,26 @@ async fn a_table_is_created_filled_and_queried_over_http() {
         404,
         "not_found",
     );
+    // A table whose GraphQL names clash with another table's, or a reserved one, is refused
+    // with the clash named; what is served stays.
+    for (name, clash) in [
+        ("notes_where", r#"which table "notes" generates"#),
+        ("Query", "which is reserved"),
+    ] {
+        let clashing =
+            json!({"name": name, "columns": [{"name": "a", "type": "text", "key": true}]});
+        let answer = post(api, "/api/data/tables", &clashing.to_string()).await;
+        assert_error(&answer, 400, "invalid_request");
+        assert!(
+            answer.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(clash),
+            "{answer:?}"
+        );
+    }
+    let out = graphql("{ notes(order_by: {slug: asc}, limit: 1) { slug } }").await;
+    assert_eq!(out["data"]["notes"], json!([{"slug": "a"}]), "{out}");
 
     // Settings change, columns and rows stay: out of context it is not served, back in it is.
     let update = |body: Value| {
