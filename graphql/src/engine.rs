@@ -31,6 +31,9 @@ use crate::store::{Find, Op, Row, SYSTEM_COLUMNS, Tables};
 /// ... } }`), each level asking other peers again; a client's introspection query is 13 deep.
 pub const MAX_DEPTH: usize = 16;
 
+/// The field of every row object that names the peer the row came from.
+pub const PEER_FIELD: &str = "_peer";
+
 /// The type names every schema has, whatever its tables: the roots, the shared enum of
 /// `order_by` and GraphQL's built-in scalars. No table may generate one, nor any name that
 /// starts with `__` (GraphQL keeps those for introspection).
@@ -393,7 +396,7 @@ pub fn build(
     for source in &sources {
         let name = type_name(source.name());
         let columns = source.columns();
-        let (mut object, filter, order) = read_types(&name, &columns);
+        let (mut object, filter, order) = read_types(&name, &columns, &owner);
         for (relation, target) in relations(source, &sources, relationships) {
             object = object.field(relation_field(relation, target, store.clone()));
         }
@@ -412,9 +415,27 @@ pub fn build(
         .map_err(|e| DataError::InvalidSchema(e.to_string()))
 }
 
-/// The object type of a table's rows, and its `where` and `order_by` inputs.
-fn read_types(name: &str, columns: &[(String, ColumnType)]) -> (Object, InputObject, InputObject) {
-    let mut object = Object::new(name);
+/// The object type of a table's rows, and its `where` and `order_by` inputs. Beside the
+/// columns, the object has `_peer`: the peer that served the row (`me` for this peer's own),
+/// which `_owner` is not once a row was written by another peer.
+fn read_types(
+    name: &str,
+    columns: &[(String, ColumnType)],
+    me: &str,
+) -> (Object, InputObject, InputObject) {
+    let me = Value::String(me.to_owned());
+    let mut object = Object::new(name).field(Field::new(
+        PEER_FIELD,
+        TypeRef::named_nn(TypeRef::STRING),
+        move |ctx| {
+            let me = me.clone();
+            FieldFuture::new(async move {
+                let row = ctx.parent_value.try_downcast_ref::<Row>()?;
+                let peer = row.get(PEER_FIELD).cloned().unwrap_or(me);
+                Ok(Some(FieldValue::value(GqlValue::from_json(peer)?)))
+            })
+        },
+    ));
     let mut filter = InputObject::new(format!("{name}_where"));
     let mut order = InputObject::new(format!("{name}_order_by"));
     for (column, kind) in columns {
@@ -457,7 +478,8 @@ fn list_arguments(field: Field, name: &str) -> Field {
         ))
 }
 
-/// Orders rows as `order` asks, then by owner and id, so pages across peers are stable.
+/// Orders rows as `order` asks, then by owner, id and serving peer, so pages across peers are
+/// stable.
 fn sort_rows(rows: &mut [Row], order: &[(String, bool)]) {
     fn compare(a: &Value, b: &Value) -> std::cmp::Ordering {
         match (a, b) {
@@ -490,6 +512,12 @@ fn sort_rows(rows: &mut [Row], order: &[(String, bool)]) {
             b.get("_owner").unwrap_or(&null),
         )
         .then_with(|| compare(a.get("_id").unwrap_or(&null), b.get("_id").unwrap_or(&null)))
+        .then_with(|| {
+            compare(
+                a.get(PEER_FIELD).unwrap_or(&null),
+                b.get(PEER_FIELD).unwrap_or(&null),
+            )
+        })
     });
 }
 
@@ -553,7 +581,11 @@ impl Source {
         }
         for (peer, answer) in answers {
             match answer {
-                Ok(theirs) => rows.extend(theirs),
+                Ok(theirs) => rows.extend(theirs.into_iter().map(|mut row| {
+                    // Set here, whatever the peer's rows said.
+                    row.insert(PEER_FIELD.to_owned(), Value::String(peer.clone()));
+                    row
+                })),
                 Err(error) => errors.push(format!("peer {peer}: {error}")),
             }
         }

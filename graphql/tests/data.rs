@@ -358,7 +358,9 @@ async fn a_federated_table_merges_every_source_and_names_the_one_that_failed() {
                 })
                 .enumerate()
                 .map(|(i, (slug, stars))| {
-                    json!({"_id": i + 1, "_owner": "peer-them", "_created_at": "", "_updated_at": "", "slug": slug, "stars": stars})
+                    // t1 was written there by this peer; the rows claim to come from elsewhere.
+                    let owner = if slug == "t1" { "peer-me" } else { "peer-them" };
+                    json!({"_id": i + 1, "_owner": owner, "_peer": "peer-spoof", "_created_at": "", "_updated_at": "", "slug": slug, "stars": stars})
                         .as_object()
                         .unwrap()
                         .clone()
@@ -382,15 +384,16 @@ async fn a_federated_table_merges_every_source_and_names_the_one_that_failed() {
     // Ordered and paged across both peers, not per peer.
     let out = run(
         &data,
-        r#"{ notes(where: {stars_gte: 2}, order_by: {stars: desc}, limit: 3) { slug _owner } }"#,
+        r#"{ notes(where: {stars_gte: 2}, order_by: {stars: desc}, limit: 3) { slug _owner _peer } }"#,
     )
     .await;
+    // `_peer` is the peer that served the row, whoever wrote it and whatever the row says.
     assert_eq!(
         out["data"]["notes"],
         json!([
-            {"slug": "t1", "_owner": "peer-them"},
-            {"slug": "m1", "_owner": "peer-me"},
-            {"slug": "t3", "_owner": "peer-them"}
+            {"slug": "t1", "_owner": "peer-me", "_peer": "peer-them"},
+            {"slug": "m1", "_owner": "peer-me", "_peer": "peer-me"},
+            {"slug": "t3", "_owner": "peer-them", "_peer": "peer-them"}
         ]),
         "{out}"
     );
