@@ -208,6 +208,19 @@ impl Cluster {
             .unwrap();
     }
 
+    /// `peer` sends `message` to the host.
+    async fn send_as(&self, peer: &PeerId, message: ClusterMessage) {
+        let host_route = self.routes.lock().unwrap()[&self.host_peer].clone();
+        host_route
+            .send(Incoming {
+                from: peer.clone(),
+                msg_type: message.msg_type().to_owned(),
+                payload: message.encode_payload().get().to_owned(),
+            })
+            .await
+            .unwrap();
+    }
+
     /// The host's view of `peer`, if it counts it as a worker.
     async fn worker(&self, peer: &PeerId) -> Option<proto::cluster::WorkerInfo> {
         let workers = self.host.workers().await.unwrap();
@@ -1258,5 +1271,99 @@ async fn a_oneshot_executor_that_cannot_start_loses_jobs_without_failing_them() 
         assert_eq!(state.result.as_ref().unwrap().get(), r#""ran""#);
         assert_eq!(state.retries, 0, "{state:?}");
     }
+    cluster.stop().await;
+}
+
+/// The next message from the host to a peer the test plays, batches opened.
+async fn next_messages(at_peer: &mut mpsc::Receiver<Incoming>) -> Vec<ClusterMessage> {
+    let message = tokio::time::timeout(Duration::from_secs(10), at_peer.recv())
+        .await
+        .expect("the host sends the peer a message")
+        .unwrap();
+    let mut messages = Vec::new();
+    flatten(
+        ClusterMessage::decode(&message.msg_type, &message.payload).unwrap(),
+        &mut messages,
+    );
+    messages
+}
+
+/// Waits for the host to ask a peer the test plays to verify.
+async fn asked_to_verify(at_peer: &mut mpsc::Receiver<Incoming>) {
+    let messages = next_messages(at_peer).await;
+    assert!(
+        matches!(messages[..], [ClusterMessage::WorkerVerify(_)]),
+        "{messages:?}"
+    );
+}
+
+/// Waits for the host to assign `job` to a peer the test plays; returns the attempt.
+async fn assigned(at_peer: &mut mpsc::Receiver<Incoming>, job: JobId) -> Attempt {
+    loop {
+        for message in next_messages(at_peer).await {
+            if let ClusterMessage::JobAssign(assign) = message
+                && assign.job_id == job
+            {
+                return assign.attempt;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_the_dispatcher_dropped_is_registered_again_when_heard_from() {
+    // A lease shorter than the group layer's member timeout: the dispatcher drops a silent
+    // worker that the group still counts, so no join will bring it back.
+    let config = dispatcher::Config {
+        lease: Some(dispatcher::Millis(1_000)),
+        ..dispatcher::Config::default()
+    };
+    let cluster = start_in(fresh_dir("take-back"), Limits::default(), config).await;
+    let peer: PeerId = "12D3KooWdropped".parse().unwrap();
+    let mut at_peer = cluster.fake_peer(&peer);
+    cluster.joined(&peer).await;
+    asked_to_verify(&mut at_peer).await;
+    cluster.verified_by(&peer).await;
+    cluster
+        .until_worker(&peer, "the worker is verified", |w| {
+            w.is_some_and(|w| w.verified)
+        })
+        .await;
+    cluster
+        .until_worker(&peer, "its lease expires", |w| w.is_none())
+        .await;
+
+    // Its next heartbeat, refused before, registers it again and asks it to verify.
+    let heartbeat = || {
+        ClusterMessage::WorkerHeartbeat(proto::cluster::WorkerHeartbeat {
+            running: Vec::new(),
+        })
+    };
+    cluster.send_as(&peer, heartbeat()).await;
+    asked_to_verify(&mut at_peer).await;
+    cluster
+        .until_worker(&peer, "the worker is registered again", |w| {
+            w.is_some_and(|w| !w.verified)
+        })
+        .await;
+
+    // Dropped again before it answered: its heartbeats do not ask it again at once.
+    cluster
+        .until_worker(&peer, "its lease expires again", |w| w.is_none())
+        .await;
+    cluster.send_as(&peer, heartbeat()).await;
+    let asked = tokio::time::timeout(Duration::from_millis(500), at_peer.recv()).await;
+    assert!(asked.is_err(), "asked again at once: {asked:?}");
+
+    // Its own verification needs no asking: it is a worker again, and gets jobs.
+    cluster.verified_by(&peer).await;
+    cluster
+        .until_worker(&peer, "the worker is verified again", |w| {
+            w.is_some_and(|w| w.verified)
+        })
+        .await;
+    cluster.send_as(&peer, heartbeat()).await;
+    let id = cluster.host.submit(vec![echo("[1]", 0)]).await.unwrap()[0];
+    assert_eq!(assigned(&mut at_peer, id).await, Attempt(1));
     cluster.stop().await;
 }
