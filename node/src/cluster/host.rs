@@ -1682,6 +1682,7 @@ impl<L: Link> Host<L> {
                 latency_ms: latency,
             }));
         }
+        let requeued = update.status == JobStatus::Pending;
         self.pending_writes.push(Write::State(Box::new(StateRow {
             id: update.id,
             status: update.status,
@@ -1702,6 +1703,17 @@ impl<L: Link> Host<L> {
             done_at: update.done_at.map(stamp),
             elapsed_ms: None,
         })));
+        // Back in the queue (a retry, a lost worker, a user retry, a restore): the progress of
+        // the attempt before is no longer the job's. As a progress write, not in the state
+        // row, so that coalesced with the held states that follow it, it still counts as
+        // older than the new attempt's progress.
+        if requeued {
+            self.pending_writes.push(Write::Progress {
+                id: update.id,
+                percent: 0.0,
+                message: None,
+            });
+        }
     }
 }
 

@@ -1367,3 +1367,87 @@ async fn a_member_the_dispatcher_dropped_is_registered_again_when_heard_from() {
     assert_eq!(assigned(&mut at_peer, id).await, Attempt(1));
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_back_in_the_queue_starts_again_from_no_progress() {
+    let cluster = start_host("progress").await;
+    let peer: PeerId = "12D3KooWprogress".parse().unwrap();
+    let mut at_peer = cluster.fake_peer(&peer);
+    cluster.joined(&peer).await;
+    cluster.verified_by(&peer).await;
+    let id = cluster.host.submit(vec![echo("[1]", 0)]).await.unwrap()[0];
+    let progress = async |attempt: Attempt, percent: f64| {
+        cluster
+            .send_as(
+                &peer,
+                ClusterMessage::JobProgress(proto::cluster::JobProgress {
+                    job_id: id,
+                    attempt,
+                    percent,
+                    message: format!("at {percent}"),
+                }),
+            )
+            .await;
+    };
+    let result = async |attempt: Attempt, status: proto::cluster::ResultStatus| {
+        cluster
+            .send_as(
+                &peer,
+                ClusterMessage::JobResult(proto::cluster::JobResult {
+                    job_id: id,
+                    attempt,
+                    status,
+                    result: Some(RawValue::from_string("1".into()).unwrap().into()),
+                    error: Some("went wrong".into()),
+                    elapsed_ms: None,
+                }),
+            )
+            .await;
+    };
+    // What the job detail shows: the store, once the host wrote what it holds.
+    let shown = async || {
+        cluster.host.flush().await.unwrap();
+        let state = stored(&cluster.host, id);
+        (state.status, state.progress, state.progress_msg)
+    };
+    let until_shown = async |status: JobStatus| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = shown().await;
+            if now.0 == status {
+                return now;
+            }
+            assert!(Instant::now() < deadline, "{now:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+
+    let first = assigned(&mut at_peer, id).await;
+    progress(first, 40.0).await;
+    let at = until_shown(JobStatus::Running).await;
+    assert_eq!((at.1, at.2.as_deref()), (40.0, Some("at 40")));
+    // Its worker loses it: back in the queue (and out again at once, to the same worker),
+    // with no progress.
+    result(first, proto::cluster::ResultStatus::Lost).await;
+    let second = assigned(&mut at_peer, id).await;
+    assert_eq!(shown().await, (JobStatus::Assigned, 0.0, None));
+    progress(second, 70.0).await;
+    let at = until_shown(JobStatus::Running).await;
+    assert_eq!(at.1, 70.0);
+    // It fails for good, keeping the progress it reached; a user retry starts it afresh.
+    result(second, proto::cluster::ResultStatus::Failed).await;
+    assert_eq!(
+        until_shown(JobStatus::Failed).await,
+        (JobStatus::Failed, 70.0, Some("at 70".into()))
+    );
+    cluster.host.retry(id).await.unwrap();
+    let third = assigned(&mut at_peer, id).await;
+    assert_eq!(shown().await, (JobStatus::Assigned, 0.0, None));
+    progress(third, 10.0).await;
+    result(third, proto::cluster::ResultStatus::Completed).await;
+    assert_eq!(
+        until_shown(JobStatus::Completed).await,
+        (JobStatus::Completed, 100.0, None)
+    );
+    cluster.stop().await;
+}
