@@ -37,8 +37,8 @@ use super::{Incoming, Link};
 /// jobs of a busy cluster finish sooner, and their final state then replaces it, which spares the
 /// store one or two row updates per job (its busiest work). A list read from the store may show
 /// such a job one status behind for this long. Nothing a restart needs is held: a restarted host
-/// puts in-flight jobs back to pending whatever their stored status, and changes that count
-/// retries or losses are never held.
+/// puts in-flight jobs back to pending whatever their stored status, skips the attempt number a
+/// held assignment may have used, and changes that count retries or losses are never held.
 const HOLD: Duration = Duration::from_millis(50);
 
 /// The most peers whose verification may wait for their join.
