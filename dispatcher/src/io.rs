@@ -65,8 +65,8 @@ pub struct RestoredJob<P> {
     /// The status it was stored with. Assigned and running jobs come back as pending, at no
     /// retry cost, because their attempts died with the old host.
     pub status: JobStatus,
-    /// The number of the last attempt; new attempts continue after it, so reports from attempts
-    /// of the old host are recognised as stale.
+    /// The number of the last attempt stored; new attempts continue one past the next one (see
+    /// [`Input::Restore`]), so reports from attempts of the old host are recognised as stale.
     pub attempt: Attempt,
     /// Failures counted so far.
     pub retries: u32,
@@ -250,7 +250,9 @@ pub enum Input<P, R> {
     },
     /// Time passed; nothing else happened.
     Tick,
-    /// Reload the queue after a restart. Assigned and running jobs come back as pending.
+    /// Reload the queue after a restart. Assigned and running jobs come back as pending. A
+    /// live job's next attempt skips one number past its stored attempt, which the shell may
+    /// have handed out without storing it.
     Restore(Vec<RestoredJob<P>>),
 }
 

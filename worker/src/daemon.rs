@@ -775,6 +775,12 @@ impl Daemon {
         if !in_flight.is_empty() && !self.shutting_down {
             tracing::warn!(pid, jobs = in_flight.len(), %reason, "executor daemon lost with jobs in flight");
         }
+        // The status goes out before the jobs' outcomes, so that whoever watches it knows the
+        // executor is down by the time it hears of the jobs it lost (the node stops taking jobs
+        // before it reports them lost).
+        if !self.shutting_down {
+            self.after_loss(reason.clone(), tail.clone(), was_checking);
+        }
         for job in in_flight {
             job.job
                 .finish(lost(kind, reason.clone(), tail.clone()))
@@ -783,7 +789,6 @@ impl Daemon {
         if self.shutting_down {
             return;
         }
-        self.after_loss(reason, tail, was_checking);
         if let Phase::Unusable = self.phase {
             let message = match &*self.status.borrow() {
                 ExecutorStatus::Unusable { reason, .. } => {

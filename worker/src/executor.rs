@@ -24,12 +24,14 @@ pub enum ExecutorStatus {
     Starting,
     /// Checked and taking jobs.
     Ready(CheckInfo),
-    /// A daemon died; it is being restarted (after a backoff) and checked again.
+    /// A daemon died, or a oneshot process could not be started: after a backoff the daemon is
+    /// restarted, or the oneshot binary checked, again. Jobs wait meanwhile.
     Restarting {
-        /// Why it died.
+        /// Why it went down, or why its last check failed.
         reason: String,
     },
-    /// The executor cannot be used: its check failed too often. Jobs are refused.
+    /// The executor cannot be used: its check failed too often. Jobs are refused (they end as
+    /// `ExecutorLost`). Final.
     Unusable {
         /// Why.
         reason: String,
@@ -167,11 +169,9 @@ impl Executor {
                     config: Arc::clone(&config),
                     capacity,
                     commands: commands_rx,
+                    status: status_tx,
                 };
-                tasks.spawn(async move {
-                    manager.run().await;
-                    let _ = status_tx.send(ExecutorStatus::Stopped);
-                });
+                tasks.spawn(manager.run());
                 info
             }
             BinaryMode::Daemon => {
@@ -324,6 +324,14 @@ fn capacity_of(config: &ExecutorConfig, info: &CheckInfo) -> usize {
 
 /// Runs the check in a oneshot process.
 async fn check_oneshot(config: &ExecutorConfig) -> Result<CheckInfo, StartError> {
+    check_process(config, &CancellationToken::new()).await
+}
+
+/// Runs the check in a oneshot process, which `stop` ends early (the check then fails).
+pub(crate) async fn check_process(
+    config: &ExecutorConfig,
+    stop: &CancellationToken,
+) -> Result<CheckInfo, StartError> {
     let never = CancellationToken::new();
     let outcome = oneshot::run(Run {
         config,
@@ -335,7 +343,7 @@ async fn check_oneshot(config: &ExecutorConfig) -> Result<CheckInfo, StartError>
         ],
         timeout: Some(config.check_timeout),
         cancel: &never,
-        stop: &never,
+        stop,
         events: None,
     })
     .await;

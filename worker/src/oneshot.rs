@@ -14,17 +14,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use proto::{ExecutorLine, IdMap, IdSet, JobId, JobLine};
+use proto::{CheckInfo, ExecutorLine, IdMap, IdSet, JobId, JobLine};
 use serde_json::value::RawValue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::ChildStdin;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ExecutorConfig;
-use crate::executor::{Command, Submitted};
+use crate::executor::{Command, ExecutorStatus, StartError, Submitted, check_process};
 use crate::job::{EventKind, Failure, FailureKind, JobSpec, LogStream, Outcome, format_limit};
 use crate::lines::{Line, LineReader};
 use crate::process::{self, describe_exit, signal_group};
@@ -99,8 +99,9 @@ pub(crate) async fn run(run: Run<'_>) -> Outcome {
     .unwrap_or_else(|error| Err(io::Error::other(error)));
     let mut spawned = match spawned {
         Ok(spawned) => spawned,
+        // Not the job's fault: the binary is gone or the system is out of something.
         Err(error) => {
-            return Outcome::Failed(Failure::new(
+            return Outcome::ExecutorLost(Failure::new(
                 FailureKind::Io,
                 format!("cannot start executor {}: {error}", config.path.display()),
             ));
@@ -343,15 +344,41 @@ pub(crate) fn job_input(spec: &JobSpec) -> (Vec<u8>, String, String) {
 }
 
 /// The task that owns the oneshot jobs of one executor: a queue, at most `capacity` processes.
+///
+/// A process that cannot be started (the binary was removed or replaced, the system is out of
+/// processes) loses its job, which is not the job's fault, and takes the executor down the way
+/// a daemon that died is: no job starts until a check passes again, after a backoff that doubles
+/// up to a cap, and too many failed checks in a row make the executor unusable. The status
+/// says so before the lost job's outcome goes out.
 pub(crate) struct Oneshot {
     pub(crate) config: Arc<ExecutorConfig>,
     pub(crate) capacity: usize,
     pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) status: watch::Sender<ExecutorStatus>,
 }
 
 struct Running {
     cancel: CancellationToken,
 }
+
+/// Whether jobs may start.
+enum Health {
+    Ready,
+    /// A process could not be started; jobs wait for a check to pass.
+    Down {
+        /// When the next check starts; `None` while one runs.
+        check_at: Option<Instant>,
+        /// The delay before the check after the next failed one.
+        backoff: Duration,
+        /// Failed checks in a row.
+        failed_checks: u32,
+    },
+    /// The check failed too often; jobs are refused with this reason.
+    Unusable(String),
+}
+
+/// A job whose process could not be started, handed back to the manager with why.
+type Unstarted = Option<(Submitted, Failure)>;
 
 impl Oneshot {
     pub(crate) async fn run(mut self) {
@@ -360,11 +387,14 @@ impl Oneshot {
         // The ids in `queue`, to refuse duplicates without a scan.
         let mut queued: IdSet<JobId> = IdSet::default();
         let mut running: IdMap<JobId, Running> = IdMap::default();
-        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut tasks: JoinSet<Unstarted> = JoinSet::new();
         let mut task_jobs: HashMap<tokio::task::Id, JobId> = HashMap::new();
+        let mut checks: JoinSet<Result<CheckInfo, StartError>> = JoinSet::new();
+        let mut health = Health::Ready;
         let mut shutting_down = false;
         loop {
-            while !shutting_down && running.len() < self.capacity {
+            while !shutting_down && matches!(health, Health::Ready) && running.len() < self.capacity
+            {
                 let Some(job) = queue.pop_front() else { break };
                 queued.remove(&job.spec.id);
                 let cancel = CancellationToken::new();
@@ -380,17 +410,21 @@ impl Oneshot {
                 let task = tasks.spawn(run_job(config, job, cancel, stop));
                 task_jobs.insert(task.id(), id);
             }
-            if shutting_down && tasks.is_empty() {
+            if shutting_down && tasks.is_empty() && checks.is_empty() {
                 break;
             }
+            let check_at = match health {
+                Health::Down { check_at, .. } if !shutting_down => check_at,
+                _ => None,
+            };
             tokio::select! {
                 command = self.commands.recv(), if !shutting_down => match command {
                     Some(Command::Submit(job)) => {
-                        admit(job, &running, &mut queued, &mut queue).await;
+                        admit(job, &running, &mut queued, &mut queue, &health).await;
                     }
                     Some(Command::SubmitBatch(jobs)) => {
                         for job in jobs {
-                            admit(job, &running, &mut queued, &mut queue).await;
+                            admit(job, &running, &mut queued, &mut queue, &health).await;
                         }
                     }
                     Some(Command::Cancel(id)) => {
@@ -417,29 +451,142 @@ impl Oneshot {
                     }
                 },
                 Some(joined) = tasks.join_next_with_id() => {
-                    let task = match joined {
-                        Ok((task, ())) => task,
+                    let (task, unstarted) = match joined {
+                        Ok((task, unstarted)) => (task, unstarted),
                         Err(error) => {
                             tracing::error!(%error, "oneshot job task failed");
-                            error.id()
+                            (error.id(), None)
                         }
                     };
                     if let Some(id) = task_jobs.remove(&task) {
                         running.remove(&id);
                     }
+                    if let Some((job, failure)) = unstarted {
+                        if !shutting_down {
+                            self.went_down(&mut health, &failure.message);
+                        }
+                        job.finish(Outcome::ExecutorLost(failure)).await;
+                    }
+                }
+                () = sleep_until(check_at), if check_at.is_some() => {
+                    if let Health::Down { check_at, .. } = &mut health {
+                        *check_at = None;
+                    }
+                    let config = Arc::clone(&self.config);
+                    let stop = stop.clone();
+                    checks.spawn(async move { check_process(&config, &stop).await });
+                }
+                Some(checked) = checks.join_next() => {
+                    let checked = checked.unwrap_or_else(|error| {
+                        Err(StartError::CheckFailed {
+                            reason: format!("the check task failed: {error}"),
+                            stderr_tail: None,
+                        })
+                    });
+                    if !shutting_down {
+                        self.checked(&mut health, checked, &mut queue, &mut queued).await;
+                    }
                 }
             }
+        }
+        let _ = self.status.send(ExecutorStatus::Stopped);
+    }
+
+    /// A process could not be started: no job starts until a check passes.
+    fn went_down(&self, health: &mut Health, reason: &str) {
+        if !matches!(health, Health::Ready) {
+            return;
+        }
+        let backoff = self.config.restart_backoff;
+        tracing::warn!(%reason, delay_ms = millis(backoff), "executor cannot be started; checking it again");
+        *health = Health::Down {
+            check_at: Some(Instant::now() + backoff),
+            backoff: (backoff * 2).min(self.config.max_restart_backoff),
+            failed_checks: 0,
+        };
+        let _ = self.status.send(ExecutorStatus::Restarting {
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// A check of an executor that was down ended: jobs start again, or the next check is
+    /// set, or, after too many failures, the executor is unusable and its queue is lost.
+    async fn checked(
+        &self,
+        health: &mut Health,
+        checked: Result<CheckInfo, StartError>,
+        queue: &mut VecDeque<Submitted>,
+        queued: &mut IdSet<JobId>,
+    ) {
+        let Health::Down {
+            backoff,
+            failed_checks,
+            ..
+        } = *health
+        else {
+            return;
+        };
+        let (reason, stderr_tail) = match checked {
+            Ok(info) => {
+                tracing::info!("executor checked again; taking jobs");
+                *health = Health::Ready;
+                let _ = self.status.send(ExecutorStatus::Ready(info));
+                return;
+            }
+            Err(StartError::CheckFailed {
+                reason,
+                stderr_tail,
+            }) => (reason, stderr_tail),
+        };
+        let failed_checks = failed_checks + 1;
+        if failed_checks < self.config.max_failed_restarts {
+            tracing::warn!(%reason, delay_ms = millis(backoff), "executor check failed; checking it again");
+            *health = Health::Down {
+                check_at: Some(Instant::now() + backoff),
+                backoff: (backoff * 2).min(self.config.max_restart_backoff),
+                failed_checks,
+            };
+            let _ = self.status.send(ExecutorStatus::Restarting { reason });
+            return;
+        }
+        tracing::error!(%reason, "executor is unusable");
+        let message = format!("executor is unusable: {reason}");
+        *health = Health::Unusable(reason.clone());
+        let _ = self.status.send(ExecutorStatus::Unusable {
+            reason,
+            stderr_tail,
+        });
+        queued.clear();
+        for job in queue.drain(..) {
+            job.finish(Outcome::ExecutorLost(Failure::new(
+                FailureKind::Rejected,
+                message.clone(),
+            )))
+            .await;
         }
     }
 }
 
-/// Queues a job unless its id is already in the runtime.
+fn millis(delay: Duration) -> u64 {
+    u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Queues a job unless its id is already in the runtime or the executor is unusable.
 async fn admit(
     job: Submitted,
     running: &IdMap<JobId, Running>,
     queued: &mut IdSet<JobId>,
     queue: &mut VecDeque<Submitted>,
+    health: &Health,
 ) {
+    if let Health::Unusable(reason) = health {
+        job.finish(Outcome::ExecutorLost(Failure::new(
+            FailureKind::Rejected,
+            format!("executor is unusable: {reason}"),
+        )))
+        .await;
+        return;
+    }
     let id = job.spec.id;
     if running.contains_key(&id) || !queued.insert(id) {
         job.reject().await;
@@ -448,12 +595,13 @@ async fn admit(
     }
 }
 
+/// Runs one job's process; a job whose process could not be started comes back unfinished.
 async fn run_job(
     config: Arc<ExecutorConfig>,
     job: Submitted,
     cancel: CancellationToken,
     stop: CancellationToken,
-) {
+) -> Unstarted {
     let id = job.spec.id;
     let (input, id_text, attempt) = job_input(&job.spec);
     let sink = EventSink::new(job.events.clone(), id, job.spec.attempt);
@@ -471,5 +619,11 @@ async fn run_job(
         events: Some(&sink),
     })
     .await;
-    job.finish(outcome).await;
+    match outcome {
+        Outcome::ExecutorLost(failure) if failure.kind == FailureKind::Io => Some((job, failure)),
+        outcome => {
+            job.finish(outcome).await;
+            None
+        }
+    }
 }

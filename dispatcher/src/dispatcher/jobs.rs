@@ -416,7 +416,11 @@ impl<P: Clone, R> Dispatcher<P, R> {
             let slot = self.insert(spec, seq, Some(created_at));
             self.ids.set_cell(seq, Known::Live(slot));
             let job = self.job_mut(slot);
-            job.attempt = attempt;
+            // The attempt after the stored one may have been handed out before the restart
+            // and never stored (the shell holds assigned states back for a moment): it is
+            // skipped, so that a report the worker sends again about it is stale rather than
+            // taken for the next attempt.
+            job.attempt = attempt.next();
             job.retries = retries;
             job.losses = losses;
             job.set_error(error.map(Into::into));
@@ -426,7 +430,8 @@ impl<P: Clone, R> Dispatcher<P, R> {
             placed.push((slot, interrupted));
         }
         for (slot, interrupted) in placed {
-            // Only the jobs whose stored status changes need writing back.
+            // Only the jobs whose stored status changes need writing back. The skipped number
+            // of the others reaches the store with their next assignment.
             let before = self.outputs.len();
             self.admit(slot, false, true);
             let failed = self.job_state(slot).is_none();
@@ -503,9 +508,96 @@ impl<P: Clone, R> Dispatcher<P, R> {
 
 #[cfg(test)]
 mod tests {
-    use proto::{JobId, JobStatus};
+    use proto::{Attempt, JobId, JobStatus, PeerId};
 
-    use crate::{Config, Dispatcher, Input, Millis, NewJob};
+    use crate::{
+        Config, Dispatcher, IgnoreReason, Input, Millis, NewJob, Output, Report, RestoredJob,
+        StepError,
+    };
+
+    /// The attempt after the stored one may have gone out before a crash without reaching the
+    /// store (assigned states are held back for a moment, and a stored pending job may hide
+    /// one): a restore never hands out that number again, so the worker's report about the
+    /// old attempt, sent again to the new host, is stale instead of taken for the new one.
+    #[test]
+    fn a_restore_skips_the_attempt_that_may_have_gone_out_unstored() {
+        let mut d: Dispatcher<(), String> = Dispatcher::new(Config::default(), 1);
+        let restored = |n: u64, status: JobStatus, attempt: u32| RestoredJob {
+            job: NewJob::new(JobId::from_u64(n), "t", ()),
+            status,
+            attempt: Attempt(attempt),
+            retries: 0,
+            losses: 0,
+            error: None,
+            created_at: Millis(n),
+            done_at: None,
+            history: Vec::new(),
+        };
+        d.step(
+            Millis(10),
+            Input::Restore(vec![
+                // Stored pending, never stored as assigned: attempt 1 may be out.
+                restored(1, JobStatus::Pending, 0),
+                // Stored running attempt 3: attempt 4 may be out.
+                restored(2, JobStatus::Running, 3),
+            ]),
+        )
+        .unwrap();
+        let written: Vec<(u64, JobStatus, Attempt)> = d
+            .drain_outputs()
+            .filter_map(|o| match o {
+                Output::JobChanged(u) => Some((u.id.as_u64(), u.status, u.attempt)),
+                _ => None,
+            })
+            .collect();
+        // The interrupted job is written back with the skipped number, so a second restart
+        // skips past it; the pending one reaches the store with its next assignment.
+        assert_eq!(written, [(2, JobStatus::Pending, Attempt(4))]);
+
+        let worker: PeerId = "12D3KooWworker".parse().unwrap();
+        d.step(Millis(20), Input::WorkerJoined(worker.clone()))
+            .unwrap();
+        d.step(
+            Millis(20),
+            Input::WorkerVerified {
+                worker: worker.clone(),
+                types: Vec::new(),
+                capacity: 2,
+            },
+        )
+        .unwrap();
+        let assigned: Vec<(u64, Attempt)> = d
+            .drain_outputs()
+            .filter_map(|o| match o {
+                Output::Assign(a) => Some((a.job.as_u64(), a.attempt)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(assigned, [(1, Attempt(2)), (2, Attempt(5))]);
+        for (n, old) in [(1, Attempt(1)), (2, Attempt(4))] {
+            let job = JobId::from_u64(n);
+            let late = d.step(
+                Millis(30),
+                Input::Result {
+                    worker: worker.clone(),
+                    job,
+                    attempt: old,
+                    report: Report::Completed("from before the restart".to_owned()),
+                },
+            );
+            assert!(
+                matches!(
+                    late,
+                    Err(StepError::Ignored {
+                        reason: IgnoreReason::Stale(_),
+                        ..
+                    })
+                ),
+                "{late:?}"
+            );
+            assert_eq!(d.status(job), Some(JobStatus::Assigned));
+        }
+    }
 
     /// Forgotten and retried jobs leave stale entries in the finish order; they are dropped
     /// once they outnumber the finished jobs known, so the order stays bounded.

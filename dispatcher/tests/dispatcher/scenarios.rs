@@ -846,8 +846,10 @@ fn restore_puts_in_flight_attempts_back_at_no_cost() {
     // A worker still running attempt 4 from before the restart comes back.
     h.worker(1, &[], 2);
     assert_eq!(h.pairs(), [(1, 1), (1, 2)], "creation order kept");
-    assert_eq!(h.attempt(1), Attempt(5));
+    // Attempt 5 may have been handed out before the restart without being stored: skipped.
+    assert_eq!(h.attempt(1), Attempt(6));
     assert!(h.report(1, 1, Attempt(4), true).is_err(), "old attempt");
+    assert!(h.report(1, 1, Attempt(5), true).is_err(), "skipped attempt");
     assert_eq!(h.status(1), JobStatus::Assigned);
     assert_eq!(
         h.step(Input::Restore(vec![restored(3, JobStatus::Pending, 0, 0)])),

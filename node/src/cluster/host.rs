@@ -7,7 +7,7 @@
 //! whatever queued up while the previous send was in flight as one `batch` message: light load
 //! gets one message per job, heavy load gets large batches, and no timer is involved.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,12 +37,16 @@ use super::{Incoming, Link};
 /// jobs of a busy cluster finish sooner, and their final state then replaces it, which spares the
 /// store one or two row updates per job (its busiest work). A list read from the store may show
 /// such a job one status behind for this long. Nothing a restart needs is held: a restarted host
-/// puts in-flight jobs back to pending whatever their stored status, and changes that count
-/// retries or losses are never held.
+/// puts in-flight jobs back to pending whatever their stored status, skips the attempt number a
+/// held assignment may have used, and changes that count retries or losses are never held.
 const HOLD: Duration = Duration::from_millis(50);
 
 /// The most peers whose verification may wait for their join.
 const MAX_EARLY: usize = 1024;
+
+/// The least time between two registrations of a member the dispatcher dropped: a worker
+/// that keeps being dropped (it cannot be reached) is not registered again on every message.
+const TAKE_BACK_EVERY: Millis = Millis(10_000);
 
 /// Limits on what a submit may carry, beyond what the dispatcher checks.
 #[derive(Clone, Debug)]
@@ -384,6 +388,8 @@ pub(crate) async fn spawn<L: Link>(
         release_at: None,
         flush_waiting: Vec::new(),
         early: HashMap::new(),
+        members: HashSet::new(),
+        taken_back: HashMap::new(),
         payloads: IdMap::default(),
         payload_bytes: 0,
         jobs_in_flight: 0,
@@ -527,6 +533,13 @@ struct Host<L: Link> {
     flush_waiting: Vec<oneshot::Sender<Result<(), HostError>>>,
     /// Verifications from peers whose join has not arrived yet (at most [`MAX_EARLY`]).
     early: HashMap<PeerId, WorkerVerified>,
+    /// The group's members other than the host, as the group layer reported them. The
+    /// dispatcher may drop a worker the group still counts (a failed send, a full outbox, an
+    /// expired lease); such a worker is registered again when it is next heard from.
+    members: HashSet<PeerId>,
+    /// When each member was last registered again that way (see [`TAKE_BACK_EVERY`]); until
+    /// it verifies or leaves.
+    taken_back: HashMap<PeerId, Millis>,
     /// The payload size of each live job that has one.
     payloads: IdMap<JobId, usize>,
     /// Their sum, plus the payloads of submits waiting for the store.
@@ -602,8 +615,15 @@ impl<L: Link> Host<L> {
         match event {
             Event::Request(request) => self.request(request),
             Event::Incoming(message) => self.incoming(message),
-            Event::Member(MemberEvent::Joined(peer)) => self.worker_joined(peer),
-            Event::Member(MemberEvent::Left(peer, reason)) => self.worker_gone(peer, reason),
+            Event::Member(MemberEvent::Joined(peer)) => {
+                self.members.insert(peer.clone());
+                self.worker_joined(peer);
+            }
+            Event::Member(MemberEvent::Left(peer, reason)) => {
+                self.members.remove(&peer);
+                self.taken_back.remove(&peer);
+                self.worker_gone(peer, reason);
+            }
             Event::Committed(done) => self.committed(done),
             Event::Read(then) => then(self),
             Event::SendFailed(worker, error) => {
@@ -647,21 +667,48 @@ impl<L: Link> Host<L> {
 
     fn worker_gone(&mut self, worker: PeerId, reason: LeaveReason) {
         tracing::info!(%worker, reason = reason.as_str(), "worker gone");
-        self.early.remove(&worker);
-        self.outboxes.remove(&worker);
+        // Announced while the dispatcher still knows it.
+        let info = self
+            .meta
+            .get(&worker)
+            .and_then(|meta| self.worker_info(&worker, meta));
         log_refusal(self.step(Input::WorkerLeft {
             worker: worker.clone(),
             reason,
         }));
-        if let Some(meta) = self.meta.remove(&worker) {
-            let info = self.worker_info(&worker, &meta);
-            if let Some(info) = info {
-                let _ = self.events.send(ClusterEvent::Worker(WorkerEvent {
-                    worker: info,
-                    left: true,
-                }));
-            }
+        self.forget_worker(&worker, info);
+    }
+
+    /// Drops what the host keeps of a worker the dispatcher no longer knows, so that `meta`
+    /// holds exactly the workers it knows, and announces that it left (`info`, taken while
+    /// the dispatcher still knew it).
+    fn forget_worker(&mut self, worker: &PeerId, info: Option<WorkerInfo>) {
+        self.early.remove(worker);
+        self.outboxes.remove(worker);
+        if self.meta.remove(worker).is_some()
+            && let Some(info) = info
+        {
+            let _ = self.events.send(ClusterEvent::Worker(WorkerEvent {
+                worker: info,
+                left: true,
+            }));
         }
+    }
+
+    /// A member the dispatcher dropped (it is not in `meta`) was heard from: it is registered
+    /// again and asked to verify, as on a join, at most once per [`TAKE_BACK_EVERY`] unless
+    /// it sent its verification (`verifies`), which needs no asking.
+    fn take_back(&mut self, peer: &PeerId, verifies: bool) {
+        let now = now();
+        if !verifies
+            && let Some(&at) = self.taken_back.get(peer)
+            && now.0.saturating_sub(at.0) < TAKE_BACK_EVERY.0
+        {
+            return;
+        }
+        tracing::info!(worker = %peer, "heard from a member that is not a worker; registering it again");
+        self.taken_back.insert(peer.clone(), now);
+        self.worker_joined(peer.clone());
     }
 
     fn request(&mut self, request: Request) {
@@ -1284,6 +1331,11 @@ impl<L: Link> Host<L> {
         }
         if let Some(meta) = self.meta.get_mut(from) {
             meta.last_seen = now();
+        } else if self.members.contains(from) {
+            // A member the dispatcher dropped (the group layer still counts it, so no join
+            // will come): without this it would stay idle until it rejoined.
+            let verifies = matches!(message, ClusterMessage::WorkerVerified(_));
+            self.take_back(from, verifies);
         }
         let worker = from.clone();
         let result = match message {
@@ -1361,6 +1413,7 @@ impl<L: Link> Host<L> {
                 Ok(())
             }
             ClusterMessage::WorkerVerified(v) => {
+                self.taken_back.remove(from);
                 if let Some(meta) = self.meta.get_mut(from) {
                     meta.version = v.version.clone();
                 }
@@ -1497,7 +1550,8 @@ impl<L: Link> Host<L> {
                 }
                 Output::WorkerLost { worker, reason } => {
                     tracing::warn!(%worker, reason = reason.as_str(), "worker lost");
-                    self.outboxes.remove(&*worker);
+                    // The dispatcher no longer knows it, so it can no longer be described.
+                    self.forget_worker(&worker, None);
                 }
                 Output::AttemptEnded { job, record } => self.attempt_ended(job, &record),
                 Output::WakeAt(at) => self.wake = Some(at),
@@ -1628,6 +1682,7 @@ impl<L: Link> Host<L> {
                 latency_ms: latency,
             }));
         }
+        let requeued = update.status == JobStatus::Pending;
         self.pending_writes.push(Write::State(Box::new(StateRow {
             id: update.id,
             status: update.status,
@@ -1648,6 +1703,17 @@ impl<L: Link> Host<L> {
             done_at: update.done_at.map(stamp),
             elapsed_ms: None,
         })));
+        // Back in the queue (a retry, a lost worker, a user retry, a restore): the progress of
+        // the attempt before is no longer the job's. As a progress write, not in the state
+        // row, so that coalesced with the held states that follow it, it still counts as
+        // older than the new attempt's progress.
+        if requeued {
+            self.pending_writes.push(Write::Progress {
+                id: update.id,
+                percent: 0.0,
+                message: None,
+            });
+        }
     }
 }
 

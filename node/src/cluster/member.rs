@@ -6,6 +6,11 @@
 //! what queued while a send was in flight and, for a failed send, waits and sends the same batch
 //! again: a result is kept until the host has it (the host ignores duplicates), so a host that
 //! restarts gets every result of the attempts it still knows.
+//!
+//! The actor also watches the executor's status: while the executor is down (a daemon being
+//! restarted, a oneshot binary that cannot be started, or an executor that is unusable for
+//! good) the host is told the worker failed its check, so it sends no jobs that would only
+//! come back lost; once the executor is checked again, the worker announces it again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +21,13 @@ use proto::cluster::{
 };
 use proto::{Attempt, GroupId, IdMap, JobId, PeerId};
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use worker::{Event, EventKind, Executor, ExecutorConfig, JobSpec, LogStream, Outcome};
+use worker::{
+    CheckInfo, Event, EventKind, Executor, ExecutorConfig, ExecutorStatus, JobSpec, LogStream,
+    Outcome,
+};
 
 use super::outbox::{self, OnFailure};
 use super::{Incoming, Link};
@@ -60,6 +68,8 @@ enum Event2 {
     /// Job events, taken from their channel together (`jobs` holds them).
     Jobs,
     Heartbeat,
+    /// The executor's status changed (`false`: its supervisor is gone, nothing more will).
+    Executor(bool),
 }
 
 /// Starts the worker side: starts and checks the executor, announces it to the host, then takes
@@ -100,9 +110,12 @@ pub(crate) async fn spawn<L: Link>(
         }
     };
     let (events_tx, events_rx) = mpsc::channel(4096);
-    let member = Member {
+    let status = executor.status();
+    let mut member = Member {
         config,
         executor,
+        status,
+        down: false,
         outbox: outbox_tx,
         events: events_tx,
         running: IdMap::default(),
@@ -118,6 +131,10 @@ pub(crate) async fn spawn<L: Link>(
 struct Member {
     config: MemberConfig,
     executor: Arc<Executor>,
+    /// The executor's status, as its runtime reports it.
+    status: watch::Receiver<ExecutorStatus>,
+    /// Whether the host was last told the executor is down (a failed verification).
+    down: bool,
     outbox: mpsc::Sender<ClusterMessage>,
     events: mpsc::Sender<Event>,
     /// The attempts this worker runs, by job.
@@ -138,6 +155,7 @@ impl Member {
         let mut jobs = Vec::with_capacity(EVENTS_AT_ONCE);
         let mut heartbeat = tokio::time::interval(self.config.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watching = true;
         loop {
             let event = tokio::select! {
                 () = self.cancel.cancelled() => break,
@@ -146,6 +164,7 @@ impl Member {
                 // Never 0: the actor holds a sender of its own (`self.events`).
                 _ = events.recv_many(&mut jobs, EVENTS_AT_ONCE) => Event2::Jobs,
                 _ = heartbeat.tick() => Event2::Heartbeat,
+                changed = self.status.changed(), if watching => Event2::Executor(changed.is_ok()),
             };
             match event {
                 Event2::Incoming(message) => self.incoming(message).await,
@@ -158,10 +177,17 @@ impl Member {
                     .await;
                 }
                 Event2::Jobs => {
+                    // The runtime reports an executor down before the jobs it lost: the host
+                    // hears it first too, and does not hand those jobs straight back.
+                    if watching && self.status.has_changed().unwrap_or(false) {
+                        self.executor_changed().await;
+                    }
                     for event in jobs.drain(..) {
                         self.job_event(event).await;
                     }
                 }
+                Event2::Executor(true) => self.executor_changed().await,
+                Event2::Executor(false) => watching = false,
                 Event2::Heartbeat => {
                     let running = self.running.iter().map(|(job, attempt)| JobRef {
                         job_id: *job,
@@ -181,25 +207,78 @@ impl Member {
         tracing::info!(group = %self.config.group, "worker side stopped");
     }
 
-    /// Tells the host which executor this worker runs and what it serves.
-    async fn announce(&self) {
-        let info = self.executor.info();
+    /// Tells the host which executor this worker runs and whether it takes jobs.
+    async fn announce(&mut self) {
         let binary = WorkerBinary {
             path: self.config.executor.path.display().to_string(),
             mode: self.config.executor.mode.as_str().to_owned(),
         };
-        let verified = WorkerVerified {
+        let _ = self.outbox.send(ClusterMessage::WorkerBinary(binary)).await;
+        let verified = self.verification();
+        self.send_verified(verified).await;
+    }
+
+    /// Tells the host whether the executor takes jobs: what it serves when it is ready, why
+    /// not when it is down.
+    async fn send_verified(&mut self, verified: WorkerVerified) {
+        self.down = !verified.ok;
+        self.report(ClusterMessage::WorkerVerified(verified)).await;
+    }
+
+    /// The verification the executor's current status makes.
+    fn verification(&self) -> WorkerVerified {
+        let first = self.executor.info();
+        let capacity = u32::try_from(self.executor.capacity()).unwrap_or(u32::MAX);
+        let ready = |info: &CheckInfo| WorkerVerified {
             ok: true,
             types: info.types.clone(),
-            capacity: u32::try_from(self.executor.capacity()).unwrap_or(u32::MAX),
+            capacity,
             version: info.version.clone(),
             error: None,
         };
-        let _ = self.outbox.send(ClusterMessage::WorkerBinary(binary)).await;
-        let _ = self
-            .outbox
-            .send(ClusterMessage::WorkerVerified(verified))
-            .await;
+        let down = |error: String| WorkerVerified {
+            ok: false,
+            types: Vec::new(),
+            capacity: 0,
+            version: first.version.clone(),
+            error: Some(error),
+        };
+        match &*self.status.borrow() {
+            // What the last check declared: a restarted executor may declare other types.
+            ExecutorStatus::Ready(info) => ready(info),
+            // Only before the first check, which a started executor has passed.
+            ExecutorStatus::Starting => ready(first),
+            ExecutorStatus::Restarting { reason } => down(format!("executor is down: {reason}")),
+            ExecutorStatus::Unusable { reason, .. } => {
+                down(format!("executor is unusable: {reason}"))
+            }
+            ExecutorStatus::Stopped => down("executor stopped".to_owned()),
+        }
+    }
+
+    /// The executor went down or came back: the host stops or starts sending jobs. An
+    /// executor that stays down is reported again only when it becomes unusable for good.
+    async fn executor_changed(&mut self) {
+        let (ready, unusable) = {
+            let status = self.status.borrow_and_update();
+            (
+                matches!(*status, ExecutorStatus::Ready(_)),
+                matches!(*status, ExecutorStatus::Unusable { .. }),
+            )
+        };
+        // The host knows already, unless the executor was just given up on for good.
+        let told_ready = !self.down;
+        if ready == told_ready && !unusable {
+            return;
+        }
+        let verified = self.verification();
+        match &verified.error {
+            None => tracing::info!(group = %self.config.group, "executor ready again; taking jobs"),
+            Some(error) => {
+                tracing::warn!(group = %self.config.group, %error, "executor down; taking no jobs");
+            }
+        }
+        self.send_verified(verified).await;
     }
 
     async fn incoming(&mut self, message: Incoming) {

@@ -141,6 +141,13 @@ async fn start_in(dir: TempDir, limits: Limits, dispatcher: dispatcher::Config) 
 
 impl Cluster {
     async fn add_worker(&self, name: &str, capacity: u32) -> PeerId {
+        let mut executor = ExecutorConfig::new(python_executor(), BinaryMode::Daemon);
+        executor.capacity_override = std::num::NonZeroU32::new(capacity);
+        self.add_worker_with(name, executor).await
+    }
+
+    /// A worker running `executor`, joined and started (its first check passed).
+    async fn add_worker_with(&self, name: &str, executor: ExecutorConfig) -> PeerId {
         let peer: PeerId = format!("12D3KooW{name}").parse().unwrap();
         let (incoming_tx, incoming) = mpsc::channel(1024);
         self.routes
@@ -148,8 +155,6 @@ impl Cluster {
             .unwrap()
             .insert(peer.clone(), incoming_tx);
         let (_host_events_tx, host_events) = mpsc::channel::<HostEvent>(8);
-        let mut executor = ExecutorConfig::new(python_executor(), BinaryMode::Daemon);
-        executor.capacity_override = std::num::NonZeroU32::new(capacity);
         let config = MemberConfig {
             group: self.group.clone(),
             host: self.host_peer.clone(),
@@ -201,6 +206,43 @@ impl Cluster {
             })
             .await
             .unwrap();
+    }
+
+    /// `peer` sends `message` to the host.
+    async fn send_as(&self, peer: &PeerId, message: ClusterMessage) {
+        let host_route = self.routes.lock().unwrap()[&self.host_peer].clone();
+        host_route
+            .send(Incoming {
+                from: peer.clone(),
+                msg_type: message.msg_type().to_owned(),
+                payload: message.encode_payload().get().to_owned(),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// The host's view of `peer`, if it counts it as a worker.
+    async fn worker(&self, peer: &PeerId) -> Option<proto::cluster::WorkerInfo> {
+        let workers = self.host.workers().await.unwrap();
+        workers.into_iter().find(|w| w.peer_id == *peer)
+    }
+
+    /// Waits until `check` holds of the host's view of `peer` (`None`: not a worker).
+    async fn until_worker(
+        &self,
+        peer: &PeerId,
+        what: &str,
+        check: impl Fn(Option<&proto::cluster::WorkerInfo>) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let worker = self.worker(peer).await;
+            if check(worker.as_ref()) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: {worker:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn stop(self) {
@@ -1077,5 +1119,335 @@ async fn jobs_finished_while_the_store_fails_are_stored_once_it_writes_again() {
     let cluster = cluster.restart().await;
     let stats = cluster.host.stats().await.unwrap();
     assert_eq!((stats.completed, stats.pending), (20, 0), "{stats:?}");
+    cluster.stop().await;
+}
+
+/// Writes an executable script `name` into `dir` (made if needed).
+fn script(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A daemon executor that passes its first check, dies on its first job, and fails every
+/// check after that, so that the runtime gives up on it. Each check adds a line to `checks`
+/// beside it.
+const BROKEN_DAEMON: &str = r##"#!/bin/sh
+dir="$(dirname "$0")"
+while read -r line; do
+  case "$line" in
+    *'"__check__"'*)
+      echo check >> "$dir/checks"
+      if [ -e "$dir/crashed" ]; then
+        echo '{"job_id":"__check__","status":"error","error":"broken for good"}'
+        exit 1
+      fi
+      echo '{"job_id":"__check__","status":"done","result":{"capacity":2}}' ;;
+    *) : > "$dir/crashed"; echo dying >&2; exit 5 ;;
+  esac
+done
+"##;
+
+/// A oneshot executor that passes its check and answers every job with `"ran"`.
+const ONESHOT: &str = r##"#!/bin/sh
+read -r line
+case "$line" in
+  *'"__check__"'*) echo '{"job_id":"__check__","status":"done","result":{"capacity":2}}' ;;
+  *) echo '{"status":"done","result":"ran"}' ;;
+esac
+"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_executor_is_unusable_takes_no_jobs_and_fails_none() {
+    let cluster = start_host("unusable").await;
+    let dir = cluster.dir.0.join("broken");
+    let mut executor =
+        ExecutorConfig::new(script(&dir, "broken.sh", BROKEN_DAEMON), BinaryMode::Daemon);
+    // Quick restarts, so that it is given up on within a second.
+    executor.restart_backoff = Duration::from_millis(20);
+    executor.max_restart_backoff = Duration::from_millis(100);
+    let checks_to_give_up = 1 + executor.max_failed_restarts as usize;
+    let broken = cluster.add_worker_with("broken", executor).await;
+    cluster
+        .until_worker(&broken, "the worker is verified at first", |w| {
+            w.is_some_and(|w| w.verified)
+        })
+        .await;
+
+    let ids = cluster
+        .host
+        .submit((0..20).map(|i| echo(&format!("[{i}]"), 0)).collect())
+        .await
+        .unwrap();
+    // It dies on the first job it gets, then fails every check until it is given up on.
+    let checks = dir.join("checks");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&checks)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < checks_to_give_up
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the executor was not given up on"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The worker told the host its executor is down: the jobs wait, rather than come back
+    // lost again and again from a worker that stays the least loaded, until the crash limit
+    // fails them all.
+    cluster
+        .until_worker(&broken, "the host counts the worker unverified", |w| {
+            w.is_some_and(|w| !w.verified && w.running_jobs == 0)
+        })
+        .await;
+    let stats = cluster.host.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.failed), (20, 0), "{stats:?}");
+
+    // A healthy worker runs them all.
+    let healthy = cluster.add_worker("healthy", 2).await;
+    let states = wait_all(&cluster.host, &ids, Duration::from_secs(60)).await;
+    for state in &states {
+        assert_eq!(state.status, JobStatus::Completed, "{state:?}");
+        assert_eq!(state.worker_id.as_ref(), Some(&healthy), "{state:?}");
+        assert!(state.losses <= 1, "{state:?}");
+    }
+    assert_eq!(cluster.host.stats().await.unwrap().failed, 0);
+    let broken = cluster.worker(&broken).await.expect("still a member");
+    assert!(!broken.verified, "{broken:?}");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_oneshot_executor_that_cannot_start_loses_jobs_without_failing_them() {
+    let cluster = start_host("oneshot-gone").await;
+    let dir = cluster.dir.0.join("oneshot");
+    let path = script(&dir, "executor.sh", ONESHOT);
+    let mut executor = ExecutorConfig::new(path.clone(), BinaryMode::Oneshot);
+    // Checked again quickly, and not given up on while the binary is away.
+    executor.restart_backoff = Duration::from_millis(20);
+    executor.max_restart_backoff = Duration::from_millis(100);
+    executor.max_failed_restarts = u32::MAX;
+    let worker = cluster.add_worker_with("oneshot", executor).await;
+    cluster
+        .until_worker(&worker, "the worker is verified", |w| {
+            w.is_some_and(|w| w.verified)
+        })
+        .await;
+    // The binary goes away after its check, as during a redeploy.
+    let away = dir.join("executor.sh.away");
+    std::fs::rename(&path, &away).unwrap();
+    let ids = cluster
+        .host
+        .submit((0..6).map(|i| echo(&format!("[{i}]"), 0)).collect())
+        .await
+        .unwrap();
+    cluster
+        .until_worker(&worker, "the host counts the worker unverified", |w| {
+            w.is_some_and(|w| !w.verified && w.running_jobs == 0)
+        })
+        .await;
+    // The jobs it could not start came back lost, which spends no retry.
+    cluster.host.flush().await.unwrap();
+    let mut lost = 0;
+    for id in &ids {
+        let state = stored(&cluster.host, *id);
+        assert_eq!(state.status, JobStatus::Pending, "{state:?}");
+        assert_eq!(state.retries, 0, "{state:?}");
+        lost += state.losses;
+    }
+    assert!(lost > 0, "no job was tried");
+    assert_eq!(cluster.host.stats().await.unwrap().failed, 0);
+
+    // Back in place, the binary passes its next check, and the worker takes jobs again.
+    std::fs::rename(&away, &path).unwrap();
+    let states = wait_all(&cluster.host, &ids, Duration::from_secs(30)).await;
+    for state in &states {
+        assert_eq!(state.status, JobStatus::Completed, "{state:?}");
+        assert_eq!(state.result.as_ref().unwrap().get(), r#""ran""#);
+        assert_eq!(state.retries, 0, "{state:?}");
+    }
+    cluster.stop().await;
+}
+
+/// The next message from the host to a peer the test plays, batches opened.
+async fn next_messages(at_peer: &mut mpsc::Receiver<Incoming>) -> Vec<ClusterMessage> {
+    let message = tokio::time::timeout(Duration::from_secs(10), at_peer.recv())
+        .await
+        .expect("the host sends the peer a message")
+        .unwrap();
+    let mut messages = Vec::new();
+    flatten(
+        ClusterMessage::decode(&message.msg_type, &message.payload).unwrap(),
+        &mut messages,
+    );
+    messages
+}
+
+/// Waits for the host to ask a peer the test plays to verify.
+async fn asked_to_verify(at_peer: &mut mpsc::Receiver<Incoming>) {
+    let messages = next_messages(at_peer).await;
+    assert!(
+        matches!(messages[..], [ClusterMessage::WorkerVerify(_)]),
+        "{messages:?}"
+    );
+}
+
+/// Waits for the host to assign `job` to a peer the test plays; returns the attempt.
+async fn assigned(at_peer: &mut mpsc::Receiver<Incoming>, job: JobId) -> Attempt {
+    loop {
+        for message in next_messages(at_peer).await {
+            if let ClusterMessage::JobAssign(assign) = message
+                && assign.job_id == job
+            {
+                return assign.attempt;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_the_dispatcher_dropped_is_registered_again_when_heard_from() {
+    // A lease shorter than the group layer's member timeout: the dispatcher drops a silent
+    // worker that the group still counts, so no join will bring it back.
+    let config = dispatcher::Config {
+        lease: Some(dispatcher::Millis(1_000)),
+        ..dispatcher::Config::default()
+    };
+    let cluster = start_in(fresh_dir("take-back"), Limits::default(), config).await;
+    let peer: PeerId = "12D3KooWdropped".parse().unwrap();
+    let mut at_peer = cluster.fake_peer(&peer);
+    cluster.joined(&peer).await;
+    asked_to_verify(&mut at_peer).await;
+    cluster.verified_by(&peer).await;
+    cluster
+        .until_worker(&peer, "the worker is verified", |w| {
+            w.is_some_and(|w| w.verified)
+        })
+        .await;
+    cluster
+        .until_worker(&peer, "its lease expires", |w| w.is_none())
+        .await;
+
+    // Its next heartbeat, refused before, registers it again and asks it to verify.
+    let heartbeat = || {
+        ClusterMessage::WorkerHeartbeat(proto::cluster::WorkerHeartbeat {
+            running: Vec::new(),
+        })
+    };
+    cluster.send_as(&peer, heartbeat()).await;
+    asked_to_verify(&mut at_peer).await;
+    cluster
+        .until_worker(&peer, "the worker is registered again", |w| {
+            w.is_some_and(|w| !w.verified)
+        })
+        .await;
+
+    // Dropped again before it answered: its heartbeats do not ask it again at once.
+    cluster
+        .until_worker(&peer, "its lease expires again", |w| w.is_none())
+        .await;
+    cluster.send_as(&peer, heartbeat()).await;
+    let asked = tokio::time::timeout(Duration::from_millis(500), at_peer.recv()).await;
+    assert!(asked.is_err(), "asked again at once: {asked:?}");
+
+    // Its own verification needs no asking: it is a worker again, and gets jobs.
+    cluster.verified_by(&peer).await;
+    cluster
+        .until_worker(&peer, "the worker is verified again", |w| {
+            w.is_some_and(|w| w.verified)
+        })
+        .await;
+    cluster.send_as(&peer, heartbeat()).await;
+    let id = cluster.host.submit(vec![echo("[1]", 0)]).await.unwrap()[0];
+    assert_eq!(assigned(&mut at_peer, id).await, Attempt(1));
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_back_in_the_queue_starts_again_from_no_progress() {
+    let cluster = start_host("progress").await;
+    let peer: PeerId = "12D3KooWprogress".parse().unwrap();
+    let mut at_peer = cluster.fake_peer(&peer);
+    cluster.joined(&peer).await;
+    cluster.verified_by(&peer).await;
+    let id = cluster.host.submit(vec![echo("[1]", 0)]).await.unwrap()[0];
+    let progress = async |attempt: Attempt, percent: f64| {
+        cluster
+            .send_as(
+                &peer,
+                ClusterMessage::JobProgress(proto::cluster::JobProgress {
+                    job_id: id,
+                    attempt,
+                    percent,
+                    message: format!("at {percent}"),
+                }),
+            )
+            .await;
+    };
+    let result = async |attempt: Attempt, status: proto::cluster::ResultStatus| {
+        cluster
+            .send_as(
+                &peer,
+                ClusterMessage::JobResult(proto::cluster::JobResult {
+                    job_id: id,
+                    attempt,
+                    status,
+                    result: Some(RawValue::from_string("1".into()).unwrap().into()),
+                    error: Some("went wrong".into()),
+                    elapsed_ms: None,
+                }),
+            )
+            .await;
+    };
+    // What the job detail shows: the store, once the host wrote what it holds.
+    let shown = async || {
+        cluster.host.flush().await.unwrap();
+        let state = stored(&cluster.host, id);
+        (state.status, state.progress, state.progress_msg)
+    };
+    let until_shown = async |status: JobStatus| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = shown().await;
+            if now.0 == status {
+                return now;
+            }
+            assert!(Instant::now() < deadline, "{now:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+
+    let first = assigned(&mut at_peer, id).await;
+    progress(first, 40.0).await;
+    let at = until_shown(JobStatus::Running).await;
+    assert_eq!((at.1, at.2.as_deref()), (40.0, Some("at 40")));
+    // Its worker loses it: back in the queue (and out again at once, to the same worker),
+    // with no progress.
+    result(first, proto::cluster::ResultStatus::Lost).await;
+    let second = assigned(&mut at_peer, id).await;
+    assert_eq!(shown().await, (JobStatus::Assigned, 0.0, None));
+    progress(second, 70.0).await;
+    let at = until_shown(JobStatus::Running).await;
+    assert_eq!(at.1, 70.0);
+    // It fails for good, keeping the progress it reached; a user retry starts it afresh.
+    result(second, proto::cluster::ResultStatus::Failed).await;
+    assert_eq!(
+        until_shown(JobStatus::Failed).await,
+        (JobStatus::Failed, 70.0, Some("at 70".into()))
+    );
+    cluster.host.retry(id).await.unwrap();
+    let third = assigned(&mut at_peer, id).await;
+    assert_eq!(shown().await, (JobStatus::Assigned, 0.0, None));
+    progress(third, 10.0).await;
+    result(third, proto::cluster::ResultStatus::Completed).await;
+    assert_eq!(
+        until_shown(JobStatus::Completed).await,
+        (JobStatus::Completed, 100.0, None)
+    );
     cluster.stop().await;
 }

@@ -705,6 +705,76 @@ async fn killing_a_worker_loses_nothing_and_fails_nothing() {
     );
 }
 
+/// A daemon executor that passes its first check, dies on its first job and fails every check
+/// after that: the worker runtime gives up on it after its restarts (about 3 s by default).
+const BROKEN_DAEMON: &str = r##"#!/bin/sh
+dir="$(dirname "$0")"
+while read -r line; do
+  case "$line" in
+    *'"__check__"'*)
+      if [ -e "$dir/crashed" ]; then
+        echo '{"job_id":"__check__","status":"error","error":"broken for good"}'
+        exit 1
+      fi
+      echo '{"job_id":"__check__","status":"done","result":{"capacity":2}}' ;;
+    *) : > "$dir/crashed"; echo dying >&2; exit 5 ;;
+  esac
+done
+"##;
+
+#[tokio::test]
+async fn a_worker_whose_executor_breaks_gets_no_more_jobs_and_none_fail() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let host = host().await;
+    let dir = temp_dir("broken-executor");
+    std::fs::create_dir_all(&dir).expect("executor dir");
+    let broken_executor = dir.join("broken.sh");
+    std::fs::write(&broken_executor, BROKEN_DAEMON).expect("executor");
+    std::fs::set_permissions(&broken_executor, std::fs::Permissions::from_mode(0o755))
+        .expect("executable");
+    let healthy_executor = echo_executor();
+    let (broken, healthy) = tokio::join!(
+        worker(&host, &broken_executor, 2),
+        worker(&host, &healthy_executor, 2)
+    );
+    let jobs: Vec<Value> = (0..30)
+        .map(|i| json!({ "type": "echo", "payload": { "sleep_ms": 100, "i": i } }))
+        .collect();
+    let ids = submit(host.api(), &jobs).await;
+
+    // The broken worker's executor dies on its first job and never passes a check again: the
+    // host stops sending it jobs (before, it stayed verified and the least loaded, took every
+    // job and lost it at once until the crash limit failed the whole queue).
+    let broken_id = broken.ready.peer_id.clone();
+    until(
+        30,
+        "the host counts the broken worker unverified",
+        async || {
+            worker_info(host.api(), &broken_id)
+                .await
+                .is_some_and(|w| w["verified"] == false)
+        },
+    )
+    .await;
+    let states = wait_terminal(host.api(), &ids, 90).await;
+    let healthy_id = healthy.ready.peer_id.clone();
+    for state in &states {
+        let detail = job(host.api(), &state.job.id.to_string()).await;
+        assert_eq!(detail.status, JobStatus::Completed, "{detail:?}");
+        assert_eq!(detail.retries, 0, "{detail:?}");
+        let last = detail.attempts.last().expect("an attempt");
+        assert_eq!(last.worker_id.as_str(), healthy_id, "{detail:?}");
+        assert!(detail.losses <= 1, "{detail:?}");
+    }
+    assert_eq!(stats(host.api()).await["failed"], 0);
+    let info = worker_info(host.api(), &broken_id).await;
+    assert!(
+        info.as_ref().is_some_and(|w| w["verified"] == false),
+        "{info:?}\nworker log:\n{}",
+        logs(&broken)
+    );
+}
+
 #[tokio::test]
 async fn restarting_a_killed_host_loses_nothing() {
     let host = host().await;

@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 use proto::{JobId, JobMode};
 use serde_json::Value;
 use tokio::sync::mpsc;
-use worker::{BinaryMode, EventKind, Executor, FailureKind, LogStream, Outcome};
+use worker::{BinaryMode, EventKind, Executor, ExecutorStatus, FailureKind, LogStream, Outcome};
 
 use crate::support::{
-    config, finish, job, process_gone, read_pid, run, start, started, submit, temp_dir,
+    config, eventually, finish, fixture, job, process_gone, read_pid, run, start, started, submit,
+    temp_dir,
 };
 
 const ONESHOT: BinaryMode = BinaryMode::Oneshot;
@@ -344,5 +345,74 @@ async fn an_executor_that_closes_stdout_is_stopped_not_waited_for() {
     let executor = start("closes_stdout.sh", ONESHOT).await;
     let done = run(&executor, job(1, "null")).await;
     assert_eq!(done.failure().kind, FailureKind::NoResult);
+    executor.shutdown().await;
+}
+
+/// A copy of the echo fixture in a directory of its own, to take away and put back.
+fn movable_echo(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = temp_dir(name);
+    let path = dir.join("echo.py");
+    std::fs::copy(fixture("echo.py"), &path).unwrap();
+    (path, dir.join("away.py"))
+}
+
+#[tokio::test]
+async fn a_binary_that_cannot_start_loses_its_job_and_jobs_wait_for_a_check() {
+    let (path, away) = movable_echo("oneshot-away");
+    let mut config = config("echo.py", ONESHOT);
+    config.path = path.clone();
+    config.max_failed_restarts = u32::MAX;
+    let executor = Executor::start(config).await.unwrap();
+    let status = executor.status();
+    std::fs::rename(&path, &away).unwrap();
+    // Not the job's fault: lost, not failed, and the status said so before the outcome came.
+    let done = run(&executor, job(1, "[1]")).await;
+    assert_eq!(done.lost().kind, FailureKind::Io);
+    assert!(
+        done.lost().message.contains("cannot start executor"),
+        "{}",
+        done.lost().message
+    );
+    assert!(
+        matches!(&*status.borrow(), ExecutorStatus::Restarting { .. }),
+        "{:?}",
+        *status.borrow()
+    );
+    // Jobs wait while it is down, and run once the binary passes a check again.
+    let mut waiting = submit(&executor, job(2, "[2]")).await;
+    std::fs::rename(&away, &path).unwrap();
+    assert_eq!(finish(&mut waiting).await.result(), "[2]");
+    assert!(matches!(&*status.borrow(), ExecutorStatus::Ready(_)));
+    executor.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_binary_that_stays_gone_makes_the_executor_unusable() {
+    let (path, away) = movable_echo("oneshot-gone");
+    let mut config = config("echo.py", ONESHOT);
+    config.path = path.clone();
+    config.max_failed_restarts = 2;
+    let executor = Executor::start(config).await.unwrap();
+    let status = executor.status();
+    std::fs::rename(&path, &away).unwrap();
+    assert_eq!(
+        run(&executor, job(1, "[1]")).await.lost().kind,
+        FailureKind::Io
+    );
+    // Waiting, or refused once the executor is given up on: lost either way, not failed.
+    let mut waiting = submit(&executor, job(2, "[2]")).await;
+    eventually("the executor to be unusable", || {
+        matches!(&*status.borrow(), ExecutorStatus::Unusable { .. })
+    })
+    .await;
+    assert_eq!(
+        finish(&mut waiting).await.lost().kind,
+        FailureKind::Rejected
+    );
+    // Put back, it stays unusable: that is final, as for a daemon.
+    std::fs::rename(&away, &path).unwrap();
+    let done = run(&executor, job(3, "[3]")).await;
+    assert_eq!(done.lost().kind, FailureKind::Rejected);
+    assert!(done.lost().message.contains("executor is unusable"));
     executor.shutdown().await;
 }
