@@ -812,6 +812,7 @@ fn demo(
             name: Some("demo".into()),
             group_id: None,
             max_members: 0,
+            admission: None,
         },
     )?;
     let group = created["group_id"]

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use proto::api::{ClusterEvent, ClusterStatus, CreateCluster, SubmitJob};
 use proto::cluster::{JobState, WorkerInfo};
-use proto::{JobId, JobMode, JobStatus, Timestamp};
+use proto::{Admission, JobId, JobMode, JobStatus, Timestamp};
 use serde_json::value::RawValue;
 
 use crate::client::{ApiClient, ClientError, DEFAULT_API, all_completed};
@@ -151,6 +151,10 @@ pub enum ClusterCommand {
         /// The most workers; 0 means no limit.
         #[arg(long, default_value_t = 0)]
         max_members: u32,
+        /// Who may join as a worker: `open` (anyone who knows the host and the group id) or
+        /// `invite` (only peers invited with `POST /api/groups/invite`).
+        #[arg(long, default_value = "open", value_parser = parse_admission)]
+        admission: Admission,
     },
     /// The node's role in a cluster and, on a host, the queue counters (JSON).
     Status,
@@ -160,6 +164,16 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_admission(s: &str) -> Result<Admission, String> {
+    match s {
+        "open" => Ok(Admission::Open),
+        "invite" => Ok(Admission::Invite),
+        other => Err(format!(
+            "invalid admission {other:?} (must be open or invite)"
+        )),
+    }
 }
 
 pub(crate) fn fail(error: impl std::fmt::Display) -> ExitCode {
@@ -191,13 +205,18 @@ pub fn run_job(api: &ApiArgs, command: JobCommand) -> ExitCode {
 pub fn run_cluster(api: &ApiArgs, command: ClusterCommand) -> ExitCode {
     let client = api.client();
     let result = match command {
-        ClusterCommand::Create { name, max_members } => client
+        ClusterCommand::Create {
+            name,
+            max_members,
+            admission,
+        } => client
             .post::<_, serde_json::Value>(
                 "/api/cluster/create",
                 &CreateCluster {
                     name: Some(name),
                     group_id: None,
                     max_members,
+                    admission: Some(admission),
                 },
             )
             .map(|answer| {

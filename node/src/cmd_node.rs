@@ -241,6 +241,7 @@ async fn serve(
     // as a graceful stop rather than by the default action.
     let signals = Signals::install().context("cannot install signal handlers")?;
     let keypair = groups::identity::load_or_create(&config.data_dir)?;
+    let me = groups::net::peer_to_proto(&keypair.public().to_peer_id());
     let mut node_config = NodeConfig::new(keypair);
     node_config.listen = config.listen.clone();
     node_config.bootstrap = config.peers.clone();
@@ -249,7 +250,7 @@ async fn serve(
         max_frame_bytes: config.max_message_bytes,
         ..MqConfig::default()
     };
-    let (cluster_handler, cluster_routes) = Cluster::handler();
+    let (cluster_handler, cluster_routes) = Cluster::handler(me);
     let (chat_handler, chat_hooks) = groups::chat::handler();
     let mut registry = HandlerRegistry::new();
     registry.register(CLUSTER_TYPE, cluster_handler);

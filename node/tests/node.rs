@@ -7,6 +7,7 @@ mod node {
     mod api;
     mod chat;
     mod cluster;
+    mod cluster_routes;
     mod data;
     mod datafed;
     mod demo;

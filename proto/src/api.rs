@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{JobState, Json, QueueStats, WorkerInfo};
-use crate::{Attempt, GroupId, JobId, JobMode, JobStatus, PeerId, Timestamp};
+use crate::{Admission, Attempt, GroupId, JobId, JobMode, JobStatus, PeerId, Timestamp};
 
 /// The most jobs one batch submit may carry.
 pub const MAX_SUBMIT_BATCH: usize = 10_000;
@@ -111,12 +111,17 @@ pub struct CreateCluster {
     /// A name for people; default `Cluster`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Host this existing group id (as after a restart) instead of a new one.
+    /// Host this existing cluster group, one this peer hosts but runs no cluster for (made
+    /// with `POST /api/groups`), instead of a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_id: Option<GroupId>,
     /// The most workers; 0 means no limit.
     #[serde(default)]
     pub max_members: u32,
+    /// Who may join as a worker: anyone (`open`, the default) or only the peers the host
+    /// invited (`invite`). For a new group only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<Admission>,
 }
 
 /// `GET /api/cluster/status` response.

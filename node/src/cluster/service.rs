@@ -2,16 +2,21 @@
 //! MQ bus's `cluster:` messages and the group layer's membership hooks to the running actor, and
 //! keeps the role across restarts (a host finds its cluster among its hosted groups; a worker's
 //! settings live in `cluster-worker.json` in the data directory).
+//!
+//! A role lasts as long as its group: whichever way the group goes away (`POST
+//! /api/cluster/leave`, the generic group routes, the host closing it or kicking this worker, or
+//! the host refusing the worker's join for good), the role ends the same way, in
+//! [`Cluster::end_role`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use groups::group::LeaveReason as GroupLeave;
-use groups::{GroupHandle, GroupSpec, Mq, TypeHandler};
+use groups::{GroupError, GroupHandle, GroupSpec, Mq, TypeHandler};
 use proto::api::ClusterStatus;
 use proto::cluster::parse_cluster_topic;
-use proto::{BinaryMode, GroupEvent, GroupEventKind, GroupId, PeerId};
+use proto::{Admission, BinaryMode, ErrorCode, GroupEvent, GroupEventKind, GroupId, PeerId};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use store::{JobStore, StoreConfig};
@@ -41,6 +46,17 @@ pub(crate) enum ClusterError {
     /// This peer already has a role.
     #[error("already {0}")]
     Busy(String),
+    /// A cluster was asked for on a group this peer does not host.
+    #[error("group {0} is not hosted by this peer")]
+    NotHosted(GroupId),
+    /// A cluster was asked for on a hosted group of another type.
+    #[error("group {group} is a {group_type:?} group, not a cluster group")]
+    NotClusterGroup {
+        /// The group.
+        group: GroupId,
+        /// Its type.
+        group_type: String,
+    },
     /// The group layer refused.
     #[error("group: {0}")]
     Group(#[from] groups::GroupError),
@@ -88,10 +104,32 @@ struct Routes {
     )>,
 }
 
-/// The group type handler of cluster groups: passes joins and leaves to the host actor, and
-/// welcomes to the worker actor. Hooks must not block, so everything goes through `try_send`.
+/// The group type handler of cluster groups: passes joins and leaves to the host actor,
+/// welcomes to the worker actor, and the end of the role's group (closed, left, or this worker
+/// kicked) to [`Cluster::end_role`]. Hooks must not block, so everything goes through
+/// `try_send`.
 pub(crate) struct ClusterHandler {
     routes: Arc<RwLock<Routes>>,
+    /// This peer, to tell its own leave from others'.
+    me: PeerId,
+    /// Groups whose end ends this peer's role.
+    gone: mpsc::Sender<GroupId>,
+}
+
+impl ClusterHandler {
+    /// Passes on the end of `group` when it is the group of this peer's role.
+    fn group_gone(&self, group: &GroupId, how: &'static str) {
+        let ours = self.routes.read().is_ok_and(|routes| {
+            routes.host.as_ref().is_some_and(|(g, _, _)| g == group)
+                || routes
+                    .worker
+                    .as_ref()
+                    .is_some_and(|(g, _, _, _)| g == group)
+        });
+        if ours && self.gone.try_send(group.clone()).is_err() {
+            tracing::warn!(%group, how, "cluster busy; the end of its group not passed on");
+        }
+    }
 }
 
 impl TypeHandler for ClusterHandler {
@@ -132,15 +170,28 @@ impl TypeHandler for ClusterHandler {
         }
     }
 
+    /// The host closed its group (any way: `/api/groups/close` too), or the host of the
+    /// group this peer works in closed it, kicked this peer, or no longer admits it.
+    fn on_close(&self, group: &GroupId) {
+        self.group_gone(group, "closed");
+    }
+
     fn on_event(&self, event: &GroupEvent) {
-        if event.kind != GroupEventKind::Welcome {
-            return;
-        }
-        if let Ok(routes) = self.routes.read()
-            && let Some((group, _, _, host_events)) = &routes.worker
-            && *group == event.group
-        {
-            let _ = host_events.try_send(HostEvent::Welcomed);
+        match event.kind {
+            GroupEventKind::Welcome => {
+                if let Ok(routes) = self.routes.read()
+                    && let Some((group, _, _, host_events)) = &routes.worker
+                    && *group == event.group
+                {
+                    let _ = host_events.try_send(HostEvent::Welcomed);
+                }
+            }
+            // This peer left a joined group (`/api/groups/leave`, `/subscriptions/remove`): a
+            // member's own leave fires no other hook.
+            GroupEventKind::Leave if event.from.as_ref() == Some(&self.me) => {
+                self.group_gone(&event.group, "left");
+            }
+            _ => {}
         }
     }
 }
@@ -196,15 +247,22 @@ struct Inner {
 }
 
 impl Cluster {
-    /// The handler to register for [`CLUSTER_TYPE`] before the peer starts, and the routes it
-    /// shares with the cluster made by [`Cluster::start`].
-    pub(crate) fn handler() -> (Arc<ClusterHandler>, ClusterRoutes) {
+    /// The handler to register for [`CLUSTER_TYPE`] before the peer `me` starts, and the
+    /// routes it shares with the cluster made by [`Cluster::start`].
+    pub(crate) fn handler(me: PeerId) -> (Arc<ClusterHandler>, ClusterRoutes) {
         let routes = Arc::new(RwLock::new(Routes::default()));
+        // One role at a time, so a few ends queued at once is already more than happens.
+        let (gone, gone_rx) = mpsc::channel(16);
         (
             Arc::new(ClusterHandler {
                 routes: routes.clone(),
+                me,
+                gone,
             }),
-            ClusterRoutes(routes),
+            ClusterRoutes {
+                routes,
+                gone: gone_rx,
+            },
         )
     }
 
@@ -225,7 +283,7 @@ impl Cluster {
                 hosting,
                 mq: mq.clone(),
                 groups,
-                routes: routes.0,
+                routes: routes.routes,
                 host: RwLock::new(None),
                 worker: RwLock::new(None),
                 store: RwLock::new(None),
@@ -238,8 +296,9 @@ impl Cluster {
         tracker.spawn(route_messages(
             mq.subscribe("cluster:"),
             cluster.inner.routes.clone(),
-            cancel,
+            cancel.clone(),
         ));
+        tracker.spawn(cluster.clone().end_roles(routes.gone, cancel));
         let hosted = cluster.inner.groups.hosted_groups().await?;
         if let Some(group) = hosted.into_iter().find(|g| g.group_type == CLUSTER_TYPE) {
             tracing::info!(group = %group.id, "resuming as the cluster host");
@@ -284,12 +343,14 @@ impl Cluster {
                 worker_status: Some("running".into()),
             };
         }
+        // As in Goop², an idle peer shows the executor a join without one would use.
+        let binary = self.binary();
         ClusterStatus {
             role: String::new(),
             group_id: String::new(),
             stats: None,
-            binary_path: None,
-            binary_mode: None,
+            binary_path: binary.as_ref().map(|(path, _)| path.display().to_string()),
+            binary_mode: binary.map(|(_, mode)| mode.as_str().to_owned()),
             worker_status: None,
         }
     }
@@ -302,11 +363,13 @@ impl Cluster {
             .map(|w| format!("a worker in cluster {}", w.group))
     }
 
-    /// Creates a cluster group and hosts it.
+    /// Creates a cluster group and hosts it. `admission` is the group layer's: an `invite`
+    /// cluster takes only the workers its host invited.
     pub(crate) async fn create(
         &self,
         name: String,
         max_members: u32,
+        admission: Admission,
     ) -> Result<GroupId, ClusterError> {
         if let Some(role) = self.busy() {
             return Err(ClusterError::Busy(role));
@@ -318,13 +381,30 @@ impl Cluster {
             group_context: name.clone(),
             max_members,
             volatile: false,
-            admission: Default::default(),
+            admission,
             roles: Vec::new(),
             default_role: None,
         };
         let group = self.inner.groups.create(spec).await?;
         self.start_host(group.clone()).await?;
         Ok(group)
+    }
+
+    /// Hosts `group`, a cluster group this peer already hosts in the group layer (made with
+    /// `POST /api/groups` and type `cluster`, which starts no host by itself).
+    pub(crate) async fn host_existing(&self, group: GroupId) -> Result<(), ClusterError> {
+        if let Some(role) = self.busy() {
+            return Err(ClusterError::Busy(role));
+        }
+        let hosted = self.inner.groups.hosted_groups().await?;
+        match hosted.into_iter().find(|g| g.id == group) {
+            Some(g) if g.group_type == CLUSTER_TYPE => self.start_host(group).await,
+            Some(g) => Err(ClusterError::NotClusterGroup {
+                group,
+                group_type: g.group_type,
+            }),
+            None => Err(ClusterError::NotHosted(group)),
+        }
     }
 
     async fn start_host(&self, group: GroupId) -> Result<(), ClusterError> {
@@ -412,7 +492,7 @@ impl Cluster {
             mq: self.inner.mq.clone(),
         };
         let role = self.role_token();
-        if let Err(error) = member::spawn(
+        let started = member::spawn(
             config,
             link,
             incoming,
@@ -421,43 +501,65 @@ impl Cluster {
             role.clone(),
         )
         .await
-        {
+        .map_err(ClusterError::from)
+        .and_then(|()| self.save_worker_settings(&settings));
+        if let Err(error) = started {
+            // Nothing of this role runs on: what it started stops with the token.
+            role.cancel();
             if let Ok(mut routes) = self.inner.routes.write() {
                 routes.worker = None;
             }
-            return Err(error.into());
+            return Err(error);
         }
-        self.save_worker_settings(&settings)?;
         if let Ok(mut worker) = self.inner.worker.write() {
             *worker = Some(settings.clone());
         }
-        // Join the group in the background: the host may not be up yet; the group layer keeps
-        // the subscription and rejoins by itself once it is.
-        let groups = self.inner.groups.clone();
-        let cancel = role;
-        self.inner.tracker.spawn(async move {
-            let mut backoff = Duration::from_millis(200);
-            loop {
-                match groups.join(settings.host.clone(), settings.group.clone()).await {
-                    Ok(_) => {
-                        tracing::info!(group = %settings.group, host = %settings.host, "joined the cluster");
-                        return;
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, retry_in = ?backoff, "cannot join the cluster yet");
-                    }
-                }
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        });
+        // A later join without an executor uses this one (Goop² bug 8.1 item 12).
+        if let Ok(mut binary) = self.inner.binary.write() {
+            *binary = Some((settings.executor.clone(), settings.mode));
+        }
+        self.inner
+            .tracker
+            .spawn(self.clone().join_group(settings.host, settings.group, role));
         Ok(())
     }
 
-    /// A fresh token for the role about to start, cancelled by [`Cluster::leave`].
+    /// Joins the worker's group in the background: the host may not be up yet; once joined,
+    /// the group layer keeps the subscription and rejoins by itself. A refusal that will stand
+    /// (the group is gone, this peer is not invited or not allowed) ends the role, so a
+    /// restart does not try again; so does a leave of the group while the join waits.
+    async fn join_group(self, host: PeerId, group: GroupId, cancel: CancellationToken) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let joined = self.inner.groups.join(host.clone(), group.clone()).await;
+            if cancel.is_cancelled() {
+                return;
+            }
+            match joined {
+                Ok(_) => {
+                    tracing::info!(%group, %host, "joined the cluster");
+                    return;
+                }
+                Err(error) if join_ends_the_role(&error) => {
+                    tracing::warn!(%group, %host, %error, "cannot ever join the cluster; leaving the worker role");
+                    if let Err(error) = self.end_role(Some(&group)).await {
+                        tracing::warn!(%group, %error, "ending the worker role");
+                    }
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%group, %error, retry_in = ?backoff, "cannot join the cluster yet");
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// A fresh token for the role about to start, cancelled by [`Cluster::end_role`].
     fn role_token(&self) -> CancellationToken {
         let token = self.inner.cancel.child_token();
         if let Ok(mut role) = self.inner.role.write() {
@@ -466,32 +568,79 @@ impl Cluster {
         token
     }
 
-    /// Ends this peer's role: a host closes its cluster group (its workers are told), a worker
-    /// leaves it and forgets its settings. Stored jobs stay in the database.
+    /// Ends this peer's role (`POST /api/cluster/leave`): a host closes its cluster group (its
+    /// workers are told), a worker leaves it and forgets its settings. Stored jobs stay in the
+    /// database.
     pub(crate) async fn leave(&self) -> Result<(), ClusterError> {
+        self.end_role(None).await
+    }
+
+    /// Ends the role whatever its group (`None`), or only when it is the role in `gone`, a
+    /// group that went away without this service: closed or left through the generic group
+    /// routes, closed by its host, this worker kicked or refused. Either way the actor stops,
+    /// the routes go, the group is closed or left if it is still there, and a worker forgets
+    /// its settings.
+    async fn end_role(&self, gone: Option<&GroupId>) -> Result<(), ClusterError> {
+        let ours = |group: &GroupId| gone.is_none_or(|g| g == group);
+        let host = self
+            .inner
+            .host
+            .write()
+            .ok()
+            .and_then(|mut h| h.take_if(|h| ours(h.group())));
+        let worker = self
+            .inner
+            .worker
+            .write()
+            .ok()
+            .and_then(|mut w| w.take_if(|w| ours(&w.group)));
+        if gone.is_some() && host.is_none() && worker.is_none() {
+            // Another role, or this one already ended.
+            return Ok(());
+        }
         if let Some(token) = self.inner.role.write().ok().and_then(|mut r| r.take()) {
             token.cancel();
         }
-        let host = self.inner.host.write().ok().and_then(|mut h| h.take());
-        let worker = self.inner.worker.write().ok().and_then(|mut w| w.take());
         if let Ok(mut routes) = self.inner.routes.write() {
             *routes = Routes::default();
         }
+        // A group already gone is what ended the role, not an error.
+        let still_there = |result: Result<(), GroupError>| match result {
+            Err(GroupError::UnknownGroup(_) | GroupError::NotJoined(_)) if gone.is_some() => Ok(()),
+            result => result,
+        };
         if let Some(host) = host {
-            tracing::info!(group = %host.group(), "closing the cluster");
-            self.inner.groups.close(host.group().clone()).await?;
+            let group = host.group().clone();
+            tracing::info!(%group, "cluster host stopped; closing its group");
+            still_there(self.inner.groups.close(group).await)?;
         }
         if let Some(worker) = worker {
-            tracing::info!(group = %worker.group, "leaving the cluster");
+            tracing::info!(group = %worker.group, "cluster worker stopped; leaving its group");
             let path = self.settings_path();
             if let Err(e) = std::fs::remove_file(&path)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
                 return Err(settings_error(&path, e));
             }
-            self.inner.groups.leave(worker.group).await?;
+            still_there(self.inner.groups.leave(worker.group).await)?;
         }
         Ok(())
+    }
+
+    /// Ends the role of each group the handler reports gone, until `cancel`.
+    async fn end_roles(self, mut gone: mpsc::Receiver<GroupId>, cancel: CancellationToken) {
+        loop {
+            let group = tokio::select! {
+                () = cancel.cancelled() => return,
+                group = gone.recv() => match group {
+                    Some(group) => group,
+                    None => return,
+                },
+            };
+            if let Err(error) = self.end_role(Some(&group)).await {
+                tracing::warn!(%group, %error, "ending the cluster role of a group that went away");
+            }
+        }
     }
 
     /// Pauses or resumes this worker (the host stops or starts giving it jobs).
@@ -551,8 +700,26 @@ impl Cluster {
     }
 }
 
-/// The routes shared between the cluster handler and the cluster.
-pub(crate) struct ClusterRoutes(Arc<RwLock<Routes>>);
+/// What the cluster handler shares with the cluster: the routes, and the groups whose end
+/// ends the role.
+pub(crate) struct ClusterRoutes {
+    routes: Arc<RwLock<Routes>>,
+    gone: mpsc::Receiver<GroupId>,
+}
+
+/// Whether a failed join ends the worker role rather than being tried again: the host no
+/// longer has the group or does not admit this peer, this peer cannot join it at all (it is
+/// the host), or a leave through the group routes cancelled the join.
+fn join_ends_the_role(error: &GroupError) -> bool {
+    match error {
+        GroupError::Rejected { code, .. } => matches!(
+            code,
+            ErrorCode::UnknownGroup | ErrorCode::NotInvited | ErrorCode::Forbidden
+        ),
+        GroupError::HostedHere(_) | GroupError::SelfTarget | GroupError::Cancelled(_) => true,
+        _ => false,
+    }
+}
 
 fn settings_error(path: &Path, reason: impl std::fmt::Display) -> ClusterError {
     ClusterError::Settings {

@@ -84,6 +84,10 @@ impl From<ClusterError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "not_worker", "not a cluster worker")
             }
             ClusterError::Busy(_) => Self::new(StatusCode::CONFLICT, "conflict", error.to_string()),
+            // Only `create` names a group: the field is wrong.
+            ClusterError::NotHosted(_) | ClusterError::NotClusterGroup { .. } => {
+                Self::bad_request("invalid_group_id", format!("group_id: {error}"))
+            }
             ClusterError::Executor(_) => Self::bad_request("executor", error.to_string()),
             ClusterError::Group(_) | ClusterError::Settings { .. } => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -101,11 +105,18 @@ fn host(state: &AppState) -> Result<HostHandle, ApiError> {
         .ok_or_else(|| ClusterError::NotHost.into())
 }
 
-/// `POST /api/cluster/create {name?, group_id?, max_members?}`.
+/// `POST /api/cluster/create {name?, group_id?, max_members?, admission?}`: a new cluster
+/// group, or with `group_id` a cluster group this peer hosts but runs no cluster for.
 pub(crate) async fn create(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateCluster>,
 ) -> Result<Json<Status>, ApiError> {
+    if body.group_id.is_some() && body.admission.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "admission applies to a new cluster only; change an existing group's with POST /api/groups/meta",
+        ));
+    }
     if let Some(host) = state.cluster.host()
         && body.group_id.as_ref().is_none_or(|g| g == host.group())
     {
@@ -115,11 +126,23 @@ pub(crate) async fn create(
             ..status("created")
         }));
     }
-    let name = body
-        .name
-        .filter(|n| !n.trim().is_empty())
-        .unwrap_or_else(|| "Cluster".into());
-    let group = state.cluster.create(name, body.max_members).await?;
+    let group = match body.group_id {
+        Some(group) => {
+            state.cluster.host_existing(group.clone()).await?;
+            group
+        }
+        None => {
+            let name = body
+                .name
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| "Cluster".into());
+            let admission = body.admission.unwrap_or_default();
+            state
+                .cluster
+                .create(name, body.max_members, admission)
+                .await?
+        }
+    };
     Ok(Json(Status {
         group_id: Some(group.to_string()),
         ..status("created")
@@ -182,8 +205,7 @@ fn parse_mode(mode: Option<&str>) -> Result<proto::BinaryMode, ApiError> {
     match mode.unwrap_or("") {
         "" | "oneshot" => Ok(proto::BinaryMode::Oneshot),
         "daemon" => Ok(proto::BinaryMode::Daemon),
-        other => Err(ApiError::new(
-            StatusCode::CONFLICT,
+        other => Err(ApiError::bad_request(
             "invalid_mode",
             format!("invalid mode {other:?} (must be oneshot or daemon)"),
         )),

@@ -300,7 +300,7 @@ mod tests {
 
     #[test]
     fn the_shared_schemas_list_the_fields_the_wire_types_write() {
-        use proto::api::{ClusterStatus, SubmitJob};
+        use proto::api::{ClusterStatus, CreateCluster, SubmitJob};
         use proto::cluster::{AttemptOutcome, AttemptRecord, QueueStats, WorkerInfo, WorkerStatus};
         use proto::{Attempt, JobId, MemberInfo, Timestamp};
 
@@ -324,6 +324,13 @@ mod tests {
             worker_status: Some("idle".into()),
         };
         assert_eq!(properties(&doc, "ClusterStatus"), keys(&status));
+        let create = CreateCluster {
+            name: Some("n".into()),
+            group_id: Some("g".parse().expect("a group id")),
+            max_members: 1,
+            admission: Some(proto::Admission::Invite),
+        };
+        assert_eq!(properties(&doc, "CreateCluster"), keys(&create));
         let worker = WorkerInfo {
             peer_id: peer.clone(),
             status: WorkerStatus::Idle,

@@ -29,13 +29,13 @@ use super::support::{
 const PING: &[&str] = &["--group-ping-ms", "1000"];
 
 /// The executor written for these tests (always present): echo, `sleep_ms`, `fail`, `exit`.
-fn fixture_executor() -> PathBuf {
+pub(super) fn fixture_executor() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cluster_executor.py")
 }
 
 /// The SDK's echo executor when the workspace built it (`target/<profile>/echo-executor`, next
 /// to the `deps` folder of this test binary), else the fixture, which echoes the same way.
-fn echo_executor() -> PathBuf {
+pub(super) fn echo_executor() -> PathBuf {
     let sdk = std::env::current_exe()
         .ok()
         .and_then(|exe| Some(exe.parent()?.parent()?.join("echo-executor")));
@@ -46,28 +46,28 @@ fn echo_executor() -> PathBuf {
 }
 
 /// A cluster host.
-struct Host {
-    peer: Peer,
-    group: String,
+pub(super) struct Host {
+    pub(super) peer: Peer,
+    pub(super) group: String,
 }
 
 impl Host {
-    fn api(&self) -> &str {
+    pub(super) fn api(&self) -> &str {
         &self.peer.ready.api
     }
 
     /// The multiaddr workers dial.
-    fn addr(&self) -> &str {
+    pub(super) fn addr(&self) -> &str {
         &self.peer.ready.listen[0]
     }
 }
 
-async fn start_node(data_dir: PathBuf, listen: &str) -> Peer {
+pub(super) async fn start_node(data_dir: PathBuf, listen: &str) -> Peer {
     spawn_ready(goop_with(&["node"], &data_dir, listen, PING), data_dir).await
 }
 
 /// A fresh node made a cluster host over the API.
-async fn host() -> Host {
+pub(super) async fn host() -> Host {
     host_with(&[]).await
 }
 
@@ -156,7 +156,7 @@ async fn until_idle(host: &Host, worker: &Peer) {
     .await;
 }
 
-async fn worker_info(api: &str, id: &str) -> Option<Value> {
+pub(super) async fn worker_info(api: &str, id: &str) -> Option<Value> {
     let answer = get(api, "/api/cluster/workers").await;
     assert_eq!(answer.status, 200, "{answer:?}");
     answer
@@ -257,7 +257,7 @@ async fn wait_terminal(api: &str, ids: &[String], secs: u64) -> Vec<JobState> {
     }
 }
 
-fn logs(peer: &Peer) -> String {
+pub(super) fn logs(peer: &Peer) -> String {
     std::fs::read_to_string(stderr_log_path(&peer.data_dir)).unwrap_or_default()
 }
 
