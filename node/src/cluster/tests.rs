@@ -1135,21 +1135,7 @@ fn script(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
 /// A daemon executor that passes its first check, dies on its first job, and fails every
 /// check after that, so that the runtime gives up on it. Each check adds a line to `checks`
 /// beside it.
-const BROKEN_DAEMON: &str = r##"#!/bin/sh
-dir="$(dirname "$0")"
-while read -r line; do
-  case "$line" in
-    *'"__check__"'*)
-      echo check >> "$dir/checks"
-      if [ -e "$dir/crashed" ]; then
-        echo '{"job_id":"__check__","status":"error","error":"broken for good"}'
-        exit 1
-      fi
-      echo '{"job_id":"__check__","status":"done","result":{"capacity":2}}' ;;
-    *) : > "$dir/crashed"; echo dying >&2; exit 5 ;;
-  esac
-done
-"##;
+const BROKEN_DAEMON: &str = include_str!("../../tests/fixtures/broken-daemon.sh");
 
 /// A oneshot executor that passes its check and answers every job with `"ran"`.
 const ONESHOT: &str = r##"#!/bin/sh

@@ -707,20 +707,7 @@ async fn killing_a_worker_loses_nothing_and_fails_nothing() {
 
 /// A daemon executor that passes its first check, dies on its first job and fails every check
 /// after that: the worker runtime gives up on it after its restarts (about 3 s by default).
-const BROKEN_DAEMON: &str = r##"#!/bin/sh
-dir="$(dirname "$0")"
-while read -r line; do
-  case "$line" in
-    *'"__check__"'*)
-      if [ -e "$dir/crashed" ]; then
-        echo '{"job_id":"__check__","status":"error","error":"broken for good"}'
-        exit 1
-      fi
-      echo '{"job_id":"__check__","status":"done","result":{"capacity":2}}' ;;
-    *) : > "$dir/crashed"; echo dying >&2; exit 5 ;;
-  esac
-done
-"##;
+const BROKEN_DAEMON: &str = include_str!("../fixtures/broken-daemon.sh");
 
 #[tokio::test]
 async fn a_worker_whose_executor_breaks_gets_no_more_jobs_and_none_fail() {
