@@ -1437,3 +1437,54 @@ async fn a_job_back_in_the_queue_starts_again_from_no_progress() {
     );
     cluster.stop().await;
 }
+
+/// A oneshot executor that writes each job's line to `ran` beside it, then answers `"ran"`.
+const RECORDING: &str = r##"#!/bin/sh
+read -r line
+case "$line" in
+  *'"__check__"'*) echo '{"job_id":"__check__","status":"done","result":{"capacity":2}}' ;;
+  *) echo "$line" >> "$(dirname "$0")/ran"; echo '{"status":"done","result":"ran"}' ;;
+esac
+"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_runs_only_the_jobs_its_host_assigns() {
+    let cluster = start_host("impostor").await;
+    let dir = cluster.dir.0.join("recording");
+    let executor = ExecutorConfig::new(script(&dir, "executor.sh", RECORDING), BinaryMode::Oneshot);
+    let worker = cluster.add_worker_with("recording", executor).await;
+    cluster
+        .until_worker(&worker, "the worker is verified", |w| {
+            w.is_some_and(|w| w.verified)
+        })
+        .await;
+    // Another member of the group sends the worker a job of its own.
+    let forged: JobId = "00000000000000ff".parse().unwrap();
+    let assign = ClusterMessage::JobAssign(JobAssign {
+        job_id: forged,
+        job_type: "echo".into(),
+        payload: None,
+        timeout_s: 0,
+        attempt: Attempt(1),
+        mode: JobMode::Oneshot,
+        priority: 0,
+    });
+    let worker_route = cluster.routes.lock().unwrap()[&worker].clone();
+    worker_route
+        .send(Incoming {
+            from: "12D3KooWimpostor".parse().unwrap(),
+            msg_type: assign.msg_type().to_owned(),
+            payload: assign.encode_payload().get().to_owned(),
+        })
+        .await
+        .unwrap();
+    // The host's job, sent after it, runs; by then the forged one was looked at and dropped.
+    let ids = cluster.host.submit(vec![echo("[1]", 0)]).await.unwrap();
+    let states = wait_all(&cluster.host, &ids, Duration::from_secs(20)).await;
+    assert_eq!(states[0].status, JobStatus::Completed, "{:?}", states[0]);
+    let ran = std::fs::read_to_string(dir.join("ran")).unwrap();
+    assert_eq!(ran.lines().count(), 1, "{ran}");
+    assert!(ran.contains(&ids[0].to_string()), "{ran}");
+    assert!(!ran.contains(&forged.to_string()), "{ran}");
+    cluster.stop().await;
+}
