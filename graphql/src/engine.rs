@@ -3,10 +3,12 @@
 //!
 //! For a table `T`: the object `T`; `T(where, limit, offset, order_by): [T]` and
 //! `T_by_pk(_id): T`; `insert_T(object)`, `update_T_by_pk(_id, _set)` and
-//! `delete_T_by_pk(_id): T_delete_result`. Filters are `<col>_eq`, `_neq`, `_gt`, `_gte`, `_lt`,
-//! `_lte` (numbers and times) and `_like` (text); `order_by` keys apply in the order written.
+//! `delete_T_by_pk(_id): T_delete_result`. Filters are `<col>_eq`, `_neq`, `_in` (a list of at
+//! most [`crate::store::MAX_IN`] values), `_gt`, `_gte`, `_lt`, `_lte` (numbers and times) and
+//! `_like` (text); `order_by` keys apply in the order written.
 //! A relationship offered from `T.c` to `U.d` gives the object `T` a field
-//! `U(where, limit, offset, order_by): [U]`: the rows of `U` whose `d` equals the row's `c`.
+//! `U(where, limit, offset, order_by): [U]`: the rows of `U` whose `d` equals the row's `c`,
+//! looked up for all the rows of a level at once ([`Lookups`]).
 //!
 //! Names generated from different tables can be the same (`x_where` is a table's name and
 //! table `x`'s filter), and some are taken by every schema (`Query`, `Int`): a table whose
@@ -26,6 +28,10 @@ use serde_json::Value;
 use crate::DataError;
 use crate::model::{ColumnType, Relationship, Table};
 use crate::store::{Find, Op, Row, SYSTEM_COLUMNS, Tables};
+
+mod lookups;
+
+pub use lookups::{BATCH_BYTES, BATCH_ROWS, Lookups};
 
 /// The deepest query taken: relationships can nest without end (`notes { levels { notes
 /// ... } }`), each level asking other peers again; a client's introspection query is 13 deep.
@@ -186,7 +192,7 @@ fn all_columns(table: &Table) -> Vec<(String, ColumnType)> {
 
 /// The filters of a `where` input, by field name.
 fn filter_ops(kind: ColumnType) -> Vec<(&'static str, Op)> {
-    let mut ops = vec![("_eq", Op::Eq), ("_neq", Op::Neq)];
+    let mut ops = vec![("_eq", Op::Eq), ("_neq", Op::Neq), ("_in", Op::In)];
     if kind.ordered() {
         ops.extend([
             ("_gt", Op::Gt),
@@ -452,11 +458,13 @@ fn read_types(
                 })
             },
         ));
-        for (suffix, _) in filter_ops(*kind) {
-            filter = filter.field(InputValue::new(
-                format!("{column}{suffix}"),
-                TypeRef::named(scalar(*kind)),
-            ));
+        for (suffix, op) in filter_ops(*kind) {
+            let ty = if op == Op::In {
+                TypeRef::named_nn_list(scalar(*kind))
+            } else {
+                TypeRef::named(scalar(*kind))
+            };
+            filter = filter.field(InputValue::new(format!("{column}{suffix}"), ty));
         }
         order = order.field(InputValue::new(column, TypeRef::named("OrderDirection")));
     }
@@ -623,55 +631,6 @@ fn report(ctx: &ResolverContext<'_>, errors: Vec<String>) {
 /// Rows, and the sources that failed.
 type Fetched = (Vec<Row>, Vec<String>);
 
-/// The relationship lookups of one request, by target table and query: rows that link to the
-/// same rows (many notes of one level) share one lookup, made once even when asked for at the
-/// same time.
-#[derive(Default)]
-pub struct Lookups(std::sync::Mutex<std::collections::HashMap<String, Lookup>>);
-
-/// One shared lookup, and whether its errors were told already.
-type Lookup = (
-    futures::future::Shared<futures::future::BoxFuture<'static, Result<Fetched, String>>>,
-    Arc<std::sync::atomic::AtomicBool>,
-);
-
-impl Lookups {
-    /// The rows of `target` that `find` selects, looked up once per request; the failed
-    /// sources are handed back to the first caller only.
-    async fn rows(
-        &self,
-        target: &Source,
-        store: &Arc<Tables>,
-        find: Find,
-    ) -> Result<Fetched, String> {
-        use futures::FutureExt as _;
-        let key = format!(
-            "{}\u{0}{}",
-            target.name(),
-            serde_json::to_string(&find).unwrap_or_default()
-        );
-        let (lookup, told) = {
-            let mut lookups = self
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            lookups
-                .entry(key)
-                .or_insert_with(|| {
-                    let (target, store) = (target.clone(), store.clone());
-                    let lookup = async move { target.fetch(&store, &find).await }
-                        .boxed()
-                        .shared();
-                    (lookup, Arc::default())
-                })
-                .clone()
-        };
-        let (rows, errors) = lookup.await?;
-        let first = !told.swap(true, std::sync::atomic::Ordering::Relaxed);
-        Ok((rows, if first { errors } else { Vec::new() }))
-    }
-}
-
 /// The list query of a table: `T(where, limit, offset, order_by): [T]`.
 fn list_field(source: Source, store: Arc<Tables>) -> Field {
     let name = type_name(source.name());
@@ -748,15 +707,18 @@ fn relation_field(relation: &Relationship, target: &Source, store: Arc<Tables>) 
                     return Ok(Some(FieldValue::list(Vec::<FieldValue<'_>>::new())));
                 }
                 let mut find = find_of(&ctx, &columns)?;
-                find.filters.push((to, Op::Eq, value));
                 let rows = match ctx.data_opt::<Lookups>() {
                     Some(lookups) => {
-                        let (rows, errors) = lookups.rows(&target, &store, find).await?;
-                        // A shared lookup names a failed source once, for the first row.
+                        let (rows, errors) =
+                            lookups.linked(&target, &store, &to, value, find).await?;
+                        // A shared lookup names a failed source once, for one row.
                         report(&ctx, errors);
                         rows
                     }
-                    None => target.rows(&store, &find, &ctx).await?,
+                    None => {
+                        find.filters.push((to, Op::Eq, value));
+                        target.rows(&store, &find, &ctx).await?
+                    }
                 };
                 Ok(Some(FieldValue::list(rows.into_iter().map(row_value))))
             })

@@ -86,7 +86,12 @@ pub enum Op {
     Lte,
     /// `LIKE`.
     Like,
+    /// `IN (...)`: the value is a list of at most [`MAX_IN`] scalars, each bound as a parameter.
+    In,
 }
+
+/// The most values an [`Op::In`] filter takes: a longer list is refused, not cut.
+pub const MAX_IN: usize = 1_000;
 
 impl Op {
     fn sql(self) -> &'static str {
@@ -98,6 +103,7 @@ impl Op {
             Self::Lt => "<",
             Self::Lte => "<=",
             Self::Like => "LIKE",
+            Self::In => "IN",
         }
     }
 }
@@ -184,6 +190,28 @@ fn to_sql(value: &Value) -> Sql {
         Value::String(s) => Sql::Text(s.clone()),
         other => Sql::Text(other.to_string()),
     }
+}
+
+/// The values of an [`Op::In`] filter on `column`: a list of at most [`MAX_IN`] scalars (an
+/// empty list matches no row). It may come from another peer, so anything else is refused.
+fn in_values<'a>(column: &str, value: &'a Value) -> Result<&'a [Value], DataError> {
+    let invalid = |reason: String| DataError::InvalidValue {
+        column: column.to_owned(),
+        reason,
+    };
+    let Value::Array(values) = value else {
+        return Err(invalid(format!("IN takes a list of values, not {value}")));
+    };
+    if values.len() > MAX_IN {
+        return Err(invalid(format!(
+            "IN takes at most {MAX_IN} values, not {}",
+            values.len()
+        )));
+    }
+    if values.iter().any(|v| v.is_array() || v.is_object()) {
+        return Err(invalid("IN takes a list of scalar values".to_owned()));
+    }
+    Ok(values)
 }
 
 fn from_sql(value: Sql) -> Value {
@@ -504,6 +532,16 @@ impl Tables {
                     column: column.clone(),
                     reason: format!("cannot be compared with {}", op.sql()),
                 });
+            }
+            if *op == Op::In {
+                let values = in_values(column, value)?;
+                conditions.push(format!(
+                    "{} IN ({})",
+                    quoted(column),
+                    vec!["?"; values.len()].join(", ")
+                ));
+                args.extend(values.iter().map(to_sql));
+                continue;
             }
             conditions.push(format!("{} {} ?", quoted(column), op.sql()));
             args.push(to_sql(value));

@@ -353,6 +353,7 @@ async fn a_federated_table_merges_every_source_and_names_the_one_that_failed() {
                     find.filters.iter().all(|(c, op, v)| match (c.as_str(), op) {
                         ("stars", Op::Gte) => v.as_i64() <= Some(*stars),
                         ("stars", Op::Eq) => v.as_i64() == Some(*stars),
+                        ("stars", Op::In) => v.as_array().unwrap().contains(&json!(stars)),
                         _ => true,
                     })
                 })
@@ -494,8 +495,8 @@ async fn a_federated_table_merges_every_source_and_names_the_one_that_failed() {
         ]),
         "{out}"
     );
-    // The same lookup twice in a request (two fields, or two rows linking to the same rows)
-    // asks the other peer once.
+    // The lookups of a level are one ask to the other peer, whatever the values (the rows link
+    // to different ones) and however many fields ask for them.
     let before = asked.load(std::sync::atomic::Ordering::Relaxed);
     let out = run(
         &data,
@@ -508,7 +509,7 @@ async fn a_federated_table_merges_every_source_and_names_the_one_that_failed() {
     );
     assert_eq!(
         asked.load(std::sync::atomic::Ordering::Relaxed) - before,
-        2,
+        1,
         "one lookup per level"
     );
     // Nested without end, a query is refused before it asks anyone.
@@ -884,4 +885,585 @@ async fn concurrent_creates_rebuilds_and_federations_end_serving_the_newest_stat
         let out = run(&data, &format!("{{ t{round} {{ k }} }}")).await;
         assert_eq!(out["data"][format!("t{round}")], json!([]), "{out}");
     }
+}
+
+#[tokio::test]
+async fn in_filters_take_a_bounded_list_of_values_each_bound_as_a_parameter() {
+    use graphql::store::{Find, MAX_IN, Op};
+
+    let db = TempDb::new("in");
+    let data = Data::open(&db.path(), "peer-me".into()).unwrap();
+    data.create(&books()).unwrap();
+    for (title, pages) in [("Dune", 412), ("Emma", 474), ("Ubik", 202)] {
+        run(
+            &data,
+            &format!(r#"mutation {{ insert_books(object: {{title: "{title}", pages: {pages}}}) {{ _id }} }}"#),
+        )
+        .await;
+    }
+    let out = run(
+        &data,
+        r#"{ books(where: {pages_in: [202, 474, 1]}, order_by: {pages: asc}) { title } }"#,
+    )
+    .await;
+    assert_eq!(
+        out["data"]["books"],
+        json!([{"title": "Ubik"}, {"title": "Emma"}]),
+        "{out}"
+    );
+    let out = run(
+        &data,
+        r#"{ books(where: {title_in: ["Dune') OR 1=1 --", "Emma"]}) { title } }"#,
+    )
+    .await;
+    assert_eq!(out["data"]["books"], json!([{"title": "Emma"}]), "{out}");
+    let out = run(&data, r#"{ books(where: {title_in: []}) { title } }"#).await;
+    assert_eq!(out["data"]["books"], json!([]), "{out}");
+    let many: Vec<usize> = (0..=MAX_IN).collect();
+    let out = run(
+        &data,
+        &format!("{{ books(where: {{pages_in: {many:?}}}) {{ title }} }}"),
+    )
+    .await;
+    assert!(
+        message(&out).contains(&format!("at most {MAX_IN} values")),
+        "{out}"
+    );
+    // What another peer may send: anything but a list of scalars is refused.
+    let table = data.tables().table("books").unwrap();
+    for value in [json!(412), json!([[412]]), json!([{"pages": 412}])] {
+        let find = Find {
+            filters: vec![("pages".into(), Op::In, value.clone())],
+            ..Find::default()
+        };
+        let refused = data.tables().find(&table, &find).unwrap_err();
+        assert!(
+            matches!(refused, DataError::InvalidValue { ref column, .. } if column == "pages"),
+            "{value}: {refused}"
+        );
+    }
+    let find = Find {
+        filters: vec![("nope".into(), Op::In, json!([1]))],
+        ..Find::default()
+    };
+    assert!(matches!(
+        data.tables().find(&table, &find),
+        Err(DataError::UnknownColumn(_))
+    ));
+}
+
+/// Peers answering from their own SQLite tables, as a node answers (`Tables::find`), counting
+/// the asks; `peer-down` never answers.
+struct Peers {
+    stores: std::collections::HashMap<String, std::sync::Arc<graphql::Tables>>,
+    asks: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, usize>>>,
+    _dbs: Vec<TempDb>,
+}
+
+impl Peers {
+    fn new(test: &str, names: &[&str], tables: &[Table]) -> Self {
+        let (mut stores, mut dbs) = (std::collections::HashMap::new(), Vec::new());
+        for name in names {
+            let db = TempDb::new(&format!("{test}-{name}"));
+            let store = graphql::Tables::open(&db.path()).unwrap();
+            for table in tables {
+                store.create(table).unwrap();
+            }
+            stores.insert((*name).to_owned(), std::sync::Arc::new(store));
+            dbs.push(db);
+        }
+        Self {
+            stores,
+            asks: std::sync::Arc::default(),
+            _dbs: dbs,
+        }
+    }
+
+    fn insert(&self, peer: &str, table: &str, row: Value) {
+        let store = &self.stores[peer];
+        let schema = store.table(table).unwrap();
+        store
+            .insert(&schema, peer, row.as_object().unwrap())
+            .unwrap();
+    }
+
+    fn remote(&self) -> graphql::engine::RemoteQuery {
+        let (stores, asks) = (self.stores.clone(), self.asks.clone());
+        std::sync::Arc::new(
+            move |peer: String, _group: String, table: String, find: graphql::store::Find| {
+                *asks.lock().unwrap().entry(peer.clone()).or_default() += 1;
+                let store = stores.get(&peer).cloned();
+                Box::pin(async move {
+                    let store = store.ok_or_else(|| "no answer in time".to_owned())?;
+                    let schema = store.table(&table).map_err(|e| e.to_string())?;
+                    store.find(&schema, &find).map_err(|e| e.to_string())
+                }) as graphql::engine::RemoteRows
+            },
+        )
+    }
+
+    fn asks(&self) -> std::collections::BTreeMap<String, usize> {
+        self.asks.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn a_relationship_looks_up_a_level_in_one_ask_per_peer_with_each_rows_own_page() {
+    use graphql::engine::Federated;
+
+    let db = TempDb::new("batched");
+    let data = Data::open(&db.path(), "peer-me".into()).unwrap();
+    let authors = table(json!({
+        "name": "authors", "context": true,
+        "columns": [{"name": "name", "type": "text", "key": true}, {"name": "ref", "type": "integer"}]
+    }));
+    let comments = table(json!({
+        "name": "comments", "context": true,
+        "columns": [{"name": "slug", "type": "text", "key": true}, {"name": "author", "type": "integer"}, {"name": "stars", "type": "integer"}]
+    }));
+    let likes = table(json!({
+        "name": "likes", "context": true, "system_key": true,
+        "columns": [{"name": "comment", "type": "text"}, {"name": "who", "type": "text"}]
+    }));
+    let labels = table(json!({
+        "name": "labels", "context": true,
+        "columns": [{"name": "code", "type": "text", "key": true}]
+    }));
+    for t in [&authors, &comments, &labels] {
+        data.create(t).unwrap();
+    }
+    let peers = Peers::new(
+        "batched",
+        &["peer-a", "peer-b"],
+        &[comments.clone(), likes.clone()],
+    );
+    let insert = |table: &str, row: Value| {
+        let data = data.clone();
+        let schema = data.tables().table(table).unwrap();
+        data.tables()
+            .insert(&schema, "peer-me", row.as_object().unwrap())
+            .unwrap();
+    };
+    // Twelve authors with 1 to 5 comments each, spread over this peer and two others, some
+    // liked on the others.
+    let sources = ["peer-me", "peer-a", "peer-b"];
+    for i in 1..=12_i64 {
+        insert("authors", json!({"name": format!("a{i:02}"), "ref": i}));
+        for j in 0..=(i % 5) {
+            let slug = format!("c{i}-{j}");
+            let row = json!({"slug": slug, "author": i, "stars": (i * 7 + j * 3) % 6});
+            match sources[usize::try_from(i + j).unwrap() % 3] {
+                "peer-me" => insert("comments", row),
+                peer => peers.insert(peer, "comments", row),
+            }
+            for k in 0..(i + j) % 4 {
+                let who = ["ann", "bob", "cy"][usize::try_from(k).unwrap() % 3];
+                let peer = if (i + k) % 2 == 0 { "peer-a" } else { "peer-b" };
+                peers.insert(peer, "likes", json!({"comment": slug, "who": who}));
+            }
+        }
+    }
+    // No comments; no value; the same value as another author.
+    insert("authors", json!({"name": "lonely", "ref": 99}));
+    insert("authors", json!({"name": "nobody"}));
+    insert("authors", json!({"name": "twin", "ref": 3}));
+    for code in ["3", "7", "x"] {
+        insert("labels", json!({"code": code}));
+    }
+    let link = |from: &str, from_column: &str, to: &str, to_column: &str| graphql::Relationship {
+        from_table: from.into(),
+        from_column: from_column.into(),
+        to_table: to.into(),
+        to_column: to_column.into(),
+    };
+    let contributors = || {
+        vec![
+            ("peer-a".to_owned(), "fed".to_owned()),
+            ("peer-b".to_owned(), "fed".to_owned()),
+            ("peer-down".to_owned(), "fed".to_owned()),
+        ]
+    };
+    data.federate(
+        vec![
+            Federated {
+                table: comments.clone(),
+                local: true,
+                sources: contributors(),
+            },
+            Federated {
+                table: likes.clone(),
+                local: false,
+                sources: contributors(),
+            },
+        ],
+        vec![
+            link("authors", "ref", "comments", "author"),
+            link("comments", "slug", "likes", "comment"),
+            // Back to a local table.
+            link("comments", "author", "authors", "ref"),
+            // An integer linked to a text column: SQLite's `=` converts it.
+            link("authors", "ref", "labels", "code"),
+        ],
+        peers.remote(),
+    )
+    .unwrap();
+
+    let page = r#"(where: {stars_gte: 1}, order_by: {stars: desc}, offset: 1, limit: 2)"#;
+    let likes_page = r#"(order_by: {who: desc}, limit: 2)"#;
+    let before = peers.asks();
+    let out = run(
+        &data,
+        &format!(
+            "{{ authors(order_by: {{name: asc}}) {{ name ref comments{page} {{ slug stars _peer likes{likes_page} {{ who _peer }} authors {{ name }} }} labels {{ code }} }} }}"
+        ),
+    )
+    .await;
+    let asks = peers.asks();
+    // One ask per peer for each level (comments, then likes), whatever the number of values.
+    for peer in ["peer-a", "peer-b", "peer-down"] {
+        assert_eq!(
+            asks.get(peer).copied().unwrap_or(0) - before.get(peer).copied().unwrap_or(0),
+            2,
+            "{peer}: {asks:?}"
+        );
+    }
+    // The peer that does not answer is named once per ask, not once per value.
+    let errors = out["errors"].as_array().unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(errors.len(), 2, "{out}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["message"].as_str().unwrap().contains("peer-down")),
+        "{out}"
+    );
+
+    // Each row's list is what a lookup of its value alone answers, page included.
+    let authors = out["data"]["authors"].as_array().unwrap();
+    assert_eq!(authors.len(), 15, "{out}");
+    let mut paged = 0;
+    for author in authors {
+        let comments = author["comments"].as_array().unwrap();
+        let want = match author["ref"].as_i64() {
+            None => json!([]),
+            Some(r) => {
+                let alone = run(
+                    &data,
+                    &format!(
+                        "{{ comments(where: {{author_eq: {r}, stars_gte: 1}}, order_by: {{stars: desc}}, offset: 1, limit: 2) {{ slug stars _peer }} }}"
+                    ),
+                )
+                .await;
+                alone["data"]["comments"].clone()
+            }
+        };
+        let mut got = Vec::new();
+        for comment in comments {
+            let slug = comment["slug"].as_str().unwrap();
+            let alone = run(
+                &data,
+                &format!(
+                    r#"{{ likes(where: {{comment_eq: "{slug}"}}, {}) {{ who _peer }} }}"#,
+                    &likes_page[1..likes_page.len() - 1]
+                ),
+            )
+            .await;
+            assert_eq!(comment["likes"], alone["data"]["likes"], "likes of {slug}");
+            let r = author["ref"].as_i64().unwrap();
+            let alone = run(
+                &data,
+                &format!("{{ authors(where: {{ref_eq: {r}}}) {{ name }} }}"),
+            )
+            .await;
+            assert_eq!(
+                comment["authors"], alone["data"]["authors"],
+                "authors of {slug}"
+            );
+            got.push(json!({"slug": slug, "stars": comment["stars"], "_peer": comment["_peer"]}));
+        }
+        assert_eq!(Value::Array(got), want, "comments of {author}");
+        paged += usize::from(comments.len() == 2);
+    }
+    assert!(paged >= 3, "the page cuts some lists: {out}");
+    let by_name = |name: &str| {
+        authors
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .clone()
+    };
+    assert_eq!(by_name("lonely")["comments"], json!([]), "{out}");
+    assert_eq!(by_name("nobody")["comments"], json!([]), "{out}");
+    assert_eq!(
+        by_name("twin")["comments"],
+        by_name("a03")["comments"],
+        "{out}"
+    );
+    assert_ne!(by_name("a03")["comments"], json!([]), "{out}");
+    // A value of another type than the column is looked up alone, with SQLite's `=`.
+    assert_eq!(by_name("a03")["labels"], json!([{"code": "3"}]), "{out}");
+    assert_eq!(by_name("twin")["labels"], json!([{"code": "3"}]), "{out}");
+    assert_eq!(by_name("a07")["labels"], json!([{"code": "7"}]), "{out}");
+    assert_eq!(by_name("a01")["labels"], json!([]), "{out}");
+    // Different pages of one level share the level's ask.
+    let before = peers.asks();
+    let out = run(
+        &data,
+        "{ authors { first: comments(order_by: {slug: asc}, limit: 1) { slug } rest: comments(order_by: {slug: asc}, offset: 1) { slug } } }",
+    )
+    .await;
+    assert_eq!(peers.asks()["peer-a"] - before["peer-a"], 1, "{out}");
+    let a05 = &out["data"]["authors"][4];
+    assert_eq!(a05["first"], json!([{"slug": "c5-0"}]), "{out}");
+    assert_eq!(a05["rest"], json!([]), "{out}");
+    let a04 = &out["data"]["authors"][3];
+    assert_eq!(
+        a04["rest"],
+        json!([{"slug": "c4-1"}, {"slug": "c4-2"}, {"slug": "c4-3"}, {"slug": "c4-4"}]),
+        "{out}"
+    );
+
+    // Only null values: nobody is asked.
+    let before = peers.asks();
+    let out = run(
+        &data,
+        r#"{ authors(where: {name_eq: "nobody"}) { comments { slug } } }"#,
+    )
+    .await;
+    assert_eq!(out["data"]["authors"], json!([{"comments": []}]), "{out}");
+    assert_eq!(peers.asks(), before);
+
+    // A local target alone (no federation): one query, the same answers.
+    let local = TempDb::new("batched-local");
+    let alone = Data::open(&local.path(), "peer-me".into()).unwrap();
+    for t in [&authors_table(), &comments] {
+        alone.create(t).unwrap();
+    }
+    for (name, r) in [
+        ("a", Some(1)),
+        ("b", Some(2)),
+        ("c", None),
+        ("d", Some(1)),
+        ("e", Some(3)),
+    ] {
+        let schema = alone.tables().table("authors").unwrap();
+        alone
+            .tables()
+            .insert(
+                &schema,
+                "peer-me",
+                json!({"name": name, "ref": r}).as_object().unwrap(),
+            )
+            .unwrap();
+    }
+    for (slug, author, stars) in [
+        ("x1", 1, 5),
+        ("x2", 1, 3),
+        ("x3", 1, 4),
+        ("y1", 2, 1),
+        ("y2", 2, 2),
+        ("z", 4, 5),
+    ] {
+        let schema = alone.tables().table("comments").unwrap();
+        alone
+            .tables()
+            .insert(
+                &schema,
+                "peer-me",
+                json!({"slug": slug, "author": author, "stars": stars})
+                    .as_object()
+                    .unwrap(),
+            )
+            .unwrap();
+    }
+    alone
+        .federate(
+            Vec::new(),
+            vec![link("authors", "ref", "comments", "author")],
+            peers.remote(),
+        )
+        .unwrap();
+    let before = peers.asks();
+    let out = run(
+        &alone,
+        "{ authors(order_by: {name: asc}) { name comments(where: {stars_gte: 2}, order_by: {stars: desc}, offset: 1) { slug } } }",
+    )
+    .await;
+    assert_eq!(
+        out["data"]["authors"],
+        json!([
+            {"name": "a", "comments": [{"slug": "x3"}, {"slug": "x2"}]},
+            {"name": "b", "comments": []},
+            {"name": "c", "comments": []},
+            {"name": "d", "comments": [{"slug": "x3"}, {"slug": "x2"}]},
+            {"name": "e", "comments": []}
+        ]),
+        "{out}"
+    );
+    assert_eq!(peers.asks(), before, "a local table asks no peer");
+}
+
+fn authors_table() -> Table {
+    table(json!({
+        "name": "authors", "context": true,
+        "columns": [{"name": "name", "type": "text", "key": true}, {"name": "ref", "type": "integer"}]
+    }))
+}
+
+#[tokio::test]
+async fn a_batch_that_would_bring_too_many_rows_is_looked_up_value_by_value() {
+    use graphql::engine::{BATCH_ROWS, Federated, RemoteQuery};
+    use graphql::store::{Find, Op};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let db = TempDb::new("toomany");
+    let data = Data::open(&db.path(), "peer-me".into()).unwrap();
+    let owners = table(json!({
+        "name": "owners", "context": true,
+        "columns": [{"name": "k", "type": "text", "key": true}, {"name": "v", "type": "integer"}]
+    }));
+    data.create(&owners).unwrap();
+    for (k, v) in [("one", 1), ("three", 3), ("two", 2)] {
+        run(
+            &data,
+            &format!(r#"mutation {{ insert_owners(object: {{k: "{k}", v: {v}}}) {{ _id }} }}"#),
+        )
+        .await;
+    }
+    let items = table(json!({
+        "name": "items", "context": true, "system_key": true,
+        "columns": [{"name": "v", "type": "integer"}, {"name": "n", "type": "integer"}]
+    }));
+    // The other peer has more rows of value 1 than a batch takes, ranked before the few rows
+    // of values 2 and 3: a batch cut at its bound would leave those out.
+    let rows: Vec<(i64, i64)> = (0..i64::from(BATCH_ROWS))
+        .map(|i| (1, 10_000 + i))
+        .chain((0..5).map(|i| (2, 100 + i)))
+        .chain((0..5).map(|i| (3, i)))
+        .collect();
+    let asked = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let remote: RemoteQuery = std::sync::Arc::new(
+        move |_peer: String, _group: String, _table: String, find: Find| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            let mut found: Vec<(i64, i64)> = rows
+                .iter()
+                .copied()
+                .filter(|(v, _)| {
+                    find.filters
+                        .iter()
+                        .all(|(column, op, value)| match (column.as_str(), op) {
+                            ("v", Op::Eq) => value == &json!(v),
+                            ("v", Op::In) => value.as_array().unwrap().contains(&json!(v)),
+                            other => panic!("unexpected filter {other:?}"),
+                        })
+                })
+                .collect();
+            assert_eq!(find.order, [("n".to_owned(), true)]);
+            found.sort_by_key(|(_, n)| -n);
+            found.truncate(usize::try_from(find.limit.unwrap()).unwrap());
+            Box::pin(async move {
+                Ok(found
+                    .into_iter()
+                    .map(|(v, n)| {
+                        json!({"_id": n, "_owner": "peer-them", "_created_at": "", "_updated_at": "", "v": v, "n": n})
+                            .as_object()
+                            .unwrap()
+                            .clone()
+                    })
+                    .collect())
+            }) as graphql::engine::RemoteRows
+        },
+    );
+    data.federate(
+        vec![Federated {
+            table: items,
+            local: false,
+            sources: vec![("peer-them".into(), "fed".into())],
+        }],
+        vec![graphql::Relationship {
+            from_table: "owners".into(),
+            from_column: "v".into(),
+            to_table: "items".into(),
+            to_column: "v".into(),
+        }],
+        remote,
+    )
+    .unwrap();
+    let out = run(
+        &data,
+        "{ owners(order_by: {k: asc}) { k items(order_by: {n: desc}, limit: 2) { n } } }",
+    )
+    .await;
+    assert!(out.get("errors").is_none(), "{out}");
+    let top = |a: i64, b: i64| json!([{"n": a}, {"n": b}]);
+    let last = 10_000 + i64::from(BATCH_ROWS) - 1;
+    assert_eq!(
+        out["data"]["owners"],
+        json!([
+            {"k": "one", "items": top(last, last - 1)},
+            {"k": "three", "items": top(4, 3)},
+            {"k": "two", "items": top(104, 103)}
+        ]),
+        "{out}"
+    );
+    // The batch, then one lookup per value.
+    assert_eq!(asked.load(Ordering::Relaxed), 1 + 3);
+}
+
+#[tokio::test]
+async fn a_level_of_many_rows_is_one_ask_per_peer() {
+    // More rows than async-graphql joins one by one (30): their items go through a queue.
+    let db = TempDb::new("many");
+    let data = Data::open(&db.path(), "peer-me".into()).unwrap();
+    let comments = table(json!({
+        "name": "comments", "context": true,
+        "columns": [{"name": "slug", "type": "text", "key": true}, {"name": "author", "type": "integer"}]
+    }));
+    data.create(&authors_table()).unwrap();
+    let peers = Peers::new("many", &["peer-a"], std::slice::from_ref(&comments));
+    let schema = data.tables().table("authors").unwrap();
+    for i in 0..200_i64 {
+        let author = json!({"name": format!("a{i:03}"), "ref": i});
+        data.tables()
+            .insert(&schema, "peer-me", author.as_object().unwrap())
+            .unwrap();
+        if i % 2 == 0 {
+            peers.insert(
+                "peer-a",
+                "comments",
+                json!({"slug": format!("c{i}"), "author": i}),
+            );
+        }
+    }
+    data.federate(
+        vec![graphql::engine::Federated {
+            table: comments,
+            local: false,
+            sources: vec![("peer-a".into(), "fed".into())],
+        }],
+        vec![graphql::Relationship {
+            from_table: "authors".into(),
+            from_column: "ref".into(),
+            to_table: "comments".into(),
+            to_column: "author".into(),
+        }],
+        peers.remote(),
+    )
+    .unwrap();
+    let out = run(
+        &data,
+        "{ authors(order_by: {name: asc}) { comments { slug } } }",
+    )
+    .await;
+    let authors = out["data"]["authors"].as_array().unwrap();
+    assert_eq!(authors.len(), 200, "{out}");
+    for (i, author) in authors.iter().enumerate() {
+        let want = if i % 2 == 0 {
+            json!([{"slug": format!("c{i}")}])
+        } else {
+            json!([])
+        };
+        assert_eq!(author["comments"], want, "{i}");
+    }
+    assert_eq!(peers.asks()["peer-a"], 1);
 }

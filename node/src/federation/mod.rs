@@ -55,6 +55,13 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 const ANSWER_MAX: u64 = 16 * 1024 * 1024;
 /// The most rows a peer answers one query with.
 const MAX_ROWS: u32 = 10_000;
+/// The longest request line a peer reads (64 KiB).
+const REQUEST_MAX: u64 = 64 * 1024;
+// A relationship's batched lookup (`graphql::engine::Lookups`) asks each peer for one row more
+// than it takes, to see it overflow: a peer must not cut the answer before. Its values must
+// leave room in a request line for the rest of the query.
+const _: () = assert!(graphql::engine::BATCH_ROWS < MAX_ROWS);
+const _: () = assert!(2 * graphql::engine::BATCH_BYTES as u64 <= REQUEST_MAX);
 /// Where a peer keeps the names of the tables it offers, by group, to offer them again after a
 /// restart.
 const OFFERS_FILE: &str = "datafed-offers.json";

@@ -11,7 +11,9 @@ use graphql::{Row, Table};
 use proto::{GroupId, PeerId};
 use serde::{Deserialize, Serialize};
 
-use super::{ANSWER_MAX, Federation, FederationError, MAX_ROWS, PROTOCOL, QUERY_TIMEOUT};
+use super::{
+    ANSWER_MAX, Federation, FederationError, MAX_ROWS, PROTOCOL, QUERY_TIMEOUT, REQUEST_MAX,
+};
 
 /// Why a peer refused a request on the query stream; the kind travels as the answer's `code`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -222,7 +224,7 @@ impl Federation {
         let mut line = String::new();
         tokio::time::timeout(
             Duration::from_secs(10),
-            (&mut stream).take(64 * 1024).read_line(&mut line),
+            (&mut stream).take(REQUEST_MAX).read_line(&mut line),
         )
         .await
         .map_err(|_| std::io::Error::other("no request in time"))??;
@@ -403,5 +405,32 @@ fn write_row(
             let deleted = tables.delete(table, id).map_err(Refusal::invalid)?;
             Ok((Vec::new(), Some(deleted)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_in_filter_travels_as_a_list_of_values() {
+        let query = Query {
+            group_id: "0123456789abcdef".parse().unwrap(),
+            table: "notes".into(),
+            op: DataOp::Query,
+            find: Find {
+                filters: vec![("stars".into(), Op::In, serde_json::json!([4, 2]))],
+                ..Find::default()
+            },
+            object: None,
+            id: None,
+        };
+        let line = serde_json::to_string(&query).unwrap();
+        assert!(line.contains(r#"["stars","in",[4,2]]"#), "{line}");
+        let back: Query = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.find.filters, query.find.filters);
+        // An operator this peer does not know is a bad request, answered, not a panic.
+        let unknown = line.replace(r#""in""#, r#""in; drop table""#);
+        assert!(serde_json::from_str::<Query>(&unknown).is_err());
     }
 }
