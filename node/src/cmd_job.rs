@@ -151,10 +151,11 @@ pub enum ClusterCommand {
         /// The most workers; 0 means no limit.
         #[arg(long, default_value_t = 0)]
         max_members: u32,
-        /// Who may join as a worker: `open` (anyone who knows the host and the group id) or
-        /// `invite` (only peers invited with `POST /api/groups/invite`).
-        #[arg(long, default_value = "open", value_parser = parse_admission)]
-        admission: Admission,
+        /// Who may join as a worker: `open` (anyone who knows the host and the group id; the
+        /// default) or `invite` (only peers invited with `POST /api/groups/invite`). On a node
+        /// that already hosts a cluster, a different admission is refused.
+        #[arg(long, value_parser = parse_admission)]
+        admission: Option<Admission>,
     },
     /// The node's role in a cluster and, on a host, the queue counters (JSON).
     Status,
@@ -216,7 +217,7 @@ pub fn run_cluster(api: &ApiArgs, command: ClusterCommand) -> ExitCode {
                     name: Some(name),
                     group_id: None,
                     max_members,
-                    admission: Some(admission),
+                    admission,
                 },
             )
             .map(|answer| {

@@ -44,9 +44,10 @@ const HOLD: Duration = Duration::from_millis(50);
 /// The most peers whose verification may wait for their join.
 const MAX_EARLY: usize = 1024;
 
-/// The least time between two registrations of a member the dispatcher dropped: a worker
-/// that keeps being dropped (it cannot be reached) is not registered again on every message.
-const TAKE_BACK_EVERY: Millis = Millis(10_000);
+/// The least time between two registrations of a member the dispatcher dropped (the default
+/// of [`HostConfig::take_back_every`]): a worker that keeps being dropped (it cannot be
+/// reached) is not registered again on every message.
+pub(crate) const TAKE_BACK_EVERY: Millis = Millis(10_000);
 
 /// Limits on what a submit may carry, beyond what the dispatcher checks.
 #[derive(Clone, Debug)]
@@ -117,6 +118,8 @@ pub(crate) struct HostConfig {
     pub seed: u64,
     /// Submit limits.
     pub limits: Limits,
+    /// The least time between two registrations of a member the dispatcher dropped.
+    pub take_back_every: Millis,
 }
 
 /// Why a host request failed.
@@ -537,8 +540,8 @@ struct Host<L: Link> {
     /// dispatcher may drop a worker the group still counts (a failed send, a full outbox, an
     /// expired lease); such a worker is registered again when it is next heard from.
     members: HashSet<PeerId>,
-    /// When each member was last registered again that way (see [`TAKE_BACK_EVERY`]); until
-    /// it verifies or leaves.
+    /// When each member was last registered again that way (at most once per
+    /// [`HostConfig::take_back_every`]); until it leaves.
     taken_back: HashMap<PeerId, Millis>,
     /// The payload size of each live job that has one.
     payloads: IdMap<JobId, usize>,
@@ -617,7 +620,7 @@ impl<L: Link> Host<L> {
             Event::Incoming(message) => self.incoming(message),
             Event::Member(MemberEvent::Joined(peer)) => {
                 self.members.insert(peer.clone());
-                self.worker_joined(peer);
+                self.worker_joined(peer, true);
             }
             Event::Member(MemberEvent::Left(peer, reason)) => {
                 self.members.remove(&peer);
@@ -639,7 +642,9 @@ impl<L: Link> Host<L> {
         }
     }
 
-    fn worker_joined(&mut self, peer: PeerId) {
+    /// Registers `peer` as a worker and, unless `ask` is false (its verification is the message
+    /// being handled), asks it to verify when it is not verified yet.
+    fn worker_joined(&mut self, peer: PeerId, ask: bool) {
         tracing::info!(worker = %peer, "worker joined");
         self.meta.entry(peer.clone()).or_default().last_seen = now();
         log_refusal(self.step(Input::WorkerJoined(peer.clone())));
@@ -655,7 +660,7 @@ impl<L: Link> Host<L> {
             .workers()
             .iter()
             .any(|w| *w.peer == peer && w.verified);
-        if !verified {
+        if ask && !verified {
             self.send(
                 &peer,
                 ClusterMessage::WorkerVerify(WorkerAction {
@@ -696,19 +701,21 @@ impl<L: Link> Host<L> {
     }
 
     /// A member the dispatcher dropped (it is not in `meta`) was heard from: it is registered
-    /// again and asked to verify, as on a join, at most once per [`TAKE_BACK_EVERY`] unless
-    /// it sent its verification (`verifies`), which needs no asking.
+    /// again, as on a join, at most once per [`HostConfig::take_back_every`], whatever it sent: a worker
+    /// that keeps being dropped (its sends fail) must not be taken back, given jobs and dropped
+    /// again at the speed of a round trip. It is asked to verify unless its message is the
+    /// verification (`verifies`); one that comes while taking back waits in `early` for the
+    /// next time.
     fn take_back(&mut self, peer: &PeerId, verifies: bool) {
         let now = now();
-        if !verifies
-            && let Some(&at) = self.taken_back.get(peer)
-            && now.0.saturating_sub(at.0) < TAKE_BACK_EVERY.0
+        if let Some(&at) = self.taken_back.get(peer)
+            && now.0.saturating_sub(at.0) < self.config.take_back_every.0
         {
             return;
         }
         tracing::info!(worker = %peer, "heard from a member that is not a worker; registering it again");
         self.taken_back.insert(peer.clone(), now);
-        self.worker_joined(peer.clone());
+        self.worker_joined(peer.clone(), !verifies);
     }
 
     fn request(&mut self, request: Request) {
@@ -1413,7 +1420,6 @@ impl<L: Link> Host<L> {
                 Ok(())
             }
             ClusterMessage::WorkerVerified(v) => {
-                self.taken_back.remove(from);
                 if let Some(meta) = self.meta.get_mut(from) {
                     meta.version = v.version.clone();
                 }

@@ -46,6 +46,9 @@ pub(crate) enum ClusterError {
     /// This peer already has a role.
     #[error("already {0}")]
     Busy(String),
+    /// The role was ended (its group left or closed, or `/api/cluster/leave`) while it started.
+    #[error("the worker role was ended while it started")]
+    EndedWhileStarting,
     /// A cluster was asked for on a group this peer does not host.
     #[error("group {0} is not hosted by this peer")]
     NotHosted(GroupId),
@@ -416,6 +419,7 @@ impl Cluster {
             dispatcher: self.inner.hosting.dispatcher.clone(),
             seed: rand_seed(),
             limits: self.inner.hosting.limits.clone(),
+            take_back_every: host::TAKE_BACK_EVERY,
         };
         let link = MqLink {
             mq: self.inner.mq.clone(),
@@ -502,7 +506,14 @@ impl Cluster {
         )
         .await
         .map_err(ClusterError::from)
-        .and_then(|()| self.save_worker_settings(&settings));
+        .and_then(|()| {
+            // Ended while its executor was being checked: nothing of it may stay.
+            if role.is_cancelled() {
+                Err(ClusterError::EndedWhileStarting)
+            } else {
+                self.save_worker_settings(&settings)
+            }
+        });
         if let Err(error) = started {
             // Nothing of this role runs on: what it started stops with the token.
             role.cancel();
@@ -595,7 +606,17 @@ impl Cluster {
             .ok()
             .and_then(|mut w| w.take_if(|w| ours(&w.group)));
         if gone.is_some() && host.is_none() && worker.is_none() {
-            // Another role, or this one already ended.
+            // A worker role still starting (its routes are set before its executor is
+            // checked) stops there; otherwise another role, or this one already ended.
+            let starting = self.inner.routes.read().is_ok_and(|routes| {
+                routes
+                    .worker
+                    .as_ref()
+                    .is_some_and(|(group, ..)| gone.is_some_and(|g| g == group))
+            });
+            if starting && let Some(token) = self.inner.role.read().ok().and_then(|r| r.clone()) {
+                token.cancel();
+            }
             return Ok(());
         }
         if let Some(token) = self.inner.role.write().ok().and_then(|mut r| r.take()) {
@@ -604,9 +625,10 @@ impl Cluster {
         if let Ok(mut routes) = self.inner.routes.write() {
             *routes = Routes::default();
         }
-        // A group already gone is what ended the role, not an error.
+        // A group already gone (what ended the role, or something that raced this leave) is
+        // the end asked for, not an error.
         let still_there = |result: Result<(), GroupError>| match result {
-            Err(GroupError::UnknownGroup(_) | GroupError::NotJoined(_)) if gone.is_some() => Ok(()),
+            Err(GroupError::UnknownGroup(_) | GroupError::NotJoined(_)) => Ok(()),
             result => result,
         };
         if let Some(host) = host {
@@ -616,13 +638,16 @@ impl Cluster {
         }
         if let Some(worker) = worker {
             tracing::info!(group = %worker.group, "cluster worker stopped; leaving its group");
+            // Both, whichever fails: settings left behind would rejoin at the next start, and
+            // a membership left behind would keep this peer an idle worker at the host.
+            let left = still_there(self.inner.groups.leave(worker.group).await);
             let path = self.settings_path();
             if let Err(e) = std::fs::remove_file(&path)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
                 return Err(settings_error(&path, e));
             }
-            still_there(self.inner.groups.leave(worker.group).await)?;
+            left?;
         }
         Ok(())
     }

@@ -109,6 +109,7 @@ async fn start_in(dir: TempDir, limits: Limits, dispatcher: dispatcher::Config) 
         dispatcher: dispatcher.clone(),
         seed: 7,
         limits: limits.clone(),
+        take_back_every: TAKE_BACK_EVERY,
     };
     let link = MemLink {
         me: host_peer.clone(),
@@ -1137,6 +1138,10 @@ fn script(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
 /// beside it.
 const BROKEN_DAEMON: &str = include_str!("../../tests/fixtures/broken-daemon.sh");
 
+/// How often a member the dispatcher dropped is taken back in these tests: long enough to
+/// see a second drop throttled, short enough to wait out.
+const TAKE_BACK_EVERY: dispatcher::Millis = dispatcher::Millis(4_000);
+
 /// A oneshot executor that passes its check and answers every job with `"ran"`.
 const ONESHOT: &str = r##"#!/bin/sh
 read -r line
@@ -1341,8 +1346,15 @@ async fn a_member_the_dispatcher_dropped_is_registered_again_when_heard_from() {
     let asked = tokio::time::timeout(Duration::from_millis(500), at_peer.recv()).await;
     assert!(asked.is_err(), "asked again at once: {asked:?}");
 
-    // Its own verification needs no asking: it is a worker again, and gets jobs.
+    // Nor does its verification: a worker whose sends keep failing would otherwise be taken
+    // back, given jobs and dropped again at the speed of a round trip. It is kept for later.
     cluster.verified_by(&peer).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(cluster.worker(&peer).await.is_none(), "taken back at once");
+    // Past the interval, its next message takes it back, with the verification it sent: it
+    // is a worker again without being asked, and gets jobs.
+    tokio::time::sleep(Duration::from_millis(TAKE_BACK_EVERY.0)).await;
+    cluster.send_as(&peer, heartbeat()).await;
     cluster
         .until_worker(&peer, "the worker is verified again", |w| {
             w.is_some_and(|w| w.verified)

@@ -83,7 +83,9 @@ impl From<ClusterError> for ApiError {
             ClusterError::NotWorker => {
                 Self::new(StatusCode::CONFLICT, "not_worker", "not a cluster worker")
             }
-            ClusterError::Busy(_) => Self::new(StatusCode::CONFLICT, "conflict", error.to_string()),
+            ClusterError::Busy(_) | ClusterError::EndedWhileStarting => {
+                Self::new(StatusCode::CONFLICT, "conflict", error.to_string())
+            }
             // Only `create` names a group: the field is wrong.
             ClusterError::NotHosted(_) | ClusterError::NotClusterGroup { .. } => {
                 Self::bad_request("invalid_group_id", format!("group_id: {error}"))
@@ -120,7 +122,28 @@ pub(crate) async fn create(
     if let Some(host) = state.cluster.host()
         && body.group_id.as_ref().is_none_or(|g| g == host.group())
     {
-        // Creating again while hosting answers with the cluster there is.
+        // Creating again while hosting answers with the cluster there is, unless it was asked
+        // for with another admission: an operator asking for an invite-only cluster must not
+        // be told yes about an open one.
+        if let Some(wanted) = body.admission {
+            let hosted = state.groups.hosted_groups().await.map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "group", e.to_string())
+            })?;
+            let admission = hosted
+                .iter()
+                .find(|g| &g.id == host.group())
+                .map(|g| g.admission);
+            if admission.is_some_and(|a| a != wanted) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!(
+                        "already hosting cluster {} with another admission; change it with POST /api/groups/meta",
+                        host.group()
+                    ),
+                ));
+            }
+        }
         return Ok(Json(Status {
             group_id: Some(host.group().to_string()),
             ..status("created")

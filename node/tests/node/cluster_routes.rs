@@ -279,6 +279,21 @@ async fn create_hosts_an_existing_cluster_group_and_refuses_any_other_id() {
     let groups = ok(&get(&other.ready.api, "/api/groups").await);
     assert_eq!(groups[0]["id"], out.trim(), "{groups}");
     assert_eq!(groups[0]["admission"], "invite", "{groups}");
+    // Asked again, it is the same cluster, unless asked for with another admission.
+    for same in [
+        &["cluster", "create"][..],
+        &["cluster", "create", "--admission", "invite"],
+    ] {
+        let (code, again, err) = cli_any(&other.ready.api, same).await;
+        assert_eq!((code, again.trim()), (0, out.trim()), "{err}");
+    }
+    let (code, _, err) = cli_any(
+        &other.ready.api,
+        &["cluster", "create", "--admission", "open"],
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("another admission"), "{err}");
     let (code, _, err) = cli_any(
         &other.ready.api,
         &["cluster", "create", "--admission", "closed"],
