@@ -133,6 +133,11 @@ pub enum Report<R> {
     /// The worker's executor went away under the attempt (a daemon crash): not the job's
     /// fault, so it is requeued without spending a retry and counts against the crash limit.
     Lost(String),
+    /// The worker could not start the attempt at all (its executor could not be started, or
+    /// was given up on before the job ran): requeued without spending a retry or counting
+    /// against the crash limit, since the job never ran. The worker is expected to take no
+    /// jobs until its executor is checked again (it reports itself unverified).
+    NotStarted(String),
 }
 
 /// Something that happened, fed to [`Dispatcher::step`](crate::Dispatcher::step).

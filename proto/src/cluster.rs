@@ -327,6 +327,11 @@ pub enum ResultStatus {
     TimedOut,
     /// The executor was lost (a daemon crash); the host requeues without spending a retry.
     Lost,
+    /// The worker could not start the attempt (its executor could not be started, or was
+    /// given up on before the job ran; a message of our own): the host requeues without
+    /// spending a retry or counting a loss.
+    #[serde(rename = "not_started")]
+    NotStarted,
 }
 
 /// `job:result`, worker → host.

@@ -166,6 +166,15 @@ fn goop2_cluster_messages_decode() {
         failed.error.as_deref(),
         Some("binary exited: exit status 2")
     );
+    // Our own status for a job the worker could not start.
+    let ClusterMessage::JobResult(unstarted) = ClusterMessage::decode(
+        "job:result",
+        r#"{"job_id":"00000000000000aa","attempt":2,"status":"not_started","error":"cannot start executor"}"#,
+    )
+    .unwrap() else {
+        panic!("not a result")
+    };
+    assert_eq!(unstarted.status, ResultStatus::NotStarted);
 
     let ClusterMessage::WorkerVerified(verified) = ClusterMessage::decode(
         "worker:verified",

@@ -346,10 +346,11 @@ pub(crate) fn job_input(spec: &JobSpec) -> (Vec<u8>, String, String) {
 /// The task that owns the oneshot jobs of one executor: a queue, at most `capacity` processes.
 ///
 /// A process that cannot be started (the binary was removed or replaced, the system is out of
-/// processes) loses its job, which is not the job's fault, and takes the executor down the way
-/// a daemon that died is: no job starts until a check passes again, after a backoff that doubles
-/// up to a cap, and too many failed checks in a row make the executor unusable. The status
-/// says so before the lost job's outcome goes out.
+/// processes) loses its job (`ExecutorLost`, kind `Io`: it never ran, which a cluster worker
+/// reports as not started), and takes the executor down the way a daemon that died is: no job
+/// starts until a check passes again, after a backoff that doubles up to a cap (and goes back
+/// to the first only once a process starts), and too many failed checks in a row make the
+/// executor unusable. The status says so before the lost job's outcome goes out.
 pub(crate) struct Oneshot {
     pub(crate) config: Arc<ExecutorConfig>,
     pub(crate) capacity: usize,
@@ -391,6 +392,11 @@ impl Oneshot {
         let mut task_jobs: HashMap<tokio::task::Id, JobId> = HashMap::new();
         let mut checks: JoinSet<Result<CheckInfo, StartError>> = JoinSet::new();
         let mut health = Health::Ready;
+        // The delay before the check after the next failed start. It grows with every start
+        // that fails and goes back to the configured one only once a process starts: an
+        // executor whose check passes but whose jobs cannot start (a machine out of processes)
+        // is checked less and less often rather than flapping at the first delay.
+        let mut backoff = self.config.restart_backoff;
         let mut shutting_down = false;
         loop {
             while !shutting_down && matches!(health, Health::Ready) && running.len() < self.capacity
@@ -461,11 +467,14 @@ impl Oneshot {
                     if let Some(id) = task_jobs.remove(&task) {
                         running.remove(&id);
                     }
-                    if let Some((job, failure)) = unstarted {
-                        if !shutting_down {
-                            self.went_down(&mut health, &failure.message);
+                    match unstarted {
+                        Some((job, failure)) => {
+                            if !shutting_down {
+                                self.went_down(&mut health, &failure.message, &mut backoff);
+                            }
+                            job.finish(Outcome::ExecutorLost(failure)).await;
                         }
-                        job.finish(Outcome::ExecutorLost(failure)).await;
+                        None => backoff = self.config.restart_backoff,
                     }
                 }
                 () = sleep_until(check_at), if check_at.is_some() => {
@@ -492,16 +501,18 @@ impl Oneshot {
         let _ = self.status.send(ExecutorStatus::Stopped);
     }
 
-    /// A process could not be started: no job starts until a check passes.
-    fn went_down(&self, health: &mut Health, reason: &str) {
+    /// A process could not be started: no job starts until a check passes, after `backoff`,
+    /// which doubles (up to the cap) for the next time.
+    fn went_down(&self, health: &mut Health, reason: &str, backoff: &mut Duration) {
         if !matches!(health, Health::Ready) {
             return;
         }
-        let backoff = self.config.restart_backoff;
-        tracing::warn!(%reason, delay_ms = millis(backoff), "executor cannot be started; checking it again");
+        let delay = *backoff;
+        *backoff = (delay * 2).min(self.config.max_restart_backoff);
+        tracing::warn!(%reason, delay_ms = millis(delay), "executor cannot be started; checking it again");
         *health = Health::Down {
-            check_at: Some(Instant::now() + backoff),
-            backoff: (backoff * 2).min(self.config.max_restart_backoff),
+            check_at: Some(Instant::now() + delay),
+            backoff: *backoff,
             failed_checks: 0,
         };
         let _ = self.status.send(ExecutorStatus::Restarting {

@@ -309,6 +309,10 @@ impl<P: Clone, R> Dispatcher<P, R> {
                         let ended = self.end_run(slot, AttemptEnd::Lost(reason.as_str().into()));
                         self.lose_attempt(slot, &reason, ended);
                     }
+                    Report::NotStarted(reason) => {
+                        let ended = self.end_run(slot, AttemptEnd::Lost(reason.as_str().into()));
+                        self.requeue_attempt(slot, ended);
+                    }
                 }
                 Ok(())
             }

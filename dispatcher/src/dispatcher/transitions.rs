@@ -319,7 +319,6 @@ impl<P: Clone, R> Dispatcher<P, R> {
     /// has now lost workers `crash_limit` times.
     pub(super) fn lose_attempt(&mut self, slot: u32, reason: &str, ended: Option<AttemptRecord>) {
         let limit = self.config.crash_limit;
-        let now = self.now;
         let job = self.job_mut(slot);
         job.losses = job.losses.saturating_add(1);
         if limit > 0 && job.losses >= limit {
@@ -331,6 +330,14 @@ impl<P: Clone, R> Dispatcher<P, R> {
             self.finish(slot, State::Failed, None);
             return;
         }
+        self.requeue_attempt(slot, ended);
+    }
+
+    /// Puts a job whose attempt ended through no fault of its own back in the queue at once,
+    /// with the attempt's record (`ended`), spending nothing.
+    pub(super) fn requeue_attempt(&mut self, slot: u32, ended: Option<AttemptRecord>) {
+        let now = self.now;
+        let job = self.job_mut(slot);
         if let Some(record) = ended {
             job.cold_mut().history.push(record);
         }

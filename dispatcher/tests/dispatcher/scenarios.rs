@@ -495,6 +495,38 @@ fn an_executor_lost_under_a_job_requeues_it_without_a_retry_until_the_crash_limi
 }
 
 #[test]
+fn an_attempt_that_never_started_is_requeued_at_no_cost_however_often() {
+    // A worker that could not start the job (its executor could not be started) is not the
+    // job's fault, and the job did not run: no retry, no loss, and no crash limit.
+    let mut h = Harness::new();
+    h.worker(1, &[], 1);
+    h.submit(job(1, "t"));
+    for round in 1..=5 {
+        assert_eq!(h.pairs(), [(1, 1)], "round {round}");
+        let attempt = h.attempt(1);
+        h.ok(Input::Result {
+            worker: peer(1),
+            job: id(1),
+            attempt,
+            report: Report::NotStarted("cannot start executor: no such file".into()),
+        });
+        let view = h.d.job_view(id(1)).unwrap();
+        assert_eq!(
+            (view.status, view.retries, view.losses),
+            (JobStatus::Assigned, 0, 0),
+            "round {round}"
+        );
+        assert_eq!(view.attempt, Attempt(attempt.0 + 1));
+    }
+    let ends: Vec<_> = h.ended(1).into_iter().map(|r| r.end).collect();
+    assert_eq!(ends.len(), 5, "{ends:?}");
+    assert!(
+        ends.iter().all(|e| matches!(e, Some(AttemptEnd::Lost(_)))),
+        "{ends:?}"
+    );
+}
+
+#[test]
 fn terminal_states_are_final() {
     // Goop² bug 1: Complete and Fail overwrote any state.
     let mut h = Harness::new();

@@ -1385,6 +1385,9 @@ impl<L: Link> Host<L> {
                     ResultStatus::Lost => {
                         Report::Lost(r.error.unwrap_or_else(|| "executor lost".into()))
                     }
+                    ResultStatus::NotStarted => {
+                        Report::NotStarted(r.error.unwrap_or_else(|| "not started".into()))
+                    }
                 };
                 self.step(Input::Result {
                     worker,

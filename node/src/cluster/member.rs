@@ -494,7 +494,16 @@ impl Member {
                     Outcome::ExecutorLost(failure) => JobResult {
                         job_id: job,
                         attempt,
-                        status: ResultStatus::Lost,
+                        // A process that could not be started, or a job refused by an
+                        // executor given up on, never ran: no loss for the job.
+                        status: if matches!(
+                            failure.kind,
+                            worker::FailureKind::Io | worker::FailureKind::Rejected
+                        ) {
+                            ResultStatus::NotStarted
+                        } else {
+                            ResultStatus::Lost
+                        },
                         result: None,
                         error: Some(failure.to_string()),
                         elapsed_ms: None,
