@@ -47,6 +47,29 @@ async fn run(data: &Data, query: &str) -> Value {
     serde_json::to_value(&response).unwrap()
 }
 
+/// A row as another peer answers it: the system columns, then `columns` (an object).
+fn their_row(id: i64, owner: &str, columns: Value) -> graphql::Row {
+    let mut row = json!({"_id": id, "_owner": owner, "_created_at": "", "_updated_at": ""});
+    row.as_object_mut()
+        .unwrap()
+        .extend(columns.as_object().unwrap().clone());
+    row.as_object().unwrap().clone()
+}
+
+/// Other peers, each answering a query as `answer(peer, table, find)` says, at once. The remote
+/// is not under test here; the engine's use of it is.
+fn remote_answering(
+    answer: impl Fn(String, String, graphql::store::Find) -> Result<Vec<graphql::Row>, String>
+    + Send
+    + Sync
+    + 'static,
+) -> graphql::engine::RemoteQuery {
+    std::sync::Arc::new(move |peer, _group, table, find| {
+        let answered = answer(peer, table, find);
+        Box::pin(async move { answered }) as graphql::engine::RemoteRows
+    })
+}
+
 #[tokio::test]
 async fn tables_are_queried_and_changed_through_graphql() {
     let db = TempDb::new("graphql");
@@ -339,38 +362,36 @@ async fn a_federated_table_merges_every_source_and_names_the_one_that_failed() {
     // Another peer's rows, as its answer to the query it was given (its own filter applied).
     let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = asked.clone();
-    let remote: RemoteQuery = Arc::new(
-        move |peer: String, _group: String, table: String, find: Find| {
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Box::pin(async move {
-                if peer == "peer-down" {
-                    return Err("no answer in time".to_owned());
-                }
-                assert_eq!(table, "notes");
-                let rows: Vec<graphql::Row> = [("t1", 5), ("t2", 2), ("t3", 3)]
-                .into_iter()
-                .filter(|(_, stars)| {
-                    find.filters.iter().all(|(c, op, v)| match (c.as_str(), op) {
+    let remote: RemoteQuery = remote_answering(move |peer, table, find: Find| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if peer == "peer-down" {
+            return Err("no answer in time".to_owned());
+        }
+        assert_eq!(table, "notes");
+        Ok([("t1", 5), ("t2", 2), ("t3", 3)]
+            .into_iter()
+            .filter(|(_, stars)| {
+                find.filters
+                    .iter()
+                    .all(|(c, op, v)| match (c.as_str(), op) {
                         ("stars", Op::Gte) => v.as_i64() <= Some(*stars),
                         ("stars", Op::Eq) => v.as_i64() == Some(*stars),
                         ("stars", Op::In) => v.as_array().unwrap().contains(&json!(stars)),
                         _ => true,
                     })
-                })
-                .enumerate()
-                .map(|(i, (slug, stars))| {
-                    // t1 was written there by this peer; the rows claim to come from elsewhere.
-                    let owner = if slug == "t1" { "peer-me" } else { "peer-them" };
-                    json!({"_id": i + 1, "_owner": owner, "_peer": "peer-spoof", "_created_at": "", "_updated_at": "", "slug": slug, "stars": stars})
-                        .as_object()
-                        .unwrap()
-                        .clone()
-                })
-                .collect();
-                Ok(rows)
-            }) as graphql::engine::RemoteRows
-        },
-    );
+            })
+            .zip(1..)
+            .map(|((slug, stars), id)| {
+                // t1 was written there by this peer; the rows claim to come from elsewhere.
+                let owner = if slug == "t1" { "peer-me" } else { "peer-them" };
+                their_row(
+                    id,
+                    owner,
+                    json!({"_peer": "peer-spoof", "slug": slug, "stars": stars}),
+                )
+            })
+            .collect())
+    });
     let federated = Federated {
         table: notes.clone(),
         local: true,
@@ -550,14 +571,13 @@ fn keyed(name: &str) -> Table {
 
 /// Another peer that answers every table with one row, `k` naming the table.
 fn remote_of_one_row() -> graphql::engine::RemoteQuery {
-    std::sync::Arc::new(
-        |_peer: String, _group: String, table: String, _find: graphql::store::Find| {
-            Box::pin(async move {
-                let row = json!({"_id": 1, "_owner": "peer-them", "_created_at": "", "_updated_at": "", "k": format!("{table} there")});
-                Ok(vec![row.as_object().unwrap().clone()])
-            }) as graphql::engine::RemoteRows
-        },
-    )
+    remote_answering(|_peer, table, _find| {
+        Ok(vec![their_row(
+            1,
+            "peer-them",
+            json!({"k": format!("{table} there")}),
+        )])
+    })
 }
 
 /// `name` served from another peer only.
@@ -808,21 +828,12 @@ async fn order_by_keys_apply_in_the_order_written() {
     assert_eq!(order(a_then_b).await, ["1z", "1x", "2y", "2w"]);
     assert_eq!(order(b_then_a).await, ["1z", "2y", "1x", "2w"]);
     // Merged with another peer's rows, the same order.
-    let remote: graphql::engine::RemoteQuery = std::sync::Arc::new(
-        |_peer: String, _group: String, _table: String, _find: graphql::store::Find| {
-            Box::pin(async move {
-                Ok([(1, "y"), (2, "x")]
-                    .into_iter()
-                    .map(|(a, b)| {
-                        json!({"_id": a, "_owner": "peer-them", "_created_at": "", "_updated_at": "", "a": a, "b": b})
-                            .as_object()
-                            .unwrap()
-                            .clone()
-                    })
-                    .collect())
-            }) as graphql::engine::RemoteRows
-        },
-    );
+    let remote = remote_answering(|_peer, _table, _find| {
+        Ok([(1, "y"), (2, "x")]
+            .into_iter()
+            .map(|(a, b)| their_row(a, "peer-them", json!({"a": a, "b": b})))
+            .collect())
+    });
     let pairs = data.tables().table("pairs").unwrap();
     data.federate(
         vec![graphql::engine::Federated {
@@ -989,17 +1000,14 @@ impl Peers {
 
     fn remote(&self) -> graphql::engine::RemoteQuery {
         let (stores, asks) = (self.stores.clone(), self.asks.clone());
-        std::sync::Arc::new(
-            move |peer: String, _group: String, table: String, find: graphql::store::Find| {
-                *asks.lock().unwrap().entry(peer.clone()).or_default() += 1;
-                let store = stores.get(&peer).cloned();
-                Box::pin(async move {
-                    let store = store.ok_or_else(|| "no answer in time".to_owned())?;
-                    let schema = store.table(&table).map_err(|e| e.to_string())?;
-                    store.find(&schema, &find).map_err(|e| e.to_string())
-                }) as graphql::engine::RemoteRows
-            },
-        )
+        remote_answering(move |peer, table, find| {
+            *asks.lock().unwrap().entry(peer.clone()).or_default() += 1;
+            let store = stores
+                .get(&peer)
+                .ok_or_else(|| "no answer in time".to_owned())?;
+            let schema = store.table(&table).map_err(|e| e.to_string())?;
+            store.find(&schema, &find).map_err(|e| e.to_string())
+        })
     }
 
     fn asks(&self) -> std::collections::BTreeMap<String, usize> {
@@ -1342,38 +1350,29 @@ async fn a_batch_that_would_bring_too_many_rows_is_looked_up_value_by_value() {
         .collect();
     let asked = std::sync::Arc::new(AtomicUsize::new(0));
     let counter = asked.clone();
-    let remote: RemoteQuery = std::sync::Arc::new(
-        move |_peer: String, _group: String, _table: String, find: Find| {
-            counter.fetch_add(1, Ordering::Relaxed);
-            let mut found: Vec<(i64, i64)> = rows
-                .iter()
-                .copied()
-                .filter(|(v, _)| {
-                    find.filters
-                        .iter()
-                        .all(|(column, op, value)| match (column.as_str(), op) {
-                            ("v", Op::Eq) => value == &json!(v),
-                            ("v", Op::In) => value.as_array().unwrap().contains(&json!(v)),
-                            other => panic!("unexpected filter {other:?}"),
-                        })
-                })
-                .collect();
-            assert_eq!(find.order, [("n".to_owned(), true)]);
-            found.sort_by_key(|(_, n)| -n);
-            found.truncate(usize::try_from(find.limit.unwrap()).unwrap());
-            Box::pin(async move {
-                Ok(found
-                    .into_iter()
-                    .map(|(v, n)| {
-                        json!({"_id": n, "_owner": "peer-them", "_created_at": "", "_updated_at": "", "v": v, "n": n})
-                            .as_object()
-                            .unwrap()
-                            .clone()
+    let remote: RemoteQuery = remote_answering(move |_peer, _table, find: Find| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        let mut found: Vec<(i64, i64)> = rows
+            .iter()
+            .copied()
+            .filter(|(v, _)| {
+                find.filters
+                    .iter()
+                    .all(|(column, op, value)| match (column.as_str(), op) {
+                        ("v", Op::Eq) => value == &json!(v),
+                        ("v", Op::In) => value.as_array().unwrap().contains(&json!(v)),
+                        other => panic!("unexpected filter {other:?}"),
                     })
-                    .collect())
-            }) as graphql::engine::RemoteRows
-        },
-    );
+            })
+            .collect();
+        assert_eq!(find.order, [("n".to_owned(), true)]);
+        found.sort_by_key(|(_, n)| -n);
+        found.truncate(usize::try_from(find.limit.unwrap()).unwrap());
+        Ok(found
+            .into_iter()
+            .map(|(v, n)| their_row(n, "peer-them", json!({"v": v, "n": n})))
+            .collect())
+    });
     data.federate(
         vec![Federated {
             table: items,
