@@ -257,7 +257,9 @@ pub enum Input<P, R> {
     Tick,
     /// Reload the queue after a restart. Assigned and running jobs come back as pending. A
     /// live job's next attempt skips one number past its stored attempt, which the shell may
-    /// have handed out without storing it.
+    /// have handed out without storing it. Every live job comes out as a
+    /// [`Output::JobChanged`] carrying the skipped number, for the shell to store before it
+    /// hands out another.
     Restore(Vec<RestoredJob<P>>),
 }
 

@@ -427,17 +427,13 @@ impl<P: Clone, R> Dispatcher<P, R> {
             if !history.is_empty() {
                 job.cold_mut().history = history;
             }
-            placed.push((slot, interrupted));
+            placed.push(slot);
         }
-        for (slot, interrupted) in placed {
-            // Only the jobs whose stored status changes need writing back. The skipped number
-            // of the others reaches the store with their next assignment.
-            let before = self.outputs.len();
+        // Every live job is written back, the skipped number with it: stored only with the
+        // next assignment, which the shell holds back too, it could be lost to a second
+        // crash soon after this restore, which would then hand the same number out again.
+        for slot in placed {
             self.admit(slot, false, true);
-            let failed = self.job_state(slot).is_none();
-            if !interrupted && !failed {
-                self.outputs.truncate(before);
-            }
         }
         Ok(())
     }
@@ -550,9 +546,15 @@ mod tests {
                 _ => None,
             })
             .collect();
-        // The interrupted job is written back with the skipped number, so a second restart
-        // skips past it; the pending one reaches the store with its next assignment.
-        assert_eq!(written, [(2, JobStatus::Pending, Attempt(4))]);
+        // Both are written back with the skipped number, so a second restart skips past it
+        // even if the next assignment never reached the store.
+        assert_eq!(
+            written,
+            [
+                (1, JobStatus::Pending, Attempt(1)),
+                (2, JobStatus::Pending, Attempt(4))
+            ]
+        );
 
         let worker: PeerId = "12D3KooWworker".parse().unwrap();
         d.step(Millis(20), Input::WorkerJoined(worker.clone()))

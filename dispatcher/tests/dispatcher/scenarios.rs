@@ -871,7 +871,17 @@ fn restore_puts_in_flight_attempts_back_at_no_cost() {
         .iter()
         .map(|u| (u.id.as_u64(), u.status))
         .collect();
-    assert_eq!(changed, [(1, JobStatus::Pending)], "only what changed");
+    // Every live job, with its skipped attempt number; the finished one is left alone.
+    assert_eq!(
+        changed,
+        [(1, JobStatus::Pending), (2, JobStatus::Pending)],
+        "the live jobs"
+    );
+    let attempts: Vec<(u64, Attempt)> = updates(&out)
+        .iter()
+        .map(|u| (u.id.as_u64(), u.attempt))
+        .collect();
+    assert_eq!(attempts, [(1, Attempt(5)), (2, Attempt(1))]);
     let view = h.d.job_view(id(1)).unwrap();
     assert_eq!(view.retries, 2, "no retry spent");
     assert_eq!(h.status(3), JobStatus::Completed);

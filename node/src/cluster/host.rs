@@ -38,7 +38,8 @@ use super::{Incoming, Link};
 /// store one or two row updates per job (its busiest work). A list read from the store may show
 /// such a job one status behind for this long. Nothing a restart needs is held: a restarted host
 /// puts in-flight jobs back to pending whatever their stored status, skips the attempt number a
-/// held assignment may have used, and changes that count retries or losses are never held.
+/// held assignment may have used (and stores the skip before it hands out another), and changes
+/// that count retries or losses are never held.
 const HOLD: Duration = Duration::from_millis(50);
 
 /// The most peers whose verification may wait for their join.
@@ -405,6 +406,14 @@ pub(crate) async fn spawn<L: Link>(
         .map(|every| tokio::time::Instant::now() + every.min(Duration::from_secs(1)));
     for (id, size) in restored_payloads {
         host.track_payload(id, size);
+    }
+    // The restored jobs' skipped attempt numbers are stored before any worker is heard: a
+    // crash soon after this start must not find the old numbers and hand the same ones out
+    // again (the assignments that follow are held back from the store for a moment).
+    host.dispatcher.take_outputs(&mut host.outputs);
+    host.carry_out().await;
+    if let Err(error) = host.store.flush().await {
+        tracing::error!(%error, group = %host.config.group, "storing the restored queue failed; a second crash soon could repeat an attempt number");
     }
     let inbox = Inbox {
         requests: requests_rx,

@@ -929,6 +929,40 @@ async fn a_restart_keeps_jobs_whose_finished_dependencies_it_did_not_load() {
     cluster.stop().await;
 }
 
+/// A restarted host skips the attempt number a held assignment may have used, and stores the
+/// skip before it is running: a second crash soon after finds the skipped number, not the old
+/// one, so no number is handed out twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_restart_stores_the_attempt_number_it_skipped() {
+    let cluster = start_in(fresh_dir("restore-skip"), Limits::default(), two_finished()).await;
+    let ids = cluster
+        .host
+        .submit(vec![
+            SubmitJob::new("nobody-runs-this"),
+            SubmitJob::new("nobody-runs-this"),
+        ])
+        .await
+        .unwrap();
+    cluster.host.flush().await.unwrap();
+    for id in &ids {
+        assert_eq!(stored(&cluster.host, *id).attempt, Attempt(0));
+    }
+    let mut cluster = cluster;
+    for restart in 1..=2 {
+        cluster = cluster.restart().await;
+        // No flush asked: the start itself stored the skip.
+        for id in &ids {
+            let state = stored(&cluster.host, *id);
+            assert_eq!(
+                (state.status, state.attempt),
+                (JobStatus::Pending, Attempt(restart)),
+                "after restart {restart}: {state:?}"
+            );
+        }
+    }
+    cluster.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_jobs_past_their_keep_time_leave_the_store_and_the_counts() {
     let limits = Limits {
