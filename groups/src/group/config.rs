@@ -26,6 +26,8 @@ pub struct GroupConfig {
     pub max_hosted_groups: usize,
     /// The most members a group without a limit of its own admits.
     pub member_cap: u32,
+    /// The most banned peers a hosted group keeps; past it, a kick lifts the oldest ban.
+    pub max_bans: usize,
     /// How many received invitations are kept (the oldest go first).
     pub max_received_invites: usize,
     /// The most rows a discovery answer carries.
@@ -54,6 +56,7 @@ impl Default for GroupConfig {
             rejoin_backoff_max: Duration::from_secs(60),
             max_hosted_groups: 50,
             member_cap: 10_000,
+            max_bans: 10_000,
             max_received_invites: 64,
             discover_limit: 100,
             tick_interval: Duration::from_millis(250),

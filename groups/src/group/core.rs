@@ -255,6 +255,8 @@ pub struct HostedGroup {
     pub members: Vec<MemberInfo>,
     /// Invited peers.
     pub invited: Vec<PeerId>,
+    /// Peers kicked and not let in again (until unbanned or invited), oldest ban first.
+    pub banned: Vec<PeerId>,
 }
 
 /// A remote group this peer joined (or is rejoining), as the API lists it.
@@ -327,6 +329,9 @@ struct Hosted {
     /// Roles of members that were lost, for when they come back.
     remembered: BTreeMap<PeerId, String>,
     invited: BTreeSet<PeerId>,
+    /// Kicked peers, with when each was banned (Unix ms): their joins are refused with
+    /// `forbidden` until the host lifts the ban or invites them.
+    banned: BTreeMap<PeerId, i64>,
     next_ping: u64,
     /// Changes with every change of members, roles or settings; starts at a random value so
     /// a restarted host never repeats the epoch its members last saw.
@@ -466,6 +471,10 @@ impl GroupCore {
         for (group, peer) in snapshot.invites {
             invites.entry(group).or_default().insert(peer);
         }
+        let mut bans: BTreeMap<GroupId, BTreeMap<PeerId, i64>> = BTreeMap::new();
+        for (group, peer, banned_at) in snapshot.bans {
+            bans.entry(group).or_default().insert(peer, banned_at);
+        }
         for mut record in snapshot.groups {
             // The store only ever holds this peer's groups; a database copied from another
             // peer would make this peer answer for groups it cannot host.
@@ -480,6 +489,7 @@ impl GroupCore {
                 members: BTreeMap::new(),
                 remembered: BTreeMap::new(),
                 invited: invites.remove(&record.id).unwrap_or_default(),
+                banned: bans.remove(&record.id).unwrap_or_default(),
                 next_ping: now,
                 record,
             };
@@ -580,6 +590,9 @@ impl GroupCore {
             }
             for peer in &hosted.invited {
                 snapshot.invites.push((id.clone(), peer.clone()));
+            }
+            for (peer, banned_at) in &hosted.banned {
+                snapshot.bans.push((id.clone(), peer.clone(), *banned_at));
             }
         }
         for (group, joined) in self.joined.iter().filter(|(_, j)| !j.volatile) {
@@ -909,6 +922,11 @@ impl GroupCore {
             created_at: r.created_at,
             members: self.member_list(h),
             invited: h.invited.iter().cloned().collect(),
+            banned: {
+                let mut banned: Vec<(&PeerId, &i64)> = h.banned.iter().collect();
+                banned.sort_by_key(|(peer, at)| (**at, *peer));
+                banned.into_iter().map(|(peer, _)| peer.clone()).collect()
+            },
         }
     }
 

@@ -37,6 +37,7 @@ enum Command {
     Kick(GroupId, PeerId, Reply<()>),
     Invite(GroupId, PeerId, Reply<()>),
     Uninvite(GroupId, PeerId, Reply<()>),
+    Unban(GroupId, PeerId, Reply<bool>),
     SetRole(GroupId, PeerId, String, Reply<()>),
     UpdateMeta(GroupId, MetaUpdate, Reply<()>),
     Send(GroupId, Box<RawValue>, SendMode, Reply<()>),
@@ -120,7 +121,9 @@ impl GroupHandle {
         self.call(|tx| Command::LeaveOwn(group, tx)).await?
     }
 
-    /// `POST /api/groups/kick`.
+    /// `POST /api/groups/kick`: the member is removed and banned (see [`GroupCore::kick`]).
+    ///
+    /// [`GroupCore::kick`]: super::GroupCore::kick
     pub async fn kick(&self, group: GroupId, peer: PeerId) -> Result<(), GroupError> {
         self.call(|tx| Command::Kick(group, peer, tx)).await?
     }
@@ -129,6 +132,11 @@ impl GroupHandle {
     /// it.
     pub async fn invite(&self, group: GroupId, peer: PeerId) -> Result<(), GroupError> {
         self.call(|tx| Command::Invite(group, peer, tx)).await?
+    }
+
+    /// `POST /api/groups/unban`: lets a kicked peer join again; whether it was banned.
+    pub async fn unban(&self, group: GroupId, peer: PeerId) -> Result<bool, GroupError> {
+        self.call(|tx| Command::Unban(group, peer, tx)).await?
     }
 
     /// Withdraws an invitation.
@@ -626,6 +634,9 @@ impl<T: GroupTransport> Manager<T> {
             }
             Command::Uninvite(group, peer, reply) => {
                 simple!(reply, self.core.uninvite(&group, &peer));
+            }
+            Command::Unban(group, peer, reply) => {
+                simple!(reply, self.core.unban(&group, &peer));
             }
             Command::SetRole(group, peer, role, reply) => {
                 simple!(reply, self.core.set_role(now, &group, &peer, &role));

@@ -1,5 +1,5 @@
-//! The group tables in the peer's SQLite database: hosted groups, their members and
-//! invitations, and this peer's subscriptions to remote groups.
+//! The group tables in the peer's SQLite database: hosted groups, their members, invitations
+//! and bans, and this peer's subscriptions to remote groups.
 //!
 //! rusqlite blocks, so the connection lives on a thread of its own and the async side talks to
 //! it through a bounded channel; each request is one transaction. Volatile groups never reach
@@ -19,7 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 const COMPONENT: &str = "groups";
 
 /// The migrations, in order; the version is the index plus one.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE IF NOT EXISTS _groups (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -59,7 +60,16 @@ CREATE TABLE IF NOT EXISTS _group_subscriptions (
     subscribed_at INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (host_peer_id, group_id)
 );
-"];
+",
+    r"
+CREATE TABLE IF NOT EXISTS _group_bans (
+    group_id TEXT NOT NULL REFERENCES _groups(id) ON DELETE CASCADE,
+    peer_id TEXT NOT NULL,
+    banned_at INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (group_id, peer_id)
+);
+",
+];
 
 /// Why the store failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -191,6 +201,22 @@ pub enum StoreOp {
         /// The peer.
         peer: PeerId,
     },
+    /// Record a ban: the peer was kicked and may not join again.
+    PutBan {
+        /// The group.
+        group: GroupId,
+        /// The banned peer.
+        peer: PeerId,
+        /// When (Unix ms).
+        banned_at: i64,
+    },
+    /// Lift a ban.
+    DeleteBan {
+        /// The group.
+        group: GroupId,
+        /// The peer.
+        peer: PeerId,
+    },
     /// Insert or replace a subscription.
     PutSubscription(SubscriptionRecord),
     /// Delete a subscription.
@@ -213,6 +239,8 @@ pub struct StoreSnapshot {
     pub members: Vec<(GroupId, MemberRecord)>,
     /// Invitations of hosted groups.
     pub invites: Vec<(GroupId, PeerId)>,
+    /// Bans of hosted groups, with when each was made (Unix ms), oldest first.
+    pub bans: Vec<(GroupId, PeerId, i64)>,
     /// Subscriptions to remote groups, oldest first.
     pub subscriptions: Vec<SubscriptionRecord>,
 }
@@ -389,6 +417,7 @@ fn write(tx: &rusqlite::Transaction<'_>, ops: &[StoreOp]) -> Result<(), StoreErr
                     "DELETE FROM _group_invites WHERE group_id = ?1",
                     [id.as_str()],
                 )?;
+                tx.execute("DELETE FROM _group_bans WHERE group_id = ?1", [id.as_str()])?;
                 tx.execute("DELETE FROM _groups WHERE id = ?1", [id.as_str()])?;
             }
             StoreOp::PutMember { group, member } => {
@@ -429,6 +458,23 @@ fn write(tx: &rusqlite::Transaction<'_>, ops: &[StoreOp]) -> Result<(), StoreErr
                     [group.as_str(), peer.as_str()],
                 )?;
             }
+            StoreOp::PutBan {
+                group,
+                peer,
+                banned_at,
+            } => {
+                tx.execute(
+                    "INSERT OR REPLACE INTO _group_bans (group_id, peer_id, banned_at)
+                     VALUES (?1, ?2, ?3)",
+                    params![group.as_str(), peer.as_str(), banned_at],
+                )?;
+            }
+            StoreOp::DeleteBan { group, peer } => {
+                tx.execute(
+                    "DELETE FROM _group_bans WHERE group_id = ?1 AND peer_id = ?2",
+                    [group.as_str(), peer.as_str()],
+                )?;
+            }
             StoreOp::PutSubscription(s) => {
                 tx.execute(
                     "INSERT OR REPLACE INTO _group_subscriptions (host_peer_id, group_id,
@@ -455,7 +501,8 @@ fn write(tx: &rusqlite::Transaction<'_>, ops: &[StoreOp]) -> Result<(), StoreErr
             StoreOp::ReplaceAll(snapshot) => {
                 tx.execute_batch(
                     "DELETE FROM _group_members; DELETE FROM _group_invites;
-                     DELETE FROM _groups; DELETE FROM _group_subscriptions;",
+                     DELETE FROM _group_bans; DELETE FROM _groups;
+                     DELETE FROM _group_subscriptions;",
                 )?;
                 let mut ops: Vec<StoreOp> = Vec::new();
                 ops.extend(snapshot.groups.iter().cloned().map(StoreOp::PutGroup));
@@ -465,6 +512,17 @@ fn write(tx: &rusqlite::Transaction<'_>, ops: &[StoreOp]) -> Result<(), StoreErr
                         .iter()
                         .cloned()
                         .map(|(group, member)| StoreOp::PutMember { group, member }),
+                );
+                ops.extend(
+                    snapshot
+                        .bans
+                        .iter()
+                        .cloned()
+                        .map(|(group, peer, banned_at)| StoreOp::PutBan {
+                            group,
+                            peer,
+                            banned_at,
+                        }),
                 );
                 ops.extend(snapshot.invites.iter().cloned().map(|(group, peer)| {
                     StoreOp::PutInvite {
@@ -594,6 +652,23 @@ fn load(conn: &Connection) -> Result<StoreSnapshot, StoreError> {
             parse("_group_invites", &peer)?,
         ));
     }
+    let mut stmt =
+        conn.prepare("SELECT group_id, peer_id, banned_at FROM _group_bans ORDER BY banned_at")?;
+    let rows = stmt.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (group, peer, banned_at) = row?;
+        snapshot.bans.push((
+            parse("_group_bans", &group)?,
+            parse("_group_bans", &peer)?,
+            banned_at,
+        ));
+    }
     let mut stmt = conn.prepare(
         "SELECT host_peer_id, group_id, group_name, group_type, group_context, max_members,
             role, subscribed_at
@@ -693,6 +768,20 @@ mod tests {
                     peer: member.clone(),
                     invited_at: 3,
                 },
+                StoreOp::PutBan {
+                    group: g.clone(),
+                    peer: host.clone(),
+                    banned_at: 4,
+                },
+                StoreOp::PutBan {
+                    group: g.clone(),
+                    peer: "12D3KooWGone".parse().unwrap(),
+                    banned_at: 6,
+                },
+                StoreOp::DeleteBan {
+                    group: g.clone(),
+                    peer: "12D3KooWGone".parse().unwrap(),
+                },
                 StoreOp::PutSubscription(sub.clone()),
             ])
             .await
@@ -704,6 +793,7 @@ mod tests {
         assert_eq!(snapshot.groups, vec![group]);
         assert_eq!(snapshot.members, vec![(g.clone(), m)]);
         assert_eq!(snapshot.invites, vec![(g.clone(), member)]);
+        assert_eq!(snapshot.bans, vec![(g.clone(), host.clone(), 4)]);
         assert_eq!(snapshot.subscriptions, vec![sub.clone()]);
 
         // Replacing everything with what was loaded changes nothing.

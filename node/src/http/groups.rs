@@ -155,6 +155,8 @@ pub(crate) struct GroupJson {
     host_can_join: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     invited: Vec<PeerId>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    banned: Vec<PeerId>,
 }
 
 impl From<HostedGroup> for GroupJson {
@@ -177,6 +179,7 @@ impl From<HostedGroup> for GroupJson {
             host_in_group: g.host_joined,
             host_can_join: g.host_can_join,
             invited: g.invited,
+            banned: g.banned,
         }
     }
 }
@@ -431,7 +434,29 @@ pub(crate) async fn uninvite(
     Ok(ok("uninvited"))
 }
 
-/// `POST /api/groups/kick {group_id, peer_id}`.
+/// `POST /api/groups/unban {group_id, peer_id}`: lets a kicked peer join again; a 400
+/// `not_banned` when it was not banned.
+pub(crate) async fn unban(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<GroupPeerBody>,
+) -> Result<Json<Status>, ApiError> {
+    let (group, peer) = group_and_peer(body, "missing group_id or peer_id")?;
+    let was_banned = state
+        .groups
+        .unban(group.clone(), peer.clone())
+        .await
+        .map_err(refused("unban failed"))?;
+    if !was_banned {
+        return Err(ApiError::bad_request(
+            "not_banned",
+            format!("peer {peer} is not banned from group {group}"),
+        ));
+    }
+    Ok(ok("unbanned"))
+}
+
+/// `POST /api/groups/kick {group_id, peer_id}`: the member is removed and banned until
+/// `unban` or `invite`.
 pub(crate) async fn kick(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<GroupPeerBody>,

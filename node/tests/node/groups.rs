@@ -180,6 +180,31 @@ async fn members_join_relay_change_roles_and_leave() {
     );
     let again = post(&host.ready.api, "/api/groups/kick", &kick).await;
     assert_error(&again, 400, "not_member");
+    // And banned: b's join is refused until the host lifts the ban.
+    let refused = join(&b, &host, &group).await;
+    assert_ne!(refused.status, 200, "{refused:?}");
+    assert_eq!(refused.json()["error"]["code"], "forbidden", "{refused:?}");
+    let listed = get(&host.ready.api, "/api/groups").await.json();
+    assert_eq!(listed[0]["banned"], json!([b.ready.peer_id]), "{listed}");
+    assert_eq!(
+        post(&host.ready.api, "/api/groups/unban", &kick)
+            .await
+            .json()["status"],
+        "unbanned"
+    );
+    let again = post(&host.ready.api, "/api/groups/unban", &kick).await;
+    assert_error(&again, 400, "not_banned");
+    assert_eq!(join(&b, &host, &group).await.json()["status"], "joined");
+    assert_eq!(
+        post(&host.ready.api, "/api/groups/kick", &kick)
+            .await
+            .json()["status"],
+        "kicked"
+    );
+    until(5, "the host sees b kicked again", async || {
+        member_ids(&host, &group).await == sorted(vec![&a.ready.peer_id])
+    })
+    .await;
 
     // Leave.
     let leave = json!({ "group_id": group }).to_string();

@@ -3,8 +3,8 @@
 
 use proto::{
     Admission, CloseBody, CloseReason, DISCOVER_REPLY_TOPIC, DiscoverReply, DiscoverRequest,
-    ErrorCode, FEATURE_AUTHOR, GroupEventKind, GroupId, GroupMessage, GroupRow, INVITE_TOPIC,
-    Invite, JoinOptions, Members, Meta, PeerId, PingBody, Relay, SetRole, Welcome,
+    ErrorBody, ErrorCode, FEATURE_AUTHOR, GroupEventKind, GroupId, GroupMessage, GroupRow,
+    INVITE_TOPIC, Invite, JoinOptions, Members, Meta, PeerId, PingBody, Relay, SetRole, Welcome,
 };
 use serde_json::value::RawValue;
 
@@ -94,6 +94,7 @@ impl GroupCore {
                 members: Default::default(),
                 remembered: Default::default(),
                 invited: Default::default(),
+                banned: Default::default(),
                 next_ping: now.saturating_add(ms(self.config.ping_interval)),
                 epoch,
             },
@@ -176,12 +177,15 @@ impl GroupCore {
         Ok(())
     }
 
-    /// Removes a member: it gets `close` with reason `kicked`, loses its invitation, and
-    /// may rejoin only if the group is open.
+    /// Removes a member: it gets `close` with reason `kicked`, loses its invitation and its
+    /// role, and is banned: its joins are refused with `forbidden` until the host lifts the
+    /// ban ([`GroupCore::unban`]) or invites it again. (Goop² let a kicked peer straight
+    /// back in.) A full ban list loses its oldest ban.
     pub fn kick(&mut self, now: u64, group: &GroupId, peer: &PeerId) -> Result<(), GroupError> {
         if peer == &self.me {
             return Err(GroupError::SelfTarget);
         }
+        let max_bans = self.config.max_bans;
         let hosted = self.hosted_mut(group)?;
         if !hosted.members.contains_key(peer) {
             return Err(GroupError::NotMember {
@@ -189,12 +193,43 @@ impl GroupCore {
                 peer: peer.clone(),
             });
         }
-        if hosted.invited.remove(peer) && !hosted.volatile {
-            self.persist(StoreOp::DeleteInvite {
+        let volatile = hosted.volatile;
+        let mut ops = Vec::new();
+        if hosted.invited.remove(peer) {
+            ops.push(StoreOp::DeleteInvite {
                 group: group.clone(),
                 peer: peer.clone(),
             });
         }
+        while hosted.banned.len() >= max_bans.max(1) {
+            let Some(oldest) = hosted
+                .banned
+                .iter()
+                .min_by_key(|(peer, at)| (**at, (*peer).clone()))
+                .map(|(peer, _)| peer.clone())
+            else {
+                break;
+            };
+            hosted.banned.remove(&oldest);
+            tracing::warn!(%group, peer = %oldest, max_bans, "ban list full; the oldest ban is lifted");
+            ops.push(StoreOp::DeleteBan {
+                group: group.clone(),
+                peer: oldest,
+            });
+        }
+        let banned_at = wall(now);
+        hosted.banned.insert(peer.clone(), banned_at);
+        ops.push(StoreOp::PutBan {
+            group: group.clone(),
+            peer: peer.clone(),
+            banned_at,
+        });
+        if !volatile {
+            for op in ops {
+                self.persist(op);
+            }
+        }
+        tracing::info!(%group, %peer, "member kicked and banned");
         self.send(
             peer,
             group,
@@ -221,6 +256,8 @@ impl GroupCore {
         let hosted = self.hosted_mut(group)?;
         let newly = hosted.invited.insert(peer.clone());
         let volatile = hosted.volatile;
+        // Inviting a banned peer is the host changing its mind: the ban goes.
+        let was_banned = hosted.banned.remove(peer).is_some();
         let invite = Invite {
             group_id: group.clone(),
             group_name: hosted.record.name.clone(),
@@ -229,6 +266,15 @@ impl GroupCore {
             group_context: hosted.record.group_context.clone(),
             volatile,
         };
+        if was_banned {
+            tracing::info!(%group, %peer, "invitation lifts the ban");
+            if !volatile {
+                self.persist(StoreOp::DeleteBan {
+                    group: group.clone(),
+                    peer: peer.clone(),
+                });
+            }
+        }
         if newly && !volatile {
             self.persist(StoreOp::PutInvite {
                 group: group.clone(),
@@ -244,6 +290,22 @@ impl GroupCore {
             token: Some(token),
         });
         Ok(token)
+    }
+
+    /// Lets a kicked peer join again. Returns whether it was banned.
+    pub fn unban(&mut self, group: &GroupId, peer: &PeerId) -> Result<bool, GroupError> {
+        let hosted = self.hosted_mut(group)?;
+        let was = hosted.banned.remove(peer).is_some();
+        if was {
+            tracing::info!(%group, %peer, "ban lifted");
+            if !hosted.volatile {
+                self.persist(StoreOp::DeleteBan {
+                    group: group.clone(),
+                    peer: peer.clone(),
+                });
+            }
+        }
+        Ok(was)
     }
 
     /// Withdraws an invitation (a member stays a member).
@@ -458,6 +520,17 @@ impl GroupCore {
         let authored = options.features.iter().any(|f| f == FEATURE_AUTHOR);
         let existing = hosted.members.contains_key(&from);
         if !existing {
+            if hosted.banned.contains_key(&from) {
+                tracing::info!(%group, peer = %from, "join refused: banned");
+                return self.send(
+                    &from,
+                    group,
+                    &GroupMessage::Error(ErrorBody {
+                        code: ErrorCode::Forbidden,
+                        message: "you were removed from this group by its host".to_owned(),
+                    }),
+                );
+            }
             if hosted.record.admission == Admission::Invite && !hosted.invited.contains(&from) {
                 tracing::info!(%group, peer = %from, "join refused: not invited");
                 return self.send_error(&from, group, ErrorCode::NotInvited);

@@ -455,9 +455,11 @@ fn invite_only_admits_invited_peers_only() {
 
     sim.join("B", "H", &g).unwrap();
     assert_eq!(sim.member_ids("H", &g), vec![peer("B")]);
-    // A kick revokes the invitation.
+    // A kick revokes the invitation (and bans: see the test below).
     sim.with("H", |c, now| c.kick(now, &g, &peer("B"))).unwrap();
     assert!(sim.core("B").subscription(&g).is_none());
+    assert!(sim.core("H").hosted_group(&g).unwrap().invited.is_empty());
+    sim.with("H", |c, _| c.unban(&g, &peer("B"))).unwrap();
     assert!(matches!(
         sim.join("B", "H", &g),
         Err(GroupError::Rejected {
@@ -465,6 +467,78 @@ fn invite_only_admits_invited_peers_only() {
             ..
         })
     ));
+}
+
+/// Goop² let a kicked peer straight back into an open group. A kick bans: the peer's joins
+/// are refused with `forbidden` (across a host restart) until the host lifts the ban or
+/// invites the peer again; a full ban list lifts its oldest ban.
+#[test]
+fn a_kicked_peer_stays_out_until_unbanned_or_invited() {
+    let mut sim = Sim::new(&["H", "A", "B", "C"], HandlerRegistry::new());
+    let g = sim.create("H", spec("open"));
+    for p in ["A", "B", "C"] {
+        sim.join(p, "H", &g).unwrap();
+    }
+    let forbidden = |sim: &mut Sim, p: &str| {
+        matches!(
+            sim.join(p, "H", &g),
+            Err(GroupError::Rejected {
+                code: ErrorCode::Forbidden,
+                ..
+            })
+        )
+    };
+    sim.with("H", |c, now| c.kick(now, &g, &peer("A"))).unwrap();
+    assert!(forbidden(&mut sim, "A"), "a kicked peer may not rejoin");
+    assert_eq!(
+        sim.core("H").hosted_group(&g).unwrap().banned,
+        vec![peer("A")]
+    );
+    sim.restart("H");
+    assert!(forbidden(&mut sim, "A"), "the ban survives a restart");
+    assert!(sim.with("H", |c, _| c.unban(&g, &peer("A"))).unwrap());
+    assert!(!sim.with("H", |c, _| c.unban(&g, &peer("A"))).unwrap());
+    sim.join("A", "H", &g).unwrap();
+
+    // An invitation lifts a ban too.
+    sim.tick(1);
+    sim.with("H", |c, now| c.kick(now, &g, &peer("B"))).unwrap();
+    assert!(forbidden(&mut sim, "B"));
+    sim.with("H", |c, now| c.invite(now, &g, &peer("B")))
+        .unwrap();
+    sim.join("B", "H", &g).unwrap();
+    assert!(sim.core("H").hosted_group(&g).unwrap().banned.is_empty());
+}
+
+#[test]
+fn a_full_ban_list_lifts_its_oldest_ban() {
+    let mut sim = Sim::new(&["H", "A", "B", "C"], HandlerRegistry::new());
+    let id = peer("H");
+    let mut core = GroupCore::new(
+        id.clone(),
+        GroupConfig {
+            max_bans: 2,
+            ..config()
+        },
+        Arc::new(HandlerRegistry::new()),
+    );
+    let outputs = core.take_outputs();
+    sim.cores.insert(id.clone(), core);
+    sim.absorb(&id, outputs);
+    let g = sim.create("H", spec("small"));
+    for p in ["A", "B", "C"] {
+        sim.join(p, "H", &g).unwrap();
+        sim.tick(1);
+    }
+    for p in ["A", "B", "C"] {
+        sim.with("H", |c, now| c.kick(now, &g, &peer(p))).unwrap();
+        sim.tick(1);
+    }
+    assert_eq!(
+        sim.core("H").hosted_group(&g).unwrap().banned,
+        vec![peer("B"), peer("C")]
+    );
+    sim.join("A", "H", &g).unwrap();
 }
 
 #[test]
@@ -863,6 +937,7 @@ fn replay(ops: &[StoreOp]) -> StoreSnapshot {
     let mut groups = BTreeMap::new();
     let mut members = BTreeMap::new();
     let mut invites = BTreeSet::new();
+    let mut bans = BTreeMap::new();
     let mut subs = BTreeMap::new();
     for op in ops {
         match op.clone() {
@@ -873,6 +948,7 @@ fn replay(ops: &[StoreOp]) -> StoreSnapshot {
                 groups.remove(&id);
                 members.retain(|(g, _), _| g != &id);
                 invites.retain(|(g, _)| g != &id);
+                bans.retain(|(g, _), _| g != &id);
             }
             StoreOp::PutMember { group, mut member } => {
                 if !member.present {
@@ -888,6 +964,16 @@ fn replay(ops: &[StoreOp]) -> StoreSnapshot {
             }
             StoreOp::DeleteInvite { group, peer } => {
                 invites.remove(&(group, peer));
+            }
+            StoreOp::PutBan {
+                group,
+                peer,
+                banned_at,
+            } => {
+                bans.insert((group, peer), banned_at);
+            }
+            StoreOp::DeleteBan { group, peer } => {
+                bans.remove(&(group, peer));
             }
             StoreOp::PutSubscription(sub) => {
                 subs.insert((sub.host.clone(), sub.group.clone()), sub);
@@ -909,6 +995,11 @@ fn replay(ops: &[StoreOp]) -> StoreSnapshot {
                     .map(|(g, m)| ((g, m.peer.clone()), m))
                     .collect();
                 invites = snapshot.invites.into_iter().collect();
+                bans = snapshot
+                    .bans
+                    .into_iter()
+                    .map(|(g, p, at)| ((g, p), at))
+                    .collect();
                 subs = snapshot
                     .subscriptions
                     .into_iter()
@@ -921,6 +1012,7 @@ fn replay(ops: &[StoreOp]) -> StoreSnapshot {
         groups: groups.into_values().collect(),
         members: members.into_iter().map(|((g, _), m)| (g, m)).collect(),
         invites: invites.into_iter().collect(),
+        bans: bans.into_iter().map(|((g, p), at)| (g, p, at)).collect(),
         subscriptions: subs.into_values().collect(),
     }
 }
@@ -937,6 +1029,7 @@ fn normalised(mut snapshot: StoreSnapshot) -> StoreSnapshot {
         .members
         .sort_by(|a, b| (&a.0, &a.1.peer).cmp(&(&b.0, &b.1.peer)));
     snapshot.invites.sort();
+    snapshot.bans.sort();
     snapshot
         .subscriptions
         .sort_by(|a, b| (&a.host, &a.group).cmp(&(&b.host, &b.group)));
@@ -955,6 +1048,7 @@ enum Op {
     RestartHost,
     RestartPeer(usize),
     Invite(usize),
+    Unban(usize),
     Tick(u64),
 }
 
@@ -970,6 +1064,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::RestartHost),
         1 => (0..5usize).prop_map(Op::RestartPeer),
         1 => (0..5usize).prop_map(Op::Invite),
+        1 => (0..5usize).prop_map(Op::Unban),
         2 => (1..20_000u64).prop_map(Op::Tick),
     ]
 }
@@ -1021,12 +1116,18 @@ proptest! {
                 Op::Invite(i) => {
                     let _ = sim.with("H", |c, now| c.invite(now, &g, &peer(PEERS[i])));
                 }
+                Op::Unban(i) => {
+                    let _ = sim.with("H", |c, _| c.unban(&g, &peer(PEERS[i])));
+                }
                 Op::Tick(ms) => sim.tick(ms),
             }
             let count = sim.member_ids("H", &g).len();
             prop_assert!(max == 0 || count <= max as usize, "{count} members, limit {max}");
+            let hosted = sim.core("H").hosted_group(&g).unwrap();
+            for m in &hosted.members {
+                prop_assert!(!hosted.banned.contains(&m.peer_id), "banned member");
+            }
             if invite_only {
-                let hosted = sim.core("H").hosted_group(&g).unwrap();
                 for m in &hosted.members {
                     prop_assert!(hosted.invited.contains(&m.peer_id), "uninvited member");
                 }
