@@ -38,9 +38,10 @@ pub struct ExecutorConfig {
     pub stderr_tail_bytes: usize,
     /// The longest log line passed on; longer ones are cut.
     pub max_log_bytes: usize,
-    /// The first delay before a crashed daemon is restarted; doubled after each crash.
+    /// The first delay before a crashed daemon is restarted, or a oneshot binary that could not
+    /// be started is checked again; doubled after each crash, failed start or failed check.
     pub restart_backoff: Duration,
-    /// The longest delay between daemon restarts.
+    /// The longest delay between daemon restarts or oneshot checks.
     pub max_restart_backoff: Duration,
     /// After this many restarts in a row whose check fails, the executor is declared unusable.
     pub max_failed_restarts: u32,

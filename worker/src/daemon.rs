@@ -15,7 +15,6 @@ use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::process::ExitStatus;
 use std::sync::Arc;
-use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -35,6 +34,7 @@ use crate::job::{EventKind, Failure, FailureKind, LogStream, Outcome, format_lim
 use crate::lines::{Line, LineReader};
 use crate::oneshot::cut;
 use crate::process::{self, describe_exit, signal_group};
+use crate::restarts::{Restarts, RetryGrowth, Verdict};
 use crate::stderr::StderrTail;
 
 struct Proc {
@@ -113,10 +113,9 @@ pub(crate) struct Daemon {
     finished_places: Option<OwnedSemaphorePermit>,
     proc: Option<Proc>,
     phase: Phase,
-    backoff: Duration,
-    failed_checks: u32,
-    /// Whether a check has ever succeeded: a first check that fails is final.
-    checked_once: bool,
+    /// When to restart and when to give up. A failed check is one more loss of the process,
+    /// so failed checks and losses grow one delay; a first check that fails is final.
+    restarts: Restarts,
     shutting_down: bool,
 }
 
@@ -143,7 +142,12 @@ impl Daemon {
         commands: mpsc::Receiver<Command>,
         status: watch::Sender<ExecutorStatus>,
     ) -> Self {
-        let backoff = config.restart_backoff;
+        let restarts = Restarts::new(
+            config.restart_backoff,
+            config.max_restart_backoff,
+            config.max_failed_restarts,
+            RetryGrowth::Shared,
+        );
         Self {
             config,
             commands,
@@ -160,9 +164,7 @@ impl Daemon {
             phase: Phase::Waiting {
                 until: Instant::now(),
             },
-            backoff,
-            failed_checks: 0,
-            checked_once: false,
+            restarts,
             shutting_down: false,
         }
     }
@@ -678,7 +680,7 @@ impl Daemon {
             ExecutorLine::Done { result, .. } => {
                 let result = result.to_owned();
                 if let Some(job) = self.remove_running(id) {
-                    self.backoff = self.config.restart_backoff;
+                    self.restarts.healthy();
                     let place = job.job.finish_keeping_place(Outcome::Completed { result });
                     self.free_later(place.await);
                 }
@@ -731,8 +733,7 @@ impl Daemon {
             .capacity_override
             .map_or(info.capacity, |c| c.get());
         self.capacity = usize::try_from(capacity).unwrap_or(usize::MAX).max(1);
-        self.failed_checks = 0;
-        self.checked_once = true;
+        self.restarts.check_passed();
         self.phase = Phase::Ready;
         tracing::debug!(capacity = self.capacity, "executor daemon checked");
         let _ = self.status.send(ExecutorStatus::Ready(info));
@@ -806,12 +807,12 @@ impl Daemon {
 
     /// Plans the restart after the daemon died or could not start.
     fn after_loss(&mut self, reason: String, tail: Option<String>, check_failed: bool) {
-        if check_failed {
-            self.failed_checks += 1;
-        }
-        let unusable = check_failed
-            && (!self.checked_once || self.failed_checks >= self.config.max_failed_restarts);
-        if unusable {
+        let verdict = if check_failed {
+            self.restarts.check_failed()
+        } else {
+            Verdict::Retry(self.restarts.lost())
+        };
+        let Verdict::Retry(delay) = verdict else {
             tracing::error!(%reason, "executor is unusable");
             self.phase = Phase::Unusable;
             let _ = self.status.send(ExecutorStatus::Unusable {
@@ -819,9 +820,7 @@ impl Daemon {
                 stderr_tail: tail,
             });
             return;
-        }
-        let delay = self.backoff;
-        self.backoff = (self.backoff * 2).min(self.config.max_restart_backoff);
+        };
         tracing::warn!(%reason, delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "executor daemon lost; restarting");
         self.phase = Phase::Waiting {
             until: Instant::now() + delay,

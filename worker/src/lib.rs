@@ -5,6 +5,7 @@
 //! - `executor`: the handle the node drives (start and check, submit, cancel, shutdown).
 //! - `job`: a job to run, its events and its outcome.
 //! - `oneshot`: a process per job; `daemon`: one supervised long-lived process.
+//! - `restarts`: the restart policy both follow when their executor goes down.
 //! - `process`, `lines`, `stderr`, `sink`: process groups and signals, the bounded stdout line
 //!   reader, the stderr tail, event delivery.
 //!
@@ -18,6 +19,7 @@ mod job;
 mod lines;
 mod oneshot;
 mod process;
+mod restarts;
 mod sink;
 mod stderr;
 

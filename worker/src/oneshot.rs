@@ -28,6 +28,7 @@ use crate::executor::{Command, ExecutorStatus, StartError, Submitted, check_proc
 use crate::job::{EventKind, Failure, FailureKind, JobSpec, LogStream, Outcome, format_limit};
 use crate::lines::{Line, LineReader};
 use crate::process::{self, describe_exit, signal_group};
+use crate::restarts::{Restarts, RetryGrowth, Verdict};
 use crate::sink::EventSink;
 use crate::stderr::StderrTail;
 
@@ -369,10 +370,6 @@ enum Health {
     Down {
         /// When the next check starts; `None` while one runs.
         check_at: Option<Instant>,
-        /// The delay before the check after the next failed one.
-        backoff: Duration,
-        /// Failed checks in a row.
-        failed_checks: u32,
     },
     /// The check failed too often; jobs are refused with this reason.
     Unusable(String),
@@ -392,11 +389,19 @@ impl Oneshot {
         let mut task_jobs: HashMap<tokio::task::Id, JobId> = HashMap::new();
         let mut checks: JoinSet<Result<CheckInfo, StartError>> = JoinSet::new();
         let mut health = Health::Ready;
-        // The delay before the check after the next failed start. It grows with every start
-        // that fails and goes back to the configured one only once a process starts: an
-        // executor whose check passes but whose jobs cannot start (a machine out of processes)
-        // is checked less and less often rather than flapping at the first delay.
-        let mut backoff = self.config.restart_backoff;
+        // The delays before checks, and when to give up. The delay grows with every start that
+        // fails and goes back to the configured one only once a process starts (a passing check
+        // is not enough): an executor whose check passes but whose jobs cannot start (a machine
+        // out of processes) is checked less and less often rather than flapping at the first
+        // delay. Failed checks grow the delays of their own outage only.
+        let mut restarts = Restarts::new(
+            self.config.restart_backoff,
+            self.config.max_restart_backoff,
+            self.config.max_failed_restarts,
+            RetryGrowth::PerOutage,
+        );
+        // `Executor::start` ran the first check, and it passed.
+        restarts.check_passed();
         let mut shutting_down = false;
         loop {
             while !shutting_down && matches!(health, Health::Ready) && running.len() < self.capacity
@@ -470,11 +475,12 @@ impl Oneshot {
                     match unstarted {
                         Some((job, failure)) => {
                             if !shutting_down {
-                                self.went_down(&mut health, &failure.message, &mut backoff);
+                                self.went_down(&mut health, &failure.message, &mut restarts);
                             }
                             job.finish(Outcome::ExecutorLost(failure)).await;
                         }
-                        None => backoff = self.config.restart_backoff,
+                        // The job's process had started (or its task failed).
+                        None => restarts.healthy(),
                     }
                 }
                 () = sleep_until(check_at), if check_at.is_some() => {
@@ -493,7 +499,8 @@ impl Oneshot {
                         })
                     });
                     if !shutting_down {
-                        self.checked(&mut health, checked, &mut queue, &mut queued).await;
+                        self.checked(&mut health, &mut restarts, checked, &mut queue, &mut queued)
+                            .await;
                     }
                 }
             }
@@ -501,19 +508,16 @@ impl Oneshot {
         let _ = self.status.send(ExecutorStatus::Stopped);
     }
 
-    /// A process could not be started: no job starts until a check passes, after `backoff`,
-    /// which doubles (up to the cap) for the next time.
-    fn went_down(&self, health: &mut Health, reason: &str, backoff: &mut Duration) {
+    /// A process could not be started: no job starts until a check passes, after the delay
+    /// `restarts` gives. Starts that fail while the executor is already down change nothing.
+    fn went_down(&self, health: &mut Health, reason: &str, restarts: &mut Restarts) {
         if !matches!(health, Health::Ready) {
             return;
         }
-        let delay = *backoff;
-        *backoff = (delay * 2).min(self.config.max_restart_backoff);
+        let delay = restarts.lost();
         tracing::warn!(%reason, delay_ms = millis(delay), "executor cannot be started; checking it again");
         *health = Health::Down {
             check_at: Some(Instant::now() + delay),
-            backoff: *backoff,
-            failed_checks: 0,
         };
         let _ = self.status.send(ExecutorStatus::Restarting {
             reason: reason.to_owned(),
@@ -525,20 +529,17 @@ impl Oneshot {
     async fn checked(
         &self,
         health: &mut Health,
+        restarts: &mut Restarts,
         checked: Result<CheckInfo, StartError>,
         queue: &mut VecDeque<Submitted>,
         queued: &mut IdSet<JobId>,
     ) {
-        let Health::Down {
-            backoff,
-            failed_checks,
-            ..
-        } = *health
-        else {
+        if !matches!(health, Health::Down { .. }) {
             return;
-        };
+        }
         let (reason, stderr_tail) = match checked {
             Ok(info) => {
+                restarts.check_passed();
                 tracing::info!("executor checked again; taking jobs");
                 *health = Health::Ready;
                 let _ = self.status.send(ExecutorStatus::Ready(info));
@@ -549,13 +550,10 @@ impl Oneshot {
                 stderr_tail,
             }) => (reason, stderr_tail),
         };
-        let failed_checks = failed_checks + 1;
-        if failed_checks < self.config.max_failed_restarts {
-            tracing::warn!(%reason, delay_ms = millis(backoff), "executor check failed; checking it again");
+        if let Verdict::Retry(delay) = restarts.check_failed() {
+            tracing::warn!(%reason, delay_ms = millis(delay), "executor check failed; checking it again");
             *health = Health::Down {
-                check_at: Some(Instant::now() + backoff),
-                backoff: (backoff * 2).min(self.config.max_restart_backoff),
-                failed_checks,
+                check_at: Some(Instant::now() + delay),
             };
             let _ = self.status.send(ExecutorStatus::Restarting { reason });
             return;
