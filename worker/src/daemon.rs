@@ -34,7 +34,7 @@ use crate::job::{EventKind, Failure, FailureKind, LogStream, Outcome, format_lim
 use crate::lines::{Line, LineReader};
 use crate::oneshot::cut;
 use crate::process::{self, describe_exit, signal_group};
-use crate::restarts::{Restarts, RetryGrowth, Verdict};
+use crate::restarts::{Restarts, Verdict};
 use crate::stderr::StderrTail;
 
 struct Proc {
@@ -146,7 +146,6 @@ impl Daemon {
             config.restart_backoff,
             config.max_restart_backoff,
             config.max_failed_restarts,
-            RetryGrowth::Shared,
         );
         Self {
             config,

@@ -28,7 +28,7 @@ use crate::executor::{Command, ExecutorStatus, StartError, Submitted, check_proc
 use crate::job::{EventKind, Failure, FailureKind, JobSpec, LogStream, Outcome, format_limit};
 use crate::lines::{Line, LineReader};
 use crate::process::{self, describe_exit, signal_group};
-use crate::restarts::{Restarts, RetryGrowth, Verdict};
+use crate::restarts::{Restarts, Verdict};
 use crate::sink::EventSink;
 use crate::stderr::StderrTail;
 
@@ -393,12 +393,11 @@ impl Oneshot {
         // fails and goes back to the configured one only once a process starts (a passing check
         // is not enough): an executor whose check passes but whose jobs cannot start (a machine
         // out of processes) is checked less and less often rather than flapping at the first
-        // delay. Failed checks grow the delays of their own outage only.
+        // delay. Failed checks grow it too.
         let mut restarts = Restarts::new(
             self.config.restart_backoff,
             self.config.max_restart_backoff,
             self.config.max_failed_restarts,
-            RetryGrowth::PerOutage,
         );
         // `Executor::start` ran the first check, and it passed.
         restarts.check_passed();

@@ -7,10 +7,9 @@
 //! into its timers, statuses and logs.
 //!
 //! The delay starts at the configured first one and doubles, up to the cap, with every loss and
-//! every failed check (how long the growth from failed checks lasts is the runtime's choice, see
-//! `RetryGrowth`). Only a real sign of health brings it back to the first: a passing check is not
-//! one, since an executor that passes its check and then cannot work (a machine out of processes)
-//! would otherwise be tried again at the first delay forever. Failed checks in a row are counted;
+//! every failed check. Only a real sign of health brings it back to the first: a passing check is
+//! not one, since an executor that passes its check and then cannot work (a machine out of
+//! processes) would otherwise be tried again at the first delay forever. Failed checks in a row are counted;
 //! a passing check ends the row, and a row as long as the limit is final.
 
 use std::time::Duration;
@@ -24,20 +23,6 @@ pub(crate) enum Verdict {
     GiveUp,
 }
 
-/// Whether the growth that failed checks give the delay outlasts their outage (from a loss to
-/// the next passing check).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RetryGrowth {
-    /// Losses and failed checks grow one delay: after failed checks, a passing check and a new
-    /// loss, the wait is as long as if the checks had been losses. The daemon supervisor's: its
-    /// failed check ends its process, which is one more loss of it.
-    Shared,
-    /// Failed checks grow the waits of their own outage only; the next outage starts from the
-    /// delay that losses alone have grown. The oneshot runtime's: there a loss is a job's process
-    /// that could not start, and a check is a process of its own.
-    PerOutage,
-}
-
 /// The restart state of one executor: its delays, its failed checks in a row, and whether a
 /// check ever passed.
 #[derive(Clone, Debug)]
@@ -45,11 +30,8 @@ pub(crate) struct Restarts {
     first: Duration,
     cap: Duration,
     max_failed_checks: u32,
-    growth: RetryGrowth,
-    /// The delay after the next loss.
-    after_loss: Duration,
-    /// The delay after the next failed check.
-    after_failed_check: Duration,
+    /// The delay after the next loss or failed check.
+    delay: Duration,
     /// Failed checks since the last one that passed.
     failed_checks: u32,
     /// Whether a check ever passed. Until one has, a failed check is final: the first check is
@@ -62,19 +44,12 @@ impl Restarts {
     /// which is given up on after `max_failed_checks` failed checks in a row (at least one).
     ///
     /// A `first` over `cap` is used as it is, once; the delays after it are the cap.
-    pub(crate) fn new(
-        first: Duration,
-        cap: Duration,
-        max_failed_checks: u32,
-        growth: RetryGrowth,
-    ) -> Self {
+    pub(crate) fn new(first: Duration, cap: Duration, max_failed_checks: u32) -> Self {
         Self {
             first,
             cap,
             max_failed_checks,
-            growth,
-            after_loss: first,
-            after_failed_check: first,
+            delay: first,
             failed_checks: 0,
             checked_once: false,
         }
@@ -83,10 +58,7 @@ impl Restarts {
     /// The executor went down other than by failing a check: the delay before it is tried
     /// again. The next delay is twice as long, up to the cap. A loss alone is never final.
     pub(crate) fn lost(&mut self) -> Duration {
-        let delay = self.after_loss;
-        self.after_loss = self.grow(delay);
-        self.after_failed_check = self.after_loss;
-        delay
+        self.next_delay()
     }
 
     /// A check failed: try again after a delay (the next one twice as long, up to the cap), or
@@ -96,12 +68,7 @@ impl Restarts {
         if !self.checked_once || self.failed_checks >= self.max_failed_checks {
             return Verdict::GiveUp;
         }
-        let delay = self.after_failed_check;
-        self.after_failed_check = self.grow(delay);
-        if self.growth == RetryGrowth::Shared {
-            self.after_loss = self.after_failed_check;
-        }
-        Verdict::Retry(delay)
+        Verdict::Retry(self.next_delay())
     }
 
     /// A check passed: the row of failed checks is over. The delay stays as it is: passing a
@@ -114,14 +81,14 @@ impl Restarts {
     /// A real sign of health (a daemon completed a job, a oneshot job's process started): the
     /// next loss waits the first delay again.
     pub(crate) fn healthy(&mut self) {
-        self.after_loss = self.first;
-        if self.growth == RetryGrowth::Shared {
-            self.after_failed_check = self.first;
-        }
+        self.delay = self.first;
     }
 
-    fn grow(&self, delay: Duration) -> Duration {
-        delay.saturating_mul(2).min(self.cap)
+    /// The delay to wait now; the next one is twice as long, up to the cap.
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.delay;
+        self.delay = delay.saturating_mul(2).min(self.cap);
+        delay
     }
 }
 
@@ -139,59 +106,50 @@ mod tests {
     }
 
     /// Checked once, as an executor is by the time it can go down after working.
-    fn checked(growth: RetryGrowth, max_failed_checks: u32) -> Restarts {
-        let mut restarts = Restarts::new(FIRST, CAP, max_failed_checks, growth);
+    fn checked(max_failed_checks: u32) -> Restarts {
+        let mut restarts = Restarts::new(FIRST, CAP, max_failed_checks);
         restarts.check_passed();
         restarts
     }
 
-    const BOTH: [RetryGrowth; 2] = [RetryGrowth::Shared, RetryGrowth::PerOutage];
-
     #[test]
     fn the_delay_doubles_up_to_the_cap() {
-        for growth in BOTH {
-            let mut restarts = checked(growth, 5);
-            let delays: Vec<Duration> = (0..6).map(|_| restarts.lost()).collect();
-            assert_eq!(
-                delays,
-                [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)],
-                "{growth:?}"
-            );
-        }
+        let mut restarts = checked(5);
+        let delays: Vec<Duration> = (0..6).map(|_| restarts.lost()).collect();
+        assert_eq!(
+            delays,
+            [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]
+        );
     }
 
     #[test]
     fn a_passing_check_does_not_bring_the_delay_back_to_the_first() {
         // A oneshot executor whose check passes but whose processes cannot start: each time it
         // goes down it must wait longer, not flap at the first delay.
-        for growth in BOTH {
-            let mut restarts = checked(growth, 5);
-            let mut delays = Vec::new();
-            for _ in 0..4 {
-                delays.push(restarts.lost());
-                restarts.check_passed();
-            }
-            assert_eq!(delays, [ms(100), ms(200), ms(400), ms(800)], "{growth:?}");
+        let mut restarts = checked(5);
+        let mut delays = Vec::new();
+        for _ in 0..4 {
+            delays.push(restarts.lost());
+            restarts.check_passed();
         }
+        assert_eq!(delays, [ms(100), ms(200), ms(400), ms(800)]);
     }
 
     #[test]
     fn only_a_sign_of_health_brings_the_delay_back_to_the_first() {
-        for growth in BOTH {
-            let mut restarts = checked(growth, 5);
-            restarts.lost();
-            restarts.check_passed();
-            restarts.lost();
-            restarts.check_passed();
-            restarts.healthy();
-            assert_eq!(restarts.lost(), FIRST, "{growth:?}");
-            assert_eq!(restarts.lost(), ms(200), "{growth:?}");
-        }
+        let mut restarts = checked(5);
+        restarts.lost();
+        restarts.check_passed();
+        restarts.lost();
+        restarts.check_passed();
+        restarts.healthy();
+        assert_eq!(restarts.lost(), FIRST);
+        assert_eq!(restarts.lost(), ms(200));
     }
 
     #[test]
-    fn shared_failed_checks_lengthen_the_wait_after_the_next_loss() {
-        let mut restarts = checked(RetryGrowth::Shared, 5);
+    fn failed_checks_lengthen_the_wait_after_the_next_loss() {
+        let mut restarts = checked(5);
         assert_eq!(restarts.lost(), ms(100));
         assert_eq!(restarts.check_failed(), Verdict::Retry(ms(200)));
         assert_eq!(restarts.check_failed(), Verdict::Retry(ms(400)));
@@ -201,71 +159,46 @@ mod tests {
     }
 
     #[test]
-    fn per_outage_failed_checks_lengthen_only_their_outage() {
-        let mut restarts = checked(RetryGrowth::PerOutage, 5);
-        assert_eq!(restarts.lost(), ms(100));
-        assert_eq!(restarts.check_failed(), Verdict::Retry(ms(200)));
-        assert_eq!(restarts.check_failed(), Verdict::Retry(ms(400)));
-        restarts.check_passed();
-        // The second loss: twice the first loss's delay, whatever the checks in between.
-        assert_eq!(restarts.lost(), ms(200));
-        assert_eq!(restarts.check_failed(), Verdict::Retry(ms(400)));
-    }
-
-    #[test]
-    fn per_outage_a_sign_of_health_in_an_outage_shortens_only_the_next_one() {
-        let mut restarts = checked(RetryGrowth::PerOutage, 5);
-        assert_eq!(restarts.lost(), ms(100));
-        // A job whose process started before the loss ends while the executor is down.
-        restarts.healthy();
-        assert_eq!(restarts.check_failed(), Verdict::Retry(ms(200)));
-        restarts.check_passed();
-        assert_eq!(restarts.lost(), ms(100));
-    }
-
-    #[test]
     fn gives_up_after_the_limit_of_failed_checks_in_a_row() {
-        for growth in BOTH {
-            let mut restarts = checked(growth, 3);
-            restarts.lost();
-            assert!(matches!(restarts.check_failed(), Verdict::Retry(_)));
-            assert!(matches!(restarts.check_failed(), Verdict::Retry(_)));
-            // A passing check ends the row.
-            restarts.check_passed();
-            restarts.lost();
-            assert!(matches!(restarts.check_failed(), Verdict::Retry(_)));
-            assert!(matches!(restarts.check_failed(), Verdict::Retry(_)));
-            assert_eq!(restarts.check_failed(), Verdict::GiveUp, "{growth:?}");
-        }
+        let mut restarts = checked(3);
+        restarts.lost();
+        assert!(matches!(restarts.check_failed(), Verdict::Retry(_)));
+        assert!(matches!(restarts.check_failed(), Verdict::Retry(_)));
+        // A passing check ends the row.
+        restarts.check_passed();
+        restarts.lost();
+        assert!(matches!(restarts.check_failed(), Verdict::Retry(_)));
+        assert!(matches!(restarts.check_failed(), Verdict::Retry(_)));
+        assert_eq!(restarts.check_failed(), Verdict::GiveUp);
     }
 
     #[test]
     fn a_limit_of_zero_gives_up_at_the_first_failed_check() {
-        let mut restarts = checked(RetryGrowth::Shared, 0);
+        let mut restarts = checked(0);
         assert_eq!(restarts.lost(), FIRST);
         assert_eq!(restarts.check_failed(), Verdict::GiveUp);
     }
 
     #[test]
     fn a_first_check_that_fails_is_final() {
-        let mut restarts = Restarts::new(FIRST, CAP, 5, RetryGrowth::Shared);
+        let mut restarts = Restarts::new(FIRST, CAP, 5);
         assert_eq!(restarts.check_failed(), Verdict::GiveUp);
         // A loss before the first check changes nothing to that.
-        let mut restarts = Restarts::new(FIRST, CAP, 5, RetryGrowth::Shared);
+        let mut restarts = Restarts::new(FIRST, CAP, 5);
         assert_eq!(restarts.lost(), FIRST);
         assert_eq!(restarts.check_failed(), Verdict::GiveUp);
     }
 
     #[test]
     fn a_first_delay_over_the_cap_is_used_once() {
-        let mut restarts = Restarts::new(ms(500), ms(300), 5, RetryGrowth::Shared);
+        let mut restarts = Restarts::new(ms(500), ms(300), 5);
         assert_eq!(restarts.lost(), ms(500));
         assert_eq!(restarts.lost(), ms(300));
     }
 
     #[test]
     fn a_huge_delay_stops_at_the_cap_rather_than_overflowing() {
-        let mut restarts = Restarts::new(Duration::MAX, Duration::MAX, 5, RetryGrowth::Shared);
+        let mut restarts = Restarts::new(Duration::MAX, Duration::MAX, 5);
         assert_eq!(restarts.lost(), Duration::MAX);
         assert_eq!(restarts.lost(), Duration::MAX);
     }
@@ -289,7 +222,7 @@ mod tests {
 
     proptest! {
         /// Whatever happens, in whatever order: every delay is between the first and the cap;
-        /// each one is twice the one before it in its chain (up to the cap), where a passing
+        /// each one is twice the one before it (up to the cap), where a passing
         /// check breaks no chain and only a sign of health starts one again; the executor is
         /// given up on exactly at the failed check that makes the limit in a row, or at a
         /// failed check before any passed.
@@ -299,14 +232,12 @@ mod tests {
             doublings in 0..8u32,
             extra_ms in 0..1000u64,
             max_failed_checks in 0..6u32,
-            shared in any::<bool>(),
             checked_first in any::<bool>(),
             events in proptest::collection::vec(event(), 1..200),
         ) {
             let first = ms(first_ms);
             let cap = ms(first_ms * (1 << doublings) + extra_ms);
-            let growth = if shared { RetryGrowth::Shared } else { RetryGrowth::PerOutage };
-            let mut restarts = Restarts::new(first, cap, max_failed_checks, growth);
+            let mut restarts = Restarts::new(first, cap, max_failed_checks);
             if checked_first {
                 restarts.check_passed();
             }
@@ -314,11 +245,9 @@ mod tests {
                 None => first,
                 Some(previous) => (previous * 2).min(cap),
             };
-            // The last delay of each chain; `None` when the next one is the first delay.
-            // Shared: one chain for losses and failed checks. Per outage: losses chain
-            // together, and each loss starts its outage's chain of failed checks.
-            let mut losses: Option<Duration> = None;
-            let mut checks: Option<Duration> = None;
+            // The last delay of the chain of losses and failed checks; `None` when the next
+            // one is the first delay.
+            let mut last: Option<Duration> = None;
             let mut in_a_row = 0u32;
             let mut passed_once = checked_first;
             for event in events {
@@ -326,9 +255,8 @@ mod tests {
                     Event::Lost => {
                         let delay = restarts.lost();
                         prop_assert!(first <= delay && delay <= cap, "{delay:?}");
-                        prop_assert_eq!(delay, next(losses));
-                        losses = Some(delay);
-                        checks = Some(delay);
+                        prop_assert_eq!(delay, next(last));
+                        last = Some(delay);
                     }
                     Event::CheckFailed => {
                         in_a_row += 1;
@@ -345,11 +273,8 @@ mod tests {
                             )));
                         };
                         prop_assert!(first <= delay && delay <= cap, "{delay:?}");
-                        prop_assert_eq!(delay, next(checks));
-                        checks = Some(delay);
-                        if shared {
-                            losses = Some(delay);
-                        }
+                        prop_assert_eq!(delay, next(last));
+                        last = Some(delay);
                     }
                     Event::CheckPassed => {
                         restarts.check_passed();
@@ -358,10 +283,7 @@ mod tests {
                     }
                     Event::Healthy => {
                         restarts.healthy();
-                        losses = None;
-                        if shared {
-                            checks = None;
-                        }
+                        last = None;
                     }
                 }
             }
