@@ -478,7 +478,9 @@ impl Oneshot {
                             }
                             job.finish(Outcome::ExecutorLost(failure)).await;
                         }
-                        // The job's process had started (or its task failed).
+                        // The job's process had started (or its task failed). Counted when
+                        // the job ends, not when its process started: a long job started before
+                        // an outage and ending in it brings the delay back to the first early.
                         None => restarts.healthy(),
                     }
                 }
