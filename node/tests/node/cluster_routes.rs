@@ -118,11 +118,35 @@ async fn closing_the_cluster_group_through_the_group_routes_ends_every_role() {
     ok(&post(host.api(), "/api/groups/kick", &kick).await);
     until_no_role(&kicked, "the kicked worker").await;
     assert_eq!(status(&stays.ready.api).await["role"], "worker");
+    // And banned: a join (answered at once, made in the background, as the host may be
+    // down) is refused for good, which ends the role again, until the host lifts the ban.
+    let echo = echo_executor();
+    join(
+        &kicked,
+        &host,
+        json!({ "executor": executor_path(&echo), "mode": "daemon" }),
+    )
+    .await;
+    until_no_role(&kicked, "the banned worker").await;
+    assert!(
+        worker_info(host.api(), &kicked.ready.peer_id)
+            .await
+            .is_none()
+    );
+    ok(&post(host.api(), "/api/groups/unban", &kick).await);
+    join(
+        &kicked,
+        &host,
+        json!({ "executor": executor_path(&echo), "mode": "daemon" }),
+    )
+    .await;
+    until_verified(&host, &kicked).await;
 
     // Closing the group the generic way stops the host like `/api/cluster/leave` does.
     ok(&post(host.api(), "/api/groups/close", &group).await);
     until_no_role(&host.peer, "the host of the closed group").await;
     until_no_role(&stays, "the worker of the closed group").await;
+    until_no_role(&kicked, "the worker let back in").await;
     let submit = post(host.api(), "/api/cluster/submit", r#"{"type":"echo"}"#).await;
     assert_error(&submit, 409, "not_host");
     assert_message(&submit, "not a cluster host");
