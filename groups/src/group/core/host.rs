@@ -180,14 +180,16 @@ impl GroupCore {
     /// Removes a member: it gets `close` with reason `kicked`, loses its invitation and its
     /// role, and is banned: its joins are refused with `forbidden` until the host lifts the
     /// ban ([`GroupCore::unban`]) or invites it again. (Goop² let a kicked peer straight
-    /// back in.) A full ban list loses its oldest ban.
+    /// back in.) A member lost for now (its role kept for its return) can be kicked too: it
+    /// learns of it when it tries to come back. A full ban list loses its oldest ban.
     pub fn kick(&mut self, now: u64, group: &GroupId, peer: &PeerId) -> Result<(), GroupError> {
         if peer == &self.me {
             return Err(GroupError::SelfTarget);
         }
         let max_bans = self.config.max_bans;
         let hosted = self.hosted_mut(group)?;
-        if !hosted.members.contains_key(peer) {
+        let present = hosted.members.contains_key(peer);
+        if !present && !hosted.remembered.contains_key(peer) {
             return Err(GroupError::NotMember {
                 group: group.clone(),
                 peer: peer.clone(),
@@ -195,6 +197,12 @@ impl GroupCore {
         }
         let volatile = hosted.volatile;
         let mut ops = Vec::new();
+        if hosted.remembered.remove(peer).is_some() {
+            ops.push(StoreOp::DeleteMember {
+                group: group.clone(),
+                peer: peer.clone(),
+            });
+        }
         if hosted.invited.remove(peer) {
             ops.push(StoreOp::DeleteInvite {
                 group: group.clone(),
@@ -229,7 +237,10 @@ impl GroupCore {
                 self.persist(op);
             }
         }
-        tracing::info!(%group, %peer, "member kicked and banned");
+        tracing::info!(%group, %peer, present, "member kicked and banned");
+        if !present {
+            return Ok(());
+        }
         self.send(
             peer,
             group,

@@ -663,6 +663,28 @@ fn a_silent_member_is_dropped_with_a_leave_hook_and_keeps_its_role_on_return() {
     assert!(sub.connected);
     assert_eq!(sub.role, "editor");
     assert_eq!(sim.member_ids("H", &g).len(), 2);
+
+    // A member lost for now can be kicked: it is banned, and told so when it comes back.
+    sim.muted.insert(peer("B"));
+    for _ in 0..5 {
+        sim.tick(10_000);
+    }
+    assert_eq!(sim.member_ids("H", &g), vec![peer("A")]);
+    sim.with("H", |c, now| c.kick(now, &g, &peer("B"))).unwrap();
+    assert_eq!(
+        sim.core("H").hosted_group(&g).unwrap().banned,
+        vec![peer("B")]
+    );
+    assert!(matches!(
+        sim.with("H", |c, now| c.kick(now, &g, &peer("B"))),
+        Err(GroupError::NotMember { .. })
+    ));
+    sim.muted.clear();
+    for _ in 0..8 {
+        sim.tick(5_000);
+    }
+    assert!(sim.core("B").subscription(&g).is_none(), "B gave up");
+    assert_eq!(sim.member_ids("H", &g), vec![peer("A")]);
 }
 
 #[test]
