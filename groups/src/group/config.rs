@@ -28,6 +28,10 @@ pub struct GroupConfig {
     pub member_cap: u32,
     /// The most banned peers a hosted group keeps; past it, a kick lifts the oldest ban.
     pub max_bans: usize,
+    /// A peer whose join a hosted group refused (banned, not invited, full) gets no other
+    /// answer before this much time has passed; joins in between are dropped. Below the
+    /// shortest rejoin delay, so a member waiting for room is always answered.
+    pub refusal_interval: Duration,
     /// How many received invitations are kept (the oldest go first).
     pub max_received_invites: usize,
     /// The most rows a discovery answer carries.
@@ -57,6 +61,7 @@ impl Default for GroupConfig {
             max_hosted_groups: 50,
             member_cap: 10_000,
             max_bans: 10_000,
+            refusal_interval: Duration::from_millis(500),
             max_received_invites: 64,
             discover_limit: 100,
             tick_interval: Duration::from_millis(250),

@@ -332,6 +332,9 @@ struct Hosted {
     /// Kicked peers, with when each was banned (Unix ms): their joins are refused with
     /// `forbidden` until the host lifts the ban or invites them.
     banned: BTreeMap<PeerId, i64>,
+    /// When each peer whose join was refused lately was last answered (see
+    /// [`GroupConfig::refusal_interval`]); kept for that long.
+    refused: BTreeMap<PeerId, u64>,
     next_ping: u64,
     /// Changes with every change of members, roles or settings; starts at a random value so
     /// a restarted host never repeats the epoch its members last saw.
@@ -490,6 +493,7 @@ impl GroupCore {
                 remembered: BTreeMap::new(),
                 invited: invites.remove(&record.id).unwrap_or_default(),
                 banned: bans.remove(&record.id).unwrap_or_default(),
+                refused: BTreeMap::new(),
                 next_ping: now,
                 record,
             };

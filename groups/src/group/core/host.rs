@@ -95,6 +95,7 @@ impl GroupCore {
                 remembered: Default::default(),
                 invited: Default::default(),
                 banned: Default::default(),
+                refused: Default::default(),
                 next_ping: now.saturating_add(ms(self.config.ping_interval)),
                 epoch,
             },
@@ -531,25 +532,36 @@ impl GroupCore {
         let authored = options.features.iter().any(|f| f == FEATURE_AUTHOR);
         let existing = hosted.members.contains_key(&from);
         if !existing {
-            if hosted.banned.contains_key(&from) {
-                tracing::info!(%group, peer = %from, "join refused: banned");
-                return self.send(
-                    &from,
-                    group,
-                    &GroupMessage::Error(ErrorBody {
-                        code: ErrorCode::Forbidden,
-                        message: "you were removed from this group by its host".to_owned(),
-                    }),
-                );
-            }
-            if hosted.record.admission == Admission::Invite && !hosted.invited.contains(&from) {
-                tracing::info!(%group, peer = %from, "join refused: not invited");
-                return self.send_error(&from, group, ErrorCode::NotInvited);
-            }
             let capped = hosted.record.max_members == 0 && hosted.count() >= self.config.member_cap;
-            if hosted.is_full() || capped {
-                tracing::info!(%group, peer = %from, "join refused: full");
-                return self.send_error(&from, group, ErrorCode::Full);
+            let refusal = if hosted.banned.contains_key(&from) {
+                Some(ErrorBody {
+                    code: ErrorCode::Forbidden,
+                    message: "you were removed from this group by its host".to_owned(),
+                })
+            } else if hosted.record.admission == Admission::Invite
+                && !hosted.invited.contains(&from)
+            {
+                Some(ErrorBody::new(ErrorCode::NotInvited))
+            } else if hosted.is_full() || capped {
+                Some(ErrorBody::new(ErrorCode::Full))
+            } else {
+                None
+            };
+            if let Some(refusal) = refusal {
+                // One answer per peer per interval: a peer that keeps asking (a banned one
+                // retrying in a loop) costs the host no more than that.
+                let interval = ms(self.config.refusal_interval);
+                if hosted
+                    .refused
+                    .get(&from)
+                    .is_some_and(|at| now.saturating_sub(*at) < interval)
+                {
+                    tracing::debug!(%group, peer = %from, code = %refusal.code, "join refused again too soon; not answered");
+                    return;
+                }
+                hosted.refused.insert(from.clone(), now);
+                tracing::info!(%group, peer = %from, code = %refusal.code, "join refused");
+                return self.send(&from, group, &GroupMessage::Error(refusal));
             }
         }
         let role = match hosted.members.get(&from) {
@@ -752,7 +764,11 @@ impl GroupCore {
         let interval = ms(self.config.ping_interval).max(1);
         let mut lost = Vec::new();
         let mut pings = Vec::new();
+        let refusal_interval = ms(self.config.refusal_interval);
         for (group, hosted) in &mut self.hosted {
+            hosted
+                .refused
+                .retain(|_, at| now.saturating_sub(*at) < refusal_interval);
             for (peer, member) in &hosted.members {
                 if now.saturating_sub(member.last_heard) > timeout {
                     lost.push((group.clone(), peer.clone()));

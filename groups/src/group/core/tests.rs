@@ -510,6 +510,48 @@ fn a_kicked_peer_stays_out_until_unbanned_or_invited() {
     assert!(sim.core("H").hosted_group(&g).unwrap().banned.is_empty());
 }
 
+/// A refused peer that keeps asking is answered once per interval, not once per join.
+#[test]
+fn a_refused_peer_is_answered_once_per_interval() {
+    let mut sim = Sim::new(&["H", "A"], HandlerRegistry::new());
+    let g = sim.create(
+        "H",
+        GroupSpec {
+            admission: Admission::Invite,
+            ..spec("closed")
+        },
+    );
+    let refusals = |sim: &Sim| {
+        sim.delivered
+            .iter()
+            .filter(|w| w.to == peer("A") && w.topic.ends_with(":error"))
+            .count()
+    };
+    assert!(sim.join("A", "H", &g).is_err());
+    assert_eq!(refusals(&sim), 1);
+    // At once again: no answer; the join times out on A's side.
+    let ticket = sim
+        .with("A", |c, now| c.join_remote(now, &peer("H"), &g))
+        .unwrap();
+    assert_eq!(refusals(&sim), 1);
+    sim.tick(6_000);
+    let (_, _, timed_out) = sim
+        .joins
+        .iter()
+        .find(|(who, t, _)| who == &peer("A") && *t == ticket)
+        .expect("the join ended");
+    assert!(timed_out.is_err(), "{timed_out:?}");
+    // Past the interval, answered again.
+    assert!(matches!(
+        sim.join("A", "H", &g),
+        Err(GroupError::Rejected {
+            code: ErrorCode::NotInvited,
+            ..
+        })
+    ));
+    assert_eq!(refusals(&sim), 2);
+}
+
 #[test]
 fn a_full_ban_list_lifts_its_oldest_ban() {
     let mut sim = Sim::new(&["H", "A", "B", "C"], HandlerRegistry::new());
