@@ -576,8 +576,8 @@ struct PruneWatch {
 
 impl<L: Link> Host<L> {
     async fn run(mut self, mut inbox: Inbox<L>) {
+        // `spawn` carried out what the restore produced: nothing is pending here.
         tracing::info!(group = %self.config.group, "cluster host running");
-        self.carry_out().await;
         loop {
             self.prune_if_over();
             let sleep = match self.wake {

@@ -555,18 +555,13 @@ fn a_refused_peer_is_answered_once_per_interval() {
 #[test]
 fn a_full_ban_list_lifts_its_oldest_ban() {
     let mut sim = Sim::new(&["H", "A", "B", "C"], HandlerRegistry::new());
-    let id = peer("H");
-    let mut core = GroupCore::new(
-        id.clone(),
-        GroupConfig {
-            max_bans: 2,
-            ..config()
-        },
-        Arc::new(HandlerRegistry::new()),
-    );
-    let outputs = core.take_outputs();
-    sim.cores.insert(id.clone(), core);
-    sim.absorb(&id, outputs);
+    // The host with room for two bans.
+    let config = GroupConfig {
+        max_bans: 2,
+        ..config()
+    };
+    let host = GroupCore::new(peer("H"), config, Arc::new(HandlerRegistry::new()));
+    sim.cores.insert(peer("H"), host);
     let g = sim.create("H", spec("small"));
     for p in ["A", "B", "C"] {
         sim.join(p, "H", &g).unwrap();
