@@ -56,6 +56,11 @@ pub enum Command {
     /// Run a peer: the libp2p node, the MQ bus and the local HTTP API.
     Node(crate::cmd_node::NodeArgs),
     /// Run a peer that joins a cluster as a worker and runs its jobs through an executor.
+    ///
+    /// A host not reachable yet is waited for (the join keeps trying, and the log says so); a
+    /// host that refuses this peer for good (not invited, removed by the host, no such group)
+    /// stops the command with its reason. Restarted with the same `--data-dir`, the worker
+    /// comes back to its cluster by itself.
     Worker(crate::cmd_node::WorkerArgs),
     /// Try an executor binary locally: run its check, or run jobs through it.
     Executor(crate::cmd_executor::ExecutorArgs),

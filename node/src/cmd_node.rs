@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cluster::Cluster;
 use crate::cluster::host::Limits;
-use crate::cluster::service::{CLUSTER_TYPE, HostSettings};
+use crate::cluster::service::{CLUSTER_TYPE, HostSettings, JoinTry};
 use crate::http::{self, AppState, Hub};
 use crate::node_config::{Config, GROUP_PINGS_BEFORE_LOST, RawConfig};
 use crate::peer::{Peer, PeerParts};
@@ -442,19 +442,31 @@ async fn start_cluster(
             "this data directory belongs to a worker of cluster {}; use another --data-dir",
             current.group
         ),
-        None => cluster
-            .start_worker(join.settings)
-            .await
-            .context("cannot join the cluster")?,
-    }
-    // Dial now so the join does not wait for the first retry; a failure is retried by the join.
-    let node = peer.node();
-    let addr = join.addr;
-    tasks.spawn(async move {
-        if let Err(error) = node.dial(addr.clone()).await {
-            tracing::warn!(%error, %addr, "cannot reach the cluster host yet; will keep trying");
+        None => {
+            // Dial now so the join does not wait for the first retry; a failure is retried by
+            // the join.
+            let node = peer.node();
+            let addr = join.addr.clone();
+            tasks.spawn(async move {
+                if let Err(error) = node.dial(addr.clone()).await {
+                    tracing::warn!(%error, %addr, "cannot reach the cluster host yet; will keep trying");
+                }
+            });
+            let first = cluster
+                .start_worker(join.settings)
+                .await
+                .context("cannot join the cluster")?;
+            // A host that refuses this peer for good stops the command; one not reachable yet
+            // is waited for (the join keeps trying, and says so in the log).
+            match first.outcome().await {
+                JoinTry::Refused(error) => {
+                    anyhow::bail!("cannot join the cluster: the host refused: {error}")
+                }
+                JoinTry::Ended => anyhow::bail!("cannot join the cluster: the worker role ended"),
+                JoinTry::Joined | JoinTry::NotYet(_) => {}
+            }
         }
-    });
+    }
     Ok(cluster)
 }
 

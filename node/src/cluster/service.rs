@@ -79,6 +79,31 @@ pub(crate) enum ClusterError {
     },
 }
 
+/// How the first try of a worker's join went, once it has: see [`FirstJoin::outcome`].
+#[derive(Debug)]
+pub(crate) enum JoinTry {
+    /// The host welcomed this peer.
+    Joined,
+    /// Not yet (the host is unreachable, slow, or its group is full): the worker keeps trying.
+    NotYet(GroupError),
+    /// The host refused this peer for good (not invited, banned, no such group): the worker
+    /// role has ended.
+    Refused(GroupError),
+    /// The role ended (a leave) before the first try was over.
+    Ended,
+}
+
+/// The first try of a worker's join, still under way when [`Cluster::start_worker`] returns.
+#[derive(Debug)]
+pub(crate) struct FirstJoin(tokio::sync::oneshot::Receiver<JoinTry>);
+
+impl FirstJoin {
+    /// How the first try went. The group layer bounds a try by its join timeout.
+    pub(crate) async fn outcome(self) -> JoinTry {
+        self.0.await.unwrap_or(JoinTry::Ended)
+    }
+}
+
 /// A worker's settings, kept so a restarted worker comes back by itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct WorkerSettings {
@@ -308,7 +333,8 @@ impl Cluster {
             cluster.start_host(group.id).await?;
         } else if let Some(settings) = cluster.load_worker_settings()? {
             tracing::info!(group = %settings.group, host = %settings.host, "resuming as a cluster worker");
-            cluster.start_worker(settings).await?;
+            // Not waited for: the host may be down for a while, and the join keeps trying.
+            drop(cluster.start_worker(settings).await?);
         }
         Ok(cluster)
     }
@@ -469,8 +495,12 @@ impl Cluster {
     }
 
     /// Joins `group` hosted by `host` as a worker running `settings.executor`; the executor is
-    /// checked first. The settings are saved so a restart comes back by itself.
-    pub(crate) async fn start_worker(&self, settings: WorkerSettings) -> Result<(), ClusterError> {
+    /// checked first. The settings are saved so a restart comes back by itself. The join runs
+    /// in the background (the host may not be up yet); the answer tells how its first try went.
+    pub(crate) async fn start_worker(
+        &self,
+        settings: WorkerSettings,
+    ) -> Result<FirstJoin, ClusterError> {
         if let Some(role) = self.busy() {
             return Err(ClusterError::Busy(role));
         }
@@ -529,17 +559,35 @@ impl Cluster {
         if let Ok(mut binary) = self.inner.binary.write() {
             *binary = Some((settings.executor.clone(), settings.mode));
         }
-        self.inner
-            .tracker
-            .spawn(self.clone().join_group(settings.host, settings.group, role));
-        Ok(())
+        let (first_tx, first) = tokio::sync::oneshot::channel();
+        self.inner.tracker.spawn(self.clone().join_group(
+            settings.host,
+            settings.group,
+            role,
+            first_tx,
+        ));
+        Ok(FirstJoin(first))
     }
 
     /// Joins the worker's group in the background: the host may not be up yet; once joined,
     /// the group layer keeps the subscription and rejoins by itself. A refusal that will stand
     /// (the group is gone, this peer is not invited or not allowed) ends the role, so a
-    /// restart does not try again; so does a leave of the group while the join waits.
-    async fn join_group(self, host: PeerId, group: GroupId, cancel: CancellationToken) {
+    /// restart does not try again; so does a leave of the group while the join waits. How the
+    /// first try went goes to `first`.
+    async fn join_group(
+        self,
+        host: PeerId,
+        group: GroupId,
+        cancel: CancellationToken,
+        first: tokio::sync::oneshot::Sender<JoinTry>,
+    ) {
+        let mut first = Some(first);
+        let mut report = |outcome: JoinTry| {
+            if let Some(first) = first.take() {
+                // Nobody may be waiting (a restart's join): that is fine.
+                let _ = first.send(outcome);
+            }
+        };
         let mut backoff = Duration::from_millis(200);
         loop {
             let joined = self.inner.groups.join(host.clone(), group.clone()).await;
@@ -549,6 +597,7 @@ impl Cluster {
             match joined {
                 Ok(_) => {
                     tracing::info!(%group, %host, "joined the cluster");
+                    report(JoinTry::Joined);
                     return;
                 }
                 Err(error) if join_ends_the_role(&error) => {
@@ -556,10 +605,12 @@ impl Cluster {
                     if let Err(error) = self.end_role(Some(&group)).await {
                         tracing::warn!(%group, %error, "ending the worker role");
                     }
+                    report(JoinTry::Refused(error));
                     return;
                 }
                 Err(error) => {
                     tracing::warn!(%group, %error, retry_in = ?backoff, "cannot join the cluster yet");
+                    report(JoinTry::NotYet(error));
                 }
             }
             tokio::select! {

@@ -3,6 +3,7 @@
 //! stream.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -24,7 +25,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::api::{JsonBody, QueryParams, SSE_KEEP_ALIVE};
 use super::{ApiError, AppState};
 use crate::cluster::host::{HostError, HostHandle};
-use crate::cluster::service::{ClusterError, WorkerSettings};
+use crate::cluster::service::{ClusterError, JoinTry, WorkerSettings};
 
 #[derive(Serialize)]
 pub(crate) struct Status {
@@ -35,6 +36,9 @@ pub(crate) struct Status {
     group_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     peer_id: Option<PeerId>,
+    /// Why a join is still under way (`joining`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 fn status(status: &'static str) -> Status {
@@ -43,6 +47,7 @@ fn status(status: &'static str) -> Status {
         job_id: None,
         group_id: None,
         peer_id: None,
+        reason: None,
     }
 }
 
@@ -181,11 +186,19 @@ pub(crate) struct JoinBody {
     capacity: Option<u32>,
 }
 
-/// `POST /api/cluster/join {host_peer_id, group_id, executor, mode?, capacity?}`.
+/// How long a join route waits for the first try of the join, beyond the group layer's own
+/// join timeout (5 s) which bounds it.
+const FIRST_JOIN_WAIT: Duration = Duration::from_secs(10);
+
+/// `POST /api/cluster/join {host_peer_id, group_id, executor, mode?, capacity?}`: answered
+/// once the first try of the join is over. `200 joined`: the host welcomed this peer. `202
+/// joining` (with a `reason`): the host is not reachable yet, or its group is full, and the
+/// worker keeps trying in the background. `502` with the host's reason as the code
+/// (`forbidden`, `not_invited`, `unknown_group`): refused for good, and the role has ended.
 pub(crate) async fn join(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<JoinBody>,
-) -> Result<Json<Status>, ApiError> {
+) -> Result<(StatusCode, Json<Status>), ApiError> {
     let (Some(host), Some(group)) = (body.host_peer_id, body.group_id) else {
         return Err(ApiError::bad_request(
             "missing_field",
@@ -208,7 +221,7 @@ pub(crate) async fn join(
             ));
         }
     };
-    state
+    let first = state
         .cluster
         .start_worker(WorkerSettings {
             group: group.clone(),
@@ -218,10 +231,34 @@ pub(crate) async fn join(
             capacity: body.capacity,
         })
         .await?;
-    Ok(Json(Status {
-        group_id: Some(group.to_string()),
-        ..status("joined")
-    }))
+    let joining = |reason: String| {
+        let answer = Status {
+            group_id: Some(group.to_string()),
+            reason: Some(reason),
+            ..status("joining")
+        };
+        Ok((StatusCode::ACCEPTED, Json(answer)))
+    };
+    match tokio::time::timeout(FIRST_JOIN_WAIT, first.outcome()).await {
+        Ok(JoinTry::Joined) => Ok((
+            StatusCode::OK,
+            Json(Status {
+                group_id: Some(group.to_string()),
+                ..status("joined")
+            }),
+        )),
+        Ok(JoinTry::NotYet(error)) => joining(format!("join group: {error}")),
+        Err(_) => joining(format!(
+            "join group: no answer from the host within {} s",
+            FIRST_JOIN_WAIT.as_secs()
+        )),
+        Ok(JoinTry::Refused(error)) => Err(super::groups::failed(
+            StatusCode::BAD_GATEWAY,
+            "join group",
+            &error,
+        )),
+        Ok(JoinTry::Ended) => Err(ClusterError::EndedWhileStarting.into()),
+    }
 }
 
 fn parse_mode(mode: Option<&str>) -> Result<proto::BinaryMode, ApiError> {

@@ -103,17 +103,16 @@ async fn worker_in_mode(host: &Host, executor: &Path, mode: &str, capacity: u32)
     worker_in(host, executor, mode, capacity, temp_dir("worker")).await
 }
 
-/// A `goop worker` with data directory `data_dir` (an earlier worker's, for a restart).
-async fn worker_in(
+/// The arguments of a `goop worker` joining `host` with `executor` in `mode` (`daemon` or
+/// `oneshot`) at `capacity`.
+pub(super) fn worker_command(
     host: &Host,
     executor: &Path,
     mode: &str,
     capacity: u32,
-    data_dir: PathBuf,
-) -> Peer {
+) -> Vec<String> {
     let executor = executor.to_str().expect("utf-8 path");
-    let capacity = capacity.to_string();
-    let command = [
+    [
         "worker",
         "--join",
         host.addr(),
@@ -124,8 +123,22 @@ async fn worker_in(
         "--mode",
         mode,
         "--capacity",
-        &capacity,
-    ];
+        &capacity.to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// A `goop worker` with data directory `data_dir` (an earlier worker's, for a restart).
+async fn worker_in(
+    host: &Host,
+    executor: &Path,
+    mode: &str,
+    capacity: u32,
+    data_dir: PathBuf,
+) -> Peer {
+    let command = worker_command(host, executor, mode, capacity);
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
     let mut cmd = goop_with(&command, &data_dir, "/ip4/127.0.0.1/tcp/0", PING);
     cmd.env("ECHO_CAPACITY", "64").env("FIXTURE_CAPACITY", "64");
     let peer = spawn_ready(cmd, data_dir).await;

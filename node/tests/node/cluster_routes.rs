@@ -8,8 +8,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::cluster::{Host, echo_executor, fixture_executor, host, logs, start_node, worker_info};
-use super::support::{Answer, Peer, assert_error, cli_any, dial, get, ok, post, temp_dir, until};
+use super::cluster::{
+    Host, echo_executor, fixture_executor, host, logs, start_node, worker_command, worker_info,
+};
+use super::support::{
+    Answer, Peer, assert_error, cli_any, dial, get, goop_with, ok, post, stderr_log_path, temp_dir,
+    until,
+};
 
 /// Where a worker keeps its settings in its data directory.
 const WORKER_FILE: &str = "cluster-worker.json";
@@ -33,17 +38,31 @@ fn executor_path(executor: &Path) -> &str {
     executor.to_str().expect("a utf-8 path")
 }
 
-/// `POST /api/cluster/join` from `peer` with `extra` fields; the answer must be `joined`.
-async fn join(peer: &Peer, host: &Host, extra: Value) {
-    let answer = post(
+/// `POST /api/cluster/join` from `peer` with `extra` fields.
+async fn join_answer(peer: &Peer, host: &Host, extra: Value) -> Answer {
+    post(
         &peer.ready.api,
         "/api/cluster/join",
         &join_body(host, extra),
     )
-    .await;
-    let answer = ok(&answer);
+    .await
+}
+
+/// `POST /api/cluster/join` from `peer` with `extra` fields; the answer must be `joined`.
+async fn join(peer: &Peer, host: &Host, extra: Value) {
+    let answer = ok(&join_answer(peer, host, extra).await);
     assert_eq!(answer["status"], "joined", "{answer}");
     assert_eq!(answer["group_id"], host.group.as_str(), "{answer}");
+}
+
+/// `node` made the host of a cluster by `POST /api/cluster/create` with `body`.
+async fn created(node: Peer, body: &str) -> Host {
+    let answer = post(&node.ready.api, "/api/cluster/create", body).await;
+    let group = ok(&answer)["group_id"]
+        .as_str()
+        .expect("group id")
+        .to_owned();
+    Host { peer: node, group }
 }
 
 /// Waits until `host` lists `peer` as a verified worker.
@@ -118,15 +137,19 @@ async fn closing_the_cluster_group_through_the_group_routes_ends_every_role() {
     ok(&post(host.api(), "/api/groups/kick", &kick).await);
     until_no_role(&kicked, "the kicked worker").await;
     assert_eq!(status(&stays.ready.api).await["role"], "worker");
-    // And banned: a join (answered at once, made in the background, as the host may be
-    // down) is refused for good, which ends the role again, until the host lifts the ban.
+    // And banned: a join is refused for good (502 with the host's reason), which ends the role
+    // again at once, until the host lifts the ban.
     let echo = echo_executor();
-    join(
+    let banned = join_answer(
         &kicked,
         &host,
         json!({ "executor": executor_path(&echo), "mode": "daemon" }),
     )
     .await;
+    assert_error(&banned, 502, "forbidden");
+    assert_message(&banned, "join group: ");
+    assert_message(&banned, "removed from this group by its host");
+    assert_eq!(status(&kicked.ready.api).await["role"], "", "{banned:?}");
     until_no_role(&kicked, "the banned worker").await;
     assert!(
         worker_info(host.api(), &kicked.ready.peer_id)
@@ -215,25 +238,17 @@ async fn an_invite_only_cluster_takes_only_the_workers_its_host_invited() {
     )
     .await;
     assert_error(&bad, 400, "invalid_json");
-    let created = post(
-        &node.ready.api,
-        "/api/cluster/create",
-        r#"{"name":"private","admission":"invite"}"#,
-    )
-    .await;
-    let group = ok(&created)["group_id"]
-        .as_str()
-        .expect("group id")
-        .to_owned();
-    let host = Host { peer: node, group };
+    let host = created(node, r#"{"name":"private","admission":"invite"}"#).await;
     let groups = ok(&get(host.api(), "/api/groups").await);
     assert_eq!(groups[0]["admission"], "invite", "{groups}");
 
-    // Not invited: the join is taken, then refused for good, which ends the role.
+    // Not invited: the join is refused for good (502 with the host's reason), which ends the
+    // role.
     let worker = node_near(&host).await;
     let executor = echo_executor();
     let body = json!({ "executor": executor_path(&executor), "mode": "daemon" });
-    join(&worker, &host, body.clone()).await;
+    let refused = join_answer(&worker, &host, body.clone()).await;
+    assert_error(&refused, 502, "not_invited");
     until_no_role(&worker, "the worker that was not invited").await;
     assert!(
         worker_info(host.api(), &worker.ready.peer_id)
@@ -241,12 +256,58 @@ async fn an_invite_only_cluster_takes_only_the_workers_its_host_invited() {
             .is_none()
     );
     assert!(logs(&worker).contains("not_invited"), "{}", logs(&worker));
+    // `goop worker` stops with the host's reason rather than running on without a role.
+    let data_dir = temp_dir("uninvited");
+    let command = worker_command(&host, &executor, "oneshot", 1);
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    let exit = tokio::time::timeout(
+        Duration::from_secs(30),
+        goop_with(&command, &data_dir, "/ip4/127.0.0.1/tcp/0", &[]).status(),
+    )
+    .await
+    .expect("goop worker stops within 30 s")
+    .expect("goop worker ran");
+    let log = std::fs::read_to_string(stderr_log_path(&data_dir)).unwrap_or_default();
+    assert!(!exit.success(), "{exit}: {log}");
+    assert!(log.contains("the host refused"), "{log}");
+    assert!(log.contains("not_invited"), "{log}");
+    assert!(!data_dir.join(WORKER_FILE).exists(), "{log}");
 
     // Invited, it joins.
     let invite = json!({ "group_id": host.group, "peer_id": worker.ready.peer_id }).to_string();
     ok(&post(host.api(), "/api/groups/invite", &invite).await);
     join(&worker, &host, body).await;
     until_verified(&host, &worker).await;
+}
+
+#[tokio::test]
+async fn a_join_the_host_cannot_take_yet_is_answered_joining_and_goes_on() {
+    let node = start_node(temp_dir("host"), "/ip4/127.0.0.1/tcp/0").await;
+    let host = created(node, r#"{"name":"small","max_members":1}"#).await;
+    let first = worker_node(&host).await;
+
+    // The group is full: 202 `joining`, saying why; the peer is a worker waiting for room.
+    let second = node_near(&host).await;
+    let executor = echo_executor();
+    let body = json!({ "executor": executor_path(&executor), "mode": "daemon" });
+    let answer = join_answer(&second, &host, body).await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    let answer = answer.json();
+    assert_eq!(answer["status"], "joining", "{answer}");
+    assert_eq!(answer["group_id"], host.group.as_str(), "{answer}");
+    let reason = answer["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("join group: "), "{answer}");
+    assert!(reason.contains("full"), "{answer}");
+    assert_eq!(status(&second.ready.api).await["role"], "worker");
+    assert!(
+        worker_info(host.api(), &second.ready.peer_id)
+            .await
+            .is_none()
+    );
+
+    // Room made, it gets in by itself.
+    ok(&post(&first.ready.api, "/api/cluster/leave", "").await);
+    until_verified(&host, &second).await;
 }
 
 #[tokio::test]
