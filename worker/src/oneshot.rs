@@ -361,6 +361,9 @@ pub(crate) struct Oneshot {
 
 struct Running {
     cancel: CancellationToken,
+    /// [`Restarts::downs`] when the job started: its process starting says something of the
+    /// executor's health only if it did not go down since.
+    since: u64,
 }
 
 /// Whether jobs may start.
@@ -412,6 +415,7 @@ impl Oneshot {
                     job.spec.id,
                     Running {
                         cancel: cancel.clone(),
+                        since: restarts.downs(),
                     },
                 );
                 let config = Arc::clone(&self.config);
@@ -468,9 +472,10 @@ impl Oneshot {
                             (error.id(), None)
                         }
                     };
-                    if let Some(id) = task_jobs.remove(&task) {
-                        running.remove(&id);
-                    }
+                    let since = task_jobs
+                        .remove(&task)
+                        .and_then(|id| running.remove(&id))
+                        .map(|job| job.since);
                     match unstarted {
                         Some((job, failure)) => {
                             if !shutting_down {
@@ -478,10 +483,14 @@ impl Oneshot {
                             }
                             job.finish(Outcome::ExecutorLost(failure)).await;
                         }
-                        // The job's process had started (or its task failed). Counted when
-                        // the job ends, not when its process started: a long job started before
-                        // an outage and ending in it brings the delay back to the first early.
-                        None => restarts.healthy(),
+                        // The job's process had started (or its task failed). Known when the
+                        // job ends: a job started before an outage and ending in it says
+                        // nothing of the outage, which `healthy_since` leaves alone.
+                        None => {
+                            if let Some(since) = since {
+                                restarts.healthy_since(since);
+                            }
+                        }
                     }
                 }
                 () = sleep_until(check_at), if check_at.is_some() => {

@@ -23,8 +23,8 @@ pub(crate) enum Verdict {
     GiveUp,
 }
 
-/// The restart state of one executor: its delays, its failed checks in a row, and whether a
-/// check ever passed.
+/// The restart state of one executor: its delays, its failed checks in a row, whether a check
+/// ever passed, and how many times it went down.
 #[derive(Clone, Debug)]
 pub(crate) struct Restarts {
     first: Duration,
@@ -37,6 +37,9 @@ pub(crate) struct Restarts {
     /// Whether a check ever passed. Until one has, a failed check is final: the first check is
     /// what starting an executor waits for, and its failure is the start's error, not a wait.
     checked_once: bool,
+    /// Losses and failed checks so far, to tell a sign of health from before the latest of
+    /// them (see [`Restarts::healthy_since`]).
+    downs: u64,
 }
 
 impl Restarts {
@@ -52,6 +55,7 @@ impl Restarts {
             delay: first,
             failed_checks: 0,
             checked_once: false,
+            downs: 0,
         }
     }
 
@@ -84,8 +88,25 @@ impl Restarts {
         self.delay = self.first;
     }
 
+    /// How many times the executor went down (a loss or a failed check) so far: a mark to
+    /// give [`Restarts::healthy_since`] later.
+    pub(crate) fn downs(&self) -> u64 {
+        self.downs
+    }
+
+    /// A sign of health known only later, about something that began at the mark `downs`
+    /// (a oneshot job whose process started, seen when the job ends): it counts as
+    /// [`Restarts::healthy`] only when the executor has not gone down since the mark. A long
+    /// job started before an outage and ending in the middle of it says nothing of the outage.
+    pub(crate) fn healthy_since(&mut self, downs: u64) {
+        if downs == self.downs {
+            self.healthy();
+        }
+    }
+
     /// The delay to wait now; the next one is twice as long, up to the cap.
     fn next_delay(&mut self) -> Duration {
+        self.downs = self.downs.wrapping_add(1);
         let delay = self.delay;
         self.delay = delay.saturating_mul(2).min(self.cap);
         delay
@@ -145,6 +166,24 @@ mod tests {
         restarts.healthy();
         assert_eq!(restarts.lost(), FIRST);
         assert_eq!(restarts.lost(), ms(200));
+    }
+
+    #[test]
+    fn a_sign_of_health_from_before_an_outage_says_nothing_of_it() {
+        let mut restarts = checked(5);
+        // A long job starts, then the executor goes down twice (a loss, a failed check).
+        let long_job = restarts.downs();
+        assert_eq!(restarts.lost(), ms(100));
+        assert_eq!(restarts.check_failed(), Verdict::Retry(ms(200)));
+        restarts.check_passed();
+        // The long job ends: stale, the delays go on growing.
+        restarts.healthy_since(long_job);
+        assert_eq!(restarts.lost(), ms(400));
+        // A job that started after the last outage ends: a real sign of health.
+        restarts.check_passed();
+        let fresh_job = restarts.downs();
+        restarts.healthy_since(fresh_job);
+        assert_eq!(restarts.lost(), FIRST);
     }
 
     #[test]
@@ -209,6 +248,10 @@ mod tests {
         CheckFailed,
         CheckPassed,
         Healthy,
+        /// A oneshot job starts: [`Restarts::downs`] is taken as its mark.
+        Mark,
+        /// The last marked job ends, its process having started.
+        HealthySinceMark,
     }
 
     fn event() -> impl Strategy<Value = Event> {
@@ -217,13 +260,16 @@ mod tests {
             3 => Just(Event::CheckFailed),
             2 => Just(Event::CheckPassed),
             1 => Just(Event::Healthy),
+            1 => Just(Event::Mark),
+            1 => Just(Event::HealthySinceMark),
         ]
     }
 
     proptest! {
         /// Whatever happens, in whatever order: every delay is between the first and the cap;
         /// each one is twice the one before it (up to the cap), where a passing
-        /// check breaks no chain and only a sign of health starts one again; the executor is
+        /// check breaks no chain and only a sign of health starts one again (a late one only
+        /// when no loss or failed check came after what it is about); the executor is
         /// given up on exactly at the failed check that makes the limit in a row, or at a
         /// failed check before any passed.
         #[test]
@@ -250,6 +296,8 @@ mod tests {
             let mut last: Option<Duration> = None;
             let mut in_a_row = 0u32;
             let mut passed_once = checked_first;
+            // The last mark, and whether the executor went down since.
+            let mut mark: Option<(u64, bool)> = None;
             for event in events {
                 match event {
                     Event::Lost => {
@@ -257,6 +305,9 @@ mod tests {
                         prop_assert!(first <= delay && delay <= cap, "{delay:?}");
                         prop_assert_eq!(delay, next(last));
                         last = Some(delay);
+                        if let Some((_, down)) = &mut mark {
+                            *down = true;
+                        }
                     }
                     Event::CheckFailed => {
                         in_a_row += 1;
@@ -275,6 +326,9 @@ mod tests {
                         prop_assert!(first <= delay && delay <= cap, "{delay:?}");
                         prop_assert_eq!(delay, next(last));
                         last = Some(delay);
+                        if let Some((_, down)) = &mut mark {
+                            *down = true;
+                        }
                     }
                     Event::CheckPassed => {
                         restarts.check_passed();
@@ -284,6 +338,15 @@ mod tests {
                     Event::Healthy => {
                         restarts.healthy();
                         last = None;
+                    }
+                    Event::Mark => mark = Some((restarts.downs(), false)),
+                    Event::HealthySinceMark => {
+                        if let Some((at, down)) = mark {
+                            restarts.healthy_since(at);
+                            if !down {
+                                last = None;
+                            }
+                        }
                     }
                 }
             }
