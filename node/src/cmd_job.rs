@@ -152,8 +152,10 @@ pub enum ClusterCommand {
         #[arg(long, default_value_t = 0)]
         max_members: u32,
         /// Who may join as a worker: `open` (anyone who knows the host and the group id; the
-        /// default) or `invite` (only peers invited with `POST /api/groups/invite`). On a node
-        /// that already hosts a cluster, a different admission is refused.
+        /// default), `invite` (only peers invited with `POST /api/groups/invite`) or `approval`
+        /// (invited peers, and others once `POST /api/groups/approve` lets them in; their
+        /// joins wait, listed as `requests` by `GET /api/groups`). On a node that already
+        /// hosts a cluster, a different admission is refused.
         #[arg(long, value_parser = parse_admission)]
         admission: Option<Admission>,
     },
@@ -171,8 +173,9 @@ fn parse_admission(s: &str) -> Result<Admission, String> {
     match s {
         "open" => Ok(Admission::Open),
         "invite" => Ok(Admission::Invite),
+        "approval" => Ok(Admission::Approval),
         other => Err(format!(
-            "invalid admission {other:?} (must be open or invite)"
+            "invalid admission {other:?} (must be open, invite or approval)"
         )),
     }
 }

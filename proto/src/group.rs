@@ -233,6 +233,9 @@ pub enum Admission {
     Open,
     /// Only peers the host invited (and current members).
     Invite,
+    /// Peers the host invited, and others once the host approves their request: a join from
+    /// anyone else is recorded as a request and answered `pending_approval`.
+    Approval,
 }
 
 impl Admission {
@@ -241,6 +244,7 @@ impl Admission {
         match self {
             Self::Open => "open",
             Self::Invite => "invite",
+            Self::Approval => "approval",
         }
     }
 }
@@ -386,6 +390,8 @@ pub enum ErrorCode {
     NotMember,
     /// The sender may not do this.
     Forbidden,
+    /// The join waits for the host's approval; asking again later may succeed.
+    PendingApproval,
     /// A code this peer does not know, kept as received.
     Other(String),
 }
@@ -399,6 +405,7 @@ impl ErrorCode {
             Self::UnknownGroup => "unknown_group",
             Self::NotMember => "not_member",
             Self::Forbidden => "forbidden",
+            Self::PendingApproval => "pending_approval",
             Self::Other(code) => code,
         }
     }
@@ -412,6 +419,7 @@ impl From<&str> for ErrorCode {
             "unknown_group" => Self::UnknownGroup,
             "not_member" => Self::NotMember,
             "forbidden" => Self::Forbidden,
+            "pending_approval" => Self::PendingApproval,
             other => Self::Other(other.to_owned()),
         }
     }
@@ -455,6 +463,9 @@ impl ErrorBody {
             ErrorCode::UnknownGroup => "no such group on this host".to_owned(),
             ErrorCode::NotMember => "you are not a member of this group".to_owned(),
             ErrorCode::Forbidden => "not allowed".to_owned(),
+            ErrorCode::PendingApproval => {
+                "waiting for the host's approval; ask again later".to_owned()
+            }
             ErrorCode::Other(code) => code.clone(),
         };
         Self { code, message }
@@ -798,6 +809,8 @@ pub enum GroupEventKind {
     Invite,
     /// The host of a joined group stopped answering; this peer rejoins it by itself.
     HostLost,
+    /// A peer asked to join a hosted group that admits by approval; `from` is the peer.
+    JoinRequest,
 }
 
 /// A local event for the HTTP event stream: `{type, group, from?, payload?}`.

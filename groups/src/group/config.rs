@@ -32,6 +32,9 @@ pub struct GroupConfig {
     /// answer before this much time has passed; joins in between are dropped. Below the
     /// shortest rejoin delay, so a member waiting for room is always answered.
     pub refusal_interval: Duration,
+    /// Join requests kept per group that admits by approval; past it, the oldest is dropped
+    /// (its peer, still asking, makes a new one).
+    pub max_join_requests: usize,
     /// How many received invitations are kept (the oldest go first).
     pub max_received_invites: usize,
     /// The most rows a discovery answer carries.
@@ -62,6 +65,7 @@ impl Default for GroupConfig {
             member_cap: 10_000,
             max_bans: 10_000,
             refusal_interval: Duration::from_millis(500),
+            max_join_requests: 1_000,
             max_received_invites: 64,
             discover_limit: 100,
             tick_interval: Duration::from_millis(250),

@@ -257,6 +257,8 @@ pub struct HostedGroup {
     pub invited: Vec<PeerId>,
     /// Peers kicked and not let in again (until unbanned or invited), oldest ban first.
     pub banned: Vec<PeerId>,
+    /// Peers asking to join a group that admits by approval, oldest request first.
+    pub requests: Vec<PeerId>,
 }
 
 /// A remote group this peer joined (or is rejoining), as the API lists it.
@@ -335,13 +337,55 @@ struct Hosted {
     /// When each peer whose join was refused lately was last answered (see
     /// [`GroupConfig::refusal_interval`]); kept for that long.
     refused: BTreeMap<PeerId, u64>,
+    /// Peers asking to join (admission by approval), with when each first asked (Unix ms).
+    /// In memory only: a peer still asking after a restart asks again.
+    requests: BTreeMap<PeerId, i64>,
     next_ping: u64,
     /// Changes with every change of members, roles or settings; starts at a random value so
     /// a restarted host never repeats the epoch its members last saw.
     epoch: u64,
 }
 
+/// The peers of a map of when each was noted, oldest first.
+fn oldest_first(noted: &BTreeMap<PeerId, i64>) -> Vec<PeerId> {
+    let mut peers: Vec<(&PeerId, &i64)> = noted.iter().collect();
+    peers.sort_by_key(|(peer, at)| (**at, *peer));
+    peers.into_iter().map(|(peer, _)| peer.clone()).collect()
+}
+
+/// Takes the oldest entries out of `noted` until it has room for one more under `max`
+/// (at least one); returns the peers taken out.
+fn make_room(noted: &mut BTreeMap<PeerId, i64>, max: usize) -> Vec<PeerId> {
+    let mut dropped = Vec::new();
+    while noted.len() >= max.max(1) {
+        let Some(oldest) = noted
+            .iter()
+            .min_by_key(|(peer, at)| (**at, (*peer).clone()))
+            .map(|(peer, _)| peer.clone())
+        else {
+            break;
+        };
+        noted.remove(&oldest);
+        dropped.push(oldest);
+    }
+    dropped
+}
+
 impl Hosted {
+    /// Records the request of `peer` to join (admission by approval), at `at`, dropping the
+    /// oldest past `max`. Returns whether it is a new request.
+    fn request(&mut self, group: &GroupId, peer: &PeerId, at: i64, max: usize) -> bool {
+        if self.requests.contains_key(peer) {
+            return false;
+        }
+        for oldest in make_room(&mut self.requests, max) {
+            tracing::warn!(%group, peer = %oldest, max, "join requests full; the oldest is dropped");
+        }
+        self.requests.insert(peer.clone(), at);
+        tracing::info!(%group, %peer, "join request waiting for the host's approval");
+        true
+    }
+
     fn count(&self) -> u32 {
         let members = u32::try_from(self.members.len()).unwrap_or(u32::MAX);
         members.saturating_add(u32::from(self.record.host_joined_at.is_some()))
@@ -494,6 +538,7 @@ impl GroupCore {
                 invited: invites.remove(&record.id).unwrap_or_default(),
                 banned: bans.remove(&record.id).unwrap_or_default(),
                 refused: BTreeMap::new(),
+                requests: BTreeMap::new(),
                 next_ping: now,
                 record,
             };
@@ -926,11 +971,8 @@ impl GroupCore {
             created_at: r.created_at,
             members: self.member_list(h),
             invited: h.invited.iter().cloned().collect(),
-            banned: {
-                let mut banned: Vec<(&PeerId, &i64)> = h.banned.iter().collect();
-                banned.sort_by_key(|(peer, at)| (**at, *peer));
-                banned.into_iter().map(|(peer, _)| peer.clone()).collect()
-            },
+            banned: oldest_first(&h.banned),
+            requests: oldest_first(&h.requests),
         }
     }
 

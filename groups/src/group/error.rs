@@ -109,6 +109,14 @@ pub enum GroupError {
         /// The group.
         group: GroupId,
     },
+    /// The peer has no request to join the group waiting.
+    #[error("peer {peer} has not asked to join group {group}")]
+    NoRequest {
+        /// The group.
+        group: GroupId,
+        /// The peer.
+        peer: PeerId,
+    },
     /// A join was cancelled by a leave.
     #[error("join to group {0} cancelled")]
     Cancelled(GroupId),
@@ -146,6 +154,7 @@ impl GroupError {
             Self::UnknownGroup(_) => "unknown_group",
             Self::NotJoined(_) => "not_joined",
             Self::NotMember { .. } => "not_member",
+            Self::NoRequest { .. } => "no_request",
             Self::AlreadyExists(_) => "already_exists",
             Self::EmptyName | Self::EmptyRole => "invalid_request",
             Self::Full { .. } => "full",
@@ -182,7 +191,9 @@ impl GroupError {
             | Self::HostLost { .. }
             | Self::Send { .. }
             | Self::Store(_) => true,
-            Self::Rejected { code, .. } => *code == ErrorCode::Full,
+            Self::Rejected { code, .. } => {
+                matches!(code, ErrorCode::Full | ErrorCode::PendingApproval)
+            }
             _ => false,
         }
     }

@@ -38,6 +38,8 @@ enum Command {
     Invite(GroupId, PeerId, Reply<()>),
     Uninvite(GroupId, PeerId, Reply<()>),
     Unban(GroupId, PeerId, Reply<bool>),
+    Approve(GroupId, PeerId, Reply<()>),
+    Deny(GroupId, PeerId, Reply<()>),
     SetRole(GroupId, PeerId, String, Reply<()>),
     UpdateMeta(GroupId, MetaUpdate, Reply<()>),
     Send(GroupId, Box<RawValue>, SendMode, Reply<()>),
@@ -137,6 +139,22 @@ impl GroupHandle {
     /// `POST /api/groups/unban`: lets a kicked peer join again; whether it was banned.
     pub async fn unban(&self, group: GroupId, peer: PeerId) -> Result<bool, GroupError> {
         self.call(|tx| Command::Unban(group, peer, tx)).await?
+    }
+
+    /// `POST /api/groups/approve`: the peer that asked to join is invited, so its next join
+    /// gets in (see [`GroupCore::approve`]). Answered once recorded, not once the peer heard.
+    ///
+    /// [`GroupCore::approve`]: super::GroupCore::approve
+    pub async fn approve(&self, group: GroupId, peer: PeerId) -> Result<(), GroupError> {
+        self.call(|tx| Command::Approve(group, peer, tx)).await?
+    }
+
+    /// `POST /api/groups/deny`: the peer that asked to join is banned (see
+    /// [`GroupCore::deny`]).
+    ///
+    /// [`GroupCore::deny`]: super::GroupCore::deny
+    pub async fn deny(&self, group: GroupId, peer: PeerId) -> Result<(), GroupError> {
+        self.call(|tx| Command::Deny(group, peer, tx)).await?
     }
 
     /// Withdraws an invitation.
@@ -637,6 +655,12 @@ impl<T: GroupTransport> Manager<T> {
             }
             Command::Unban(group, peer, reply) => {
                 simple!(reply, self.core.unban(&group, &peer));
+            }
+            Command::Approve(group, peer, reply) => {
+                simple!(reply, self.core.approve(now, &group, &peer).map(|_| ()));
+            }
+            Command::Deny(group, peer, reply) => {
+                simple!(reply, self.core.deny(now, &group, &peer));
             }
             Command::SetRole(group, peer, role, reply) => {
                 simple!(reply, self.core.set_role(now, &group, &peer, &role));

@@ -597,6 +597,7 @@ fn load(conn: &Connection) -> Result<StoreSnapshot, StoreError> {
         })?;
         let admission = match adm.as_str() {
             "invite" => Admission::Invite,
+            "approval" => Admission::Approval,
             _ => Admission::Open,
         };
         snapshot.groups.push(GroupRecord {

@@ -20,7 +20,7 @@ use proto::{Admission, BinaryMode, ErrorCode, GroupEvent, GroupEventKind, GroupI
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use store::{JobStore, StoreConfig};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use worker::ExecutorConfig;
@@ -588,7 +588,12 @@ impl Cluster {
                 let _ = first.send(outcome);
             }
         };
-        let mut backoff = Duration::from_millis(200);
+        // Never below the host's refusal interval (500 ms), within which a join refused again
+        // (waiting for approval or for room) gets no answer and waits for its timeout.
+        let mut backoff = Duration::from_secs(1);
+        // An invitation from the host (a group that admits by approval, approving this peer)
+        // ends the wait before the next try at once.
+        let mut events = self.inner.groups.events();
         loop {
             let joined = self.inner.groups.join(host.clone(), group.clone()).await;
             if cancel.is_cancelled() {
@@ -613,9 +618,26 @@ impl Cluster {
                     report(JoinTry::NotYet(error));
                 }
             }
+            let invited = async {
+                loop {
+                    match events.recv().await {
+                        Ok(event)
+                            if event.kind == GroupEventKind::Invite
+                                && event.group == group
+                                && event.from.as_ref() == Some(&host) =>
+                        {
+                            return;
+                        }
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        // No more events: only the timer is left.
+                        Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                    }
+                }
+            };
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(backoff) => {}
+                () = invited => tracing::info!(%group, %host, "invited by the host; joining now"),
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }

@@ -157,6 +157,8 @@ pub(crate) struct GroupJson {
     invited: Vec<PeerId>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     banned: Vec<PeerId>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    requests: Vec<PeerId>,
 }
 
 impl From<HostedGroup> for GroupJson {
@@ -180,6 +182,7 @@ impl From<HostedGroup> for GroupJson {
             host_can_join: g.host_can_join,
             invited: g.invited,
             banned: g.banned,
+            requests: g.requests,
         }
     }
 }
@@ -455,19 +458,54 @@ pub(crate) async fn unban(
     Ok(ok("unbanned"))
 }
 
+/// A host's decision about one peer of one of its groups (`{group_id, peer_id}`): `done`
+/// when it went through, a 400 with the group error's code when it did not.
+async fn decide<F: Future<Output = Result<(), GroupError>>>(
+    body: GroupPeerBody,
+    what: &str,
+    done: &'static str,
+    call: impl FnOnce(GroupId, PeerId) -> F,
+) -> Result<Json<Status>, ApiError> {
+    let (group, peer) = group_and_peer(body, "missing group_id or peer_id")?;
+    call(group, peer).await.map_err(refused(what))?;
+    Ok(ok(done))
+}
+
+/// `POST /api/groups/approve {group_id, peer_id}`: the peer that asked to join a group that
+/// admits by approval is invited, so its next join gets in; a 400 `no_request` when it did
+/// not ask.
+pub(crate) async fn approve(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<GroupPeerBody>,
+) -> Result<Json<Status>, ApiError> {
+    decide(body, "approve failed", "approved", |g, p| {
+        state.groups.approve(g, p)
+    })
+    .await
+}
+
+/// `POST /api/groups/deny {group_id, peer_id}`: the peer that asked to join is banned until
+/// `unban` or `invite`; a 400 `no_request` when it did not ask.
+pub(crate) async fn deny(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<GroupPeerBody>,
+) -> Result<Json<Status>, ApiError> {
+    decide(body, "deny failed", "denied", |g, p| {
+        state.groups.deny(g, p)
+    })
+    .await
+}
+
 /// `POST /api/groups/kick {group_id, peer_id}`: the member is removed and banned until
 /// `unban` or `invite`.
 pub(crate) async fn kick(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<GroupPeerBody>,
 ) -> Result<Json<Status>, ApiError> {
-    let (group, peer) = group_and_peer(body, "missing group_id or peer_id")?;
-    state
-        .groups
-        .kick(group, peer)
-        .await
-        .map_err(refused("kick failed"))?;
-    Ok(ok("kicked"))
+    decide(body, "kick failed", "kicked", |g, p| {
+        state.groups.kick(g, p)
+    })
+    .await
 }
 
 #[derive(Deserialize)]

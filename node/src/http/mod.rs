@@ -97,6 +97,8 @@ pub(crate) fn router(state: AppState, max_message_bytes: usize, tasks: &TaskTrac
         .route("/api/groups/invite", post(groups::invite))
         .route("/api/groups/uninvite", post(groups::uninvite))
         .route("/api/groups/unban", post(groups::unban))
+        .route("/api/groups/approve", post(groups::approve))
+        .route("/api/groups/deny", post(groups::deny))
         .route("/api/groups/invitations", get(groups::invitations))
         .route("/api/groups/kick", post(groups::kick))
         .route("/api/groups/max-members", post(groups::max_members))

@@ -281,6 +281,61 @@ async fn an_invite_only_cluster_takes_only_the_workers_its_host_invited() {
 }
 
 #[tokio::test]
+async fn an_approval_cluster_takes_the_workers_its_host_approves() {
+    let node = start_node(temp_dir("host"), "/ip4/127.0.0.1/tcp/0").await;
+    let host = created(node, r#"{"name":"vetted","admission":"approval"}"#).await;
+    let executor = echo_executor();
+    let body = json!({ "executor": executor_path(&executor), "mode": "daemon" });
+    let requests = async || ok(&get(host.api(), "/api/groups").await)[0]["requests"].clone();
+    let decide = async |route: &str, peer: &Peer| {
+        let body = json!({ "group_id": host.group, "peer_id": peer.ready.peer_id }).to_string();
+        post(host.api(), route, &body).await
+    };
+
+    // Asked: the worker waits (202, saying why) and the host lists its request.
+    let (approved, denied) = tokio::join!(node_near(&host), node_near(&host));
+    let answer = join_answer(&approved, &host, body.clone()).await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    let answer = answer.json();
+    assert_eq!(answer["status"], "joining", "{answer}");
+    assert!(
+        answer["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("pending_approval")),
+        "{answer}"
+    );
+    assert_eq!(requests().await, json!([approved.ready.peer_id]));
+    // Only a peer that asked can be approved or denied.
+    for route in ["/api/groups/approve", "/api/groups/deny"] {
+        assert_error(&decide(route, &denied).await, 400, "no_request");
+    }
+
+    // Approved, it gets in by itself.
+    let answer = ok(&decide("/api/groups/approve", &approved).await);
+    assert_eq!(answer, json!({ "status": "approved" }));
+    until_verified(&host, &approved).await;
+    assert_eq!(requests().await, Value::Null);
+
+    // Denied, it is banned, and its worker role ends.
+    assert_eq!(join_answer(&denied, &host, body).await.status, 202);
+    assert_eq!(requests().await, json!([denied.ready.peer_id]));
+    let answer = ok(&decide("/api/groups/deny", &denied).await);
+    assert_eq!(answer, json!({ "status": "denied" }));
+    until_no_role(&denied, "the denied worker").await;
+    let groups = ok(&get(host.api(), "/api/groups").await);
+    assert_eq!(
+        groups[0]["banned"],
+        json!([denied.ready.peer_id]),
+        "{groups}"
+    );
+    assert!(
+        worker_info(host.api(), &denied.ready.peer_id)
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
 async fn a_join_the_host_cannot_take_yet_is_answered_joining_and_goes_on() {
     let node = start_node(temp_dir("host"), "/ip4/127.0.0.1/tcp/0").await;
     let host = created(node, r#"{"name":"small","max_members":1}"#).await;
@@ -385,7 +440,7 @@ async fn create_hosts_an_existing_cluster_group_and_refuses_any_other_id() {
     )
     .await;
     assert_ne!(code, 0);
-    assert!(err.contains("must be open or invite"), "{err}");
+    assert!(err.contains("must be open, invite or approval"), "{err}");
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 use super::{
     GroupCore, GroupError, GroupSpec, HookCall, Hosted, LeaveReason, Member, MetaUpdate, Output,
-    SendToken, default_role, members_payload, ms, raw, wall,
+    SendToken, default_role, make_room, members_payload, ms, raw, wall,
 };
 use crate::group::store::{GroupRecord, MemberRecord, StoreOp};
 
@@ -96,6 +96,7 @@ impl GroupCore {
                 invited: Default::default(),
                 banned: Default::default(),
                 refused: Default::default(),
+                requests: Default::default(),
                 next_ping: now.saturating_add(ms(self.config.ping_interval)),
                 epoch,
             },
@@ -210,29 +211,7 @@ impl GroupCore {
                 peer: peer.clone(),
             });
         }
-        while hosted.banned.len() >= max_bans.max(1) {
-            let Some(oldest) = hosted
-                .banned
-                .iter()
-                .min_by_key(|(peer, at)| (**at, (*peer).clone()))
-                .map(|(peer, _)| peer.clone())
-            else {
-                break;
-            };
-            hosted.banned.remove(&oldest);
-            tracing::warn!(%group, peer = %oldest, max_bans, "ban list full; the oldest ban is lifted");
-            ops.push(StoreOp::DeleteBan {
-                group: group.clone(),
-                peer: oldest,
-            });
-        }
-        let banned_at = wall(now);
-        hosted.banned.insert(peer.clone(), banned_at);
-        ops.push(StoreOp::PutBan {
-            group: group.clone(),
-            peer: peer.clone(),
-            banned_at,
-        });
+        ban(hosted, group, peer, wall(now), max_bans, &mut ops);
         if !volatile {
             for op in ops {
                 self.persist(op);
@@ -268,6 +247,8 @@ impl GroupCore {
         let hosted = self.hosted_mut(group)?;
         let newly = hosted.invited.insert(peer.clone());
         let volatile = hosted.volatile;
+        // An invitation answers a request to join, if there was one.
+        hosted.requests.remove(peer);
         // Inviting a banned peer is the host changing its mind: the ban goes.
         let was_banned = hosted.banned.remove(peer).is_some();
         let invite = Invite {
@@ -302,6 +283,50 @@ impl GroupCore {
             token: Some(token),
         });
         Ok(token)
+    }
+
+    /// Approves the request of `peer` to join a group that admits by approval: the peer is
+    /// invited ([`GroupCore::invite`]), so its next join gets in. Refused when the peer did
+    /// not ask (invite it instead).
+    pub fn approve(
+        &mut self,
+        now: u64,
+        group: &GroupId,
+        peer: &PeerId,
+    ) -> Result<SendToken, GroupError> {
+        self.take_request(group, peer)?;
+        tracing::info!(%group, %peer, "join request approved");
+        self.invite(now, group, peer)
+    }
+
+    /// Denies the request of `peer` to join: it is banned, as a kicked member is, so its
+    /// joins are refused with `forbidden` (and a cluster worker's role ends) until the host
+    /// unbans or invites it. Refused when the peer did not ask.
+    pub fn deny(&mut self, now: u64, group: &GroupId, peer: &PeerId) -> Result<(), GroupError> {
+        self.take_request(group, peer)?;
+        let max_bans = self.config.max_bans;
+        let hosted = self.hosted_mut(group)?;
+        let mut ops = Vec::new();
+        ban(hosted, group, peer, wall(now), max_bans, &mut ops);
+        if !hosted.volatile {
+            for op in ops {
+                self.persist(op);
+            }
+        }
+        tracing::info!(%group, %peer, "join request denied; peer banned");
+        Ok(())
+    }
+
+    /// Removes the join request of `peer`, which must be there.
+    fn take_request(&mut self, group: &GroupId, peer: &PeerId) -> Result<(), GroupError> {
+        let hosted = self.hosted_mut(group)?;
+        if hosted.requests.remove(peer).is_none() {
+            return Err(GroupError::NoRequest {
+                group: group.clone(),
+                peer: peer.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Lets a kicked peer join again. Returns whether it was banned.
@@ -430,6 +455,9 @@ impl GroupCore {
                 role: record.default_role,
             });
         }
+        if record.admission != Admission::Approval {
+            hosted.requests.clear();
+        }
         hosted.record = record;
         self.save_group(group);
         self.broadcast_meta(group);
@@ -523,47 +551,37 @@ impl GroupCore {
         }
     }
 
-    /// Answers a join: `welcome`, or `error` with `full` or `not_invited`. A current member
+    /// Answers a join: `welcome`, or `error` with `forbidden` (banned), `not_invited`,
+    /// `pending_approval` (the join is recorded as a request) or `full`. A current member
     /// rejoining keeps its role and join time and is not counted against the limit.
     fn admit(&mut self, now: u64, from: PeerId, group: &GroupId, options: &JoinOptions) {
-        let Some(hosted) = self.hosted.get_mut(group) else {
+        let Some(hosted) = self.hosted.get(group) else {
             return;
         };
         let authored = options.features.iter().any(|f| f == FEATURE_AUTHOR);
         let existing = hosted.members.contains_key(&from);
-        if !existing {
-            let capped = hosted.record.max_members == 0 && hosted.count() >= self.config.member_cap;
-            let refusal = if hosted.banned.contains_key(&from) {
-                Some(ErrorBody {
-                    code: ErrorCode::Forbidden,
-                    message: "you were removed from this group by its host".to_owned(),
-                })
-            } else if hosted.record.admission == Admission::Invite
-                && !hosted.invited.contains(&from)
-            {
-                Some(ErrorBody::new(ErrorCode::NotInvited))
-            } else if hosted.is_full() || capped {
-                Some(ErrorBody::new(ErrorCode::Full))
-            } else {
-                None
+        if !existing && let Some(refusal) = self.refusal(now, &from, group) {
+            let interval = ms(self.config.refusal_interval);
+            let Some(hosted) = self.hosted.get_mut(group) else {
+                return;
             };
-            if let Some(refusal) = refusal {
-                // One answer per peer per interval: a peer that keeps asking (a banned one
-                // retrying in a loop) costs the host no more than that.
-                let interval = ms(self.config.refusal_interval);
-                if hosted
-                    .refused
-                    .get(&from)
-                    .is_some_and(|at| now.saturating_sub(*at) < interval)
-                {
-                    tracing::debug!(%group, peer = %from, code = %refusal.code, "join refused again too soon; not answered");
-                    return;
-                }
-                hosted.refused.insert(from.clone(), now);
-                tracing::info!(%group, peer = %from, code = %refusal.code, "join refused");
-                return self.send(&from, group, &GroupMessage::Error(refusal));
+            // One answer per peer per interval: a peer that keeps asking (a banned one
+            // retrying in a loop) costs the host no more than that.
+            if hosted
+                .refused
+                .get(&from)
+                .is_some_and(|at| now.saturating_sub(*at) < interval)
+            {
+                tracing::debug!(%group, peer = %from, code = %refusal.code, "join refused again too soon; not answered");
+                return;
             }
+            hosted.refused.insert(from.clone(), now);
+            tracing::info!(%group, peer = %from, code = %refusal.code, "join refused");
+            return self.send(&from, group, &GroupMessage::Error(refusal));
         }
+        let Some(hosted) = self.hosted.get_mut(group) else {
+            return;
+        };
         let role = match hosted.members.get(&from) {
             Some(member) => member.role.clone(),
             None => hosted
@@ -634,6 +652,43 @@ impl GroupCore {
             peer: from,
             is_host: false,
         });
+    }
+
+    /// Why a join of `from`, not a member of hosted `group`, is refused, if it is: banned,
+    /// not invited, waiting for approval (the join is then recorded as a request, with a
+    /// `join_request` event the first time), or full.
+    fn refusal(&mut self, now: u64, from: &PeerId, group: &GroupId) -> Option<ErrorBody> {
+        let max_requests = self.config.max_join_requests;
+        let member_cap = self.config.member_cap;
+        let hosted = self.hosted.get_mut(group)?;
+        if hosted.banned.contains_key(from) {
+            return Some(ErrorBody {
+                code: ErrorCode::Forbidden,
+                message: "you were removed from this group by its host".to_owned(),
+            });
+        }
+        // A member lost for now (its role kept) comes back as the member it was.
+        let admitted = hosted.record.admission == Admission::Open
+            || hosted.invited.contains(from)
+            || hosted.remembered.contains_key(from);
+        if admitted {
+            let capped = hosted.record.max_members == 0 && hosted.count() >= member_cap;
+            return (hosted.is_full() || capped).then(|| ErrorBody::new(ErrorCode::Full));
+        }
+        if hosted.record.admission == Admission::Invite {
+            return Some(ErrorBody::new(ErrorCode::NotInvited));
+        }
+        if hosted.request(group, from, wall(now), max_requests) {
+            let group_type = hosted.record.group_type.clone();
+            self.event(
+                &group_type,
+                GroupEventKind::JoinRequest,
+                group,
+                Some(from),
+                None,
+            );
+        }
+        Some(ErrorBody::new(ErrorCode::PendingApproval))
     }
 
     /// Relays a member's (or the host's) message to every other member, with the author.
@@ -960,4 +1015,29 @@ pub(crate) fn rfc3339(ms: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// Bans `peer` from `hosted` (`group`) as of `banned_at`, lifting the oldest bans past
+/// `max_bans`; the store operations go to `ops`.
+fn ban(
+    hosted: &mut Hosted,
+    group: &GroupId,
+    peer: &PeerId,
+    banned_at: i64,
+    max_bans: usize,
+    ops: &mut Vec<StoreOp>,
+) {
+    for oldest in make_room(&mut hosted.banned, max_bans) {
+        tracing::warn!(%group, peer = %oldest, max_bans, "ban list full; the oldest ban is lifted");
+        ops.push(StoreOp::DeleteBan {
+            group: group.clone(),
+            peer: oldest,
+        });
+    }
+    hosted.banned.insert(peer.clone(), banned_at);
+    ops.push(StoreOp::PutBan {
+        group: group.clone(),
+        peer: peer.clone(),
+        banned_at,
+    });
 }

@@ -269,6 +269,13 @@ impl Sim {
     }
 }
 
+impl GroupCore {
+    /// [`GroupCore::approve`] without its send token, to sit beside [`GroupCore::deny`].
+    fn approve_unit(&mut self, now: u64, group: &GroupId, peer: &PeerId) -> Result<(), GroupError> {
+        self.approve(now, group, peer).map(|_| ())
+    }
+}
+
 fn spec(name: &str) -> GroupSpec {
     GroupSpec {
         name: name.to_owned(),
@@ -550,6 +557,115 @@ fn a_refused_peer_is_answered_once_per_interval() {
         })
     ));
     assert_eq!(refusals(&sim), 2);
+}
+
+/// A group that admits by approval: a join from a peer not invited is recorded as a request
+/// (one `join_request` event, however often it asks) and refused with `pending_approval`;
+/// approving lets its next join in, denying bans it; neither works on a peer that did not ask.
+#[test]
+fn an_approval_group_lets_in_whom_the_host_approves() {
+    let mut sim = Sim::new(&["H", "A", "B", "C"], HandlerRegistry::new());
+    let g = sim.create(
+        "H",
+        GroupSpec {
+            admission: Admission::Approval,
+            ..spec("vetted")
+        },
+    );
+    let pending = |sim: &mut Sim, p: &str| {
+        matches!(
+            sim.join(p, "H", &g),
+            Err(GroupError::Rejected {
+                code: ErrorCode::PendingApproval,
+                ..
+            })
+        )
+    };
+    assert!(pending(&mut sim, "A"));
+    sim.tick(1);
+    assert!(pending(&mut sim, "B"));
+    sim.tick(1_000);
+    assert!(pending(&mut sim, "A"), "asking again is still pending");
+    let requests = |sim: &mut Sim| sim.core("H").hosted_group(&g).unwrap().requests;
+    assert_eq!(requests(&mut sim), vec![peer("A"), peer("B")]);
+    let asked: Vec<Option<PeerId>> = sim
+        .events_of("H", GroupEventKind::JoinRequest)
+        .iter()
+        .map(|e| e.from.clone())
+        .collect();
+    assert_eq!(asked, vec![Some(peer("A")), Some(peer("B"))]);
+    assert!(sim.member_ids("H", &g).is_empty());
+
+    // Approved: invited, and in at its next join.
+    sim.with("H", |c, now| c.approve(now, &g, &peer("A")))
+        .unwrap();
+    assert_eq!(requests(&mut sim), vec![peer("B")]);
+    assert!(
+        sim.core("H")
+            .hosted_group(&g)
+            .unwrap()
+            .invited
+            .contains(&peer("A"))
+    );
+    sim.join("A", "H", &g).unwrap();
+    // Denied: banned, so refused for good.
+    sim.with("H", |c, now| c.deny(now, &g, &peer("B"))).unwrap();
+    assert!(requests(&mut sim).is_empty());
+    assert_eq!(
+        sim.core("H").hosted_group(&g).unwrap().banned,
+        vec![peer("B")]
+    );
+    assert!(matches!(
+        sim.join("B", "H", &g),
+        Err(GroupError::Rejected {
+            code: ErrorCode::Forbidden,
+            ..
+        })
+    ));
+    // Only a request can be approved or denied.
+    for decide in [GroupCore::approve_unit, GroupCore::deny] {
+        assert!(matches!(
+            sim.with("H", |c, now| decide(c, now, &g, &peer("C"))),
+            Err(GroupError::NoRequest { .. })
+        ));
+    }
+    // Opening the group drops what was asked; the peer simply joins.
+    sim.tick(1_000);
+    assert!(pending(&mut sim, "C"));
+    let open = MetaUpdate {
+        admission: Some(Admission::Open),
+        ..MetaUpdate::default()
+    };
+    sim.with("H", |c, now| c.update_meta(now, &g, open))
+        .unwrap();
+    assert!(requests(&mut sim).is_empty());
+    sim.join("C", "H", &g).unwrap();
+}
+
+#[test]
+fn join_requests_past_the_limit_drop_the_oldest() {
+    let mut sim = Sim::new(&["H", "A", "B", "C"], HandlerRegistry::new());
+    let config = GroupConfig {
+        max_join_requests: 2,
+        ..config()
+    };
+    let host = GroupCore::new(peer("H"), config, Arc::new(HandlerRegistry::new()));
+    sim.cores.insert(peer("H"), host);
+    let g = sim.create(
+        "H",
+        GroupSpec {
+            admission: Admission::Approval,
+            ..spec("busy")
+        },
+    );
+    for p in ["A", "B", "C"] {
+        assert!(sim.join(p, "H", &g).is_err());
+        sim.tick(1);
+    }
+    assert_eq!(
+        sim.core("H").hosted_group(&g).unwrap().requests,
+        vec![peer("B"), peer("C")]
+    );
 }
 
 #[test]
@@ -1108,6 +1224,8 @@ enum Op {
     RestartPeer(usize),
     Invite(usize),
     Unban(usize),
+    Approve(usize),
+    Deny(usize),
     Tick(u64),
 }
 
@@ -1124,6 +1242,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..5usize).prop_map(Op::RestartPeer),
         1 => (0..5usize).prop_map(Op::Invite),
         1 => (0..5usize).prop_map(Op::Unban),
+        1 => (0..5usize).prop_map(Op::Approve),
+        1 => (0..5usize).prop_map(Op::Deny),
         2 => (1..20_000u64).prop_map(Op::Tick),
     ]
 }
@@ -1139,13 +1259,16 @@ proptest! {
     #[test]
     fn membership_invariants(
         max in 0u32..4,
-        invite_only in any::<bool>(),
+        admission in prop_oneof![
+            Just(Admission::Open),
+            Just(Admission::Invite),
+            Just(Admission::Approval),
+        ],
         ops in proptest::collection::vec(op(), 1..60),
     ) {
         let mut names = vec!["H"];
         names.extend(PEERS);
         let mut sim = Sim::new(&names, HandlerRegistry::new());
-        let admission = if invite_only { Admission::Invite } else { Admission::Open };
         let g = sim.create("H", GroupSpec { max_members: max, admission, ..spec("g") });
         let mut sent = 0u64;
         for op in ops {
@@ -1178,6 +1301,12 @@ proptest! {
                 Op::Unban(i) => {
                     let _ = sim.with("H", |c, _| c.unban(&g, &peer(PEERS[i])));
                 }
+                Op::Approve(i) => {
+                    let _ = sim.with("H", |c, now| c.approve(now, &g, &peer(PEERS[i])));
+                }
+                Op::Deny(i) => {
+                    let _ = sim.with("H", |c, now| c.deny(now, &g, &peer(PEERS[i])));
+                }
                 Op::Tick(ms) => sim.tick(ms),
             }
             let count = sim.member_ids("H", &g).len();
@@ -1186,10 +1315,18 @@ proptest! {
             for m in &hosted.members {
                 prop_assert!(!hosted.banned.contains(&m.peer_id), "banned member");
             }
-            if invite_only {
+            if admission != Admission::Open {
                 for m in &hosted.members {
                     prop_assert!(hosted.invited.contains(&m.peer_id), "uninvited member");
                 }
+            }
+            // A request is only ever waiting: not from a member, an invited or a banned peer,
+            // and only in a group that admits by approval.
+            for r in &hosted.requests {
+                prop_assert!(admission == Admission::Approval, "request in a {admission:?} group");
+                prop_assert!(!hosted.members.iter().any(|m| &m.peer_id == r), "member with a request");
+                prop_assert!(!hosted.invited.contains(r), "invited peer with a request");
+                prop_assert!(!hosted.banned.contains(r), "banned peer with a request");
             }
         }
         // Once the network heals and time passes, both sides agree on who is a member and with
