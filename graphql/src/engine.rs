@@ -2,8 +2,9 @@
 //! schema), with Goop²'s names (reference `goop2-handlers.md` §4.2).
 //!
 //! For a table `T`: the object `T`; `T(where, limit, offset, order_by): [T]` and
-//! `T_by_pk(_id): T`; `insert_T(object)`, `update_T_by_pk(_id, _set)` and
-//! `delete_T_by_pk(_id): T_delete_result`. Filters are `<col>_eq`, `_neq`, `_in` (a list of at
+//! `T_by_pk(_id): T`; `insert_T(object, peer)`, `update_T_by_pk(_id, _set, peer)` and
+//! `delete_T_by_pk(_id, peer): T_delete_result`, which write another peer's table when `peer`
+//! names one serving it in a federation ([`mutations`]). Filters are `<col>_eq`, `_neq`, `_in` (a list of at
 //! most [`crate::store::MAX_IN`] values), `_gt`, `_gte`, `_lt`, `_lte` (numbers and times) and
 //! `_like` (text); `order_by` keys apply in the order written.
 //! A relationship offered from `T.c` to `U.d` gives the object `T` a field
@@ -30,6 +31,7 @@ use crate::model::{ColumnType, Relationship, Table};
 use crate::store::{Find, Op, Row, SYSTEM_COLUMNS, Tables};
 
 mod lookups;
+mod mutations;
 
 pub use lookups::{BATCH_BYTES, BATCH_ROWS, Lookups};
 
@@ -94,8 +96,9 @@ impl std::fmt::Display for SchemaName {
 /// Every name table `table` generates: the types `T`, `T_where`, `T_order_by`,
 /// `T_insert_input`, `T_set_input` and `T_delete_result`, the query fields `T` and `T_by_pk`,
 /// and the mutation fields `insert_T`, `update_T_by_pk` and `delete_T_by_pk`. A table served
-/// from other peers only has no mutations, but it is given all of them: it gets them the day
-/// this peer has a table of that name.
+/// from other peers only has no `T_by_pk` (nor mutations, when this peer cannot write to
+/// others), but it is given all the names: it gets them the day this peer has a table of that
+/// name.
 pub fn generated_names(table: &str) -> Vec<SchemaName> {
     let ty = type_name(table);
     vec![
@@ -230,6 +233,49 @@ pub struct Federated {
     pub sources: Vec<(String, String)>,
 }
 
+/// A write to a row of a table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Adds a row with these values.
+    Insert(Row),
+    /// Sets these columns of row `_id`.
+    Update(i64, Row),
+    /// Deletes row `_id`.
+    Delete(i64),
+}
+
+/// What a write did: the row as stored (an insert, an update), or how many rows a delete
+/// deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Written {
+    /// The row written.
+    Row(Row),
+    /// The rows deleted.
+    Deleted(usize),
+}
+
+/// What a write to another peer gives.
+pub type RemoteWritten =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Written, String>> + Send>>;
+
+/// Writes a row of a peer's (id, federation group) table.
+pub type RemoteWrite = Arc<dyn Fn(String, String, String, Write) -> RemoteWritten + Send + Sync>;
+
+/// How the engine reaches other peers: to read their rows, and (when given) to write them.
+#[derive(Clone)]
+pub struct Remote {
+    /// Asks a peer for rows.
+    pub query: RemoteQuery,
+    /// Writes a peer's row; without it, only this peer's tables have mutations.
+    pub write: Option<RemoteWrite>,
+}
+
+impl From<RemoteQuery> for Remote {
+    fn from(query: RemoteQuery) -> Self {
+        Self { query, write: None }
+    }
+}
+
 /// What asking a peer for rows gives.
 pub type RemoteRows =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Row>, String>> + Send>>;
@@ -239,16 +285,17 @@ pub type RemoteQuery = Arc<dyn Fn(String, String, String, Find) -> RemoteRows + 
 
 /// Builds the schema of `tables` (those with `context: true`) and of `federated` tables; `None`
 /// when there are none. A federated table's list query asks every source, this peer included
-/// when it has the table; its `_by_pk` and mutations stay this peer's own table's. A table
-/// whose names are reserved or taken (see [`generated_names`]) is left out: this peer's tables
-/// take theirs first, by name, then the federated ones.
+/// when it has the table; its `_by_pk` stays this peer's own table's, and its mutations write
+/// this peer's table or, with `peer`, another's (when `remote` can write). A table whose names
+/// are reserved or taken (see [`generated_names`]) is left out: this peer's tables take theirs
+/// first, by name, then the federated ones.
 pub fn build(
     tables: &[Table],
     store: Arc<Tables>,
     owner: String,
     federated: &[Federated],
     relationships: &[Relationship],
-    remote: Option<RemoteQuery>,
+    remote: Option<Remote>,
 ) -> Result<Option<Schema>, DataError> {
     // A name generated twice would fail the whole schema (or silently replace a type), so a
     // table whose names are taken is left out: this peer's tables first, by name, then the
@@ -282,122 +329,72 @@ pub fn build(
         sources.extend(
             federated
                 .iter()
-                .map(|f| Source::Federated((*f).clone(), remote.clone())),
+                .map(|f| Source::Federated((*f).clone(), remote.query.clone())),
         );
     }
+    let remote_write = remote.and_then(|r| r.write);
     if tables.is_empty() && federated.is_empty() {
         return Ok(None);
     }
     let direction = Enum::new("OrderDirection").item("asc").item("desc");
     let mut query = Object::new("Query");
     let mut mutation = Object::new("Mutation");
-    let any_local = !tables.is_empty();
+    // The tables with mutations: this peer's, and those other peers serve when this peer can
+    // write to them (the loop below skips the others alike).
+    let any_mutations = !tables.is_empty()
+        || (remote_write.is_some() && federated.iter().any(|f| !f.sources.is_empty()));
     let mut builder =
-        Schema::build("Query", any_local.then_some("Mutation"), None).register(direction);
-    for table in tables {
-        let name = type_name(&table.name);
-        let mut insert = InputObject::new(format!("{name}_insert_input"));
-        let mut set = InputObject::new(format!("{name}_set_input"));
-        for column in &table.columns {
-            let required =
-                (column.required || column.key) && !column.auto && column.default.is_none();
-            let ty = if required {
-                TypeRef::named_nn(scalar(column.kind))
-            } else {
-                TypeRef::named(scalar(column.kind))
-            };
-            insert = insert.field(InputValue::new(&column.name, ty));
-            if !column.key {
-                set = set.field(InputValue::new(
-                    &column.name,
-                    TypeRef::named(scalar(column.kind)),
-                ));
+        Schema::build("Query", any_mutations.then_some("Mutation"), None).register(direction);
+    // Every table served: this peer's, then the federation's it does not have.
+    let mut names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    names.extend(
+        federated
+            .iter()
+            .map(|f| f.table.name.as_str())
+            .filter(|n| !tables.iter().any(|t| t.name == *n)),
+    );
+    for table_name in names {
+        let local = tables.iter().find(|t| t.name == table_name);
+        let shared = federated.iter().find(|f| f.table.name == table_name);
+        let remote = match (shared, &remote_write) {
+            (Some(f), Some(write)) if !f.sources.is_empty() => {
+                Some((f.sources.clone(), write.clone()))
             }
+            _ => None,
+        };
+        // The inputs follow this peer's table, or the columns the federation shares.
+        let Some(shape) = local.copied().or(shared.map(|f| &f.table)) else {
+            continue;
+        };
+        if local.is_none() && remote.is_none() {
+            // Served from other peers only, with no way to write to them.
+            continue;
         }
-        let deleted = Object::new(format!("{name}_delete_result")).field(Field::new(
-            "affected_rows",
-            TypeRef::named_nn(TypeRef::INT),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let n = ctx.parent_value.try_downcast_ref::<usize>()?;
-                    Ok(Some(FieldValue::value(
-                        i64::try_from(*n).unwrap_or(i64::MAX),
-                    )))
-                })
-            },
-        ));
-
-        let by_pk = {
+        let (insert, set, deleted) = mutations::types(shape);
+        builder = builder.register(insert).register(set).register(deleted);
+        let target = mutations::Target {
+            name: table_name.to_owned(),
+            owner: owner.clone(),
+            local: local.map(|t| (store.clone(), (*t).clone())),
+            remote,
+        };
+        for field in mutations::fields(target) {
+            mutation = mutation.field(field);
+        }
+        if let Some(table) = local {
+            let name = type_name(&table.name);
             let field_name = format!("{}_by_pk", table.name);
-            let (store, table) = (store.clone(), table.clone());
-            Field::new(field_name, TypeRef::named(&name), move |ctx| {
+            let (store, table) = (store.clone(), (*table).clone());
+            let by_pk = Field::new(field_name, TypeRef::named(&name), move |ctx| {
                 let (store, table) = (store.clone(), table.clone());
                 FieldFuture::new(async move {
                     let id = ctx.args.try_get("_id")?.i64()?;
                     Ok(store.get(&table, id).map_err(gql_error)?.map(row_value))
                 })
             })
-            .argument(InputValue::new("_id", TypeRef::named_nn(TypeRef::INT)))
-        };
-        let insert_field = {
-            let field_name = format!("insert_{}", table.name);
-            let (store, table, owner) = (store.clone(), table.clone(), owner.clone());
-            Field::new(field_name, TypeRef::named(&name), move |ctx| {
-                let (store, table, owner) = (store.clone(), table.clone(), owner.clone());
-                FieldFuture::new(async move {
-                    let values = object_of(&ctx, "object")?;
-                    let row = store.insert(&table, &owner, &values).map_err(gql_error)?;
-                    Ok(Some(row_value(row)))
-                })
-            })
-            .argument(InputValue::new(
-                "object",
-                TypeRef::named_nn(format!("{name}_insert_input")),
-            ))
-        };
-        let update_field = {
-            let field_name = format!("update_{}_by_pk", table.name);
-            let (store, table) = (store.clone(), table.clone());
-            Field::new(field_name, TypeRef::named(&name), move |ctx| {
-                let (store, table) = (store.clone(), table.clone());
-                FieldFuture::new(async move {
-                    let id = ctx.args.try_get("_id")?.i64()?;
-                    let set = object_of(&ctx, "_set")?;
-                    match store.update(&table, id, &set).map_err(gql_error)? {
-                        Some(row) => Ok(Some(row_value(row))),
-                        None => Err(async_graphql::Error::new(format!("row {id} not found"))),
-                    }
-                })
-            })
-            .argument(InputValue::new("_id", TypeRef::named_nn(TypeRef::INT)))
-            .argument(InputValue::new(
-                "_set",
-                TypeRef::named_nn(format!("{name}_set_input")),
-            ))
-        };
-        let delete_field = {
-            let field_name = format!("delete_{}_by_pk", table.name);
-            let (store, table) = (store.clone(), table.clone());
-            Field::new(
-                field_name,
-                TypeRef::named_nn(format!("{name}_delete_result")),
-                move |ctx| {
-                    let (store, table) = (store.clone(), table.clone());
-                    FieldFuture::new(async move {
-                        let id = ctx.args.try_get("_id")?.i64()?;
-                        let n = store.delete(&table, id).map_err(gql_error)?;
-                        Ok(Some(FieldValue::owned_any(n)))
-                    })
-                },
-            )
-            .argument(InputValue::new("_id", TypeRef::named_nn(TypeRef::INT)))
-        };
-        query = query.field(by_pk);
-        mutation = mutation
-            .field(insert_field)
-            .field(update_field)
-            .field(delete_field);
-        builder = builder.register(insert).register(set).register(deleted);
+            .argument(InputValue::new("_id", TypeRef::named_nn(TypeRef::INT)));
+            query = query.field(by_pk);
+        }
     }
     for source in &sources {
         let name = type_name(source.name());
@@ -410,8 +407,8 @@ pub fn build(
         builder = builder.register(object).register(filter).register(order);
     }
     builder = builder.register(query);
-    // A schema of federated tables alone has no mutations.
-    if any_local {
+    // A schema of federated tables alone, with no way to write to them, has no mutations.
+    if any_mutations {
         builder = builder.register(mutation);
     }
     builder

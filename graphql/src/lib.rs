@@ -80,7 +80,7 @@ pub struct Data {
 type Federation = (
     Vec<engine::Federated>,
     Vec<Relationship>,
-    Option<engine::RemoteQuery>,
+    Option<engine::Remote>,
 );
 
 /// What [`Data::on_tables_changed`] calls.
@@ -165,14 +165,15 @@ impl Data {
         rebuilt
     }
 
-    /// Serves `federated` tables (asking other peers through `remote`) beside the local ones,
+    /// Serves `federated` tables (asking other peers through `remote`, and writing to them
+    /// when it can: see [`engine::Remote`]) beside the local ones,
     /// with the `relationships` offered between tables served here, from now on: the schema is
     /// rebuilt. When it cannot be, the federation given before is kept (and served as it was).
     pub fn federate(
         &self,
         federated: Vec<engine::Federated>,
         relationships: Vec<Relationship>,
-        remote: engine::RemoteQuery,
+        remote: impl Into<engine::Remote>,
     ) -> Result<(), DataError> {
         let build = self.lock_build();
         let previous = std::mem::replace(
@@ -180,7 +181,7 @@ impl Data {
                 .federation
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
-            (federated, relationships, Some(remote)),
+            (federated, relationships, Some(remote.into())),
         );
         let built = self.build(&build);
         if built.is_err() {

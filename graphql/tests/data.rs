@@ -561,6 +561,167 @@ async fn a_federated_table_merges_every_source_and_names_the_one_that_failed() {
     assert!(out.get("errors").is_none(), "{out}");
 }
 
+/// A mutation naming another peer that serves the table writes that peer's row (through the
+/// remote, which is not under test: it records what it was asked and answers as the peer
+/// would); without `peer`, or naming this peer, it writes this peer's table; a table only other
+/// peers serve needs `peer`; a peer that does not serve the table, or refuses, is an error.
+#[tokio::test]
+async fn mutations_write_another_peers_row_when_peer_names_it() {
+    use std::sync::{Arc, Mutex};
+
+    use graphql::engine::{Federated, Remote, RemoteWritten, Write, Written};
+
+    let db = TempDb::new("remote-writes");
+    let data = Data::open(&db.path(), "peer-me".into()).unwrap();
+    let notes = table(json!({
+        "name": "notes", "context": true,
+        "columns": [{"name": "slug", "type": "text", "key": true}, {"name": "stars", "type": "integer"}]
+    }));
+    data.create(&notes).unwrap();
+    // (peer, group, table, write) of every write asked for.
+    type Asked = Vec<(String, String, String, Write)>;
+    let asked: Arc<Mutex<Asked>> = Arc::default();
+    let log = asked.clone();
+    let write = Arc::new(
+        move |peer: String, group: String, table: String, write: Write| {
+            log.lock()
+                .unwrap()
+                .push((peer.clone(), group, table, write.clone()));
+            let answer = match write {
+                Write::Delete(99) => Err("access_denied: not your row".to_owned()),
+                Write::Delete(_) => Ok(Written::Deleted(1)),
+                Write::Insert(values) => {
+                    // The row as the peer stored it, claiming to come from elsewhere.
+                    let mut row = their_row(7, "peer-me", Value::Object(values));
+                    row.insert("_peer".into(), json!("peer-spoof"));
+                    Ok(Written::Row(row))
+                }
+                Write::Update(id, set) => {
+                    Ok(Written::Row(their_row(id, "peer-me", Value::Object(set))))
+                }
+            };
+            Box::pin(async move { answer }) as RemoteWritten
+        },
+    );
+    let remote = Remote {
+        query: remote_of_one_row(),
+        write: Some(write),
+    };
+    let shared = Federated {
+        table: notes.clone(),
+        local: true,
+        sources: vec![("peer-them".into(), "fed".into())],
+    };
+    data.federate(vec![shared, theirs("levels")], Vec::new(), remote)
+        .unwrap();
+    let taken = || std::mem::take(&mut *asked.lock().unwrap());
+
+    // No peer, or this peer: this peer's table.
+    for (slug, peer) in [("m0", ""), ("m1", r#", peer: "peer-me""#)] {
+        let out = run(
+            &data,
+            &format!(r#"mutation {{ insert_notes(object: {{slug: "{slug}", stars: 1}}{peer}) {{ slug _peer }} }}"#),
+        )
+        .await;
+        assert_eq!(out["data"]["insert_notes"]["_peer"], "peer-me", "{out}");
+    }
+    assert!(taken().is_empty());
+    let mine = run(&data, "{ notes_by_pk(_id: 2) { slug } }").await;
+    assert_eq!(mine["data"]["notes_by_pk"]["slug"], "m1", "{mine}");
+
+    // Another peer: its row, served by it whatever the row says.
+    let out = run(
+        &data,
+        r#"mutation { insert_notes(object: {slug: "t1", stars: 5}, peer: "peer-them") { _id slug stars _peer } }"#,
+    )
+    .await;
+    assert_eq!(
+        out["data"]["insert_notes"],
+        json!({"_id": 7, "slug": "t1", "stars": 5, "_peer": "peer-them"}),
+        "{out}"
+    );
+    let mut object = graphql::Row::new();
+    object.insert("slug".into(), json!("t1"));
+    object.insert("stars".into(), json!(5));
+    assert_eq!(
+        taken(),
+        vec![(
+            "peer-them".into(),
+            "fed".into(),
+            "notes".into(),
+            Write::Insert(object)
+        )]
+    );
+    let out = run(
+        &data,
+        r#"mutation { update_levels_by_pk(_id: 3, _set: {}, peer: "peer-them") { _id _peer } delete_levels_by_pk(_id: 4, peer: "peer-them") { affected_rows } }"#,
+    )
+    .await;
+    assert_eq!(
+        out["data"],
+        json!({
+            "update_levels_by_pk": {"_id": 3, "_peer": "peer-them"},
+            "delete_levels_by_pk": {"affected_rows": 1}
+        }),
+        "{out}"
+    );
+    assert_eq!(
+        taken(),
+        vec![
+            (
+                "peer-them".into(),
+                "fed".into(),
+                "levels".into(),
+                Write::Update(3, graphql::Row::new())
+            ),
+            (
+                "peer-them".into(),
+                "fed".into(),
+                "levels".into(),
+                Write::Delete(4)
+            ),
+        ]
+    );
+
+    // What cannot be written, with why.
+    let refused = run(
+        &data,
+        r#"mutation { delete_levels_by_pk(_id: 99, peer: "peer-them") { affected_rows } }"#,
+    )
+    .await;
+    assert_eq!(
+        message(&refused),
+        "peer peer-them: access_denied: not your row",
+        "{refused}"
+    );
+    let stranger = run(
+        &data,
+        r#"mutation { delete_notes_by_pk(_id: 1, peer: "peer-x") { affected_rows } }"#,
+    )
+    .await;
+    assert_eq!(
+        message(&stranger),
+        "peer peer-x does not serve table notes (the peers serving it: peer-them)",
+        "{stranger}"
+    );
+    let nameless = run(
+        &data,
+        r#"mutation { insert_levels(object: {k: "x"}) { _id } }"#,
+    )
+    .await;
+    assert!(message(&nameless).contains("peer"), "{nameless}");
+    assert_eq!(
+        taken(),
+        vec![(
+            "peer-them".into(),
+            "fed".into(),
+            "levels".into(),
+            Write::Delete(99)
+        )],
+        "only the refused delete reached the remote"
+    );
+}
+
 /// A table in context with one text key column `k`.
 fn keyed(name: &str) -> Table {
     table(json!({

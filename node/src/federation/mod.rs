@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use graphql::engine::{RemoteQuery, RemoteRows};
+use graphql::engine::{Remote, RemoteRows, RemoteWrite, RemoteWritten, Written};
 use graphql::model::{Operation, Policy};
 use graphql::store::Find;
 use graphql::{Data, Relationship, Table};
@@ -723,23 +723,56 @@ impl Federation {
         });
     }
 
-    fn remote(&self) -> RemoteQuery {
+    /// How the GraphQL engine reads and writes other peers' rows: through this federation.
+    fn remote(&self) -> Remote {
         let this = self.clone();
-        Arc::new(
+        let query = Arc::new(
             move |peer: String, group: String, table: String, find: Find| {
                 let this = this.clone();
                 Box::pin(async move {
-                    let peer: PeerId = peer
-                        .parse()
-                        .map_err(|_| format!("invalid peer id {peer}"))?;
-                    let group: GroupId = group
-                        .parse()
-                        .map_err(|_| format!("invalid group {group}"))?;
+                    let (peer, group) = peer_and_group(&peer, &group)?;
                     tokio::time::timeout(QUERY_TIMEOUT, this.ask(&peer, group, table, find))
                         .await
                         .map_err(|_| "no answer in time".to_owned())?
                 }) as RemoteRows
             },
-        )
+        );
+        let this = self.clone();
+        let write: RemoteWrite = Arc::new(
+            move |peer: String, group: String, table: String, write: Write| {
+                let this = this.clone();
+                Box::pin(async move {
+                    let (peer, group) = peer_and_group(&peer, &group)?;
+                    let delete = matches!(write, Write::Delete(_));
+                    // Bounded by the federation's own answer timeout.
+                    let (rows, affected) = this
+                        .write(group, &peer, table, write)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if delete {
+                        return Ok(Written::Deleted(affected.unwrap_or(0)));
+                    }
+                    rows.into_iter()
+                        .next()
+                        .map(Written::Row)
+                        .ok_or_else(|| "the peer answered the write with no row".to_owned())
+                }) as RemoteWritten
+            },
+        );
+        Remote {
+            query,
+            write: Some(write),
+        }
     }
+}
+
+/// A peer id and a group id as the GraphQL engine passes them.
+fn peer_and_group(peer: &str, group: &str) -> Result<(PeerId, GroupId), String> {
+    let peer: PeerId = peer
+        .parse()
+        .map_err(|_| format!("invalid peer id {peer}"))?;
+    let group: GroupId = group
+        .parse()
+        .map_err(|_| format!("invalid group {group}"))?;
+    Ok((peer, group))
 }

@@ -110,16 +110,9 @@ impl DataOp {
     }
 }
 
-/// A write to one row of another peer's table (or this peer's own).
-#[derive(Clone, Debug)]
-pub(crate) enum Write {
-    /// Adds a row with these values.
-    Insert(Row),
-    /// Sets these columns of row `_id`.
-    Update(i64, Row),
-    /// Deletes row `_id`.
-    Delete(i64),
-}
+/// A write to one row of another peer's table (or this peer's own): the GraphQL engine's, so
+/// its mutations and the `/api/datafed` write routes carry the same thing.
+pub(crate) use graphql::engine::Write;
 
 #[derive(Serialize, Deserialize)]
 struct Answer {

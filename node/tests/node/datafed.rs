@@ -383,21 +383,27 @@ async fn offers_come_back_after_the_host_or_a_member_is_killed_and_restarted() {
     );
 }
 
+/// An empty `guestbook` (`slug`, required `text`) on `peer`, read as `read` says: anyone in
+/// the group may sign it; a viewer may edit its own entries but not delete them.
+async fn guestbook(peer: &Peer, read: &str) {
+    let columns = json!([{"name": "slug", "type": "text", "key": true}, {"name": "text", "type": "text", "required": true}]);
+    table_with_rows(
+        peer,
+        json!({"name": "guestbook", "context": true, "columns": columns,
+               "access": {"read": read, "insert": "open", "update": "group", "delete": "group"},
+               "roles": {"viewer": {"update": true}}}),
+        &[],
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn writes_to_another_peers_table_follow_its_policies() {
     let (host, member, group) = federation_of_two().await;
     let (h, m) = (host.ready.peer_id.as_str(), member.ready.peer_id.as_str());
     // Anyone in the group may sign the guestbook and read back only their own entries;
     // a viewer may edit its own entries but not delete them. Notices are the host's alone.
-    let columns = json!([{"name": "slug", "type": "text", "key": true}, {"name": "text", "type": "text", "required": true}]);
-    table_with_rows(
-        &host,
-        json!({"name": "guestbook", "context": true, "columns": columns,
-               "access": {"read": "owner", "insert": "open", "update": "group", "delete": "group"},
-               "roles": {"viewer": {"update": true}}}),
-        &[],
-    )
-    .await;
+    guestbook(&host, "owner").await;
     table_with_rows(
         &host,
         json!({"name": "notices", "context": true, "columns": [{"name": "slug", "type": "text", "key": true}]}),
@@ -509,6 +515,73 @@ async fn writes_to_another_peers_table_follow_its_policies() {
     assert_eq!(
         all["data"]["guestbook"],
         json!([{"slug": "by-host"}]),
+        "{all}"
+    );
+}
+
+#[tokio::test]
+async fn graphql_mutations_write_another_peers_table_when_they_name_it() {
+    let (host, member, group) = federation_of_two().await;
+    let (h, m) = (host.ready.peer_id.as_str(), member.ready.peer_id.as_str());
+    // Anyone may sign and read; a viewer may edit its own entries but not delete them.
+    guestbook(&host, "open").await;
+    let offer = json!({"group_id": group, "tables": ["guestbook"]}).to_string();
+    ok(&post(&host.ready.api, "/api/datafed/offer", &offer).await);
+
+    // The member has no such table: its mutations need `peer`, and write the host's.
+    let insert = format!(
+        r#"mutation {{ insert_guestbook(object: {{slug: "gq", text: "hi"}}, peer: "{h}") {{ _id slug _owner _peer }} }}"#
+    );
+    let mut inserted = Value::Null;
+    until(15, "the member writes the host's table", async || {
+        inserted = graphql(&member, &insert).await;
+        inserted.get("errors").is_none()
+    })
+    .await;
+    let row = &inserted["data"]["insert_guestbook"];
+    assert_eq!(
+        (&row["slug"], &row["_owner"], &row["_peer"]),
+        (&json!("gq"), &json!(m), &json!(h)),
+        "{inserted}"
+    );
+    let id = row["_id"].as_i64().unwrap();
+    let on_host = graphql(
+        &host,
+        &format!("{{ guestbook_by_pk(_id: {id}) {{ text _owner }} }}"),
+    )
+    .await;
+    assert_eq!(
+        on_host["data"]["guestbook_by_pk"],
+        json!({"text": "hi", "_owner": m}),
+        "{on_host}"
+    );
+    let update = format!(
+        r#"mutation {{ update_guestbook_by_pk(_id: {id}, _set: {{text: "hi again"}}, peer: "{h}") {{ text }} }}"#
+    );
+    let updated = graphql(&member, &update).await;
+    assert_eq!(
+        updated["data"]["update_guestbook_by_pk"]["text"], "hi again",
+        "{updated}"
+    );
+
+    // The host's rules hold: the peer refuses, and says why.
+    let delete = format!(
+        r#"mutation {{ delete_guestbook_by_pk(_id: {id}, peer: "{h}") {{ affected_rows }} }}"#
+    );
+    let refused = graphql(&member, &delete).await;
+    let message = refused["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with(&format!("peer {h}: ")), "{refused}");
+    assert!(message.contains("access denied"), "{refused}");
+    let nameless = graphql(
+        &member,
+        r#"mutation { insert_guestbook(object: {slug: "x", text: "y"}) { _id } }"#,
+    )
+    .await;
+    assert!(nameless.get("errors").is_some(), "{nameless}");
+    let all = graphql(&host, "{ guestbook { slug text } }").await;
+    assert_eq!(
+        all["data"]["guestbook"],
+        json!([{"slug": "gq", "text": "hi again"}]),
         "{all}"
     );
 }
