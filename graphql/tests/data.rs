@@ -342,6 +342,17 @@ fn access_policies_parse_take_defaults_and_grant_by_role() {
     ));
 }
 
+/// The data of peer `peer-me` in `db`, with an empty table `notes` (key `slug`, `stars`).
+fn with_notes(db: &TempDb) -> (Data, Table) {
+    let data = Data::open(&db.path(), "peer-me".into()).unwrap();
+    let notes = table(json!({
+        "name": "notes", "context": true,
+        "columns": [{"name": "slug", "type": "text", "key": true}, {"name": "stars", "type": "integer"}]
+    }));
+    data.create(&notes).unwrap();
+    (data, notes)
+}
+
 #[tokio::test]
 async fn a_federated_table_merges_every_source_and_names_the_one_that_failed() {
     use std::sync::Arc;
@@ -350,12 +361,7 @@ async fn a_federated_table_merges_every_source_and_names_the_one_that_failed() {
     use graphql::store::{Find, Op};
 
     let db = TempDb::new("federated");
-    let data = Data::open(&db.path(), "peer-me".into()).unwrap();
-    let notes = table(json!({
-        "name": "notes", "context": true,
-        "columns": [{"name": "slug", "type": "text", "key": true}, {"name": "stars", "type": "integer"}]
-    }));
-    data.create(&notes).unwrap();
+    let (data, notes) = with_notes(&db);
     for (slug, stars) in [("m1", 4), ("m2", 1)] {
         run(&data, &format!(r#"mutation {{ insert_notes(object: {{slug: "{slug}", stars: {stars}}}) {{ _id }} }}"#)).await;
     }
@@ -572,12 +578,7 @@ async fn mutations_write_another_peers_row_when_peer_names_it() {
     use graphql::engine::{Federated, Remote, RemoteWritten, Write, Written};
 
     let db = TempDb::new("remote-writes");
-    let data = Data::open(&db.path(), "peer-me".into()).unwrap();
-    let notes = table(json!({
-        "name": "notes", "context": true,
-        "columns": [{"name": "slug", "type": "text", "key": true}, {"name": "stars", "type": "integer"}]
-    }));
-    data.create(&notes).unwrap();
+    let (data, notes) = with_notes(&db);
     // (peer, group, table, write) of every write asked for.
     type Asked = Vec<(String, String, String, Write)>;
     let asked: Arc<Mutex<Asked>> = Arc::default();
