@@ -247,6 +247,12 @@ impl Admission {
             Self::Approval => "approval",
         }
     }
+
+    /// Whether discovery lists the group: anyone may join an open group and ask to join an
+    /// approval group; an invite-only group is not shown to peers it did not invite.
+    pub const fn listed(self) -> bool {
+        !matches!(self, Self::Invite)
+    }
 }
 
 /// `join` options (the optional envelope payload; a Goop² joiner sends none).
@@ -714,7 +720,7 @@ pub struct Invite {
     pub volatile: bool,
 }
 
-/// `group.discover`: which open groups does this peer host? The typed replacement of Goop²'s
+/// `group.discover`: which open or approval groups does this peer host? The typed replacement of Goop²'s
 /// remote `{"op":"query","table":"_groups"}`; no SQL travels.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct DiscoverRequest {
@@ -728,7 +734,7 @@ pub struct DiscoverRequest {
     pub offset: Option<u32>,
 }
 
-/// `group.discover.reply`: the host's open groups, as rows shaped like Goop²'s `_groups` query
+/// `group.discover.reply`: the host's open and approval groups, as rows shaped like Goop²'s `_groups` query
 /// answer (`{"ok":true,"data":[row]}`).
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct DiscoverReply {
@@ -778,7 +784,7 @@ pub struct GroupRow {
     /// How many members it has now, the host included when joined (an addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_count: Option<u32>,
-    /// Who may join (an addition; discovery lists only open groups).
+    /// Who may join (an addition; discovery lists open and approval groups).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admission: Option<Admission>,
 }

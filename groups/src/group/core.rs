@@ -179,7 +179,7 @@ pub enum Output {
     DiscoverFinished {
         /// The ticket [`GroupCore::discover`] returned.
         ticket: DiscoverTicket,
-        /// The peer's open groups, or why not.
+        /// The peer's open and approval groups, or why not.
         result: Result<Vec<GroupRow>, GroupError>,
     },
 }

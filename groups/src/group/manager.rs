@@ -48,7 +48,7 @@ enum Command {
     Leave(GroupId, Reply<()>),
     Discover(PeerId, Option<u32>, Reply<Vec<GroupRow>>),
     Hosted(oneshot::Sender<Vec<HostedGroup>>),
-    OpenRows(u32, u32, oneshot::Sender<Vec<GroupRow>>),
+    ListedRows(u32, u32, oneshot::Sender<Vec<GroupRow>>),
     Subscriptions(oneshot::Sender<Vec<Subscription>>),
     Members(GroupId, Reply<Vec<MemberInfo>>),
     IsMember(GroupId, PeerId, oneshot::Sender<bool>),
@@ -253,7 +253,7 @@ impl GroupHandle {
         self.call(|tx| Command::Leave(group, tx)).await?
     }
 
-    /// Asks `peer` for its open groups.
+    /// Asks `peer` for its open and approval groups.
     pub async fn discover(
         &self,
         peer: PeerId,
@@ -267,14 +267,14 @@ impl GroupHandle {
         self.call(Command::Hosted).await
     }
 
-    /// This peer's open groups as Goop² `_groups` rows (for answering a Goop² peer's
-    /// `_groups` query without SQL).
-    pub async fn open_group_rows(
+    /// This peer's listed groups (open and approval ones) as Goop² `_groups` rows (for
+    /// answering a Goop² peer's `_groups` query without SQL).
+    pub async fn listed_group_rows(
         &self,
         limit: u32,
         offset: u32,
     ) -> Result<Vec<GroupRow>, GroupError> {
-        self.call(|tx| Command::OpenRows(limit, offset, tx)).await
+        self.call(|tx| Command::ListedRows(limit, offset, tx)).await
     }
 
     /// `GET /api/groups/subscriptions`: joined groups, newest first.
@@ -720,8 +720,8 @@ impl<T: GroupTransport> Manager<T> {
             Command::Hosted(reply) => {
                 let _ = reply.send(self.core.hosted_groups());
             }
-            Command::OpenRows(limit, offset, reply) => {
-                let _ = reply.send(self.core.open_group_rows(limit, offset));
+            Command::ListedRows(limit, offset, reply) => {
+                let _ = reply.send(self.core.listed_group_rows(limit, offset));
             }
             Command::Subscriptions(reply) => {
                 let _ = reply.send(self.core.subscriptions());

@@ -430,7 +430,7 @@ async fn discovery_lists_the_open_groups_of_a_peer() {
     assert_eq!(rows[0].owner, host.id);
     assert!(rows[0].created_at.ends_with('Z'));
     // The same rows answer a Goop² `_groups` query locally.
-    let local = host.handle.open_group_rows(10, 0).await.unwrap();
+    let local = host.handle.listed_group_rows(10, 0).await.unwrap();
     assert_eq!(local, rows);
 }
 

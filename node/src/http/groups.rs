@@ -1,7 +1,7 @@
 //! The `/api/groups/*` routes: Goop²'s paths, bodies and success answers (reference §5.1),
 //! with JSON errors whose code says why (`full`, `not_invited`, `unknown_group`,
-//! `not_member`...), the group event stream, and discovery of another peer's open groups as
-//! a typed request.
+//! `not_member`...), the group event stream, and discovery of another peer's open and approval
+//! groups as a typed request.
 //!
 //! Status codes follow Goop²: a missing field is 400; a failed operation is 500, except kick
 //! and the role routes, which answer 400. A stopped manager is 503.
@@ -741,8 +741,8 @@ pub(crate) struct DiscoverQuery {
     limit: Option<u32>,
 }
 
-/// `GET /api/groups/discover?peer=<id>&limit=<n>`: the peer's open groups (rows of Goop²'s
-/// `_groups` shape), asked over the network as a typed request, never as SQL.
+/// `GET /api/groups/discover?peer=<id>&limit=<n>`: the peer's open and approval groups (rows of
+/// Goop²'s `_groups` shape), asked over the network as a typed request, never as SQL.
 pub(crate) async fn discover(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<DiscoverQuery>,
@@ -751,7 +751,7 @@ pub(crate) async fn discover(
     let rows = if &peer == state.groups.peer_id() {
         state
             .groups
-            .open_group_rows(query.limit.unwrap_or(100), 0)
+            .listed_group_rows(query.limit.unwrap_or(100), 0)
             .await
     } else {
         state.groups.discover(peer, query.limit).await

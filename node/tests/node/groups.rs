@@ -267,7 +267,7 @@ async fn full_and_invite_only_groups_refuse_with_their_reason() {
         vec![(b.ready.peer_id.clone(), "player".to_owned())]
     );
 
-    // Discovery lists the open groups only, as a typed request between the peers.
+    // Discovery lists open groups, not invite-only ones, as a typed request between the peers.
     let rows = get(
         &b.ready.api,
         &format!("/api/groups/discover?peer={}", host.ready.peer_id),

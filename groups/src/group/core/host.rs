@@ -866,7 +866,7 @@ impl GroupCore {
             .limit
             .unwrap_or(self.config.discover_limit)
             .min(self.config.discover_limit);
-        let data = self.open_group_rows(limit, request.offset.unwrap_or(0));
+        let data = self.listed_group_rows(limit, request.offset.unwrap_or(0));
         let reply = DiscoverReply {
             request_id: request.request_id,
             ok: true,
@@ -880,13 +880,14 @@ impl GroupCore {
         });
     }
 
-    /// This peer's open groups as `_groups` rows, newest first: the discovery answer, and
-    /// what a Goop² peer's `{"op":"query","table":"_groups"}` should get back.
-    pub fn open_group_rows(&self, limit: u32, offset: u32) -> Vec<GroupRow> {
+    /// This peer's groups that discovery lists ([`Admission::listed`]: open and approval ones)
+    /// as `_groups` rows, newest first: the discovery answer, and what a Goop² peer's
+    /// `{"op":"query","table":"_groups"}` should get back. Each row says its admission.
+    pub fn listed_group_rows(&self, limit: u32, offset: u32) -> Vec<GroupRow> {
         let offset = usize::try_from(offset).unwrap_or(usize::MAX);
         self.hosted_groups()
             .into_iter()
-            .filter(|g| g.admission == Admission::Open)
+            .filter(|g| g.admission.listed())
             .skip(offset)
             .take(usize::try_from(limit).unwrap_or(usize::MAX))
             .map(|g| GroupRow {

@@ -128,7 +128,7 @@ impl GroupCore {
         Ok(Some(token))
     }
 
-    /// Asks `peer` for its open groups; the answer comes as [`Output::DiscoverFinished`].
+    /// Asks `peer` for its open and approval groups; the answer comes as [`Output::DiscoverFinished`].
     pub fn discover(&mut self, now: u64, peer: &PeerId, limit: Option<u32>) -> DiscoverTicket {
         let id = self.next_id();
         self.pending_discovers.insert(

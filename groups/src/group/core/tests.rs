@@ -1070,7 +1070,7 @@ fn type_flags_apply_and_volatile_groups_are_singletons_and_not_stored() {
 }
 
 #[test]
-fn discovery_lists_open_groups_only() {
+fn discovery_lists_open_and_approval_groups_not_invite_only_ones() {
     let mut sim = Sim::new(&["H", "A"], HandlerRegistry::new());
     let open = sim.create("H", spec("open"));
     sim.create(
@@ -1078,6 +1078,14 @@ fn discovery_lists_open_groups_only() {
         GroupSpec {
             admission: Admission::Invite,
             ..spec("closed")
+        },
+    );
+    sim.tick(1);
+    let asking = sim.create(
+        "H",
+        GroupSpec {
+            admission: Admission::Approval,
+            ..spec("asking")
         },
     );
     let ticket = sim.with("A", |c, now| c.discover(now, &peer("H"), None));
@@ -1088,9 +1096,20 @@ fn discovery_lists_open_groups_only() {
         .unwrap();
     let reply: proto::DiscoverReply = serde_json::from_str(reply.payload.get()).unwrap();
     assert_eq!(reply.request_id, ticket.0);
-    assert_eq!(reply.data.len(), 1);
-    assert_eq!(reply.data[0].id, open);
-    assert_eq!(reply.data[0].owner, peer("H"));
+    // Newest first, each row saying how it admits.
+    let listed: Vec<_> = reply
+        .data
+        .iter()
+        .map(|row| (row.id.clone(), row.admission))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (asking, Some(Admission::Approval)),
+            (open, Some(Admission::Open))
+        ]
+    );
+    assert!(reply.data.iter().all(|row| row.owner == peer("H")));
 }
 
 #[test]
