@@ -8,6 +8,7 @@
 //! - [`chat`]: the `chat` group type.
 //! - [`files`]: the `files` group type.
 //! - [`listen`]: the `listen` group type.
+//! - [`names`]: peer names, asked and answered as Goop² does (`identity`).
 
 pub mod chat;
 pub mod files;
@@ -16,6 +17,7 @@ pub mod identity;
 pub mod listen;
 mod migrate;
 pub mod mq;
+pub mod names;
 pub mod net;
 
 pub use group::{

@@ -8,5 +8,6 @@ mod net {
     mod identity;
     mod listen;
     mod mq;
+    mod names;
     mod node;
 }

@@ -50,7 +50,8 @@ pub struct NodeArgs {
     /// Turn off mDNS discovery on the local network.
     #[arg(long)]
     pub no_mdns: bool,
-    /// A name for this peer, shown by /api/self and sent with its chat messages.
+    /// A name for this peer: shown by /api/self, sent with its chat messages and its group
+    /// joins, and given to peers that ask (they list it with its groups and connections).
     #[arg(long)]
     pub label: Option<String>,
     /// The token every API request must carry as `Authorization: Bearer <token>`.
@@ -280,6 +281,12 @@ async fn serve(
     let api_addr = listener.local_addr()?;
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let names = groups::names::Names::start(
+        &peer.mq,
+        groups::names::NamesConfig::new(&config.label),
+        &tasks,
+        cancel.clone(),
+    );
     let started = async {
         let cluster =
             start_cluster(&config, &peer, cluster_routes, worker, &tasks, &cancel).await?;
@@ -287,7 +294,7 @@ async fn serve(
             groups::chat::ChatParts {
                 hooks: chat_hooks,
                 database: config.data_dir.join(crate::peer::DATABASE_FILE),
-                label: config.label.clone(),
+                names: names.clone(),
                 mq: peer.mq.clone(),
                 groups: peer.groups.clone(),
             },
@@ -354,6 +361,7 @@ async fn serve(
         federation,
         hub: Hub::new(),
         label: config.label.as_str().into(),
+        names,
         token: config.api_token.as_deref().map(Arc::from),
         api_addr,
         cancel: cancel.clone(),
@@ -486,6 +494,7 @@ fn group_config(config: &Config) -> GroupConfig {
             .max(defaults.rejoin_backoff_min),
         peer_queue: 16 * 1024,
         event_buffer: 16 * 1024,
+        label: config.label.clone(),
         ..defaults
     }
 }

@@ -213,7 +213,8 @@ impl fmt::Display for GroupTopic {
 pub struct MemberInfo {
     /// The member's peer id.
     pub peer_id: PeerId,
-    /// A display name; filled only by local API paths, never sent on the wire.
+    /// A display name: the one the member gave when it joined (an addition on the wire; Goop²
+    /// sent none), or the one it gives when asked (local API paths fill those).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The member's role (`owner` for the host).
@@ -261,6 +262,9 @@ pub struct JoinOptions {
     /// Features the joiner understands, e.g. [`FEATURE_AUTHOR`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
+    /// The joiner's display name (an addition; the host lists it with the member).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// `welcome` (bare): the joiner is admitted.

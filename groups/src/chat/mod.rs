@@ -44,7 +44,7 @@ pub const HISTORY: usize = 100;
 /// The longest message text, in bytes.
 pub const MAX_TEXT_BYTES: usize = 4096;
 /// The longest display name kept with a message, in characters; longer ones are cut.
-pub const MAX_NAME_CHARS: usize = 64;
+pub const MAX_NAME_CHARS: usize = crate::names::MAX_NAME_CHARS;
 /// The longest room description, in bytes.
 pub const MAX_DESCRIPTION_BYTES: usize = 4096;
 /// Hook calls waiting for the actor before more are dropped (with a warning).
@@ -253,8 +253,8 @@ pub struct ChatParts {
     pub hooks: ChatHooks,
     /// The peer's database file.
     pub database: std::path::PathBuf,
-    /// This peer's display name, sent with its messages.
-    pub label: String,
+    /// Peer names: this peer's, sent with its messages, and the members' names.
+    pub names: crate::names::Names,
     /// The MQ bus, for histories.
     pub mq: Mq,
     /// The group manager.
@@ -271,7 +271,7 @@ pub async fn start(
     let ChatParts {
         hooks,
         database,
-        label,
+        names,
         mq,
         groups,
     } = parts;
@@ -279,7 +279,8 @@ pub async fn start(
     let me = groups.peer_id().clone();
     let mut actor = Actor {
         me,
-        label: cut_name(&label),
+        label: names.label().to_owned(),
+        names,
         rooms: HashMap::new(),
         db,
         last_sent: 0,
@@ -456,6 +457,8 @@ struct HistoryRoom {
 struct Actor {
     me: PeerId,
     label: String,
+    /// The members' names, asked of the members themselves.
+    names: crate::names::Names,
     rooms: HashMap<GroupId, RoomData>,
     db: ChatDb,
     /// The time of this peer's latest message: the next one is later, so ids never repeat.
@@ -726,16 +729,16 @@ impl Actor {
         let members = peers
             .into_iter()
             .map(|peer_id| {
-                let name = if peer_id == self.me {
-                    self.label.clone()
-                } else {
+                // The name the member gives when asked, else the one its last message
+                // carried (this peer's own is its label).
+                let name = self.names.resolve(&peer_id).unwrap_or_else(|| {
                     messages
                         .iter()
                         .rev()
                         .find(|m| m.from == peer_id)
                         .map(|m| m.from_name.clone())
                         .unwrap_or_default()
-                };
+                });
                 RoomMember { peer_id, name }
             })
             .collect();
@@ -1028,11 +1031,6 @@ fn message_id(timestamp: i64, author: &PeerId) -> String {
     format!("{timestamp}-{author}")
 }
 
-/// A display name cut to [`MAX_NAME_CHARS`].
-fn cut_name(name: &str) -> String {
-    name.trim().chars().take(MAX_NAME_CHARS).collect()
-}
-
 /// The message a sender wrote, as `author` sent it: the author and the id come from who sent
 /// it, not from what it says. `None` when the text is empty or too long.
 fn checked(wire: WireMessage, author: &PeerId) -> Option<ChatMessage> {
@@ -1040,7 +1038,7 @@ fn checked(wire: WireMessage, author: &PeerId) -> Option<ChatMessage> {
     Some(ChatMessage {
         id: message_id(wire.timestamp, author),
         from: author.clone(),
-        from_name: cut_name(&wire.from_name),
+        from_name: crate::names::clean_name(&wire.from_name),
         text: wire.text,
         timestamp: wire.timestamp,
     })

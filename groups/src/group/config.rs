@@ -49,6 +49,9 @@ pub struct GroupConfig {
     pub command_buffer: usize,
     /// Seed for group ids and backoff jitter.
     pub seed: u64,
+    /// This peer's display name, sent when it joins a group and listed with it as a host
+    /// (cleaned first; empty for none).
+    pub label: String,
 }
 
 impl Default for GroupConfig {
@@ -73,6 +76,7 @@ impl Default for GroupConfig {
             event_buffer: 1024,
             command_buffer: 256,
             seed: 0x9e37_79b9_7f4a_7c15,
+            label: String::new(),
         }
     }
 }

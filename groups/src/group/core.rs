@@ -312,6 +312,8 @@ pub struct ReceivedInvite {
 #[derive(Debug, Clone)]
 struct Member {
     role: String,
+    /// The name it gave when it last joined (in memory only).
+    name: Option<String>,
     joined_at: i64,
     last_heard: u64,
     /// Relays to it carry the author (it asked for [`FEATURE_AUTHOR`]).
@@ -439,6 +441,8 @@ struct PendingDiscover {
 /// The group state machine of one peer.
 pub struct GroupCore {
     me: PeerId,
+    /// This peer's display name, cleaned (`None` when empty).
+    label: Option<String>,
     config: GroupConfig,
     registry: Arc<HandlerRegistry>,
     hosted: BTreeMap<GroupId, Hosted>,
@@ -481,8 +485,10 @@ impl GroupCore {
     /// A core for peer `me` with nothing hosted or joined.
     pub fn new(me: PeerId, config: GroupConfig, registry: Arc<HandlerRegistry>) -> Self {
         let rng = config.seed | 1;
+        let label = Some(crate::names::clean_name(&config.label)).filter(|l| !l.is_empty());
         Self {
             me,
+            label,
             config,
             registry,
             hosted: BTreeMap::new(),
@@ -548,6 +554,7 @@ impl GroupCore {
                         m.peer,
                         Member {
                             role: m.role,
+                            name: None,
                             joined_at: m.joined_at,
                             last_heard: now,
                             authored: m.authored,
@@ -998,7 +1005,7 @@ impl GroupCore {
         if let Some(at) = h.record.host_joined_at {
             list.push(MemberInfo {
                 peer_id: self.me.clone(),
-                name: None,
+                name: self.label.clone(),
                 role: OWNER_ROLE.to_owned(),
                 joined_at: at,
             });
@@ -1008,7 +1015,7 @@ impl GroupCore {
             .iter()
             .map(|(peer, m)| MemberInfo {
                 peer_id: peer.clone(),
-                name: None,
+                name: m.name.clone(),
                 role: m.role.clone(),
                 joined_at: m.joined_at,
             })

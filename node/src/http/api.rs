@@ -109,6 +109,9 @@ pub(crate) async fn get_self(State(state): State<AppState>) -> Result<Json<SelfI
 #[derive(Serialize)]
 pub(crate) struct PeerEntry {
     id: String,
+    /// The name the peer gave when asked (absent while unknown or empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
     addrs: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     agent_version: Option<String>,
@@ -125,6 +128,7 @@ pub(crate) async fn get_peers(
         peers
             .into_iter()
             .map(|p| PeerEntry {
+                name: state.names.resolve(&::groups::net::peer_to_proto(&p.peer)),
                 id: p.peer.to_base58(),
                 addrs: p.addrs.iter().map(ToString::to_string).collect(),
                 agent_version: p.agent_version,

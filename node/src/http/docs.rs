@@ -346,6 +346,7 @@ pub(crate) async fn browse(
     let asked = others.into_iter().map(|peer| {
         let files = state.files.clone();
         let group = group.clone();
+        let names = state.names.clone();
         async move {
             let answer = files.list_remote(&peer, &group).await;
             let (files, error) = match answer {
@@ -353,7 +354,7 @@ pub(crate) async fn browse(
                 Err(error) => (Vec::new(), Some(error.to_string())),
             };
             PeerFiles {
-                label: peer.to_string(),
+                label: names.resolve(&peer).unwrap_or_else(|| peer.to_string()),
                 peer_id: peer,
                 files,
                 is_self: false,

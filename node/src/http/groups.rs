@@ -189,11 +189,14 @@ impl From<HostedGroup> for GroupJson {
 
 /// `GET /api/groups`: hosted groups, newest first.
 pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Vec<GroupJson>>, ApiError> {
-    let hosted = state
+    let mut hosted = state
         .groups
         .hosted_groups()
         .await
         .map_err(internal("Failed to list groups"))?;
+    for group in &mut hosted {
+        state.names.fill(&mut group.members);
+    }
     Ok(Json(hosted.into_iter().map(GroupJson::from).collect()))
 }
 
@@ -292,11 +295,14 @@ pub(crate) struct Subscriptions {
 pub(crate) async fn subscriptions(
     State(state): State<AppState>,
 ) -> Result<Json<Subscriptions>, ApiError> {
-    let subs: Vec<Subscription> = state
+    let mut subs: Vec<Subscription> = state
         .groups
         .subscriptions()
         .await
         .map_err(internal("Failed to list subscriptions"))?;
+    for sub in &mut subs {
+        state.names.fill(&mut sub.members);
+    }
     let active_groups = subs
         .iter()
         .filter(|s| s.connected)
@@ -691,13 +697,14 @@ pub(crate) async fn members(
     QueryParams(query): QueryParams<MembersQuery>,
 ) -> Result<Json<Vec<MemberInfo>>, ApiError> {
     let group = group_id(query.group_id, "missing group_id")?;
-    let members = state.groups.members(group).await.map_err(|e| {
+    let mut members = state.groups.members(group).await.map_err(|e| {
         let status = match e {
             GroupError::UnknownGroup(_) => StatusCode::NOT_FOUND,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         failed(status, "cannot list members", &e)
     })?;
+    state.names.fill(&mut members);
     Ok(Json(members))
 }
 

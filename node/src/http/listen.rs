@@ -160,10 +160,19 @@ pub(crate) struct StateAnswer {
     listener_names: serde_json::Map<String, serde_json::Value>,
 }
 
-/// `GET /api/listen/state`: `{"group": ... or null, "listener_names": {}}`.
+/// `GET /api/listen/state`: `{"group": ... or null, "listener_names": {peer: name}}`, the
+/// names of the listeners (on the host) whose name is known.
 pub(crate) async fn listen_state(State(state): State<AppState>) -> Json<StateAnswer> {
+    let group = state.listen.state();
+    let listeners = group.iter().flat_map(|g| g.listeners.iter().flatten());
+    let listener_names = state
+        .names
+        .resolve_all(listeners)
+        .into_iter()
+        .map(|(peer, name)| (peer.to_string(), serde_json::Value::String(name)))
+        .collect();
     Json(StateAnswer {
-        group: state.listen.state(),
-        listener_names: serde_json::Map::new(),
+        group,
+        listener_names,
     })
 }

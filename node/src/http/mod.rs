@@ -58,6 +58,8 @@ pub(crate) struct AppState {
     pub(crate) federation: crate::federation::Federation,
     pub(crate) hub: Arc<Hub>,
     pub(crate) label: Arc<str>,
+    /// Other peers' names, as they give them.
+    pub(crate) names: ::groups::names::Names,
     pub(crate) token: Option<Arc<str>>,
     pub(crate) api_addr: SocketAddr,
     pub(crate) cancel: CancellationToken,

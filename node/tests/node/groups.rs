@@ -461,6 +461,74 @@ async fn bad_input_from_the_network_is_refused_and_logged() {
 }
 
 #[tokio::test]
+async fn members_and_peers_are_listed_with_the_names_they_give() {
+    let (hal, ada) = (
+        [FAST_PINGS[0], FAST_PINGS[1], "--label", "Hal"],
+        [FAST_PINGS[0], FAST_PINGS[1], "--label", " Ada\u{7} "],
+    );
+    let (host, a, b) = tokio::join!(start(&hal), start(&ada), peer());
+    tokio::join!(dial(&a, &host), dial(&b, &host));
+    let group = create(&host, json!({ "name": "named" })).await;
+    let body = json!({ "group_id": group }).to_string();
+    assert_eq!(
+        post(&host.ready.api, "/api/groups/join-own", &body)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(join(&a, &host, &group).await.status, 200);
+    assert_eq!(join(&b, &host, &group).await.status, 200);
+
+    // `(peer_id, name or "")` of the members as `peer` lists them.
+    let names = async |peer: &Peer, path: &str| {
+        let listed = get(&peer.ready.api, path).await;
+        assert_eq!(listed.status, 200, "{listed:?}");
+        let listed = listed.json();
+        let members = if path == "/api/groups" {
+            listed[0]["members"].clone()
+        } else {
+            listed
+        };
+        let mut names: Vec<(String, String)> = members
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let id = m["peer_id"].as_str().unwrap().to_owned();
+                (id, m["name"].as_str().unwrap_or_default().to_owned())
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    // Each named peer's name, cleaned; a peer without a label has none.
+    let mut expected = vec![
+        (host.ready.peer_id.clone(), "Hal".to_owned()),
+        (a.ready.peer_id.clone(), "Ada".to_owned()),
+        (b.ready.peer_id.clone(), String::new()),
+    ];
+    expected.sort();
+    let members_path = format!("/api/groups/members?group_id={group}");
+    until(10, "the host lists its members' names", async || {
+        names(&host, "/api/groups").await == expected
+    })
+    .await;
+    assert_eq!(names(&host, &members_path).await, expected);
+    until(10, "a member lists the others' names", async || {
+        names(&b, &members_path).await == expected
+    })
+    .await;
+    let peers = get(&a.ready.api, "/api/peers").await.json();
+    let host_entry = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == host.ready.peer_id.as_str())
+        .unwrap_or_else(|| panic!("a is connected to the host: {peers}"));
+    assert_eq!(host_entry["name"], "Hal", "{peers}");
+}
+
+#[tokio::test]
 async fn the_host_joins_its_own_group_and_changes_its_settings() {
     let (host, a) = tokio::join!(peer(), peer());
     dial(&a, &host).await;

@@ -59,7 +59,7 @@ async fn a_listener_follows_the_host_and_hears_its_track() {
     let a = mp3(&dir, "a.mp3", false, 2, "first-track ");
     let b = mp3(&dir, "b.mp3", true, 1, "second-track ");
     let host = start(&FAST_PINGS).await;
-    let listener = start(&FAST_PINGS).await;
+    let listener = start(&[FAST_PINGS[0], FAST_PINGS[1], "--label", "Lee"]).await;
     let created = ok(&post(&host.ready.api, "/api/listen/create", r#"{"name":"radio"}"#).await);
     let group = created["id"].as_str().unwrap().to_owned();
     assert!(group.starts_with("listen-"), "{created}");
@@ -84,6 +84,12 @@ async fn a_listener_follows_the_host_and_hears_its_track() {
     .await;
     let s = state(&listener).await;
     assert_eq!(s["role"], "listener");
+    // The host names its listeners (Goop²'s `listener_names`, always `{}` there).
+    until(10, "the host names its listener", async || {
+        let answer = ok(&get(&host.ready.api, "/api/listen/state").await);
+        answer["listener_names"] == json!({ listener.ready.peer_id.clone(): "Lee" })
+    })
+    .await;
     assert_eq!(s["queue"], json!(["a.mp3", "b.mp3"]));
     assert_eq!(s["play_state"]["playing"], false);
 

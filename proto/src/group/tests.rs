@@ -54,7 +54,7 @@ fn topics_parse_and_format() {
 fn goop2_envelope_messages_decode() {
     assert!(matches!(
         decode("group:g1:join", r#"{"type":"join","group":"g1"}"#),
-        GroupMessage::Join(JoinOptions { features }) if features.is_empty()
+        GroupMessage::Join(JoinOptions { features, name }) if features.is_empty() && name.is_none()
     ));
     assert!(matches!(
         decode("group:g1:leave", r#"{"type":"leave","group":"g1"}"#),
@@ -228,10 +228,14 @@ fn our_additions_round_trip() {
     let join = round(
         GroupMessage::Join(JoinOptions {
             features: vec![FEATURE_AUTHOR.to_owned()],
+            name: Some("Ada".to_owned()),
         }),
         RelayForm::Bare,
     );
-    assert!(matches!(join, GroupMessage::Join(o) if o.features == [FEATURE_AUTHOR]));
+    assert!(matches!(
+        join,
+        GroupMessage::Join(o) if o.features == [FEATURE_AUTHOR] && o.name.as_deref() == Some("Ada")
+    ));
     let kick = round(
         GroupMessage::Close(CloseBody {
             reason: CloseReason::Kicked,

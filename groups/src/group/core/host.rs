@@ -589,8 +589,14 @@ impl GroupCore {
                 .remove(&from)
                 .unwrap_or_else(|| hosted.record.default_role.clone()),
         };
+        let name = options
+            .name
+            .as_deref()
+            .map(crate::names::clean_name)
+            .filter(|n| !n.is_empty());
         let member = hosted.members.entry(from.clone()).or_insert(Member {
             role: role.clone(),
+            name: None,
             joined_at: wall(now),
             last_heard: now,
             authored,
@@ -598,6 +604,7 @@ impl GroupCore {
         });
         member.last_heard = now;
         member.authored = authored;
+        member.name = name;
         let record = MemberRecord {
             peer: from.clone(),
             role: role.clone(),

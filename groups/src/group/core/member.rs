@@ -14,13 +14,14 @@ use super::{
 };
 use crate::group::store::{StoreOp, SubscriptionRecord};
 
-fn join_message() -> GroupMessage {
-    GroupMessage::Join(JoinOptions {
-        features: vec![FEATURE_AUTHOR.to_owned()],
-    })
-}
-
 impl GroupCore {
+    fn join_message(&self) -> GroupMessage {
+        GroupMessage::Join(JoinOptions {
+            features: vec![FEATURE_AUTHOR.to_owned()],
+            name: self.label.clone(),
+        })
+    }
+
     /// Asks `host` to admit this peer to `group`. The answer comes as
     /// [`Output::JoinFinished`] with the ticket: on `welcome`, on the host's `error` (with its
     /// reason), or after the join timeout. A current membership stays in place until the new
@@ -49,7 +50,7 @@ impl GroupCore {
                 deadline: now.saturating_add(ms(self.config.join_timeout)),
             },
         );
-        self.send(host, group, &join_message());
+        self.send(host, group, &self.join_message());
         Ok(ticket)
     }
 
@@ -280,7 +281,7 @@ impl GroupCore {
                     // An update was missed: a join (a no-op for a member) brings a welcome
                     // with the current state.
                     tracing::debug!(%group, host = %from, "missed an update; refreshing");
-                    self.send(&from, &group, &join_message());
+                    self.send(&from, &group, &self.join_message());
                 }
             }
             GroupMessage::Close(body) => {
@@ -506,7 +507,7 @@ impl GroupCore {
         };
         let host = joined.host.clone();
         tracing::debug!(%group, %host, attempt, "rejoining");
-        self.send(&host, group, &join_message());
+        self.send(&host, group, &self.join_message());
     }
 
     pub(super) fn member_tick(&mut self, now: u64) {

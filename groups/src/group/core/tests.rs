@@ -276,6 +276,36 @@ fn spec(name: &str) -> GroupSpec {
     }
 }
 
+/// Members are listed with the names they gave when they joined (cleaned), the host with its
+/// own; a joiner without a name has none. Members have the names from the host's list.
+#[test]
+fn members_are_listed_with_the_names_they_joined_with() {
+    let mut sim = Sim::new(&["H", "A", "B"], HandlerRegistry::new());
+    for (p, label) in [("H", "Hal"), ("A", " Ada\u{7}\n")] {
+        let config = GroupConfig {
+            label: label.to_owned(),
+            ..config()
+        };
+        let core = GroupCore::new(peer(p), config, Arc::new(HandlerRegistry::new()));
+        sim.cores.insert(peer(p), core);
+    }
+    let g = sim.create("H", spec("named"));
+    sim.with("H", |c, now| c.join_own(now, &g)).unwrap();
+    sim.join("A", "H", &g).unwrap();
+    sim.join("B", "H", &g).unwrap();
+    let names = |members: Vec<MemberInfo>| -> Vec<(PeerId, Option<String>)> {
+        members.into_iter().map(|m| (m.peer_id, m.name)).collect()
+    };
+    let expected = vec![
+        (peer("H"), Some("Hal".to_owned())),
+        (peer("A"), Some("Ada".to_owned())),
+        (peer("B"), None),
+    ];
+    assert_eq!(names(sim.core("H").members(&g).unwrap()), expected);
+    assert_eq!(names(sim.core("B").members(&g).unwrap()), expected);
+    assert_eq!(names(sim.core("A").members(&g).unwrap()), expected);
+}
+
 #[test]
 fn create_join_own_join_leave_counts_like_goop2() {
     let mut sim = Sim::new(&["H", "A"], HandlerRegistry::new());
