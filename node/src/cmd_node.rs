@@ -30,8 +30,8 @@ use crate::peer::{Peer, PeerParts};
 #[derive(Debug, Args)]
 pub struct NodeArgs {
     /// A JSON config file (keys: data_dir, label, listen, api, peers, mdns, api_token,
-    /// max_message_bytes, group_ping_ms, max_finished_jobs, keep_finished_s,
-    /// keep_finished_jobs); flags win over it.
+    /// max_message_bytes, group_ping_ms, group_relay_rate, max_finished_jobs,
+    /// keep_finished_s, keep_finished_jobs); flags win over it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Where the identity key and data live [default: $XDG_DATA_HOME/goop or
@@ -64,6 +64,11 @@ pub struct NodeArgs {
     /// member or host not heard from for three intervals is lost.
     #[arg(long, value_name = "MS")]
     pub group_ping_ms: Option<u64>,
+    /// Messages per second a member of a group this peer hosts may have relayed [default:
+    /// 500, in bursts of up to four times as many]; beyond it they are dropped and the member
+    /// gets a `rate_limited` error event. 0 for no limit.
+    #[arg(long, value_name = "N")]
+    pub group_relay_rate: Option<u32>,
     /// The most finished jobs whose status a cluster host keeps in memory [default: 1000000,
     /// 40 to 70 bytes each]; older ones are looked up in the job store when named (in
     /// `after`, a retry, a cancel or a delete).
@@ -94,6 +99,7 @@ impl NodeArgs {
             api_token: self.api_token.clone(),
             max_message_bytes: None,
             group_ping_ms: self.group_ping_ms,
+            group_relay_rate: self.group_relay_rate,
             max_finished_jobs: self.max_finished_jobs,
             keep_finished_s: self.keep_finished_s,
             keep_finished_jobs: self.keep_finished_jobs,
@@ -495,6 +501,8 @@ fn group_config(config: &Config) -> GroupConfig {
         peer_queue: 16 * 1024,
         event_buffer: 16 * 1024,
         label: config.label.clone(),
+        relay_rate: config.group_relay_rate,
+        relay_burst: config.group_relay_rate.saturating_mul(4),
         ..defaults
     }
 }

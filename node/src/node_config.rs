@@ -43,6 +43,10 @@ pub struct RawConfig {
     /// How often a host pings the members of its groups, in milliseconds (default 20000). A
     /// member, or a goop host, not heard from for three intervals is lost.
     pub group_ping_ms: Option<u64>,
+    /// Messages per second a member of a group this peer hosts may have relayed (default
+    /// 500, in bursts of up to four times as many); beyond it they are dropped and the member
+    /// gets a `rate_limited` error. 0 for no limit.
+    pub group_relay_rate: Option<u32>,
     /// The most finished jobs whose status a cluster host keeps in memory (default 1000000);
     /// older ones are looked up in the job store when named.
     pub max_finished_jobs: Option<usize>,
@@ -75,6 +79,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// How often a host pings the members of its groups.
     pub group_ping_interval: Duration,
+    /// Messages per second a member of a hosted group may have relayed; 0 for no limit.
+    pub group_relay_rate: u32,
     /// The most finished jobs whose status a cluster host keeps in memory.
     pub max_finished_jobs: usize,
     /// How long a cluster host's store keeps finished jobs; `None` keeps them for ever.
@@ -149,6 +155,7 @@ impl RawConfig {
             api_token: over.api_token.or(self.api_token),
             max_message_bytes: over.max_message_bytes.or(self.max_message_bytes),
             group_ping_ms: over.group_ping_ms.or(self.group_ping_ms),
+            group_relay_rate: over.group_relay_rate.or(self.group_relay_rate),
             max_finished_jobs: over.max_finished_jobs.or(self.max_finished_jobs),
             keep_finished_s: over.keep_finished_s.or(self.keep_finished_s),
             keep_finished_jobs: over.keep_finished_jobs.or(self.keep_finished_jobs),
@@ -234,6 +241,9 @@ impl RawConfig {
             api_token,
             max_message_bytes,
             group_ping_interval: Duration::from_millis(group_ping_ms),
+            group_relay_rate: self
+                .group_relay_rate
+                .unwrap_or(groups::GroupConfig::default().relay_rate),
             max_finished_jobs,
             keep_finished: match self.keep_finished_s {
                 None => Some(crate::cluster::host::KEEP_FINISHED),

@@ -402,6 +402,8 @@ pub enum ErrorCode {
     Forbidden,
     /// The join waits for the host's approval; asking again later may succeed.
     PendingApproval,
+    /// The member sent more messages than the host relays; some were dropped.
+    RateLimited,
     /// A code this peer does not know, kept as received.
     Other(String),
 }
@@ -416,6 +418,7 @@ impl ErrorCode {
             Self::NotMember => "not_member",
             Self::Forbidden => "forbidden",
             Self::PendingApproval => "pending_approval",
+            Self::RateLimited => "rate_limited",
             Self::Other(code) => code,
         }
     }
@@ -430,6 +433,7 @@ impl From<&str> for ErrorCode {
             "not_member" => Self::NotMember,
             "forbidden" => Self::Forbidden,
             "pending_approval" => Self::PendingApproval,
+            "rate_limited" => Self::RateLimited,
             other => Self::Other(other.to_owned()),
         }
     }
@@ -476,6 +480,7 @@ impl ErrorBody {
             ErrorCode::PendingApproval => {
                 "waiting for the host's approval; ask again later".to_owned()
             }
+            ErrorCode::RateLimited => "too many messages; some were dropped".to_owned(),
             ErrorCode::Other(code) => code.clone(),
         };
         Self { code, message }

@@ -164,6 +164,8 @@ async fn peer() -> anyhow::Result<Peer> {
     parts.config = GroupConfig {
         peer_queue: 256 * 1024,
         event_buffer: 256 * 1024,
+        // Relay throughput is what is measured: no per-member limit.
+        relay_rate: 0,
         ..GroupConfig::default()
     };
     let groups = groups::spawn_group_manager(parts, &tasks, cancel.clone()).await?;

@@ -49,6 +49,13 @@ pub struct GroupConfig {
     pub command_buffer: usize,
     /// Seed for group ids and backoff jitter.
     pub seed: u64,
+    /// Messages per second a member of a hosted group may have relayed (`msg` and `state`);
+    /// beyond it, and past [`Self::relay_burst`], its messages are dropped and it gets a
+    /// `rate_limited` error at most once a second. 0 for no limit. Default 500.
+    pub relay_rate: u32,
+    /// Messages a member may have relayed at once, before [`Self::relay_rate`] holds
+    /// (default 2,000).
+    pub relay_burst: u32,
     /// This peer's display name, sent when it joins a group and listed with it as a host
     /// (cleaned first; empty for none).
     pub label: String,
@@ -76,6 +83,8 @@ impl Default for GroupConfig {
             event_buffer: 1024,
             command_buffer: 256,
             seed: 0x9e37_79b9_7f4a_7c15,
+            relay_rate: 500,
+            relay_burst: 2_000,
             label: String::new(),
         }
     }

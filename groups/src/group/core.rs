@@ -28,6 +28,7 @@ use super::error::GroupError;
 use super::handler::HandlerRegistry;
 use super::store::{GroupRecord, MemberRecord, StoreOp, StoreSnapshot, SubscriptionRecord};
 
+mod budget;
 mod host;
 mod member;
 #[cfg(test)]
@@ -314,6 +315,8 @@ struct Member {
     role: String,
     /// The name it gave when it last joined (in memory only).
     name: Option<String>,
+    /// What it may still have relayed ([`GroupConfig::relay_rate`]).
+    budget: budget::Budget,
     joined_at: i64,
     last_heard: u64,
     /// Relays to it carry the author (it asked for [`FEATURE_AUTHOR`]).
@@ -507,6 +510,13 @@ impl GroupCore {
         &self.me
     }
 
+    fn relay_limit(&self) -> budget::Limit {
+        budget::Limit {
+            rate: self.config.relay_rate,
+            burst: self.config.relay_burst,
+        }
+    }
+
     /// Drains the queued outputs, in the order they must be carried out.
     pub fn take_outputs(&mut self) -> Vec<Output> {
         std::mem::take(&mut self.outputs)
@@ -516,6 +526,7 @@ impl GroupCore {
     /// again until liveness says otherwise; lost ones keep their role for when they return),
     /// invitations, and subscriptions, which rejoin their hosts from the next tick on.
     pub fn restore(&mut self, now: u64, snapshot: StoreSnapshot) {
+        let relay_limit = self.relay_limit();
         let mut members: BTreeMap<GroupId, Vec<MemberRecord>> = BTreeMap::new();
         for (group, member) in snapshot.members {
             members.entry(group).or_default().push(member);
@@ -555,6 +566,7 @@ impl GroupCore {
                         Member {
                             role: m.role,
                             name: None,
+                            budget: budget::Budget::new(now, relay_limit),
                             joined_at: m.joined_at,
                             last_heard: now,
                             authored: m.authored,

@@ -39,6 +39,8 @@ fn config() -> GroupConfig {
         tick_interval: Duration::from_millis(50),
         peer_queue: 16 * 1024,
         event_buffer: 32 * 1024,
+        // The long stream goes as fast as it can: no relay limit (its own test is the core's).
+        relay_rate: 0,
         ..GroupConfig::default()
     }
 }

@@ -26,6 +26,15 @@ async fn create(host: &Peer, body: Value) -> String {
     answer["id"].as_str().unwrap().to_owned()
 }
 
+/// A group named `name` that its host has joined too.
+async fn create_joined(host: &Peer, name: &str) -> String {
+    let group = create(host, json!({ "name": name })).await;
+    let body = json!({ "group_id": group }).to_string();
+    let joined = post(&host.ready.api, "/api/groups/join-own", &body).await;
+    assert_eq!(joined.status, 200, "{joined:?}");
+    group
+}
+
 async fn join(member: &Peer, host: &Peer, group: &str) -> Answer {
     let body = json!({ "host_peer_id": host.ready.peer_id, "group_id": group }).to_string();
     post(&member.ready.api, "/api/groups/join", &body).await
@@ -461,6 +470,33 @@ async fn bad_input_from_the_network_is_refused_and_logged() {
 }
 
 #[tokio::test]
+async fn a_member_over_the_hosts_relay_limit_hears_that_it_was_rate_limited() {
+    // 5 messages per second, in bursts of 20.
+    let limited = [FAST_PINGS[0], FAST_PINGS[1], "--group-relay-rate", "5"];
+    let (host, a) = tokio::join!(start(&limited), peer());
+    dial(&a, &host).await;
+    let group = create_joined(&host, "limited").await;
+    assert_eq!(join(&a, &host, &group).await.status, 200);
+    let mut a_events = Events::open_path(&a.ready.api, "/api/groups/events").await;
+    let mut host_events = Events::open_path(&host.ready.api, "/api/groups/events").await;
+    for n in 0..60 {
+        let body = json!({ "group_id": group, "payload": { "n": n } }).to_string();
+        assert_eq!(
+            post(&a.ready.api, "/api/groups/send", &body).await.status,
+            200
+        );
+    }
+    a_events.wait_for("rate_limited").await;
+    let told = events_of(&a_events, "error");
+    assert_eq!(told[0]["payload"]["code"], "rate_limited", "{told:?}");
+    // The burst went through; the host relayed no more than the limit allows.
+    host_events.wait_for(r#""n":19"#).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let relayed = events_of(&host_events, "msg").len();
+    assert!((20..50).contains(&relayed), "{relayed} relayed");
+}
+
+#[tokio::test]
 async fn members_and_peers_are_listed_with_the_names_they_give() {
     let (hal, ada) = (
         [FAST_PINGS[0], FAST_PINGS[1], "--label", "Hal"],
@@ -468,14 +504,7 @@ async fn members_and_peers_are_listed_with_the_names_they_give() {
     );
     let (host, a, b) = tokio::join!(start(&hal), start(&ada), peer());
     tokio::join!(dial(&a, &host), dial(&b, &host));
-    let group = create(&host, json!({ "name": "named" })).await;
-    let body = json!({ "group_id": group }).to_string();
-    assert_eq!(
-        post(&host.ready.api, "/api/groups/join-own", &body)
-            .await
-            .status,
-        200
-    );
+    let group = create_joined(&host, "named").await;
     assert_eq!(join(&a, &host, &group).await.status, 200);
     assert_eq!(join(&b, &host, &group).await.status, 200);
 

@@ -8,6 +8,7 @@ use proto::{
 };
 use serde_json::value::RawValue;
 
+use super::budget::Verdict;
 use super::{
     GroupCore, GroupError, GroupSpec, HookCall, Hosted, LeaveReason, Member, MetaUpdate, Output,
     SendToken, default_role, make_room, members_payload, ms, raw, wall,
@@ -543,6 +544,8 @@ impl GroupCore {
                 tracing::warn!(%group, peer = %from, "message from a non-member refused");
                 self.send_error(&from, &group, ErrorCode::NotMember);
             }
+            GroupMessage::Msg(_) | GroupMessage::State(_)
+                if !self.within_budget(now, &group, &from) => {}
             GroupMessage::Msg(relay) => self.relay(&group, &from, relay.payload, false, None),
             GroupMessage::State(relay) => self.relay(&group, &from, relay.payload, true, None),
             other => {
@@ -579,6 +582,7 @@ impl GroupCore {
             tracing::info!(%group, peer = %from, code = %refusal.code, "join refused");
             return self.send(&from, group, &GroupMessage::Error(refusal));
         }
+        let relay_limit = self.relay_limit();
         let Some(hosted) = self.hosted.get_mut(group) else {
             return;
         };
@@ -597,6 +601,7 @@ impl GroupCore {
         let member = hosted.members.entry(from.clone()).or_insert(Member {
             role: role.clone(),
             name: None,
+            budget: super::budget::Budget::new(now, relay_limit),
             joined_at: wall(now),
             last_heard: now,
             authored,
@@ -696,6 +701,35 @@ impl GroupCore {
             );
         }
         Some(ErrorBody::new(ErrorCode::PendingApproval))
+    }
+
+    /// Takes a token from `from`'s relay budget; when there is none the message is dropped,
+    /// and the member hears why (`rate_limited`, with the count) at most once a second.
+    fn within_budget(&mut self, now: u64, group: &GroupId, from: &PeerId) -> bool {
+        let limit = self.relay_limit();
+        let Some(member) = self
+            .hosted
+            .get_mut(group)
+            .and_then(|h| h.members.get_mut(from))
+        else {
+            return false;
+        };
+        match member.budget.take(now, limit) {
+            Verdict::Relay => true,
+            Verdict::Drop => false,
+            Verdict::DropAndTell { dropped } => {
+                tracing::warn!(%group, peer = %from, dropped, rate = limit.rate, burst = limit.burst, "member over its relay limit; messages dropped");
+                let body = ErrorBody {
+                    code: ErrorCode::RateLimited,
+                    message: format!(
+                        "{dropped} message(s) dropped: more than {} per second (bursts of {}) from one member",
+                        limit.rate, limit.burst
+                    ),
+                };
+                self.send(from, group, &GroupMessage::Error(body));
+                false
+            }
+        }
     }
 
     /// Relays a member's (or the host's) message to every other member, with the author.

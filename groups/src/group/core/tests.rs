@@ -343,6 +343,68 @@ fn create_join_own_join_leave_counts_like_goop2() {
     assert_eq!(leaves.len(), 1);
 }
 
+/// A member over the relay limit has its messages dropped, not relayed, and hears why once
+/// a second (a `rate_limited` error event with the count); the others keep their own budget,
+/// and the member's budget refills with time.
+#[test]
+fn a_member_over_the_relay_limit_is_dropped_and_told_once_a_second() {
+    let mut sim = Sim::new(&["H", "A", "B"], HandlerRegistry::new());
+    let limited = GroupConfig {
+        relay_rate: 10,
+        relay_burst: 5,
+        ..config()
+    };
+    sim.cores.insert(
+        peer("H"),
+        GroupCore::new(peer("H"), limited, Arc::new(HandlerRegistry::new())),
+    );
+    let g = sim.create("H", spec("g"));
+    sim.join("A", "H", &g).unwrap();
+    sim.join("B", "H", &g).unwrap();
+    let send = |sim: &mut Sim, p: &str, n: u32| {
+        sim.with(p, |c, now| {
+            c.send_to_group(now, &g, raw_json(&format!("{{\"n\":{n}}}")), false)
+        })
+        .unwrap();
+    };
+    for n in 0..8 {
+        send(&mut sim, "A", n);
+    }
+    let at_b = |sim: &Sim| -> Vec<String> {
+        sim.events_of("B", GroupEventKind::Msg)
+            .into_iter()
+            .map(|e| e.payload.as_ref().unwrap().get().to_owned())
+            .collect()
+    };
+    let first_five: Vec<String> = (0..5).map(|n| format!("{{\"n\":{n}}}")).collect();
+    assert_eq!(at_b(&sim), first_five);
+    let errors = |sim: &Sim| -> Vec<String> {
+        sim.events_of("A", GroupEventKind::Error)
+            .into_iter()
+            .map(|e| e.payload.as_ref().unwrap().get().to_owned())
+            .collect()
+    };
+    let told = errors(&sim);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].contains(r#""code":"rate_limited""#), "{told:?}");
+    assert!(told[0].contains("1 message(s) dropped"), "{told:?}");
+    // B has a budget of its own.
+    send(&mut sim, "B", 100);
+    assert_eq!(sim.events_of("A", GroupEventKind::Msg).len(), 1);
+    // A second later A has ten more tokens (capped at the burst of five) and hears of the
+    // two drops it was not told of yet at its next drop.
+    sim.tick(1_000);
+    for n in 8..14 {
+        send(&mut sim, "A", n);
+    }
+    assert_eq!(at_b(&sim).len(), 10);
+    let told = errors(&sim);
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(told[1].contains("3 message(s) dropped"), "{told:?}");
+    // A is still a member.
+    assert_eq!(sim.member_ids("H", &g), vec![peer("A"), peer("B")]);
+}
+
 #[test]
 fn relays_keep_order_author_and_go_exactly_once() {
     let mut sim = Sim::new(&["H", "A", "B", "C"], HandlerRegistry::new());
