@@ -733,6 +733,27 @@ fn object_of(ctx: &ResolverContext<'_>, name: &str) -> async_graphql::Result<Row
         .collect())
 }
 
+/// An argument that must be an input object (`where: []` is refused, not an internal error).
+fn object<'a>(
+    name: &str,
+    value: async_graphql::dynamic::ValueAccessor<'a>,
+) -> async_graphql::Result<async_graphql::dynamic::ObjectAccessor<'a>> {
+    value
+        .object()
+        .map_err(|_| async_graphql::Error::new(format!("{name} must be an object")))
+}
+
+/// An argument that counts rows: 0 to `u32::MAX` (a negative one is refused, not ignored).
+fn count(
+    name: &str,
+    value: async_graphql::dynamic::ValueAccessor<'_>,
+) -> async_graphql::Result<u32> {
+    let n = value.i64()?;
+    u32::try_from(n).map_err(|_| {
+        async_graphql::Error::new(format!("{name} must be 0 to {}, not {n}", u32::MAX))
+    })
+}
+
 /// The `where`, `order_by`, `limit` and `offset` arguments.
 fn find_of(
     ctx: &ResolverContext<'_>,
@@ -740,7 +761,7 @@ fn find_of(
 ) -> async_graphql::Result<Find> {
     let mut find = Find::default();
     if let Some(filter) = ctx.args.get("where") {
-        for (key, value) in filter.object()?.iter() {
+        for (key, value) in object("where", filter)?.iter() {
             let key: &Name = key;
             let (column, op) = columns
                 .iter()
@@ -752,16 +773,16 @@ fn find_of(
         }
     }
     if let Some(order) = ctx.args.get("order_by") {
-        for (key, value) in order.object()?.iter() {
+        for (key, value) in object("order_by", order)?.iter() {
             find.order
                 .push((key.to_string(), value.enum_name()? == "desc"));
         }
     }
     if let Some(limit) = ctx.args.get("limit") {
-        find.limit = Some(u32::try_from(limit.i64()?.max(0)).unwrap_or(u32::MAX));
+        find.limit = Some(count("limit", limit)?);
     }
     if let Some(offset) = ctx.args.get("offset") {
-        find.offset = u32::try_from(offset.i64()?.max(0)).unwrap_or(u32::MAX);
+        find.offset = count("offset", offset)?;
     }
     Ok(find)
 }

@@ -120,6 +120,20 @@ async fn tables_are_queried_and_changed_through_graphql() {
         out["data"]["books"],
         json!([{"title": "Dune", "pages": 412}])
     );
+    // Arguments of the wrong shape are refused with what is wrong, not ignored.
+    for (query, says) in [
+        ("{ books(where: []) { title } }", "where must be an object"),
+        (
+            "{ books(order_by: []) { title } }",
+            "order_by must be an object",
+        ),
+        ("{ books(offset: -5) { title } }", "offset must be 0 to"),
+        ("{ books(limit: -1) { title } }", "limit must be 0 to"),
+    ] {
+        let out = run(&data, query).await;
+        let message = out["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{query}: {out}");
+    }
 
     // Update and delete by key, with honest answers for a missing row.
     let out = run(

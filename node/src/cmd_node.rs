@@ -401,14 +401,18 @@ async fn serve(
         tracing::info!("shutting down");
         shutdown.cancel();
     });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.clone().cancelled_owned())
-        .await;
+    http::serve::serve(
+        listener,
+        app,
+        cancel.clone(),
+        http::serve::Limits::default(),
+    )
+    .await;
     cancel.cancel();
     tasks.close();
     tasks.wait().await;
     peer.shutdown().await;
-    served.context("the API server failed")
+    Ok(())
 }
 
 /// Brings back this peer's cluster role and, for `goop worker`, joins the cluster it names.

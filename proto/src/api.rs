@@ -87,7 +87,8 @@ impl SubmitJob {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitBatch {
-    /// The jobs, stored all or none.
+    /// The jobs, stored all or none (each a JSON object).
+    #[serde(deserialize_with = "crate::objects")]
     pub jobs: Vec<SubmitJob>,
 }
 

@@ -14,6 +14,7 @@ mod group;
 mod ids;
 mod job;
 mod mq;
+mod object;
 mod time;
 
 pub use executor::{
@@ -33,4 +34,5 @@ pub use mq::{
     AckFrame, DEFAULT_MAX_FRAME_BYTES, Frame, FrameError, MAX_MSG_ID_LEN, MQ_PROTOCOL, MsgFrame,
     MsgId, NACK_MALFORMED, NACK_TOO_LARGE, NACK_UNAVAILABLE, NackFrame, sniff_id_and_seq,
 };
+pub use object::{Object, objects};
 pub use time::{Timestamp, TimestampError};

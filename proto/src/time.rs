@@ -83,7 +83,18 @@ impl FromStr for Timestamp {
     }
 }
 
-/// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`; the fraction is cut to milliseconds.
+/// The days of `month` (1 to 12) in `year` of the proleptic Gregorian calendar.
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`; the fraction is cut to milliseconds. A
+/// date that does not exist (`02-30`) or an offset beyond `±23:59` is refused, not moved.
 fn parse_rfc3339(s: &str) -> Option<Timestamp> {
     let b = s.as_bytes();
     let num = |range: std::ops::Range<usize>| -> Option<i64> {
@@ -102,7 +113,11 @@ fn parse_rfc3339(s: &str) -> Option<Timestamp> {
     }
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+    if !(1..=12).contains(&month)
+        || !(1..=days_in_month(year, month)).contains(&day)
+        || hour > 23
+        || minute > 59
+    {
         return None;
     }
     if second > 60 {
@@ -129,10 +144,12 @@ fn parse_rfc3339(s: &str) -> Option<Timestamp> {
             if !digits.iter().all(u8::is_ascii_digit) {
                 return None;
             }
-            let value = i64::from(h1 - b'0') * 600
-                + i64::from(h2 - b'0') * 60
-                + i64::from(m1 - b'0') * 10
-                + i64::from(m2 - b'0');
+            let hours = i64::from(h1 - b'0') * 10 + i64::from(h2 - b'0');
+            let minutes = i64::from(m1 - b'0') * 10 + i64::from(m2 - b'0');
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let value = hours * 60 + minutes;
             if *sign == b'-' { -value } else { value }
         }
         _ => return None,
@@ -183,6 +200,20 @@ mod tests {
     }
 
     #[test]
+    fn takes_every_real_day_and_the_widest_offsets() {
+        for good in [
+            "2024-02-29T00:00:00Z",
+            "2000-02-29T00:00:00Z",
+            "2026-12-31T23:59:59Z",
+            "2026-04-30T00:00:00Z",
+            "2026-04-06T10:00:00+23:59",
+            "2026-04-06T10:00:00-23:59",
+        ] {
+            assert!(good.parse::<Timestamp>().is_ok(), "{good}");
+        }
+    }
+
+    #[test]
     fn rejects_malformed() {
         for bad in [
             "",
@@ -191,6 +222,13 @@ mod tests {
             "2026-04-06T10:00:00",
             "x026-04-06T10:00:00Z",
             "2026-04-06T10:00:00.Z",
+            "2026-02-30T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "2026-04-31T00:00:00Z",
+            "2026-04-06T10:00:00+99:99",
+            "2026-04-06T10:00:00+24:00",
+            "2026-04-06T10:00:00-23:60",
         ] {
             assert!(bad.parse::<Timestamp>().is_err(), "{bad}");
         }

@@ -27,6 +27,14 @@ pub enum GroupError {
     #[error("group {0} already exists")]
     AlreadyExists(GroupId),
     /// A group needs a name.
+    /// A name, type or context the group does not take.
+    #[error("group {field} {reason}")]
+    InvalidField {
+        /// Which: `name`, `type`, `context` or `role`.
+        field: &'static str,
+        /// Why, e.g. "must not contain control characters".
+        reason: String,
+    },
     #[error("group name must not be empty")]
     EmptyName,
     /// The group is at its member limit.
@@ -156,7 +164,7 @@ impl GroupError {
             Self::NotMember { .. } => "not_member",
             Self::NoRequest { .. } => "no_request",
             Self::AlreadyExists(_) => "already_exists",
-            Self::EmptyName | Self::EmptyRole => "invalid_request",
+            Self::EmptyName | Self::EmptyRole | Self::InvalidField { .. } => "invalid_request",
             Self::Full { .. } => "full",
             Self::LimitBelowCount { .. } => "limit_below_count",
             Self::TooManyGroups(_) => "too_many_groups",

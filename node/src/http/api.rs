@@ -42,8 +42,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             };
             ApiError::new(status, code, lowercase_first(rejection.body_text()))
         })?;
+        // Every body is an object: a struct read from an array would take its items as the
+        // fields in order.
         serde_json::from_slice(&bytes)
-            .map(Self)
+            .map(|proto::Object(body)| Self(body))
             .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid json: {e}")))
     }
 }
@@ -64,7 +66,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
 
 /// axum's rejection texts begin with a capital ("Failed to deserialize query string: ..."); the
 /// API's error messages do not.
-fn lowercase_first(text: String) -> String {
+pub(super) fn lowercase_first(text: String) -> String {
     let mut chars = text.chars();
     match chars.next() {
         Some(first) if first.is_uppercase() => first.to_lowercase().chain(chars).collect(),

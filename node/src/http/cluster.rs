@@ -205,9 +205,9 @@ pub(crate) async fn join(
             "missing host_peer_id or group_id",
         ));
     };
-    let host: PeerId = host
-        .parse()
-        .map_err(|e| ApiError::bad_request("invalid_peer_id", format!("{e}")))?;
+    // A libp2p peer id, as every route that names a peer takes it: a worker of a host it can
+    // never reach would try for ever.
+    let host = super::groups::peer_id(Some(host), "missing host_peer_id")?;
     let group: proto::GroupId = group
         .parse()
         .map_err(|e| ApiError::bad_request("invalid_group_id", format!("{e}")))?;
@@ -514,8 +514,12 @@ pub(crate) async fn list(
 /// `GET /api/cluster/jobs/{id}`: the job with its result, error, progress and attempts.
 pub(crate) async fn job(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<JobState>, ApiError> {
+    // A path that is not UTF-8 gets the API's JSON error, not axum's plain text.
+    let Path(id) = id.map_err(|e| {
+        ApiError::bad_request("invalid_job_id", super::api::lowercase_first(e.body_text()))
+    })?;
     let id: JobId = id
         .parse()
         .map_err(|e| ApiError::bad_request("invalid_job_id", format!("{e}")))?;

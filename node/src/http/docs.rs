@@ -124,8 +124,11 @@ impl From<DocInfo> for Uploaded {
 /// stored name).
 pub(crate) async fn upload(
     State(state): State<AppState>,
-    mut form: Multipart,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Json<Uploaded>, ApiError> {
+    // Not a multipart form at all (no boundary): the API's JSON error, not axum's text.
+    let mut form = form
+        .map_err(|e| ApiError::bad_request("bad_form", format!("bad form: {}", e.body_text())))?;
     let bad_form = |e: axum::extract::multipart::MultipartError| {
         // A body that breaks off is the sender's fault, though axum calls it a 500.
         let status = match e.status() {

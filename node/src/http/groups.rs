@@ -49,12 +49,55 @@ pub(super) fn failed(status: StatusCode, what: &str, error: &GroupError) -> ApiE
     ApiError::new(status, code, format!("{what}: {error}"))
 }
 
-fn internal(what: &str) -> impl Fn(GroupError) -> ApiError + '_ {
-    move |e| failed(StatusCode::INTERNAL_SERVER_ERROR, what, &e)
+/// The status of a failure that is not this peer's own (a group that does not exist or that
+/// this peer is not in, a conflict with the group's state, a bad value, another peer that
+/// refused or did not answer), on the routes whose other failures are 500 (Goop² answered
+/// all of them 500).
+fn caller_status(error: &GroupError) -> Option<StatusCode> {
+    Some(match error {
+        GroupError::UnknownGroup(_)
+        | GroupError::NotJoined(_)
+        | GroupError::NotMember { .. }
+        | GroupError::NoRequest { .. } => StatusCode::NOT_FOUND,
+        GroupError::AlreadyExists(_)
+        | GroupError::HostAlreadyJoined(_)
+        | GroupError::HostNotJoined(_)
+        | GroupError::HostedHere(_)
+        | GroupError::JoinInProgress(_)
+        | GroupError::Full { .. }
+        | GroupError::LimitBelowCount { .. }
+        | GroupError::TooManyGroups(_) => StatusCode::CONFLICT,
+        GroupError::EmptyName
+        | GroupError::HostCannotJoin(_)
+        | GroupError::UnknownRole { .. }
+        | GroupError::EmptyRole
+        | GroupError::OwnerRoleFixed
+        | GroupError::SelfTarget
+        | GroupError::InvalidField { .. }
+        | GroupError::Encode(_) => StatusCode::BAD_REQUEST,
+        // The other peer refused or could not be reached: the code says which.
+        GroupError::Rejected { .. } | GroupError::Send { .. } | GroupError::HostLost { .. } => {
+            StatusCode::BAD_GATEWAY
+        }
+        GroupError::JoinTimedOut { .. } | GroupError::DiscoverTimedOut(_) => {
+            StatusCode::GATEWAY_TIMEOUT
+        }
+        _ => return None,
+    })
 }
 
+/// For routes whose other failures are 500 (Goop²'s `Failed...` answers).
+fn internal(what: &str) -> impl Fn(GroupError) -> ApiError + '_ {
+    failing(what, StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// For routes whose other failures are 400 (Goop²'s kick and role answers).
 fn refused(what: &str) -> impl Fn(GroupError) -> ApiError + '_ {
-    move |e| failed(StatusCode::BAD_REQUEST, what, &e)
+    failing(what, StatusCode::BAD_REQUEST)
+}
+
+fn failing(what: &str, otherwise: StatusCode) -> impl Fn(GroupError) -> ApiError + '_ {
+    move |e| failed(caller_status(&e).unwrap_or(otherwise), what, &e)
 }
 
 pub(super) fn group_id(value: Option<String>, message: &str) -> Result<GroupId, ApiError> {

@@ -18,6 +18,7 @@ mod groups;
 mod hub;
 mod listen;
 mod openapi;
+pub(crate) mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -194,6 +195,7 @@ pub(crate) fn router(state: AppState, max_message_bytes: usize, tasks: &TaskTrac
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(SMALL_BODY))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::map_request(serve::idle_body))
         .with_state(state)
 }
 

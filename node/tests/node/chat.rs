@@ -67,7 +67,19 @@ async fn messages_reach_every_peer_once_with_their_true_author() {
     assert_eq!(sent["status"], "sent");
     assert_eq!(sent["message"]["from"], b.ready.peer_id.as_str());
     assert_eq!(sent["message"]["from_name"], "bea");
+    // Each peer keeps messages in the order they reached it: each next message is sent once
+    // the previous one is everywhere, so that order is the same on all three.
+    let everywhere = async |count: usize| {
+        for p in [&host, &b, &c] {
+            until(10, &format!("{count} message(s) everywhere"), async || {
+                texts(p, &room).await.len() >= count
+            })
+            .await;
+        }
+    };
+    everywhere(1).await;
     ok(&send(&host, &room, "welcome").await);
+    everywhere(2).await;
     ok(&send(&c, &room, "hi all").await);
     let want = vec![
         line(&b, "hello from b"),

@@ -1228,6 +1228,43 @@ async fn bad_http_input_changes_nothing() {
             "/api/cluster/retry",
             r#"{"job_id":"not-an-id-at-all"}"#.to_owned(),
         ),
+        // A struct read from an array would take its items as the fields in order.
+        (
+            "single submit as an array",
+            "/api/cluster/submit",
+            r#"["echo"]"#.to_owned(),
+        ),
+        (
+            "batch as an array",
+            "/api/cluster/jobs",
+            r#"[[{"type":"echo"}]]"#.to_owned(),
+        ),
+        (
+            "a job of a batch as an array",
+            "/api/cluster/jobs",
+            r#"{"jobs":[["echo"]]}"#.to_owned(),
+        ),
+        (
+            "cancel as an array",
+            "/api/cluster/cancel",
+            format!(r#"["{}"]"#, kept[0]),
+        ),
+        // A date that does not exist, and an offset beyond a day, are refused, not moved.
+        (
+            "not_before on the 30th of February",
+            "/api/cluster/jobs",
+            r#"{"jobs":[{"type":"echo","not_before":"2026-02-30T00:00:00Z"}]}"#.to_owned(),
+        ),
+        (
+            "not_before with an offset of +99:99",
+            "/api/cluster/jobs",
+            r#"{"jobs":[{"type":"echo","not_before":"2026-04-06T10:00:00+99:99"}]}"#.to_owned(),
+        ),
+        (
+            "join a host whose id is not a peer id",
+            "/api/cluster/join",
+            r#"{"host_peer_id":"0","group_id":"g1","executor":"/bin/true"}"#.to_owned(),
+        ),
     ];
     for (what, path, body) in &cases {
         let answer = post_large(api, path, body).await;
@@ -1244,6 +1281,7 @@ async fn bad_http_input_changes_nothing() {
         "/api/cluster/jobs/xyz",
         "/api/cluster/jobs/0123456789abcdeg",
         "/api/cluster/jobs/0123456789abcdef0",
+        "/api/cluster/jobs/%ff%fe",
     ] {
         let answer = get(api, path).await;
         assert!((400..500).contains(&answer.status), "{path}: {answer:?}");

@@ -307,7 +307,7 @@ async fn an_approval_cluster_takes_the_workers_its_host_approves() {
     assert_eq!(requests().await, json!([approved.ready.peer_id]));
     // Only a peer that asked can be approved or denied.
     for route in ["/api/groups/approve", "/api/groups/deny"] {
-        assert_error(&decide(route, &denied).await, 400, "no_request");
+        assert_error(&decide(route, &denied).await, 404, "no_request");
     }
 
     // Approved, it gets in by itself.

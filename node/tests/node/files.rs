@@ -238,6 +238,9 @@ async fn bad_file_input_is_refused_and_stores_nothing() {
     for bad in ["../escape.txt", ".hidden", "a\\\\b"] {
         assert_error(&upload(&host, &group, bad, "x").await, 400, "invalid_name");
     }
+    // Not a multipart form at all: the API's JSON error.
+    let json_body = post(api, "/api/docs/upload", r#"{"group_id":"x"}"#).await;
+    assert_error(&json_body, 400, "bad_form");
     // A group this peer is not in, or not a files group.
     assert_error(
         &upload(&host, "0123456789abcdef", "a.txt", "x").await,

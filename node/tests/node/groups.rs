@@ -173,6 +173,10 @@ async fn members_join_relay_change_roles_and_leave() {
     )
     .await;
     assert_error(&missing, 400, "bad_request");
+    // A group type with a line break would write a line of its own into the log.
+    let forged = json!({ "name": "x", "group_type": "x\n2026-11-22T00:00:00Z ERROR forged" });
+    let forged = post(&host.ready.api, "/api/groups", &forged.to_string()).await;
+    assert_error(&forged, 400, "invalid_request");
 
     // Kick: b is told the group is over for it; the host is left with a.
     let kick = json!({ "group_id": group, "peer_id": b.ready.peer_id }).to_string();
@@ -188,7 +192,7 @@ async fn members_join_relay_change_roles_and_leave() {
         sorted(vec![&a.ready.peer_id])
     );
     let again = post(&host.ready.api, "/api/groups/kick", &kick).await;
-    assert_error(&again, 400, "not_member");
+    assert_error(&again, 404, "not_member");
     // And banned: b's join is refused until the host lifts the ban.
     let refused = join(&b, &host, &group).await;
     assert_ne!(refused.status, 200, "{refused:?}");
@@ -237,14 +241,15 @@ async fn members_join_relay_change_roles_and_leave() {
     );
     assert_eq!(get(&host.ready.api, "/api/groups").await.body, "[]");
     let started = Instant::now();
-    assert_error(&join(&a, &host, &group).await, 500, "unknown_group");
+    // The host refused: 502 with its reason.
+    assert_error(&join(&a, &host, &group).await, 502, "unknown_group");
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "{:?}",
         started.elapsed()
     );
     let closed_again = post(&host.ready.api, "/api/groups/close", &leave).await;
-    assert_error(&closed_again, 500, "unknown_group");
+    assert_error(&closed_again, 404, "unknown_group");
 }
 
 #[tokio::test]
@@ -254,7 +259,7 @@ async fn full_and_invite_only_groups_refuse_with_their_reason() {
 
     let small = create(&host, json!({ "name": "small", "max_members": 1 })).await;
     assert_eq!(join(&a, &host, &small).await.status, 200);
-    assert_error(&join(&b, &host, &small).await, 500, "full");
+    assert_error(&join(&b, &host, &small).await, 502, "full");
     // A member joining again is not refused as full.
     assert_eq!(join(&a, &host, &small).await.status, 200);
 
@@ -263,7 +268,7 @@ async fn full_and_invite_only_groups_refuse_with_their_reason() {
         json!({ "name": "club", "admission": "invite", "default_role": "player" }),
     )
     .await;
-    assert_error(&join(&b, &host, &club).await, 500, "not_invited");
+    assert_error(&join(&b, &host, &club).await, 502, "not_invited");
     let invite = json!({ "group_id": club, "peer_id": b.ready.peer_id }).to_string();
     let invited = post(&host.ready.api, "/api/groups/invite", &invite).await;
     assert_eq!(invited.json()["status"], "invited", "{invited:?}");
@@ -433,12 +438,12 @@ async fn bad_input_from_the_network_is_refused_and_logged() {
     // A message over the host's size limit is refused; the sender stays a member.
     let big = json!({ "group_id": group, "payload": { "blob": "x".repeat(8 * 1024) } });
     let refused = post(&b.ready.api, "/api/groups/send", &big.to_string()).await;
-    assert_error(&refused, 500, "refused");
+    assert_error(&refused, 502, "refused");
     // A peer that is not a member cannot send through its own API either.
     let not_joined = json!({ "group_id": group, "payload": 1 }).to_string();
     assert_error(
         &post(&x.ready.api, "/api/groups/send", &not_joined).await,
-        500,
+        404,
         "not_joined",
     );
 
@@ -575,7 +580,7 @@ async fn the_host_joins_its_own_group_and_changes_its_settings() {
     let listed = get(&host.ready.api, "/api/groups").await.json();
     assert_eq!(listed[0]["host_in_group"], true);
     let again = post(&host.ready.api, "/api/groups/join-own", &body).await;
-    assert_error(&again, 500, "host_already_joined");
+    assert_error(&again, 409, "host_already_joined");
     let left = post(&host.ready.api, "/api/groups/leave-own", &body).await;
     assert_eq!(left.json()["status"], "left");
 

@@ -15,6 +15,26 @@ use super::{
 };
 use crate::group::store::{GroupRecord, MemberRecord, StoreOp};
 
+/// The longest group name, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+/// The longest group type, in bytes.
+pub const MAX_TYPE_BYTES: usize = 64;
+/// The longest group context, in bytes.
+pub const MAX_CONTEXT_BYTES: usize = 4096;
+
+/// A group name, type or context as the host takes it: at most `max` bytes and no control
+/// characters (they would end up raw in logs and in other peers' interfaces).
+fn check_field(field: &'static str, value: &str, max: usize) -> Result<(), GroupError> {
+    let reason = if value.len() > max {
+        format!("is {} bytes, more than {max}", value.len())
+    } else if value.chars().any(char::is_control) {
+        "must not contain control characters".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(GroupError::InvalidField { field, reason })
+}
+
 impl GroupCore {
     /// Creates a hosted group and returns its id. Creating a volatile group closes the other
     /// hosted groups of its type first (one per type per peer).
@@ -23,6 +43,9 @@ impl GroupCore {
         if name.is_empty() {
             return Err(GroupError::EmptyName);
         }
+        check_field("name", name, MAX_NAME_BYTES)?;
+        check_field("type", &spec.group_type, MAX_TYPE_BYTES)?;
+        check_field("context", &spec.group_context, MAX_CONTEXT_BYTES)?;
         let id = match spec.id {
             Some(id) => id,
             None => loop {
@@ -429,6 +452,7 @@ impl GroupCore {
             if name.is_empty() {
                 return Err(GroupError::EmptyName);
             }
+            check_field("name", name, MAX_NAME_BYTES)?;
             name.clone_into(&mut record.name);
         }
         if let Some(max) = update.max_members {
@@ -442,6 +466,12 @@ impl GroupCore {
             record.max_members = max;
         }
         if let Some(roles) = update.roles {
+            if roles.iter().any(|r| r.trim().is_empty()) {
+                return Err(GroupError::EmptyRole);
+            }
+            for role in &roles {
+                check_field("role", role, MAX_TYPE_BYTES)?;
+            }
             record.roles = roles;
         }
         if let Some(role) = update.default_role {

@@ -306,6 +306,60 @@ fn members_are_listed_with_the_names_they_joined_with() {
     assert_eq!(names(sim.core("A").members(&g).unwrap()), expected);
 }
 
+/// Names, types and contexts with control characters or over their limits are refused (they
+/// would reach logs and other peers raw), at creation and in a settings change.
+#[test]
+fn group_fields_with_control_characters_or_too_long_are_refused() {
+    let mut sim = Sim::new(&["H"], HandlerRegistry::new());
+    let bad = [
+        spec("two\nlines"),
+        GroupSpec {
+            group_type: "x\n2026-11-22T00:00:00Z ERROR fake".to_owned(),
+            ..spec("g")
+        },
+        GroupSpec {
+            group_context: "\u{1b}[31m".to_owned(),
+            ..spec("g")
+        },
+        spec(&"n".repeat(host::MAX_NAME_BYTES + 1)),
+        GroupSpec {
+            group_type: "t".repeat(host::MAX_TYPE_BYTES + 1),
+            ..spec("g")
+        },
+    ];
+    for spec in bad {
+        let refused = sim.with("H", |c, now| c.create(now, spec.clone()));
+        assert!(
+            matches!(refused, Err(GroupError::InvalidField { .. })),
+            "{spec:?}: {refused:?}"
+        );
+    }
+    assert!(sim.core("H").hosted_groups().is_empty());
+    let g = sim.create("H", spec(&"n".repeat(host::MAX_NAME_BYTES)));
+    let rename = MetaUpdate {
+        name: Some("tab\there".to_owned()),
+        ..MetaUpdate::default()
+    };
+    let refused = sim.with("H", |c, now| c.update_meta(now, &g, rename));
+    assert!(
+        matches!(refused, Err(GroupError::InvalidField { field: "name", .. })),
+        "{refused:?}"
+    );
+    for (roles, empty) in [(vec!["a", " "], true), (vec!["a\u{7}"], false)] {
+        let update = MetaUpdate {
+            roles: Some(roles.into_iter().map(str::to_owned).collect()),
+            ..MetaUpdate::default()
+        };
+        let refused = sim.with("H", |c, now| c.update_meta(now, &g, update));
+        if empty {
+            assert!(matches!(refused, Err(GroupError::EmptyRole)), "{refused:?}");
+        } else {
+            let field = matches!(refused, Err(GroupError::InvalidField { field: "role", .. }));
+            assert!(field, "{refused:?}");
+        }
+    }
+}
+
 #[test]
 fn create_join_own_join_leave_counts_like_goop2() {
     let mut sim = Sim::new(&["H", "A"], HandlerRegistry::new());
