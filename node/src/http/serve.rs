@@ -59,6 +59,7 @@ pub(crate) async fn serve(
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let connections = TaskTracker::new();
+    let mut warned: Option<Instant> = None;
     loop {
         let slot = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -67,7 +68,10 @@ pub(crate) async fn serve(
                 Err(_) => break,
             },
         };
-        if slots.available_permits() == 0 {
+        // Said at most once a minute: a client that keeps the API full would fill the log.
+        let quiet = warned.is_some_and(|at| at.elapsed() < Duration::from_secs(60));
+        if slots.available_permits() == 0 && !quiet {
+            warned = Some(Instant::now());
             tracing::warn!(
                 max = limits.max_connections,
                 "the API serves as many connections as it may; new ones wait"
