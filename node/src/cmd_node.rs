@@ -366,7 +366,6 @@ async fn serve(
         data,
         federation,
         hub: Hub::new(),
-        label: config.label.as_str().into(),
         names,
         token: config.api_token.as_deref().map(Arc::from),
         api_addr,

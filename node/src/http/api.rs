@@ -103,7 +103,7 @@ pub(crate) async fn get_self(State(state): State<AppState>) -> Result<Json<SelfI
     let addrs = state.node.listen_addrs().await.map_err(stopped)?;
     Ok(Json(SelfInfo {
         id: local.to_base58(),
-        label: state.label.to_string(),
+        label: state.names.label().to_owned(),
         addrs: addrs.iter().map(|a| with_p2p(a, local)).collect(),
     }))
 }

@@ -336,10 +336,10 @@ pub(crate) async fn browse(
     let group = group_id(query.group_id, "missing group_id")?;
     let mut peers = vec![PeerFiles {
         peer_id: state.groups.peer_id().clone(),
-        label: if state.label.is_empty() {
+        label: if state.names.label().is_empty() {
             "Me".to_owned()
         } else {
-            state.label.to_string()
+            state.names.label().to_owned()
         },
         files: state.files.list(&group).await?,
         is_self: true,

@@ -58,8 +58,7 @@ pub(crate) struct AppState {
     pub(crate) data: graphql::Data,
     pub(crate) federation: crate::federation::Federation,
     pub(crate) hub: Arc<Hub>,
-    pub(crate) label: Arc<str>,
-    /// Other peers' names, as they give them.
+    /// This peer's name (its label, cleaned) and other peers' names, as they give them.
     pub(crate) names: ::groups::names::Names,
     pub(crate) token: Option<Arc<str>>,
     pub(crate) api_addr: SocketAddr,
