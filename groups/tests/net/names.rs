@@ -3,15 +3,20 @@
 
 use std::time::Duration;
 
-use groups::MqConfig;
 use groups::names::{
     IDENTITY_RESPONSE_TOPIC, IDENTITY_TOPIC, IdentityResponse, Names, NamesConfig,
 };
 use groups::net::peer_to_proto;
+use groups::{MqConfig, Node};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::support::{addr_of, raw, start, within};
+
+/// Names on `node`'s bus, answering with `label`.
+fn named(node: &Node, label: &str, tasks: &TaskTracker, cancel: &CancellationToken) -> Names {
+    Names::start(&node.mq(), NamesConfig::new(label), tasks, cancel.clone())
+}
 
 /// Polls `resolve` until it gives a name (each poll may ask again, within the rate limit).
 async fn name_of(names: &Names, peer: &libp2p::PeerId) -> String {
@@ -35,13 +40,8 @@ async fn peers_learn_each_others_names_when_they_connect() {
     );
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
-    let a_names = Names::start(&a.mq(), NamesConfig::new("Ada"), &tasks, cancel.clone());
-    let b_names = Names::start(
-        &b.mq(),
-        NamesConfig::new("  Bea\u{7}\n"),
-        &tasks,
-        cancel.clone(),
-    );
+    let a_names = named(&a, "Ada", &tasks, &cancel);
+    let b_names = named(&b, "  Bea\u{7}\n", &tasks, &cancel);
     a.handle().dial(addr_of(&b).await).await.expect("dial");
     let (a_id, b_id) = (a.handle().local_peer_id(), b.handle().local_peer_id());
     assert_eq!(name_of(&a_names, &b_id).await, "Bea");
@@ -63,13 +63,8 @@ async fn a_goop2_style_peer_is_answered_and_its_answer_is_filed_under_its_own_id
     );
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
-    let a_names = Names::start(&a.mq(), NamesConfig::new("Ada"), &tasks, cancel.clone());
-    let _other_names = Names::start(
-        &other.mq(),
-        NamesConfig::new("Olga"),
-        &tasks,
-        cancel.clone(),
-    );
+    let a_names = named(&a, "Ada", &tasks, &cancel);
+    let _other_names = named(&other, "Olga", &tasks, &cancel);
     other.handle().dial(addr_of(&a).await).await.expect("dial");
     let (a_id, other_id) = (a.handle().local_peer_id(), other.handle().local_peer_id());
     assert_eq!(name_of(&a_names, &other_id).await, "Olga");

@@ -86,6 +86,12 @@ impl Sim {
         }
     }
 
+    /// Replaces `p`'s core with a fresh one on `config` (before it does anything).
+    fn configure(&mut self, p: &str, config: GroupConfig) {
+        let core = GroupCore::new(peer(p), config, Arc::new(HandlerRegistry::new()));
+        self.cores.insert(peer(p), core);
+    }
+
     fn core(&mut self, p: &str) -> &mut GroupCore {
         self.cores.get_mut(&peer(p)).unwrap()
     }
@@ -286,8 +292,7 @@ fn members_are_listed_with_the_names_they_joined_with() {
             label: label.to_owned(),
             ..config()
         };
-        let core = GroupCore::new(peer(p), config, Arc::new(HandlerRegistry::new()));
-        sim.cores.insert(peer(p), core);
+        sim.configure(p, config);
     }
     let g = sim.create("H", spec("named"));
     sim.with("H", |c, now| c.join_own(now, &g)).unwrap();
@@ -408,10 +413,7 @@ fn a_member_over_the_relay_limit_is_dropped_and_told_once_a_second() {
         relay_burst: 5,
         ..config()
     };
-    sim.cores.insert(
-        peer("H"),
-        GroupCore::new(peer("H"), limited, Arc::new(HandlerRegistry::new())),
-    );
+    sim.configure("H", limited);
     let g = sim.create("H", spec("g"));
     sim.join("A", "H", &g).unwrap();
     sim.join("B", "H", &g).unwrap();
@@ -790,8 +792,7 @@ fn join_requests_past_the_limit_drop_the_oldest() {
         max_join_requests: 2,
         ..config()
     };
-    let host = GroupCore::new(peer("H"), config, Arc::new(HandlerRegistry::new()));
-    sim.cores.insert(peer("H"), host);
+    sim.configure("H", config);
     let g = sim.create(
         "H",
         GroupSpec {
@@ -817,8 +818,7 @@ fn a_full_ban_list_lifts_its_oldest_ban() {
         max_bans: 2,
         ..config()
     };
-    let host = GroupCore::new(peer("H"), config, Arc::new(HandlerRegistry::new()));
-    sim.cores.insert(peer("H"), host);
+    sim.configure("H", config);
     let g = sim.create("H", spec("small"));
     for p in ["A", "B", "C"] {
         sim.join(p, "H", &g).unwrap();
