@@ -38,7 +38,8 @@ pub struct NodeArgs {
     /// ~/.local/share/goop].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// A libp2p listen address; repeatable [default: /ip4/0.0.0.0/tcp/0].
+    /// A libp2p listen address, TCP (`/ip4/0.0.0.0/tcp/4001`) or QUIC
+    /// (`/ip4/0.0.0.0/udp/4001/quic-v1`); repeatable [default: both, on ports the system picks].
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<String>,
     /// The HTTP API address [default: 127.0.0.1:8787]. A non-loopback address needs a token.

@@ -11,8 +11,9 @@ use serde::Deserialize;
 
 /// The API address when none is given.
 pub const DEFAULT_API: &str = "127.0.0.1:8787";
-/// The libp2p listen address when none is given: every interface, a port the system picks.
-pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/0";
+/// The libp2p listen addresses when none is given: every interface, over TCP and over QUIC,
+/// ports the system picks (go-libp2p peers, Goop²'s among them, listen on both as well).
+pub const DEFAULT_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"];
 /// How often a host pings the members of its groups when not set, in milliseconds.
 pub const DEFAULT_GROUP_PING_MS: u64 = 20_000;
 /// The fewest finished jobs a cluster host may keep in memory.
@@ -173,7 +174,10 @@ impl RawConfig {
                 .iter()
                 .map(|a| parse_multiaddr("listen address", a))
                 .collect::<Result<_, _>>()?,
-            None => vec![parse_multiaddr("listen address", DEFAULT_LISTEN)?],
+            None => DEFAULT_LISTEN
+                .iter()
+                .map(|a| parse_multiaddr("listen address", a))
+                .collect::<Result<_, _>>()?,
         };
         let peers = self
             .peers
@@ -295,7 +299,8 @@ mod tests {
     fn defaults_are_loopback_api_and_any_interface_listen() {
         let c = raw().validate().unwrap();
         assert_eq!(c.api.to_string(), DEFAULT_API);
-        assert_eq!(c.listen[0].to_string(), DEFAULT_LISTEN);
+        let listen: Vec<String> = c.listen.iter().map(ToString::to_string).collect();
+        assert_eq!(listen, DEFAULT_LISTEN);
         assert!(c.mdns);
         assert_eq!(c.max_message_bytes, proto::DEFAULT_MAX_FRAME_BYTES);
     }

@@ -19,7 +19,8 @@
 //!   `executor-bench` measures it.
 //!
 //! Usage: `cluster-bench [--jobs N] [--batch N] [--latency-jobs N] [--runtime-jobs N]
-//! [--submitters N] [--capacity N] [--goop PATH] [--executor PATH] [--keep]`. The host alone
+//! [--submitters N] [--capacity N] [--transport tcp|quic] [--goop PATH] [--executor PATH]
+//! [--keep]`. The host alone
 //! (no workers) is measured first, for how fast it takes submits. Build first with
 //! `cargo build --release -p node -p examples -p benches`.
 
@@ -49,6 +50,8 @@ struct Options {
     executor: PathBuf,
     keep: bool,
     submitters: usize,
+    /// Where the nodes listen: TCP (Noise, yamux) or QUIC.
+    listen: &'static str,
 }
 
 fn options() -> Result<Options> {
@@ -63,6 +66,7 @@ fn options() -> Result<Options> {
         executor: release.join("echo-executor"),
         keep: false,
         submitters: 1,
+        listen: "/ip4/127.0.0.1/tcp/0",
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -77,6 +81,13 @@ fn options() -> Result<Options> {
             "--executor" => options.executor = PathBuf::from(value()?),
             "--keep" => options.keep = true,
             "--submitters" => options.submitters = value()?.parse()?,
+            "--transport" => {
+                options.listen = match value()?.as_str() {
+                    "tcp" => "/ip4/127.0.0.1/tcp/0",
+                    "quic" => "/ip4/127.0.0.1/udp/0/quic-v1",
+                    other => return Err(format!("--transport is tcp or quic, not {other}").into()),
+                }
+            }
             // `cargo bench` passes this to every bench target.
             "--bench" => {}
             other => return Err(format!("unknown argument {other}").into()),
@@ -133,16 +144,21 @@ impl Drop for Proc {
     }
 }
 
-fn spawn(goop: &Path, data_dir: &Path, args: &[&str], env: &[(&str, String)]) -> Result<Proc> {
+fn spawn(
+    options: &Options,
+    data_dir: &Path,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> Result<Proc> {
     let log = std::fs::File::create(data_dir.with_extension("log"))?;
-    let mut command = Command::new(goop);
+    let mut command = Command::new(&options.goop);
     command
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
         .args([
             "--listen",
-            "/ip4/127.0.0.1/tcp/0",
+            options.listen,
             "--api",
             "127.0.0.1:0",
             "--no-mdns",
@@ -333,7 +349,7 @@ fn submit_all(
 
 fn cluster_run(options: &Options, workers: usize, dir: &Path) -> Result<ClusterFigures> {
     std::fs::create_dir_all(dir)?;
-    let host = spawn(&options.goop, &dir.join("host"), &["node"], &[])?;
+    let host = spawn(options, &dir.join("host"), &["node"], &[])?;
     let api = Api::new(&host.api);
     let created: serde_json::Value = api.post(
         "/api/cluster/create",
@@ -349,7 +365,7 @@ fn cluster_run(options: &Options, workers: usize, dir: &Path) -> Result<ClusterF
     for i in 1..=workers {
         let capacity = options.capacity.to_string();
         nodes.push(spawn(
-            &options.goop,
+            options,
             &dir.join(format!("worker-{i}")),
             &[
                 "worker",
@@ -613,7 +629,8 @@ node, daemon executor, result stored) with one and then two worker nodes, next t
 runtime alone measured in the same run. Reported, not asserted.
 
 usage: cluster-bench [--jobs N] [--batch N] [--latency-jobs N] [--runtime-jobs N]
-                     [--submitters N] [--capacity N] [--goop PATH] [--executor PATH] [--keep]
+                     [--submitters N] [--capacity N] [--transport tcp|quic] [--goop PATH]
+                     [--executor PATH] [--keep]
 
   --jobs N           jobs per throughput run (default 50000)
   --batch N          jobs per submit request, 1 to 10000 (default 1000)
@@ -621,6 +638,7 @@ usage: cluster-bench [--jobs N] [--batch N] [--latency-jobs N] [--runtime-jobs N
   --runtime-jobs N   jobs for the runtime baseline (default 200000)
   --submitters N     threads submitting in parallel (default 1)
   --capacity N       executor capacity per worker (default 1024)
+  --transport T      how the nodes connect: tcp (Noise, yamux) or quic (default tcp)
   --goop PATH        the goop binary (default target/release/goop)
   --executor PATH    the executor (default target/release/echo-executor)
   --keep             keep the nodes' data directories and logs

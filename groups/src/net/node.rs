@@ -51,6 +51,9 @@ impl Node {
                 yamux::Config::default,
             )
             .map_err(|e| NodeError::Start(e.to_string()))?
+            // QUIC beside TCP (`/udp/<port>/quic-v1`): TLS 1.3 and its own streams, one
+            // round trip to connect; what go-libp2p peers listen on by default.
+            .with_quic()
             .with_behaviour(|key| {
                 Behaviour::new(key, agent, with_mdns)
                     .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)

@@ -10,8 +10,13 @@ use libp2p::identity::Keypair;
 
 /// A node listening on a random loopback port, mDNS off so parallel tests stay apart.
 pub(crate) async fn start(mq: MqConfig) -> Node {
+    start_on(&["/ip4/127.0.0.1/tcp/0"], mq).await
+}
+
+/// A node listening on `listen` (random ports), mDNS off.
+pub(crate) async fn start_on(listen: &[&str], mq: MqConfig) -> Node {
     let mut config = NodeConfig::new(Keypair::generate_ed25519());
-    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    config.listen = listen.iter().map(|a| a.parse().unwrap()).collect();
     config.mdns = false;
     config.mq = mq;
     Node::start(config).await.expect("node starts")

@@ -27,6 +27,8 @@ use super::support::{
 
 /// Quick liveness, so a killed peer is noticed within seconds.
 const PING: &[&str] = &["--group-ping-ms", "1000"];
+/// Where test peers listen unless a test says otherwise.
+const TCP: &str = "/ip4/127.0.0.1/tcp/0";
 
 /// The executor written for these tests (always present): echo, `sleep_ms`, `fail`, `exit`.
 pub(super) fn fixture_executor() -> PathBuf {
@@ -73,13 +75,14 @@ pub(super) async fn host() -> Host {
 
 /// A fresh node with these extra flags, made a cluster host over the API.
 async fn host_with(flags: &[&str]) -> Host {
+    host_on(TCP, flags).await
+}
+
+/// A fresh node listening for peers on `listen`, with these extra flags, made a cluster host.
+async fn host_on(listen: &str, flags: &[&str]) -> Host {
     let command = [&["node"], flags].concat();
     let data_dir = temp_dir("host");
-    let peer = spawn_ready(
-        goop_with(&command, &data_dir, "/ip4/127.0.0.1/tcp/0", PING),
-        data_dir,
-    )
-    .await;
+    let peer = spawn_ready(goop_with(&command, &data_dir, listen, PING), data_dir).await;
     let answer = post(
         &peer.ready.api,
         "/api/cluster/create",
@@ -100,7 +103,7 @@ async fn worker(host: &Host, executor: &Path, capacity: u32) -> Peer {
 
 /// A `goop worker` running `executor` in `mode` (`daemon` or `oneshot`).
 async fn worker_in_mode(host: &Host, executor: &Path, mode: &str, capacity: u32) -> Peer {
-    worker_in(host, executor, mode, capacity, temp_dir("worker")).await
+    worker_in(host, executor, mode, capacity, temp_dir("worker"), TCP).await
 }
 
 /// The arguments of a `goop worker` joining `host` with `executor` in `mode` (`daemon` or
@@ -129,17 +132,19 @@ pub(super) fn worker_command(
     .to_vec()
 }
 
-/// A `goop worker` with data directory `data_dir` (an earlier worker's, for a restart).
+/// A `goop worker` with data directory `data_dir` (an earlier worker's, for a restart),
+/// listening for peers on `listen`.
 async fn worker_in(
     host: &Host,
     executor: &Path,
     mode: &str,
     capacity: u32,
     data_dir: PathBuf,
+    listen: &str,
 ) -> Peer {
     let command = worker_command(host, executor, mode, capacity);
     let command: Vec<&str> = command.iter().map(String::as_str).collect();
-    let mut cmd = goop_with(&command, &data_dir, "/ip4/127.0.0.1/tcp/0", PING);
+    let mut cmd = goop_with(&command, &data_dir, listen, PING);
     cmd.env("ECHO_CAPACITY", "64").env("FIXTURE_CAPACITY", "64");
     let peer = spawn_ready(cmd, data_dir).await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -491,6 +496,47 @@ async fn thousands_complete_in_priority_order_on_one_slot() {
     }
 }
 
+/// A host and a worker that listen on QUIC only: the join, the jobs and the results all go
+/// over it.
+#[tokio::test]
+async fn a_cluster_runs_over_quic() {
+    const QUIC: &str = "/ip4/127.0.0.1/udp/0/quic-v1";
+    let host = host_on(QUIC, &[]).await;
+    assert!(
+        host.addr().contains("/udp/") && host.addr().contains("/quic-v1/"),
+        "{}",
+        host.addr()
+    );
+    let worker = worker_in(
+        &host,
+        &echo_executor(),
+        "daemon",
+        8,
+        temp_dir("worker"),
+        QUIC,
+    )
+    .await;
+    let jobs: Vec<Value> = (0..500)
+        .map(|i| json!({ "type": "echo", "payload": { "n": i }, "priority": i % 3 }))
+        .collect();
+    let ids = submit(host.api(), &jobs).await;
+    let number: HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    for state in wait_terminal(host.api(), &ids, 60).await {
+        assert_eq!(state.status, JobStatus::Completed, "{state:?}");
+        let n = number[state.job.id.to_string().as_str()];
+        let result = state.result.as_ref().expect("a result").get();
+        assert_eq!(result, format!(r#"{{"n":{n}}}"#), "{state:?}");
+        assert_eq!(
+            state.worker_id.as_ref().map(|w| w.as_str()),
+            Some(worker.ready.peer_id.as_str())
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_finished_job_names_the_worker_that_ran_it() {
     let host = host().await;
@@ -688,7 +734,7 @@ async fn killing_a_worker_loses_nothing_and_fails_nothing() {
 
     // Restarted on its data dir, the worker comes back with its identity and takes jobs: with
     // the survivor paused, they can only run there.
-    let back = worker_in(&host, &executor, "daemon", 4, doomed_dir).await;
+    let back = worker_in(&host, &executor, "daemon", 4, doomed_dir, TCP).await;
     assert_eq!(back.ready.peer_id, doomed_id);
     let pause = json!({ "peer_id": survivor.ready.peer_id }).to_string();
     let answer = post(host.api(), "/api/cluster/worker/pause", &pause).await;
