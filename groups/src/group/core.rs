@@ -342,8 +342,8 @@ struct Hosted {
     /// When each peer whose join was refused lately was last answered (see
     /// [`GroupConfig::refusal_interval`]); kept for that long.
     refused: BTreeMap<PeerId, u64>,
-    /// Peers asking to join (admission by approval), with when each first asked (Unix ms).
-    /// In memory only: a peer still asking after a restart asks again.
+    /// Peers asking to join (admission by approval), with when each first asked (Unix ms);
+    /// stored, so the host can still answer a request made before it restarted.
     requests: BTreeMap<PeerId, i64>,
     next_ping: u64,
     /// Changes with every change of members, roles or settings; starts at a random value so
@@ -378,17 +378,47 @@ fn make_room(noted: &mut BTreeMap<PeerId, i64>, max: usize) -> Vec<PeerId> {
 
 impl Hosted {
     /// Records the request of `peer` to join (admission by approval), at `at`, dropping the
-    /// oldest past `max`. Returns whether it is a new request.
-    fn request(&mut self, group: &GroupId, peer: &PeerId, at: i64, max: usize) -> bool {
+    /// oldest past `max`; the store operations go to `ops`. Returns whether it is a new
+    /// request.
+    fn request(
+        &mut self,
+        group: &GroupId,
+        peer: &PeerId,
+        at: i64,
+        max: usize,
+        ops: &mut Vec<StoreOp>,
+    ) -> bool {
         if self.requests.contains_key(peer) {
             return false;
         }
         for oldest in make_room(&mut self.requests, max) {
             tracing::warn!(%group, peer = %oldest, max, "join requests full; the oldest is dropped");
+            ops.push(StoreOp::DeleteRequest {
+                group: group.clone(),
+                peer: oldest,
+            });
         }
         self.requests.insert(peer.clone(), at);
+        ops.push(StoreOp::PutRequest {
+            group: group.clone(),
+            peer: peer.clone(),
+            requested_at: at,
+        });
         tracing::info!(%group, %peer, "join request waiting for the host's approval");
         true
+    }
+
+    /// Forgets the request of `peer`, if it made one; the store operation goes to `ops`.
+    /// Returns whether there was one.
+    fn forget_request(&mut self, group: &GroupId, peer: &PeerId, ops: &mut Vec<StoreOp>) -> bool {
+        let had = self.requests.remove(peer).is_some();
+        if had {
+            ops.push(StoreOp::DeleteRequest {
+                group: group.clone(),
+                peer: peer.clone(),
+            });
+        }
+        had
     }
 
     fn count(&self) -> u32 {
@@ -539,6 +569,10 @@ impl GroupCore {
         for (group, peer, banned_at) in snapshot.bans {
             bans.entry(group).or_default().insert(peer, banned_at);
         }
+        let mut requests: BTreeMap<GroupId, BTreeMap<PeerId, i64>> = BTreeMap::new();
+        for (group, peer, asked_at) in snapshot.requests {
+            requests.entry(group).or_default().insert(peer, asked_at);
+        }
         for mut record in snapshot.groups {
             // The store only ever holds this peer's groups; a database copied from another
             // peer would make this peer answer for groups it cannot host.
@@ -555,7 +589,7 @@ impl GroupCore {
                 invited: invites.remove(&record.id).unwrap_or_default(),
                 banned: bans.remove(&record.id).unwrap_or_default(),
                 refused: BTreeMap::new(),
-                requests: BTreeMap::new(),
+                requests: requests.remove(&record.id).unwrap_or_default(),
                 next_ping: now,
                 record,
             };
@@ -661,6 +695,11 @@ impl GroupCore {
             }
             for (peer, banned_at) in &hosted.banned {
                 snapshot.bans.push((id.clone(), peer.clone(), *banned_at));
+            }
+            for (peer, asked_at) in &hosted.requests {
+                snapshot
+                    .requests
+                    .push((id.clone(), peer.clone(), *asked_at));
             }
         }
         for (group, joined) in self.joined.iter().filter(|(_, j)| !j.volatile) {
@@ -879,6 +918,13 @@ impl GroupCore {
 
     fn persist(&mut self, op: StoreOp) {
         self.outputs.push(Output::Persist(op));
+    }
+
+    /// Persists `ops`, the changes of one group, unless that group is volatile.
+    fn persist_all(&mut self, volatile: bool, ops: Vec<StoreOp>) {
+        if !volatile {
+            self.outputs.extend(ops.into_iter().map(Output::Persist));
+        }
     }
 
     fn hook(&mut self, call: HookCall) {

@@ -69,6 +69,14 @@ CREATE TABLE IF NOT EXISTS _group_bans (
     PRIMARY KEY (group_id, peer_id)
 );
 ",
+    r"
+CREATE TABLE IF NOT EXISTS _group_requests (
+    group_id TEXT NOT NULL REFERENCES _groups(id) ON DELETE CASCADE,
+    peer_id TEXT NOT NULL,
+    requested_at INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (group_id, peer_id)
+);
+",
 ];
 
 /// Why the store failed.
@@ -217,6 +225,22 @@ pub enum StoreOp {
         /// The peer.
         peer: PeerId,
     },
+    /// Record a request to join a group that admits by approval.
+    PutRequest {
+        /// The group.
+        group: GroupId,
+        /// The peer asking.
+        peer: PeerId,
+        /// When it first asked (Unix ms).
+        requested_at: i64,
+    },
+    /// Forget a request (approved, denied, dropped, or the group no longer asks).
+    DeleteRequest {
+        /// The group.
+        group: GroupId,
+        /// The peer.
+        peer: PeerId,
+    },
     /// Insert or replace a subscription.
     PutSubscription(SubscriptionRecord),
     /// Delete a subscription.
@@ -241,6 +265,9 @@ pub struct StoreSnapshot {
     pub invites: Vec<(GroupId, PeerId)>,
     /// Bans of hosted groups, with when each was made (Unix ms), oldest first.
     pub bans: Vec<(GroupId, PeerId, i64)>,
+    /// Requests to join hosted groups that admit by approval, with when each peer first
+    /// asked (Unix ms), oldest first.
+    pub requests: Vec<(GroupId, PeerId, i64)>,
     /// Subscriptions to remote groups, oldest first.
     pub subscriptions: Vec<SubscriptionRecord>,
 }
@@ -418,6 +445,10 @@ fn write(tx: &rusqlite::Transaction<'_>, ops: &[StoreOp]) -> Result<(), StoreErr
                     [id.as_str()],
                 )?;
                 tx.execute("DELETE FROM _group_bans WHERE group_id = ?1", [id.as_str()])?;
+                tx.execute(
+                    "DELETE FROM _group_requests WHERE group_id = ?1",
+                    [id.as_str()],
+                )?;
                 tx.execute("DELETE FROM _groups WHERE id = ?1", [id.as_str()])?;
             }
             StoreOp::PutMember { group, member } => {
@@ -436,44 +467,36 @@ fn write(tx: &rusqlite::Transaction<'_>, ops: &[StoreOp]) -> Result<(), StoreErr
                 )?;
             }
             StoreOp::DeleteMember { group, peer } => {
-                tx.execute(
-                    "DELETE FROM _group_members WHERE group_id = ?1 AND peer_id = ?2",
-                    [group.as_str(), peer.as_str()],
-                )?;
+                delete_peer(tx, "_group_members", group, peer)?;
             }
             StoreOp::PutInvite {
                 group,
                 peer,
                 invited_at,
-            } => {
-                tx.execute(
-                    "INSERT OR REPLACE INTO _group_invites (group_id, peer_id, invited_at)
-                     VALUES (?1, ?2, ?3)",
-                    params![group.as_str(), peer.as_str(), invited_at],
-                )?;
-            }
+            } => put_timed_peer(tx, "_group_invites", "invited_at", group, peer, *invited_at)?,
             StoreOp::DeleteInvite { group, peer } => {
-                tx.execute(
-                    "DELETE FROM _group_invites WHERE group_id = ?1 AND peer_id = ?2",
-                    [group.as_str(), peer.as_str()],
-                )?;
+                delete_peer(tx, "_group_invites", group, peer)?;
             }
             StoreOp::PutBan {
                 group,
                 peer,
                 banned_at,
-            } => {
-                tx.execute(
-                    "INSERT OR REPLACE INTO _group_bans (group_id, peer_id, banned_at)
-                     VALUES (?1, ?2, ?3)",
-                    params![group.as_str(), peer.as_str(), banned_at],
-                )?;
-            }
-            StoreOp::DeleteBan { group, peer } => {
-                tx.execute(
-                    "DELETE FROM _group_bans WHERE group_id = ?1 AND peer_id = ?2",
-                    [group.as_str(), peer.as_str()],
-                )?;
+            } => put_timed_peer(tx, "_group_bans", "banned_at", group, peer, *banned_at)?,
+            StoreOp::DeleteBan { group, peer } => delete_peer(tx, "_group_bans", group, peer)?,
+            StoreOp::PutRequest {
+                group,
+                peer,
+                requested_at,
+            } => put_timed_peer(
+                tx,
+                "_group_requests",
+                "requested_at",
+                group,
+                peer,
+                *requested_at,
+            )?,
+            StoreOp::DeleteRequest { group, peer } => {
+                delete_peer(tx, "_group_requests", group, peer)?;
             }
             StoreOp::PutSubscription(s) => {
                 tx.execute(
@@ -501,7 +524,7 @@ fn write(tx: &rusqlite::Transaction<'_>, ops: &[StoreOp]) -> Result<(), StoreErr
             StoreOp::ReplaceAll(snapshot) => {
                 tx.execute_batch(
                     "DELETE FROM _group_members; DELETE FROM _group_invites;
-                     DELETE FROM _group_bans; DELETE FROM _groups;
+                     DELETE FROM _group_bans; DELETE FROM _group_requests; DELETE FROM _groups;
                      DELETE FROM _group_subscriptions;",
                 )?;
                 let mut ops: Vec<StoreOp> = Vec::new();
@@ -522,6 +545,17 @@ fn write(tx: &rusqlite::Transaction<'_>, ops: &[StoreOp]) -> Result<(), StoreErr
                             group,
                             peer,
                             banned_at,
+                        }),
+                );
+                ops.extend(
+                    snapshot
+                        .requests
+                        .iter()
+                        .cloned()
+                        .map(|(group, peer, requested_at)| StoreOp::PutRequest {
+                            group,
+                            peer,
+                            requested_at,
                         }),
                 );
                 ops.extend(snapshot.invites.iter().cloned().map(|(group, peer)| {
@@ -653,23 +687,8 @@ fn load(conn: &Connection) -> Result<StoreSnapshot, StoreError> {
             parse("_group_invites", &peer)?,
         ));
     }
-    let mut stmt =
-        conn.prepare("SELECT group_id, peer_id, banned_at FROM _group_bans ORDER BY banned_at")?;
-    let rows = stmt.query_map([], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            row.get::<_, String>(1)?,
-            row.get::<_, i64>(2)?,
-        ))
-    })?;
-    for row in rows {
-        let (group, peer, banned_at) = row?;
-        snapshot.bans.push((
-            parse("_group_bans", &group)?,
-            parse("_group_bans", &peer)?,
-            banned_at,
-        ));
-    }
+    snapshot.bans = timed_peers(conn, "_group_bans", "banned_at")?;
+    snapshot.requests = timed_peers(conn, "_group_requests", "requested_at")?;
     let mut stmt = conn.prepare(
         "SELECT host_peer_id, group_id, group_name, group_type, group_context, max_members,
             role, subscribed_at
@@ -701,6 +720,60 @@ fn load(conn: &Connection) -> Result<StoreSnapshot, StoreError> {
         });
     }
     Ok(snapshot)
+}
+
+/// Records `peer` in `table` (invites, bans, requests) for `group`, as of `at` in `column`.
+fn put_timed_peer(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    column: &str,
+    group: &GroupId,
+    peer: &PeerId,
+    at: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO {table} (group_id, peer_id, {column}) VALUES (?1, ?2, ?3)"
+    ))?
+    .execute(params![group.as_str(), peer.as_str(), at])?;
+    Ok(())
+}
+
+/// Removes the row of `peer` in `group` from `table`.
+fn delete_peer(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    group: &GroupId,
+    peer: &PeerId,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(&format!(
+        "DELETE FROM {table} WHERE group_id = ?1 AND peer_id = ?2"
+    ))?
+    .execute([group.as_str(), peer.as_str()])?;
+    Ok(())
+}
+
+/// The `(group, peer, time)` rows of `table` (bans, requests), oldest first.
+fn timed_peers(
+    conn: &Connection,
+    table: &'static str,
+    at: &str,
+) -> Result<Vec<(GroupId, PeerId, i64)>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT group_id, peer_id, {at} FROM {table} ORDER BY {at}, group_id, peer_id"
+    ))?;
+    let rows = stmt.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (group, peer, at) = row?;
+        out.push((parse(table, &group)?, parse(table, &peer)?, at));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -783,6 +856,20 @@ mod tests {
                     group: g.clone(),
                     peer: "12D3KooWGone".parse().unwrap(),
                 },
+                StoreOp::PutRequest {
+                    group: g.clone(),
+                    peer: "12D3KooWAsks".parse().unwrap(),
+                    requested_at: 8,
+                },
+                StoreOp::PutRequest {
+                    group: g.clone(),
+                    peer: "12D3KooWAnswered".parse().unwrap(),
+                    requested_at: 2,
+                },
+                StoreOp::DeleteRequest {
+                    group: g.clone(),
+                    peer: "12D3KooWAnswered".parse().unwrap(),
+                },
                 StoreOp::PutSubscription(sub.clone()),
             ])
             .await
@@ -795,6 +882,10 @@ mod tests {
         assert_eq!(snapshot.members, vec![(g.clone(), m)]);
         assert_eq!(snapshot.invites, vec![(g.clone(), member)]);
         assert_eq!(snapshot.bans, vec![(g.clone(), host.clone(), 4)]);
+        assert_eq!(
+            snapshot.requests,
+            vec![(g.clone(), "12D3KooWAsks".parse().unwrap(), 8)]
+        );
         assert_eq!(snapshot.subscriptions, vec![sub.clone()]);
 
         // Replacing everything with what was loaded changes nothing.

@@ -12,8 +12,8 @@ use super::cluster::{
     Host, echo_executor, fixture_executor, host, logs, start_node, worker_command, worker_info,
 };
 use super::support::{
-    Answer, Peer, assert_error, cli_any, dial, get, goop_with, ok, post, stderr_log_path, temp_dir,
-    until,
+    Answer, Peer, assert_error, cli_any, dial, get, goop_with, ok, post, restart_killed,
+    stderr_log_path, temp_dir, until,
 };
 
 /// Where a worker keeps its settings in its data directory.
@@ -286,8 +286,9 @@ async fn an_approval_cluster_takes_the_workers_its_host_approves() {
     let host = created(node, r#"{"name":"vetted","admission":"approval"}"#).await;
     let executor = echo_executor();
     let body = json!({ "executor": executor_path(&executor), "mode": "daemon" });
-    let requests = async || ok(&get(host.api(), "/api/groups").await)[0]["requests"].clone();
-    let decide = async |route: &str, peer: &Peer| {
+    let requests =
+        async |host: &Host| ok(&get(host.api(), "/api/groups").await)[0]["requests"].clone();
+    let decide = async |host: &Host, route: &str, peer: &Peer| {
         let body = json!({ "group_id": host.group, "peer_id": peer.ready.peer_id }).to_string();
         post(host.api(), route, &body).await
     };
@@ -304,22 +305,31 @@ async fn an_approval_cluster_takes_the_workers_its_host_approves() {
             .is_some_and(|r| r.contains("pending_approval")),
         "{answer}"
     );
-    assert_eq!(requests().await, json!([approved.ready.peer_id]));
+    assert_eq!(requests(&host).await, json!([approved.ready.peer_id]));
     // Only a peer that asked can be approved or denied.
     for route in ["/api/groups/approve", "/api/groups/deny"] {
-        assert_error(&decide(route, &denied).await, 404, "no_request");
+        assert_error(&decide(&host, route, &denied).await, 404, "no_request");
     }
 
+    // The request outlives a restart of the host (killed, so nothing is written on the way
+    // out): it is still listed and can still be answered.
+    let Host { peer, group } = host;
+    let host = Host {
+        peer: restart_killed(peer, &["--group-ping-ms", "1000"]).await,
+        group,
+    };
+    assert_eq!(requests(&host).await, json!([approved.ready.peer_id]));
+
     // Approved, it gets in by itself.
-    let answer = ok(&decide("/api/groups/approve", &approved).await);
+    let answer = ok(&decide(&host, "/api/groups/approve", &approved).await);
     assert_eq!(answer, json!({ "status": "approved" }));
     until_verified(&host, &approved).await;
-    assert_eq!(requests().await, Value::Null);
+    assert_eq!(requests(&host).await, Value::Null);
 
     // Denied, it is banned, and its worker role ends.
     assert_eq!(join_answer(&denied, &host, body).await.status, 202);
-    assert_eq!(requests().await, json!([denied.ready.peer_id]));
-    let answer = ok(&decide("/api/groups/deny", &denied).await);
+    assert_eq!(requests(&host).await, json!([denied.ready.peer_id]));
+    let answer = ok(&decide(&host, "/api/groups/deny", &denied).await);
     assert_eq!(answer, json!({ "status": "denied" }));
     until_no_role(&denied, "the denied worker").await;
     let groups = ok(&get(host.api(), "/api/groups").await);

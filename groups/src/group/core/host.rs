@@ -236,11 +236,7 @@ impl GroupCore {
             });
         }
         ban(hosted, group, peer, wall(now), max_bans, &mut ops);
-        if !volatile {
-            for op in ops {
-                self.persist(op);
-            }
-        }
+        self.persist_all(volatile, ops);
         tracing::info!(%group, %peer, present, "member kicked and banned");
         if !present {
             return Ok(());
@@ -272,7 +268,8 @@ impl GroupCore {
         let newly = hosted.invited.insert(peer.clone());
         let volatile = hosted.volatile;
         // An invitation answers a request to join, if there was one.
-        hosted.requests.remove(peer);
+        let mut ops = Vec::new();
+        hosted.forget_request(group, peer, &mut ops);
         // Inviting a banned peer is the host changing its mind: the ban goes.
         let was_banned = hosted.banned.remove(peer).is_some();
         let invite = Invite {
@@ -285,20 +282,19 @@ impl GroupCore {
         };
         if was_banned {
             tracing::info!(%group, %peer, "invitation lifts the ban");
-            if !volatile {
-                self.persist(StoreOp::DeleteBan {
-                    group: group.clone(),
-                    peer: peer.clone(),
-                });
-            }
+            ops.push(StoreOp::DeleteBan {
+                group: group.clone(),
+                peer: peer.clone(),
+            });
         }
-        if newly && !volatile {
-            self.persist(StoreOp::PutInvite {
+        if newly {
+            ops.push(StoreOp::PutInvite {
                 group: group.clone(),
                 peer: peer.clone(),
                 invited_at: wall(now),
             });
         }
+        self.persist_all(volatile, ops);
         let token = SendToken(self.next_id());
         self.outputs.push(Output::Send {
             to: peer.clone(),
@@ -332,11 +328,8 @@ impl GroupCore {
         let hosted = self.hosted_mut(group)?;
         let mut ops = Vec::new();
         ban(hosted, group, peer, wall(now), max_bans, &mut ops);
-        if !hosted.volatile {
-            for op in ops {
-                self.persist(op);
-            }
-        }
+        let volatile = hosted.volatile;
+        self.persist_all(volatile, ops);
         tracing::info!(%group, %peer, "join request denied; peer banned");
         Ok(())
     }
@@ -344,12 +337,15 @@ impl GroupCore {
     /// Removes the join request of `peer`, which must be there.
     fn take_request(&mut self, group: &GroupId, peer: &PeerId) -> Result<(), GroupError> {
         let hosted = self.hosted_mut(group)?;
-        if hosted.requests.remove(peer).is_none() {
+        let mut ops = Vec::new();
+        if !hosted.forget_request(group, peer, &mut ops) {
             return Err(GroupError::NoRequest {
                 group: group.clone(),
                 peer: peer.clone(),
             });
         }
+        let volatile = hosted.volatile;
+        self.persist_all(volatile, ops);
         Ok(())
     }
 
@@ -486,10 +482,18 @@ impl GroupCore {
                 role: record.default_role,
             });
         }
+        let mut ops = Vec::new();
         if record.admission != Admission::Approval {
-            hosted.requests.clear();
+            for peer in std::mem::take(&mut hosted.requests).into_keys() {
+                ops.push(StoreOp::DeleteRequest {
+                    group: group.clone(),
+                    peer,
+                });
+            }
         }
         hosted.record = record;
+        let volatile = hosted.volatile;
+        self.persist_all(volatile, ops);
         self.save_group(group);
         self.broadcast_meta(group);
         Ok(())
@@ -720,8 +724,12 @@ impl GroupCore {
         if hosted.record.admission == Admission::Invite {
             return Some(ErrorBody::new(ErrorCode::NotInvited));
         }
-        if hosted.request(group, from, wall(now), max_requests) {
-            let group_type = hosted.record.group_type.clone();
+        let mut ops = Vec::new();
+        let new = hosted.request(group, from, wall(now), max_requests, &mut ops);
+        let volatile = hosted.volatile;
+        self.persist_all(volatile, ops);
+        if new {
+            let group_type = self.hosted.get(group)?.record.group_type.clone();
             self.event(
                 &group_type,
                 GroupEventKind::JoinRequest,

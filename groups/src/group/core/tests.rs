@@ -701,8 +701,9 @@ fn a_refused_peer_is_answered_once_per_interval() {
 }
 
 /// A group that admits by approval: a join from a peer not invited is recorded as a request
-/// (one `join_request` event, however often it asks) and refused with `pending_approval`;
-/// approving lets its next join in, denying bans it; neither works on a peer that did not ask.
+/// (one `join_request` event, however often it asks, across a restart of the host) and
+/// refused with `pending_approval`; approving lets its next join in, denying bans it; neither
+/// works on a peer that did not ask.
 #[test]
 fn an_approval_group_lets_in_whom_the_host_approves() {
     let mut sim = Sim::new(&["H", "A", "B", "C"], HandlerRegistry::new());
@@ -725,10 +726,19 @@ fn an_approval_group_lets_in_whom_the_host_approves() {
     assert!(pending(&mut sim, "A"));
     sim.tick(1);
     assert!(pending(&mut sim, "B"));
+    // The requests are stored, so a restarted host still has them.
+    let stored: BTreeSet<PeerId> = replay(&sim.writes[&peer("H")])
+        .requests
+        .into_iter()
+        .map(|(_, p, _)| p)
+        .collect();
+    assert_eq!(stored, BTreeSet::from([peer("A"), peer("B")]));
+    sim.restart("H");
     sim.tick(1_000);
     assert!(pending(&mut sim, "A"), "asking again is still pending");
     let requests = |sim: &mut Sim| sim.core("H").hosted_group(&g).unwrap().requests;
     assert_eq!(requests(&mut sim), vec![peer("A"), peer("B")]);
+    // One event each: A asking again after the restart is the request already stored.
     let asked: Vec<Option<PeerId>> = sim
         .events_of("H", GroupEventKind::JoinRequest)
         .iter()
@@ -1273,6 +1283,7 @@ fn replay(ops: &[StoreOp]) -> StoreSnapshot {
     let mut members = BTreeMap::new();
     let mut invites = BTreeSet::new();
     let mut bans = BTreeMap::new();
+    let mut requests = BTreeMap::new();
     let mut subs = BTreeMap::new();
     for op in ops {
         match op.clone() {
@@ -1284,6 +1295,7 @@ fn replay(ops: &[StoreOp]) -> StoreSnapshot {
                 members.retain(|(g, _), _| g != &id);
                 invites.retain(|(g, _)| g != &id);
                 bans.retain(|(g, _), _| g != &id);
+                requests.retain(|(g, _), _| g != &id);
             }
             StoreOp::PutMember { group, mut member } => {
                 if !member.present {
@@ -1310,6 +1322,16 @@ fn replay(ops: &[StoreOp]) -> StoreSnapshot {
             StoreOp::DeleteBan { group, peer } => {
                 bans.remove(&(group, peer));
             }
+            StoreOp::PutRequest {
+                group,
+                peer,
+                requested_at,
+            } => {
+                requests.insert((group, peer), requested_at);
+            }
+            StoreOp::DeleteRequest { group, peer } => {
+                requests.remove(&(group, peer));
+            }
             StoreOp::PutSubscription(sub) => {
                 subs.insert((sub.host.clone(), sub.group.clone()), sub);
             }
@@ -1335,6 +1357,11 @@ fn replay(ops: &[StoreOp]) -> StoreSnapshot {
                     .into_iter()
                     .map(|(g, p, at)| ((g, p), at))
                     .collect();
+                requests = snapshot
+                    .requests
+                    .into_iter()
+                    .map(|(g, p, at)| ((g, p), at))
+                    .collect();
                 subs = snapshot
                     .subscriptions
                     .into_iter()
@@ -1348,6 +1375,10 @@ fn replay(ops: &[StoreOp]) -> StoreSnapshot {
         members: members.into_iter().map(|((g, _), m)| (g, m)).collect(),
         invites: invites.into_iter().collect(),
         bans: bans.into_iter().map(|((g, p), at)| (g, p, at)).collect(),
+        requests: requests
+            .into_iter()
+            .map(|((g, p), at)| (g, p, at))
+            .collect(),
         subscriptions: subs.into_values().collect(),
     }
 }
@@ -1365,6 +1396,7 @@ fn normalised(mut snapshot: StoreSnapshot) -> StoreSnapshot {
         .sort_by(|a, b| (&a.0, &a.1.peer).cmp(&(&b.0, &b.1.peer)));
     snapshot.invites.sort();
     snapshot.bans.sort();
+    snapshot.requests.sort();
     snapshot
         .subscriptions
         .sort_by(|a, b| (&a.host, &a.group).cmp(&(&b.host, &b.group)));
