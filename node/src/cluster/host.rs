@@ -28,6 +28,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::counters::Counters;
 use super::ids::IdMaker;
 use super::outbox::{self, OnFailure};
 use super::time::{millis, now, stamp};
@@ -206,6 +207,7 @@ pub(crate) struct HostHandle {
     requests: mpsc::Sender<Request>,
     events: broadcast::Sender<ClusterEvent>,
     store: Arc<JobStore>,
+    counters: Arc<Counters>,
 }
 
 impl HostHandle {
@@ -217,6 +219,11 @@ impl HostHandle {
     /// The job store (for reads).
     pub(crate) fn store(&self) -> &Arc<JobStore> {
         &self.store
+    }
+
+    /// What the host did since it started.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// Live events of this cluster.
@@ -364,11 +371,13 @@ pub(crate) async fn spawn<L: Link>(
     let (committed, committed_rx) = mpsc::channel(1024);
     let (reads, reads_rx) = mpsc::channel(64);
     let (failures, failures_rx) = mpsc::channel(256);
+    let counters = Arc::new(Counters::default());
     let handle = HostHandle {
         group: config.group.clone(),
         requests,
         events: events.clone(),
         store: store.clone(),
+        counters: counters.clone(),
     };
     let mut host = Host {
         config,
@@ -376,6 +385,7 @@ pub(crate) async fn spawn<L: Link>(
         store,
         link,
         events,
+        counters,
         outboxes: HashMap::new(),
         meta: HashMap::new(),
         ids: IdMaker::new(max_id),
@@ -522,6 +532,7 @@ struct Host<L: Link> {
     store: Arc<JobStore>,
     link: L,
     events: broadcast::Sender<ClusterEvent>,
+    counters: Arc<Counters>,
     outboxes: HashMap<PeerId, mpsc::Sender<ClusterMessage>>,
     meta: HashMap<PeerId, WorkerMeta>,
     ids: IdMaker,
@@ -1023,6 +1034,7 @@ impl<L: Link> Host<L> {
         let result = self.step(Input::SubmitBatch(fresh));
         match result {
             Ok(()) => {
+                self.counters.submitted(count);
                 // The dispatcher does not announce a submit (the store row already says
                 // pending): followers of the stream hear of it here, before any later change.
                 let follow = self.events.receiver_count() > 0;
@@ -1650,6 +1662,7 @@ impl<L: Link> Host<L> {
                 (AttemptOutcome::Lost, Some("host restarted".into()))
             }
         };
+        self.counters.attempt_ended(outcome);
         self.pending_writes.push(Write::Attempt {
             job,
             record: AttemptRecord {
@@ -1674,6 +1687,7 @@ impl<L: Link> Host<L> {
     }
 
     fn job_changed(&mut self, update: dispatcher::JobUpdate<Carried>) {
+        self.counters.finished(update.status);
         if update.status.is_terminal()
             && let Some(size) = self.payloads.remove(&update.id)
         {

@@ -4,6 +4,7 @@
 //! Both sides are actors: one task each with an explicit event loop. They reach the network
 //! through [`Link`], so they can be tested over an in-memory link as well as over libp2p.
 
+pub(crate) mod counters;
 pub(crate) mod host;
 mod ids;
 pub(crate) mod member;

@@ -81,7 +81,7 @@ fn with_p2p(addr: &Multiaddr, peer: PeerId) -> String {
     }
 }
 
-fn stopped(e: impl std::fmt::Display) -> ApiError {
+pub(super) fn stopped(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",

@@ -2,7 +2,8 @@
 //! cluster, the chat rooms, the shared files, the listening groups and the data tables with
 //! their GraphQL engine.
 //!
-//! Every answer is JSON; errors are `{"error":{"code","message"}}`. When an API token is set,
+//! Every answer is JSON but `GET /metrics` (Prometheus text); errors are
+//! `{"error":{"code","message"}}`. When an API token is set,
 //! every route requires `Authorization: Bearer <token>` (the event stream included: it carries
 //! message contents). A request whose `Origin` is not this API's own origin is refused, so a
 //! web page the user visits cannot drive the peer. Bodies are limited on every route.
@@ -17,6 +18,7 @@ mod error;
 mod groups;
 mod hub;
 mod listen;
+mod metrics;
 mod openapi;
 pub(crate) mod serve;
 
@@ -75,6 +77,7 @@ pub(crate) fn router(state: AppState, max_message_bytes: usize, tasks: &TaskTrac
     let send_limit = max_message_bytes.saturating_add(SEND_BODY_OVERHEAD);
     Router::new()
         .route("/api/openapi.json", get(openapi::get))
+        .route("/metrics", get(metrics::get))
         .route("/api/self", get(api::get_self))
         .route("/api/peers", get(api::get_peers))
         .route("/api/peers/dial", post(api::dial))

@@ -537,6 +537,93 @@ async fn a_cluster_runs_over_quic() {
     }
 }
 
+/// `GET /metrics` as name-with-labels → value, checking the content type.
+async fn metrics(api: &str) -> HashMap<String, u64> {
+    let answer = get(api, "/metrics").await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let content_type = answer.header("content-type").unwrap_or_default();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    answer
+        .body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').expect("a sample line");
+            (name.to_owned(), value.parse().expect("an integer value"))
+        })
+        .collect()
+}
+
+/// The metrics of a host say what its stats and workers say, and count what happened: jobs
+/// accepted, finished by status, attempts by outcome. A worker's say only what it is.
+#[tokio::test]
+async fn metrics_count_the_jobs_attempts_and_workers_of_a_host() {
+    let host = host().await;
+    let worker = worker(&host, &echo_executor(), 4).await;
+    let mut jobs: Vec<Value> = (0..20)
+        .map(|i| json!({ "type": "echo", "payload": i }))
+        .collect();
+    jobs.extend(
+        (0..3).map(|_| json!({ "type": "echo", "payload": { "fail": "no" }, "max_retry": 0 })),
+    );
+    let ids = submit(host.api(), &jobs).await;
+    wait_terminal(host.api(), &ids, 30).await;
+
+    let m = metrics(host.api()).await;
+    let peer = &worker.ready.peer_id;
+    let info = format!(
+        r#"goop_info{{version="{}",peer_id="{}",role="host"}}"#,
+        env!("CARGO_PKG_VERSION"),
+        host.peer.ready.peer_id
+    );
+    let expected = [
+        (info.as_str(), 1),
+        (r#"goop_cluster_jobs{status="completed"}"#, 20),
+        (r#"goop_cluster_jobs{status="failed"}"#, 3),
+        (r#"goop_cluster_jobs{status="pending"}"#, 0),
+        (r#"goop_cluster_jobs{status="running"}"#, 0),
+        ("goop_cluster_jobs_submitted_total", 23),
+        (
+            r#"goop_cluster_jobs_finished_total{status="completed"}"#,
+            20,
+        ),
+        (r#"goop_cluster_jobs_finished_total{status="failed"}"#, 3),
+        (r#"goop_cluster_jobs_finished_total{status="cancelled"}"#, 0),
+        (r#"goop_cluster_attempts_total{outcome="completed"}"#, 20),
+        (r#"goop_cluster_attempts_total{outcome="failed"}"#, 3),
+        (r#"goop_cluster_attempts_total{outcome="lost"}"#, 0),
+        ("goop_cluster_workers", 1),
+        (
+            &format!(r#"goop_cluster_worker_capacity{{worker="{peer}"}}"#),
+            4,
+        ),
+        (
+            &format!(r#"goop_cluster_worker_running_jobs{{worker="{peer}"}}"#),
+            0,
+        ),
+    ];
+    for (name, value) in expected {
+        assert_eq!(m.get(name), Some(&value), "{name} in {m:#?}");
+    }
+    assert!(m["goop_peers_connected"] >= 1, "{m:#?}");
+    let stats = stats(host.api()).await;
+    assert_eq!(
+        m[r#"goop_cluster_jobs{status="completed"}"#],
+        stats["completed"]
+    );
+
+    let m = metrics(&worker.ready.api).await;
+    let info = format!(
+        r#"goop_info{{version="{}",peer_id="{peer}",role="worker"}}"#,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(m.get(info.as_str()), Some(&1), "{m:#?}");
+    assert!(!m.keys().any(|k| k.starts_with("goop_cluster")), "{m:#?}");
+}
+
 #[tokio::test]
 async fn a_finished_job_names_the_worker_that_ran_it() {
     let host = host().await;
