@@ -14,6 +14,7 @@ mod node {
     mod executor_cmd;
     mod files;
     mod groups;
+    mod interop;
     mod lifecycle;
     mod listen;
     mod openapi;

@@ -351,6 +351,15 @@ struct Hosted {
     epoch: u64,
 }
 
+/// Epochs stay below 2^53, so a peer that reads JSON numbers as doubles (JavaScript, or Go
+/// decoding into `float64`) reads each one exactly and tells consecutive ones apart.
+const EPOCH_MASK: u64 = (1 << 53) - 1;
+
+/// The epoch after `epoch`, wrapping within [`EPOCH_MASK`].
+fn next_epoch(epoch: u64) -> u64 {
+    epoch.wrapping_add(1) & EPOCH_MASK
+}
+
 /// The peers of a map of when each was noted, oldest first.
 fn oldest_first(noted: &BTreeMap<PeerId, i64>) -> Vec<PeerId> {
     let mut peers: Vec<(&PeerId, &i64)> = noted.iter().collect();
@@ -580,7 +589,7 @@ impl GroupCore {
                 tracing::warn!(group = %record.id, owner = %record.owner, "stored group owned by another peer; taking it over");
                 record.owner = self.me.clone();
             }
-            let epoch = self.random();
+            let epoch = self.new_epoch();
             let mut hosted = Hosted {
                 epoch,
                 volatile: false,
@@ -938,6 +947,11 @@ impl GroupCore {
     }
 
     /// xorshift64*: ids and jitter, from the configured seed.
+    /// A fresh epoch for a hosted group, below 2^53 (see [`next_epoch`]).
+    fn new_epoch(&mut self) -> u64 {
+        self.random() & EPOCH_MASK
+    }
+
     fn random(&mut self) -> u64 {
         let mut x = self.rng;
         x ^= x >> 12;

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use super::budget::Verdict;
 use super::{
     GroupCore, GroupError, GroupSpec, HookCall, Hosted, LeaveReason, Member, MetaUpdate, Output,
-    SendToken, default_role, make_room, members_payload, ms, raw, wall,
+    SendToken, default_role, make_room, members_payload, ms, next_epoch, raw, wall,
 };
 use crate::group::store::{GroupRecord, MemberRecord, StoreOp};
 
@@ -109,7 +109,7 @@ impl GroupCore {
             restored: false,
         });
         tracing::info!(group = %id, group_type = %record.group_type, volatile, "created group");
-        let epoch = self.random();
+        let epoch = self.new_epoch();
         self.hosted.insert(
             id.clone(),
             Hosted {
@@ -1014,7 +1014,7 @@ impl GroupCore {
         let Some(hosted) = self.hosted.get_mut(group) else {
             return;
         };
-        hosted.epoch = hosted.epoch.wrapping_add(1);
+        hosted.epoch = next_epoch(hosted.epoch);
         let epoch = hosted.epoch;
         let hosted = &self.hosted[group];
         let members = self.member_list(hosted);
@@ -1045,7 +1045,7 @@ impl GroupCore {
         let Some(hosted) = self.hosted.get_mut(group) else {
             return;
         };
-        hosted.epoch = hosted.epoch.wrapping_add(1);
+        hosted.epoch = next_epoch(hosted.epoch);
         let r = &hosted.record;
         let meta = Meta {
             group_name: r.name.clone(),

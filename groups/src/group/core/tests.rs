@@ -859,6 +859,33 @@ fn a_join_for_an_unknown_group_is_answered() {
     ));
 }
 
+/// Every epoch a host sends (welcome, members, ping) is below 2^53, where a peer reading JSON
+/// numbers as doubles still reads it exactly, across groups, membership changes and restarts.
+#[test]
+fn epochs_on_the_wire_stay_below_two_to_the_53() {
+    let mut sim = Sim::new(&["H", "A", "B"], HandlerRegistry::new());
+    let groups: Vec<GroupId> = (0..8)
+        .map(|i| sim.create("H", spec(&format!("g{i}"))))
+        .collect();
+    for g in &groups {
+        sim.join("A", "H", g).unwrap();
+        sim.join("B", "H", g).unwrap();
+        sim.with("A", |c, now| c.leave_remote(now, g)).unwrap();
+    }
+    sim.restart("H");
+    sim.tick(30_000);
+    let mut epochs = Vec::new();
+    for wire in &sim.delivered {
+        let body: serde_json::Value = serde_json::from_str(wire.payload.get()).unwrap();
+        if let Some(epoch) = body.get("epoch").and_then(serde_json::Value::as_u64) {
+            epochs.push(epoch);
+        }
+    }
+    assert!(epochs.len() > 30, "only {} epochs seen", epochs.len());
+    assert!(epochs.iter().all(|e| *e < 1 << 53), "{epochs:?}");
+    assert_eq!(super::next_epoch((1 << 53) - 1), 0);
+}
+
 #[test]
 fn control_messages_from_anyone_but_the_host_are_dropped() {
     let mut sim = Sim::new(&["H", "A", "M"], HandlerRegistry::new());
