@@ -182,14 +182,22 @@ async fn handle_stream(peer: PeerId, stream: Stream, rx: &Receiver, cancel: &Can
             tracing::debug!(%peer, %error, "mq stream closed while acknowledging");
             return;
         }
-        let line = tokio::select! {
-            line = reader.next() => line,
-            () = tokio::time::sleep(idle) => {
-                tracing::debug!(%peer, "closing idle mq stream");
-                break;
+        // Idle means nothing arrived for `idle`; a long message on a slow link is still
+        // arriving (`next` is cancel-safe, so waking up to look loses nothing).
+        let line = loop {
+            let before = reader.received();
+            tokio::select! {
+                line = reader.next() => break Some(line),
+                () = tokio::time::sleep(idle) => {
+                    if reader.received() == before {
+                        tracing::debug!(%peer, "closing idle mq stream");
+                        break None;
+                    }
+                }
+                () = cancel.cancelled() => break None,
             }
-            () = cancel.cancelled() => break,
         };
+        let Some(line) = line else { break };
         match line {
             Ok(Line::Frame(bytes)) => {
                 if bytes.iter().all(u8::is_ascii_whitespace) {

@@ -37,6 +37,8 @@ pub(crate) struct LineReader<R> {
     max: usize,
     chunk: Box<[u8]>,
     eof: bool,
+    /// Every byte read from the stream so far.
+    received: u64,
 }
 
 impl<R: AsyncRead + Unpin> LineReader<R> {
@@ -50,7 +52,13 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             max,
             chunk: vec![0; CHUNK].into_boxed_slice(),
             eof: false,
+            received: 0,
         }
+    }
+
+    /// How many bytes were read from the stream so far: a line still arriving shows here.
+    pub(crate) fn received(&self) -> u64 {
+        self.received
     }
 
     /// Whether a complete line is already buffered, so `next` will not wait.
@@ -71,6 +79,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             if n == 0 {
                 self.eof = true;
             } else {
+                self.received += n as u64;
                 self.buf.extend_from_slice(&self.chunk[..n]);
             }
         }

@@ -44,9 +44,11 @@ pub struct MqConfig {
     pub window: usize,
     /// Messages queued per destination peer before `send` waits for space (default 1024).
     pub send_queue: usize,
-    /// How long a stream may go without an acknowledgement while messages are in flight
-    /// before it counts as broken (default 30 s). A receiver slowed by a full subscriber
-    /// counts against this too.
+    /// How long a stream may go without an acknowledgement, once what is in flight is
+    /// written, before it counts as broken (default 30 s); also how long a write may wait
+    /// with the receiver taking no data at all. A slow receiver that keeps taking data is
+    /// not broken, however long a large message takes. A receiver slowed by a full
+    /// subscriber counts against this too.
     pub ack_timeout: Duration,
     /// Failures in a row without any acknowledgement (stream open or stream break) after which
     /// the messages in flight fail (default 3).

@@ -28,6 +28,9 @@ const WRITE_BATCH_BYTES: usize = 256 * 1024;
 /// Scheduler turns given to producers while gathering a batch. A lone message (nothing else
 /// in flight) is written at once, so light traffic keeps its latency.
 const COALESCE_YIELDS: u32 = 2;
+/// The most written at once under one `ack_timeout`: a receiver that takes this much within
+/// the timeout (about 9 KB/s at the default 30 s) is slow, not gone.
+const WRITE_CHUNK: usize = 256 * 1024;
 
 struct Conn {
     reader: LineReader<ReadHalf<Stream>>,
@@ -326,27 +329,34 @@ impl Link {
         Ok(Conn { reader, writer })
     }
 
+    /// Writes `bytes` on the stream. What fails a write is a receiver that takes nothing for
+    /// `ack_timeout`, not a slow one: a message near the size limit on a slow link may take
+    /// far longer than that in all. Once written, the acknowledgements are waited for from
+    /// now.
     async fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
         let Some(conn) = self.conn.as_mut() else {
             return Err("no stream".to_owned());
         };
+        let stall = self.config.ack_timeout;
+        let stalled = || format!("the receiver took no data for {stall:?}");
         let write = async {
-            conn.writer.write_all(bytes).await?;
-            conn.writer.flush().await
+            for chunk in bytes.chunks(WRITE_CHUNK) {
+                tokio::time::timeout(stall, conn.writer.write_all(chunk))
+                    .await
+                    .map_err(|_| stalled())?
+                    .map_err(|e| format!("write failed: {e}"))?;
+            }
+            tokio::time::timeout(stall, conn.writer.flush())
+                .await
+                .map_err(|_| stalled())?
+                .map_err(|e| format!("write failed: {e}"))
         };
-        let bounded = tokio::time::timeout(self.config.ack_timeout, write);
-        let result = tokio::select! {
-            result = bounded => result,
+        tokio::select! {
+            result = write => result?,
             () = self.cancel.cancelled() => return Err("the mq bus is stopping".to_owned()),
-        };
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("write failed: {e}")),
-            Err(_) => Err(format!(
-                "receiver took no data for {:?}",
-                self.config.ack_timeout
-            )),
         }
+        self.progress_at = Instant::now();
+        Ok(())
     }
 
     fn give_up(&mut self) {

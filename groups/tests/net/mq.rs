@@ -364,3 +364,41 @@ async fn links_that_go_idle_and_retire_lose_and_reorder_nothing() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A long message written slowly, over a stream silent for less than the receiver's idle
+/// time between pieces but longer than it in all, is received: idle means nothing arriving.
+#[tokio::test]
+async fn a_message_arriving_slowly_is_not_cut_off_as_idle() {
+    let patient = MqConfig {
+        inbound_idle: Duration::from_secs(1),
+        ..MqConfig::default()
+    };
+    let (a, b) = pair(MqConfig::default(), patient).await;
+    let mut sub = b.mq().subscribe("slow");
+    let peer = b.handle().local_peer_id();
+    let mut control = a.handle().stream_control();
+    let mut stream = within(10, "open", control.open_stream(peer, MQ))
+        .await
+        .unwrap();
+    let line = format!(
+        r#"{{"type":"msg","id":"slow-1","seq":1,"topic":"slow","payload":"{}"}}"#,
+        "y".repeat(256 * 1024)
+    );
+    // 32 KiB every 300 ms: about 2.4 s in all, more than twice the idle time.
+    let started = Instant::now();
+    for piece in line.as_bytes().chunks(32 * 1024) {
+        stream.write_all(piece).await.unwrap();
+        stream.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stream.write_all(b"\n").await.unwrap();
+    stream.flush().await.unwrap();
+    let m = within(10, "delivery", sub.recv()).await.unwrap();
+    assert!(started.elapsed() > Duration::from_secs(2));
+    assert_eq!(
+        (m.id.as_str(), m.payload.get().len()),
+        ("slow-1", 256 * 1024 + 2)
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -18,7 +18,7 @@ pub(crate) const OUTCOMES: [AttemptOutcome; 5] = [
     AttemptOutcome::Lost,
 ];
 
-/// The terminal statuses, in the order [`Counters::finished`] gives them.
+/// The terminal statuses, in the order [`Counters::finished_totals`] gives them.
 pub(crate) const FINISHED: [JobStatus; 3] = [
     JobStatus::Completed,
     JobStatus::Failed,
