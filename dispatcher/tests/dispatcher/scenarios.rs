@@ -324,6 +324,38 @@ fn failures_back_off_exponentially_with_jitter_then_fail_with_history() {
 }
 
 #[test]
+fn a_job_that_fails_then_completes_on_its_retry_keeps_no_error() {
+    // Goop² gap 13: the error of a failed attempt stayed on the job that then completed.
+    let mut h = Harness::with(Config {
+        lease: None,
+        retry_base: Millis(1_000),
+        retry_cap: Millis(1_000),
+        ..Config::default()
+    });
+    h.worker(1, &[], 1);
+    let mut j = job(1, "t");
+    j.max_retry = 2;
+    h.submit(j);
+    assert_eq!(h.pairs(), [(1, 1)]);
+    h.result(1, 1, false).unwrap();
+    let waiting = h.d.job_view(id(1)).unwrap();
+    assert_eq!(waiting.status, JobStatus::Pending);
+    assert_eq!(
+        waiting.error,
+        Some("boom 1"),
+        "the failure is shown while it waits"
+    );
+    h.take();
+    h.at(1_000);
+    assert_eq!(h.pairs(), [(1, 1)]);
+    h.result(1, 1, true).unwrap();
+    let last = h.last(1);
+    assert_eq!(last.status, JobStatus::Completed);
+    assert_eq!(last.error, None, "{last:?}");
+    assert_eq!(last.retries, 1);
+}
+
+#[test]
 fn the_same_seed_gives_the_same_jitter() {
     let run = |seed| {
         let mut d: Dispatcher<u32, String> = Dispatcher::new(

@@ -1018,6 +1018,59 @@ fn a_silent_member_is_dropped_with_a_leave_hook_and_keeps_its_role_on_return() {
     assert_eq!(sim.member_ids("H", &g), vec![peer("A")]);
 }
 
+/// While a join waits for its host, a `welcome` or an `error` from another peer (a member of
+/// the group, even) is ignored, where Goop² took them from anyone; a second join of the same
+/// group is refused as in progress; the host's own welcome ends it.
+#[test]
+fn a_pending_join_is_answered_only_by_its_host() {
+    let mut sim = Sim::new(&["H", "A", "M"], HandlerRegistry::new());
+    let g = sim.create("H", spec("g"));
+    sim.join("M", "H", &g).unwrap();
+    // The host is slow to answer: A's join is pending while M forges the answers.
+    sim.muted.insert(peer("H"));
+    let ticket = sim
+        .with("A", |c, now| c.join_remote(now, &peer("H"), &g))
+        .unwrap();
+    let forged = proto::Welcome {
+        group_name: "forged".to_owned(),
+        ..proto::Welcome::default()
+    };
+    sim.inject("M", "A", &GroupMessage::Welcome(Box::new(forged)), &g);
+    sim.inject(
+        "M",
+        "A",
+        &GroupMessage::Error(proto::ErrorBody::new(ErrorCode::Forbidden)),
+        &g,
+    );
+    assert!(sim.core("A").subscription(&g).is_none());
+    assert!(
+        !sim.joins
+            .iter()
+            .any(|(who, t, _)| who == &peer("A") && *t == ticket),
+        "a forged message answered the join"
+    );
+    assert!(matches!(
+        sim.with("A", |c, now| c.join_remote(now, &peer("H"), &g)),
+        Err(GroupError::JoinInProgress(_))
+    ));
+    // The host answers after all (the join reaches it late): its welcome ends the join,
+    // under the group's real name.
+    sim.muted.clear();
+    sim.inject(
+        "A",
+        "H",
+        &GroupMessage::Join(proto::JoinOptions::default()),
+        &g,
+    );
+    let answer = sim
+        .joins
+        .iter()
+        .find(|(who, t, _)| who == &peer("A") && *t == ticket)
+        .map(|(_, _, r)| r.clone());
+    assert!(matches!(answer, Some(Ok(_))), "{answer:?}");
+    assert_eq!(sim.core("A").subscription(&g).unwrap().group_name, "g");
+}
+
 #[test]
 fn a_late_welcome_does_not_leave_a_ghost() {
     let mut sim = Sim::new(&["H", "A"], HandlerRegistry::new());
