@@ -496,3 +496,17 @@ mod api {
         assert!(matches!(lagged, ClusterEvent::Lagged { missed: 7 }));
     }
 }
+
+#[test]
+fn an_attempt_outcome_names_itself_as_it_is_serialized() {
+    for outcome in [
+        AttemptOutcome::Completed,
+        AttemptOutcome::Failed,
+        AttemptOutcome::TimedOut,
+        AttemptOutcome::Cancelled,
+        AttemptOutcome::Lost,
+    ] {
+        let wire = serde_json::to_string(&outcome).unwrap();
+        assert_eq!(wire, format!("\"{}\"", outcome.as_str()));
+    }
+}

@@ -534,16 +534,6 @@ pub(crate) fn mode_str(mode: JobMode) -> &'static str {
     }
 }
 
-pub(crate) fn outcome_str(outcome: AttemptOutcome) -> &'static str {
-    match outcome {
-        AttemptOutcome::Completed => "completed",
-        AttemptOutcome::Failed => "failed",
-        AttemptOutcome::TimedOut => "timed_out",
-        AttemptOutcome::Cancelled => "cancelled",
-        AttemptOutcome::Lost => "lost",
-    }
-}
-
 fn parse_outcome(s: &str) -> Option<AttemptOutcome> {
     serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
 }

@@ -1053,7 +1053,7 @@ fn write_attempt(
             record.worker_id.as_str(),
             record.started_at.as_unix_ms(),
             record.ended_at.map(Timestamp::as_unix_ms),
-            record.outcome.map(reader::outcome_str),
+            record.outcome.map(AttemptOutcome::as_str),
             record.error,
         ])
         .context("writing an attempt")?;

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use proto::cluster::{AttemptOutcome, QueueStats, WorkerInfo};
+use proto::cluster::{QueueStats, WorkerInfo};
 
 use super::{ApiError, AppState};
 use crate::cluster::counters::{Counters, FINISHED, OUTCOMES};
@@ -101,7 +101,7 @@ fn host_metrics(text: &mut Text, stats: &QueueStats, workers: &[WorkerInfo], cou
     for (outcome, count) in OUTCOMES.iter().zip(counters.attempts()) {
         text.sample(
             "goop_cluster_attempts_total",
-            &[("outcome", outcome_name(*outcome))],
+            &[("outcome", outcome.as_str())],
             count,
         );
     }
@@ -134,16 +134,6 @@ fn host_metrics(text: &mut Text, stats: &QueueStats, workers: &[WorkerInfo], cou
             &[("worker", w.peer_id.as_str())],
             u64::from(w.capacity),
         );
-    }
-}
-
-fn outcome_name(outcome: AttemptOutcome) -> &'static str {
-    match outcome {
-        AttemptOutcome::Completed => "completed",
-        AttemptOutcome::Failed => "failed",
-        AttemptOutcome::TimedOut => "timed_out",
-        AttemptOutcome::Cancelled => "cancelled",
-        AttemptOutcome::Lost => "lost",
     }
 }
 
