@@ -55,21 +55,19 @@ pub(crate) async fn get(State(state): State<AppState>) -> Result<Response, ApiEr
 
 /// The families of a cluster host.
 fn host_metrics(text: &mut Text, stats: &QueueStats, workers: &[WorkerInfo], counters: &Counters) {
-    text.family(
-        "goop_cluster_jobs",
-        "gauge",
+    text.labelled(
+        ("goop_cluster_jobs", "gauge"),
         "Jobs by status; pending excludes assigned (sent, not yet acknowledged by the worker).",
+        "status",
+        [
+            ("pending", stats.pending.saturating_sub(stats.assigned)),
+            ("assigned", stats.assigned),
+            ("running", stats.running),
+            ("completed", stats.completed),
+            ("failed", stats.failed),
+            ("cancelled", stats.cancelled),
+        ],
     );
-    for (status, count) in [
-        ("pending", stats.pending.saturating_sub(stats.assigned)),
-        ("assigned", stats.assigned),
-        ("running", stats.running),
-        ("completed", stats.completed),
-        ("failed", stats.failed),
-        ("cancelled", stats.cancelled),
-    ] {
-        text.sample("goop_cluster_jobs", &[("status", status)], count);
-    }
     text.family(
         "goop_cluster_jobs_submitted_total",
         "counter",
@@ -80,61 +78,44 @@ fn host_metrics(text: &mut Text, stats: &QueueStats, workers: &[WorkerInfo], cou
         &[],
         counters.submitted_total(),
     );
-    text.family(
-        "goop_cluster_jobs_finished_total",
-        "counter",
+    text.labelled(
+        ("goop_cluster_jobs_finished_total", "counter"),
         "Jobs that reached a final status since the host started (a retried job counts again).",
+        "status",
+        FINISHED
+            .iter()
+            .map(|s| s.as_str())
+            .zip(counters.finished_totals()),
     );
-    for (status, count) in FINISHED.iter().zip(counters.finished_totals()) {
-        text.sample(
-            "goop_cluster_jobs_finished_total",
-            &[("status", status.as_str())],
-            count,
-        );
-    }
-    text.family(
-        "goop_cluster_attempts_total",
-        "counter",
+    text.labelled(
+        ("goop_cluster_attempts_total", "counter"),
         "Attempts ended since the host started, by outcome (lost: the worker or its executor \
          went away; it costs no retry).",
+        "outcome",
+        OUTCOMES.iter().map(|o| o.as_str()).zip(counters.attempts()),
     );
-    for (outcome, count) in OUTCOMES.iter().zip(counters.attempts()) {
-        text.sample(
-            "goop_cluster_attempts_total",
-            &[("outcome", outcome.as_str())],
-            count,
-        );
-    }
     text.family(
         "goop_cluster_workers",
         "gauge",
         "Workers the host knows, verified or not.",
     );
     text.sample("goop_cluster_workers", &[], workers.len() as u64);
-    text.family(
-        "goop_cluster_worker_running_jobs",
-        "gauge",
+    text.labelled(
+        ("goop_cluster_worker_running_jobs", "gauge"),
         "Attempts each worker is running.",
+        "worker",
+        workers
+            .iter()
+            .map(|w| (w.peer_id.as_str(), u64::from(w.running_jobs))),
     );
-    for w in workers {
-        text.sample(
-            "goop_cluster_worker_running_jobs",
-            &[("worker", w.peer_id.as_str())],
-            u64::from(w.running_jobs),
-        );
-    }
-    text.family(
-        "goop_cluster_worker_capacity",
-        "gauge",
+    text.labelled(
+        ("goop_cluster_worker_capacity", "gauge"),
         "Attempts each worker runs at once at most.",
+        "worker",
+        workers
+            .iter()
+            .map(|w| (w.peer_id.as_str(), u64::from(w.capacity))),
     );
-    for w in workers {
-        text.sample(
-            "goop_cluster_worker_capacity",
-            &[("worker", w.peer_id.as_str())],
-            u64::from(w.capacity),
-        );
-    }
 }
 
 /// The exposition text being written.
@@ -146,6 +127,21 @@ impl Text {
     fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.0, "# HELP {name} {help}");
         let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    /// A family of samples that differ by one label: `(name, kind)`, its help, the label,
+    /// and each sample's label value and value.
+    fn labelled<'a>(
+        &mut self,
+        (name, kind): (&str, &str),
+        help: &str,
+        label: &str,
+        samples: impl IntoIterator<Item = (&'a str, u64)>,
+    ) {
+        self.family(name, kind, help);
+        for (value_of_label, value) in samples {
+            self.sample(name, &[(label, value_of_label)], value);
+        }
     }
 
     /// One sample, its label values escaped as the format asks.
